@@ -1,0 +1,158 @@
+//! The workflow file format: what a user writes, before validation.
+//!
+//! These types are deserialized from TOML (`stepwise run workflow.toml`), built
+//! by [`super::builder::WorkflowBuilder`], stored with every execution (so a
+//! resumed execution runs the definition it started with), and are the source
+//! of the published JSON Schema (`stepwise schema`). They carry no meaning
+//! beyond syntax: [`super::Workflow::from_definition`] checks them.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A workflow: named steps whose inputs are JSON templates over the workflow
+/// input and earlier outputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowDefinition {
+    /// Name of the workflow (`[a-z][a-z0-9_-]*`).
+    pub name: String,
+    /// What the workflow does, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Retry policy for every step that does not set its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// The workflow's result: a JSON template over `$.input` and
+    /// `$.steps.<id>.output`. When absent, the result is an object holding every
+    /// step's output under its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The steps, in any order: dependencies come from references and `after`.
+    #[serde(default)]
+    pub steps: Vec<StepDefinition>,
+}
+
+/// One step of a workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepDefinition {
+    /// Id of the step, unique in the workflow (`[a-z][a-z0-9_-]*`).
+    pub id: String,
+    /// Name of the plugin (component) that implements the step.
+    pub plugin: String,
+    /// The step's input: a JSON template. Strings starting with `$.` are
+    /// references (`$.input.cart_id`, `$.steps.cart.output.items[0]`) replaced
+    /// by the value they name; `$$` escapes a literal `$`.
+    #[serde(default = "empty_object")]
+    pub input: Value,
+    /// Steps that must succeed before this one starts, besides those its
+    /// input references.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// How failed attempts are retried (defaults: the workflow's `retry`, else
+    /// 3 attempts from 100 ms doubling up to 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Wall-clock limit for one attempt (and one compensation attempt), in
+    /// milliseconds. It stops the guest's code, including time spent blocked
+    /// in host calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// How a failing step (or compensation) is retried: exponential backoff.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included (>= 1).
+    #[serde(default = "RetryPolicy::default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the second attempt, in milliseconds.
+    #[serde(default = "RetryPolicy::default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Factor applied to the delay after each further failure (>= 1.0).
+    #[serde(default = "RetryPolicy::default_multiplier")]
+    pub multiplier: f64,
+    /// Upper bound of the delay, in milliseconds.
+    #[serde(default = "RetryPolicy::default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Whether traps (panics, resource limits, timeouts) are retried like
+    /// `retryable` errors. `permanent` errors are never retried.
+    #[serde(default = "RetryPolicy::default_retry_traps")]
+    pub retry_traps: bool,
+}
+
+impl RetryPolicy {
+    fn default_max_attempts() -> u32 {
+        3
+    }
+    fn default_initial_backoff_ms() -> u64 {
+        100
+    }
+    fn default_multiplier() -> f64 {
+        2.0
+    }
+    fn default_max_backoff_ms() -> u64 {
+        10_000
+    }
+    fn default_retry_traps() -> bool {
+        true
+    }
+
+    /// A policy that never retries.
+    pub fn no_retry() -> Self {
+        Self { max_attempts: 1, ..Self::default() }
+    }
+
+    /// The delay before attempt `next_attempt` (2 or more).
+    pub fn backoff_before(&self, next_attempt: u32) -> std::time::Duration {
+        let exponent = next_attempt.saturating_sub(2) as i32;
+        let delay = self.initial_backoff_ms as f64 * self.multiplier.powi(exponent);
+        std::time::Duration::from_millis(delay.min(self.max_backoff_ms as f64) as u64)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: Self::default_max_attempts(),
+            initial_backoff_ms: Self::default_initial_backoff_ms(),
+            multiplier: Self::default_multiplier(),
+            max_backoff_ms: Self::default_max_backoff_ms(),
+            retry_traps: Self::default_retry_traps(),
+        }
+    }
+}
+
+/// The JSON Schema of workflow files, generated from these types.
+pub fn json_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(WorkflowDefinition)).expect("a schema is valid JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_the_cap() {
+        let policy = RetryPolicy { initial_backoff_ms: 100, multiplier: 2.0, max_backoff_ms: 350, ..Default::default() };
+        assert_eq!(policy.backoff_before(2), Duration::from_millis(100));
+        assert_eq!(policy.backoff_before(3), Duration::from_millis(200));
+        assert_eq!(policy.backoff_before(4), Duration::from_millis(350));
+        assert_eq!(policy.backoff_before(40), Duration::from_millis(350));
+    }
+
+    #[test]
+    fn schema_describes_steps_and_retry() {
+        let schema = json_schema().to_string();
+        for field in ["steps", "plugin", "max_attempts", "timeout_ms", "after"] {
+            assert!(schema.contains(field), "schema lacks {field}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Errors found while loading a workflow, each naming the file, the step and the field.
+
+use std::fmt;
+
+/// Everything wrong with one workflow definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowError {
+    /// The file the workflow came from (or `<builder>` for the Rust builder).
+    pub source_name: String,
+    /// The problems, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+/// One problem in a workflow definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The step concerned, if any.
+    pub step: Option<String>,
+    /// The field concerned (`input.cart_id`, `retry.max_attempts`), if any.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with the workflow as a whole.
+    pub fn workflow(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self { step: None, field: field.map(str::to_string), message: message.into() }
+    }
+
+    /// A problem with one field of one step.
+    pub fn step(step: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { step: Some(step.to_string()), field: Some(field.into()), message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.step, &self.field) {
+            (Some(step), Some(field)) => write!(f, "step `{step}`, field `{field}`: ")?,
+            (Some(step), None) => write!(f, "step `{step}`: ")?,
+            (None, Some(field)) => write!(f, "field `{field}`: ")?,
+            (None, None) => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Display for WorkflowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut problems = self.problems.iter();
+        if let Some(first) = problems.next() {
+            write!(f, "invalid workflow {}: {first}", self.source_name)?;
+        }
+        for problem in problems {
+            write!(f, "\ninvalid workflow {}: {problem}", self.source_name)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for WorkflowError {}

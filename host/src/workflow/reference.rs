@@ -1,0 +1,259 @@
+//! References inside input templates: `$.input.cart_id`, `$.steps.cart.output.items[0]`.
+//!
+//! A reference names a root (the workflow input, or the output of a step) and a
+//! path of object keys and array indices below it. This module parses and
+//! resolves references; it knows nothing about which steps exist (validation
+//! does) or when outputs become available (the engine does).
+
+use crate::ids::StepId;
+use serde_json::Value;
+use std::fmt;
+
+/// What a reference starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Root {
+    /// `$.input`: the execution's input.
+    Input,
+    /// `$.steps.<id>.output`: the output of a step.
+    StepOutput(StepId),
+}
+
+/// One hop below the root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// `.key`: a field of an object.
+    Key(String),
+    /// `[n]`: an element of an array.
+    Index(usize),
+}
+
+/// A parsed reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// Where the path starts.
+    pub root: Root,
+    /// The path below the root.
+    pub path: Vec<Segment>,
+    text: String,
+}
+
+/// Values a reference can be resolved against.
+pub trait Scope {
+    /// The execution's input.
+    fn input(&self) -> &Value;
+    /// The output of a step, if it has one yet.
+    fn step_output(&self, step: &StepId) -> Option<&Value>;
+}
+
+impl Reference {
+    /// Parses `text`, which must start with `$.`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let rest = text
+            .strip_prefix("$.")
+            .ok_or_else(|| format!("malformed reference `{text}`: must start with `$.`"))?;
+        let mut cursor = PathCursor::new(text, rest);
+        let first = cursor.key()?;
+        let root = match first.as_str() {
+            "input" => Root::Input,
+            "steps" => {
+                let step = cursor.key()?;
+                if !StepId::is_valid(&step) {
+                    return Err(format!("malformed reference `{text}`: `{step}` is not a valid step id"));
+                }
+                match cursor.key()?.as_str() {
+                    "output" => Root::StepOutput(StepId::new(&step)),
+                    other => {
+                        return Err(format!(
+                            "malformed reference `{text}`: expected `output` after `$.steps.{step}`, found `{other}`"
+                        ))
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "malformed reference `{text}`: unknown root `{other}` (expected `$.input` or `$.steps.<id>.output`)"
+                ))
+            }
+        };
+        let mut path = Vec::new();
+        while !cursor.is_done() {
+            path.push(cursor.segment()?);
+        }
+        Ok(Self { root, path, text: text.to_string() })
+    }
+
+    /// The reference as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The step this reference reads from, if any.
+    pub fn step(&self) -> Option<&StepId> {
+        match &self.root {
+            Root::Input => None,
+            Root::StepOutput(step) => Some(step),
+        }
+    }
+
+    /// Looks the reference up in `scope`; the error says which part is missing.
+    pub fn resolve<'a>(&self, scope: &'a dyn Scope) -> Result<&'a Value, String> {
+        let mut value = match &self.root {
+            Root::Input => scope.input(),
+            Root::StepOutput(step) => scope
+                .step_output(step)
+                .ok_or_else(|| format!("`{}`: step `{step}` has no output", self.text))?,
+        };
+        for segment in &self.path {
+            let next = match segment {
+                Segment::Key(key) => value.get(key.as_str()),
+                Segment::Index(index) => value.get(*index),
+            };
+            value = next.ok_or_else(|| {
+                format!("`{}`: {} not found in {}", self.text, segment, describe(value))
+            })?;
+        }
+        Ok(value)
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Display for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Segment::Key(key) => write!(f, "key `{key}`"),
+            Segment::Index(index) => write!(f, "index [{index}]"),
+        }
+    }
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Walks the text of a path: `key.key[3].key`.
+struct PathCursor<'a> {
+    text: &'a str,
+    rest: &'a str,
+    first: bool,
+}
+
+impl<'a> PathCursor<'a> {
+    fn new(text: &'a str, rest: &'a str) -> Self {
+        Self { text, rest, first: true }
+    }
+
+    fn is_done(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn malformed(&self, why: &str) -> String {
+        format!("malformed reference `{}`: {why}", self.text)
+    }
+
+    /// A `.key` (or the bare first key right after `$.`).
+    fn key(&mut self) -> Result<String, String> {
+        if !self.first {
+            self.rest = self
+                .rest
+                .strip_prefix('.')
+                .ok_or_else(|| self.malformed("expected `.` followed by a name"))?;
+        }
+        self.first = false;
+        let end = self
+            .rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(self.rest.len());
+        if end == 0 {
+            return Err(self.malformed("empty name in path"));
+        }
+        let (key, rest) = self.rest.split_at(end);
+        self.rest = rest;
+        Ok(key.to_string())
+    }
+
+    /// A `.key` or `[index]`.
+    fn segment(&mut self) -> Result<Segment, String> {
+        if let Some(rest) = self.rest.strip_prefix('[') {
+            let close = rest.find(']').ok_or_else(|| self.malformed("unclosed `[`"))?;
+            let index = rest[..close]
+                .parse::<usize>()
+                .map_err(|_| self.malformed(&format!("`[{}]` is not an array index", &rest[..close])))?;
+            self.rest = &rest[close + 1..];
+            return Ok(Segment::Index(index));
+        }
+        self.key().map(Segment::Key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct TestScope(Value, Value);
+
+    impl Scope for TestScope {
+        fn input(&self) -> &Value {
+            &self.0
+        }
+        fn step_output(&self, step: &StepId) -> Option<&Value> {
+            (step.as_str() == "cart").then_some(&self.1)
+        }
+    }
+
+    #[test]
+    fn parses_input_and_step_references() {
+        let input = Reference::parse("$.input.cart_id").unwrap();
+        assert_eq!(input.root, Root::Input);
+        assert_eq!(input.path, vec![Segment::Key("cart_id".into())]);
+
+        let step = Reference::parse("$.steps.cart.output.items[2].sku").unwrap();
+        assert_eq!(step.root, Root::StepOutput(StepId::new("cart")));
+        assert_eq!(
+            step.path,
+            vec![Segment::Key("items".into()), Segment::Index(2), Segment::Key("sku".into())]
+        );
+        assert_eq!(Reference::parse("$.steps.cart.output").unwrap().path, vec![]);
+    }
+
+    #[test]
+    fn rejects_malformed_references_with_a_reason() {
+        for (text, reason) in [
+            ("$.inputs.x", "unknown root `inputs`"),
+            ("$.steps.cart", "empty name"),
+            ("$.steps.cart.outptu", "expected `output`"),
+            ("$.steps.Cart.output", "not a valid step id"),
+            ("$.input.items[x]", "not an array index"),
+            ("$.input.items[1", "unclosed `[`"),
+            ("$.input..x", "empty name"),
+            ("$.input.a b", "expected `.`"),
+        ] {
+            let error = Reference::parse(text).unwrap_err();
+            assert!(error.contains(reason), "{text}: {error}");
+            assert!(error.contains(text), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn resolves_paths_and_names_the_missing_part() {
+        let scope = TestScope(json!({"cart_id": "c1"}), json!({"items": [{"sku": "A"}]}));
+        let sku = Reference::parse("$.steps.cart.output.items[0].sku").unwrap();
+        assert_eq!(sku.resolve(&scope).unwrap(), &json!("A"));
+        let missing = Reference::parse("$.steps.cart.output.items[3]").unwrap();
+        assert!(missing.resolve(&scope).unwrap_err().contains("index [3] not found in an array"));
+        let no_output = Reference::parse("$.steps.other.output").unwrap();
+        assert!(no_output.resolve(&scope).unwrap_err().contains("step `other` has no output"));
+    }
+}
