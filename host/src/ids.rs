@@ -38,7 +38,7 @@ impl fmt::Display for ExecutionId {
 /// Id of a step within a workflow definition (`[a-z0-9_-]+`, unique per workflow).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct StepId(Arc<str>);
+pub struct StepId(#[serde(with = "arc_str")] Arc<str>);
 
 impl StepId {
     /// Wraps a step id; callers validate its syntax with [`StepId::is_valid`].
@@ -69,7 +69,7 @@ impl fmt::Display for StepId {
 /// A reference to a plugin by name, as written in a workflow (`plugin = "reserve-inventory"`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct PluginName(Arc<str>);
+pub struct PluginName(#[serde(with = "arc_str")] Arc<str>);
 
 impl PluginName {
     /// Wraps a plugin name.
@@ -91,6 +91,20 @@ impl PluginName {
 impl fmt::Display for PluginName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Serde for `Arc<str>` (serde's own impl needs its `rc` feature).
+mod arc_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(deserializer).map(Arc::from)
     }
 }
 

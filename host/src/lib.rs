@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod failure;
 pub mod ids;
 pub mod plugin;
 pub mod sandbox;

@@ -1,1 +1,5 @@
-fn main(){}
+//! The `stepwise` binary: see [`stepwise::cli`].
+
+fn main() -> std::process::ExitCode {
+    stepwise::cli::main()
+}

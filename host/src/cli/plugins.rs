@@ -1,0 +1,93 @@
+//! `stepwise plugins`: list a plugin directory, validate or inspect a component file.
+
+use super::PluginDirArg;
+use crate::plugin::{describe_component, LoadedPlugin, PluginDirectory};
+use crate::sandbox::{Limits, Sandbox};
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wasmtime::component::Component;
+
+/// Subcommands of `stepwise plugins`.
+#[derive(clap::Subcommand)]
+pub enum PluginsCommand {
+    /// List the plugins of a directory: name, size, hash, status.
+    List {
+        #[command(flatten)]
+        plugins: PluginDirArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that a component file is a valid step plugin (exit code 0 when it is).
+    Validate {
+        /// The component file.
+        file: PathBuf,
+    },
+    /// Show a component's exports and imports.
+    Inspect {
+        /// The component file.
+        file: PathBuf,
+    },
+}
+
+pub async fn run(command: PluginsCommand) -> Result<ExitCode> {
+    let sandbox = Sandbox::new(Limits::default())?;
+    match command {
+        PluginsCommand::List { plugins, json } => {
+            let directory = PluginDirectory::scan(&plugins.dir)
+                .with_context(|| format!("reading the plugin directory {}", plugins.dir.display()))?;
+            let mut rows = Vec::new();
+            for (name, path) in directory.plugins() {
+                let row = match LoadedPlugin::load(&sandbox, name, path) {
+                    Ok(plugin) => json!({"name": name, "file": path, "size": plugin.size, "hash": plugin.hash, "status": "ok", "capabilities": ["log"]}),
+                    Err(error) => json!({"name": name, "file": path, "status": "invalid", "error": error.to_string()}),
+                };
+                rows.push(row);
+            }
+            for (path, reason) in directory.ignored() {
+                rows.push(json!({"file": path, "status": "ignored", "error": reason}));
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<22} {:<8} {:>9}  {:<16} DETAIL", "NAME", "STATUS", "SIZE", "HASH");
+                for row in &rows {
+                    let text = |key: &str| row[key].as_str().unwrap_or("-").to_string();
+                    let hash: String = text("hash").chars().take(16).collect();
+                    let detail = row.get("error").and_then(|e| e.as_str()).unwrap_or("");
+                    let size = row["size"].as_u64().map_or("-".to_string(), |s| s.to_string());
+                    println!("{:<22} {:<8} {:>9}  {:<16} {detail}", text("name"), text("status"), size, hash);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Validate { file } => {
+            let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
+            let plugin = LoadedPlugin::load(&sandbox, &name, &file)?;
+            println!("{}: valid step plugin (world stepwise:step/step@0.1.0), sha256 {}", file.display(), plugin.hash);
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Inspect { file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let component = Component::from_binary(sandbox.engine(), &bytes).map_err(|error| {
+                crate::sandbox::wasmtime_error(&format!("{} is not a valid WebAssembly component", file.display()), error)
+            })?;
+            let description = describe_component(sandbox.engine(), &component);
+            let list = |items: &[(String, &str)]| items.iter().map(|(name, kind)| json!({"name": name, "kind": kind})).collect::<Vec<_>>();
+            let problems = crate::plugin::check_world(sandbox.engine(), &component);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "file": file,
+                    "exports": list(&description.exports),
+                    "imports": list(&description.imports),
+                    "implements_step_world": problems.is_empty(),
+                    "problems": problems,
+                }))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `stepwise run`: one execution of a workflow file, printed as JSON.
+
+use super::PluginDirArg;
+use crate::engine::{Engine, ExecutionStatus, StartOptions};
+use crate::plugin::{PluginDirectory, PluginRegistry};
+use crate::sandbox::{Limits, Sandbox};
+use crate::store::MemoryStore;
+use crate::workflow::Workflow;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Arguments of `stepwise run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The workflow file (TOML).
+    workflow: PathBuf,
+    /// The workflow input, as JSON.
+    #[arg(long, conflicts_with = "input_file")]
+    input: Option<String>,
+    /// A file holding the workflow input, as JSON.
+    #[arg(long)]
+    input_file: Option<PathBuf>,
+    #[command(flatten)]
+    plugins: PluginDirArg,
+    /// Starting twice with the same key returns the first execution.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+pub async fn run(args: RunArgs) -> Result<ExitCode> {
+    let input = read_input(&args)?;
+    let directory = PluginDirectory::scan(&args.plugins.dir)
+        .with_context(|| format!("reading the plugin directory {}", args.plugins.dir.display()))?;
+    let workflow = Workflow::load_file(&args.workflow, &directory)?;
+    let sandbox = Sandbox::new(Limits::default())?;
+    let registry = Arc::new(PluginRegistry::new(sandbox, directory));
+    let engine = Engine::new(registry, Arc::new(MemoryStore::new()));
+    let options = StartOptions { idempotency_key: args.idempotency_key };
+    let execution = engine.run(Arc::new(workflow), input, options).await?;
+    println!("{}", serde_json::to_string_pretty(&execution)?);
+    Ok(if execution.status == ExecutionStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn read_input(args: &RunArgs) -> Result<Value> {
+    let (text, source) = match (&args.input, &args.input_file) {
+        (Some(text), _) => (text.clone(), "--input".to_string()),
+        (None, Some(path)) => (
+            std::fs::read_to_string(path).with_context(|| format!("reading the input file {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        (None, None) => ("{}".to_string(), String::new()),
+    };
+    match serde_json::from_str(&text) {
+        Ok(value) => Ok(value),
+        Err(error) => bail!("invalid JSON in {source}: {error}"),
+    }
+}

@@ -1,0 +1,173 @@
+//! The driver: performs the state machine's commands and feeds the results
+//! back as events, writing each event to the store before applying it.
+//!
+//! Guest calls and timers run as tokio tasks, so independent steps run in
+//! parallel; the driver itself is a single loop per execution and holds no
+//! saga rules.
+
+use super::event::{Command, Event, Timer};
+use super::machine::Machine;
+use super::view::ExecutionView;
+use super::{Engine, EngineError};
+use crate::failure::{FailureKind, StepFailure};
+use crate::ids::PluginName;
+use crate::plugin::{LoadedPlugin, PluginRegistry};
+use crate::sandbox::{Call, StepContext};
+use crate::store::RecordedEvent;
+use crate::time::Timestamp;
+use crate::workflow::Workflow;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+/// The compiled plugins an execution uses, by name.
+pub(super) type Plugins = HashMap<PluginName, Arc<LoadedPlugin>>;
+
+/// Loads every plugin of the workflow before the execution starts, so a
+/// broken plugin is reported up front rather than halfway through a saga.
+pub(super) async fn resolve_plugins(registry: &PluginRegistry, workflow: &Workflow) -> Result<Plugins, EngineError> {
+    let mut plugins = HashMap::new();
+    for name in workflow.plugins() {
+        let plugin = registry.get(name.as_str()).await?;
+        plugins.insert(name, plugin);
+    }
+    Ok(plugins)
+}
+
+/// Which export a call task invokes.
+#[derive(Clone, Copy)]
+enum Export {
+    Invoke,
+    Compensate,
+}
+
+/// Drives one execution to a final status.
+pub(super) struct Driver {
+    engine: Engine,
+    machine: Machine,
+    plugins: Plugins,
+    tasks: JoinSet<Event>,
+    /// The event that stands for a call task that panicked, by task id.
+    fallbacks: HashMap<tokio::task::Id, Event>,
+}
+
+impl Driver {
+    pub(super) fn new(engine: Engine, machine: Machine, plugins: Plugins) -> Self {
+        Self { engine, machine, plugins, tasks: JoinSet::new(), fallbacks: HashMap::new() }
+    }
+
+    /// Starts the execution if it was not (or continues with `outstanding`)
+    /// and runs until it reaches a final status.
+    pub(super) async fn run(mut self, outstanding: Vec<Command>) -> Result<ExecutionView, EngineError> {
+        let mut queue = VecDeque::from(outstanding);
+        if !self.machine.is_started() {
+            queue.extend(self.record(Event::ExecutionStarted).await?);
+        }
+        loop {
+            let mut finished = false;
+            while let Some(command) = queue.pop_front() {
+                match command {
+                    Command::Invoke { step, attempt, input } => {
+                        let id = self.machine.workflow().steps()[step].id.clone();
+                        queue.extend(self.record(Event::AttemptStarted { step: id, attempt }).await?);
+                        self.spawn_call(step, attempt, Export::Invoke, input);
+                    }
+                    Command::Compensate { step, attempt, data } => {
+                        let id = self.machine.workflow().steps()[step].id.clone();
+                        queue.extend(self.record(Event::CompensationStarted { step: id, attempt }).await?);
+                        self.spawn_call(step, attempt, Export::Compensate, data);
+                    }
+                    Command::StartTimer { timer, due } => self.spawn_timer(timer, due),
+                    Command::Finish => finished = true,
+                }
+            }
+            if finished {
+                // Only stale timers can be left: nothing is in flight at a final status.
+                self.tasks.abort_all();
+                let status = self.machine.status();
+                let at = self.machine.finished_at().unwrap_or_else(Timestamp::now);
+                self.engine.store.set_status(self.machine.execution_id(), status, at).await?;
+                return Ok(ExecutionView::of(&self.machine));
+            }
+            let event = match self.tasks.join_next_with_id().await {
+                Some(Ok((id, event))) => {
+                    self.fallbacks.remove(&id);
+                    event
+                }
+                Some(Err(error)) if error.is_panic() => match self.fallbacks.remove(&error.id()) {
+                    Some(event) => event,
+                    None => continue, // a timer task cannot panic; nothing to report
+                },
+                Some(Err(_cancelled)) => continue,
+                None => unreachable!("the state machine always has work in flight until it finishes"),
+            };
+            queue.extend(self.record(event).await?);
+        }
+    }
+
+    /// Writes the event to the store, then applies it.
+    async fn record(&mut self, event: Event) -> Result<Vec<Command>, EngineError> {
+        let recorded = RecordedEvent { at: Timestamp::now(), event };
+        let id = self.machine.execution_id().clone();
+        self.engine.store.append(&id, &recorded).await?;
+        let before = self.machine.status();
+        let commands = self.machine.apply(recorded.at, recorded.event);
+        let after = self.machine.status();
+        if after != before && !after.is_final() {
+            self.engine.store.set_status(&id, after, recorded.at).await?;
+        }
+        Ok(commands)
+    }
+
+    fn spawn_call(&mut self, step: usize, attempt: u32, export: Export, payload: Value) {
+        let workflow = self.machine.workflow();
+        let definition = &workflow.steps()[step];
+        let step_id = definition.id.clone();
+        let plugin = self.plugins[&definition.plugin].clone();
+        let sandbox = self.engine.registry.sandbox().clone();
+        let execution_id = self.machine.execution_id();
+        let ctx = StepContext {
+            workflow: workflow.name().to_string(),
+            execution_id: execution_id.to_string(),
+            step_id: step_id.to_string(),
+            attempt,
+            idempotency_key: format!("{execution_id}/{step_id}"),
+        };
+        let timeout = definition.timeout;
+        let payload = payload.to_string();
+        let call = match export {
+            Export::Invoke => Call::Invoke { ctx, input: payload },
+            Export::Compensate => Call::Compensate { ctx, data: payload },
+        };
+        let failed_step = step_id.clone();
+        let failed = move |failure: StepFailure, logs| match export {
+            Export::Invoke => Event::AttemptFailed { step: failed_step.clone(), attempt, failure, logs },
+            Export::Compensate => Event::CompensationFailed { step: failed_step.clone(), attempt, failure, logs },
+        };
+        let panicked = failed(StepFailure::new(FailureKind::Trap, "the host task running this call panicked"), Vec::new());
+        let handle = self.tasks.spawn(async move {
+            let outcome = sandbox.call(plugin.pre(), call, timeout).await;
+            match (export, outcome.result) {
+                (Export::Invoke, Ok(success)) => Event::AttemptSucceeded {
+                    step: step_id,
+                    attempt,
+                    output: success.output.unwrap_or(Value::Null),
+                    compensation: success.compensation,
+                    logs: outcome.logs,
+                },
+                (Export::Compensate, Ok(_)) => Event::CompensationSucceeded { step: step_id, attempt, logs: outcome.logs },
+                (_, Err(failure)) => failed(failure, outcome.logs),
+            }
+        });
+        self.fallbacks.insert(handle.id(), panicked);
+    }
+
+    fn spawn_timer(&mut self, timer: Timer, due: Timestamp) {
+        let delay = Timestamp::now().until(due);
+        self.tasks.spawn(async move {
+            tokio::time::sleep(delay).await;
+            Event::TimerFired { timer }
+        });
+    }
+}

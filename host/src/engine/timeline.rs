@@ -1,0 +1,136 @@
+//! The execution's timeline as people read it: what started, failed, was
+//! retried or compensated, with the lines the guests logged.
+
+use crate::failure::StepFailure;
+use crate::ids::StepId;
+use crate::sandbox::LogLevel;
+use crate::time::Timestamp;
+use serde::Serialize;
+
+/// One entry of the timeline.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    /// When it happened.
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub at: Timestamp,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: TimelineKind,
+}
+
+/// Whether a log line came from `invoke` or `compensate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPhase {
+    /// During `invoke`.
+    Invoke,
+    /// During `compensate`.
+    Compensate,
+}
+
+/// The kinds of timeline entries (the `type` field).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TimelineKind {
+    /// The execution began.
+    ExecutionStarted,
+    /// An attempt of a step began.
+    StepStarted {
+        /// The step.
+        step: StepId,
+        /// Attempt number.
+        attempt: u32,
+    },
+    /// A line the guest logged (or wrote to stdout/stderr).
+    Log {
+        /// The step.
+        step: StepId,
+        /// Attempt number of the call that logged it.
+        attempt: u32,
+        /// During invoke or compensate.
+        phase: CallPhase,
+        /// Level or stream.
+        level: LogLevel,
+        /// The text.
+        message: String,
+    },
+    /// A step succeeded.
+    StepSucceeded {
+        /// The step.
+        step: StepId,
+        /// The attempt that succeeded.
+        attempt: u32,
+    },
+    /// An attempt failed.
+    StepAttemptFailed {
+        /// The step.
+        step: StepId,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Why.
+        error: StepFailure,
+        /// Delay before the next attempt; absent when there is none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
+    },
+    /// A step failed for good.
+    StepFailed {
+        /// The step.
+        step: StepId,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        error: StepFailure,
+    },
+    /// A step waiting to retry was abandoned because the saga is rolling back.
+    StepCancelled {
+        /// The step.
+        step: StepId,
+    },
+    /// A compensation attempt began.
+    CompensationStarted {
+        /// The step.
+        step: StepId,
+        /// Compensation attempt number.
+        attempt: u32,
+    },
+    /// A step was compensated.
+    StepCompensated {
+        /// The step.
+        step: StepId,
+        /// The compensation attempt that succeeded.
+        attempt: u32,
+    },
+    /// A compensation attempt failed.
+    CompensationAttemptFailed {
+        /// The step.
+        step: StepId,
+        /// The compensation attempt that failed.
+        attempt: u32,
+        /// Why.
+        error: StepFailure,
+        /// Delay before the next attempt; absent when there is none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
+    },
+    /// A step's compensation failed for good.
+    CompensationFailed {
+        /// The step.
+        step: StepId,
+        /// Compensation attempts made.
+        attempts: u32,
+        /// The last failure.
+        error: StepFailure,
+    },
+    /// The workflow output template could not be rendered.
+    OutputFailed {
+        /// Why.
+        error: StepFailure,
+    },
+    /// Every step succeeded.
+    ExecutionSucceeded,
+    /// The saga rolled back cleanly.
+    ExecutionCompensated,
+    /// A compensation failed: the execution needs attention.
+    ExecutionFailed,
+}

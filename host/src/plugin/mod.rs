@@ -1,0 +1,54 @@
+//! Step plugins: finding component files, checking that they implement the
+//! step world, compiling them, and keeping the compiled code for reuse.
+//!
+//! A plugin is a component file `<name>.wasm` in the plugin directory. Loading
+//! checks the world (`stepwise:step/step@0.1.0` exports, imports the host
+//! provides) before any code runs; a refused component never reaches the
+//! engine. Calls themselves go through [`crate::sandbox`].
+
+mod directory;
+mod registry;
+mod world;
+
+pub use directory::PluginDirectory;
+pub use registry::{LoadedPlugin, PluginRegistry};
+pub use world::{check_world, describe_component, ComponentDescription, CONTRACT_PACKAGE, CONTRACT_VERSION};
+
+use std::path::PathBuf;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// No file for this plugin name in the directory.
+    #[error("unknown plugin `{name}`: no `{name}.wasm` in {}", dir.display())]
+    NotFound {
+        /// The plugin asked for.
+        name: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// The file could not be read.
+    #[error("plugin file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid WebAssembly component.
+    #[error("plugin file {} is not a valid WebAssembly component: {reason}", path.display())]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// What the compiler said.
+        reason: String,
+    },
+    /// The component does not implement the step world.
+    #[error("plugin file {} does not implement world `stepwise:step/step@0.1.0`: {}", path.display(), problems.join("; "))]
+    World {
+        /// The file.
+        path: PathBuf,
+        /// Each wrong or missing import and export.
+        problems: Vec<String>,
+    },
+}

@@ -1,0 +1,213 @@
+//! The per-invocation state a guest's store holds: a WASI context with no
+//! authority, the resource limiter, and the buffer the `log` capability and
+//! the captured stdio write into.
+
+use super::Limits;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Severity (or origin, for captured stdio) of a guest log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// `log` at trace level.
+    Trace,
+    /// `log` at debug level.
+    Debug,
+    /// `log` at info level.
+    Info,
+    /// `log` at warn level.
+    Warn,
+    /// `log` at error level.
+    Error,
+    /// A line the guest wrote to stdout.
+    Stdout,
+    /// A line the guest wrote to stderr.
+    Stderr,
+}
+
+/// One line a guest logged during a call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When it was logged.
+    pub at: Timestamp,
+    /// Its level.
+    pub level: LogLevel,
+    /// The text.
+    pub message: String,
+}
+
+/// Log lines of one call, bounded in bytes. Shared with the caller so that the
+/// lines survive a call that is cut off at its deadline.
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<Mutex<LogLines>>);
+
+#[derive(Default)]
+struct LogLines {
+    lines: Vec<LogLine>,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl LogBuffer {
+    /// Appends a line unless the byte budget is spent (then counts it as dropped).
+    pub fn push(&self, level: LogLevel, message: String, max_bytes: usize) {
+        let mut log = self.0.lock().expect("log buffer poisoned");
+        if log.bytes + message.len() > max_bytes {
+            log.dropped += 1;
+            return;
+        }
+        log.bytes += message.len();
+        log.lines.push(LogLine { at: Timestamp::now(), level, message });
+    }
+
+    /// Takes the lines, with a final note when some were dropped.
+    pub fn take(&self) -> Vec<LogLine> {
+        let mut log = self.0.lock().expect("log buffer poisoned");
+        let mut lines = std::mem::take(&mut log.lines);
+        if log.dropped > 0 {
+            lines.push(LogLine {
+                at: Timestamp::now(),
+                level: LogLevel::Warn,
+                message: format!("{} log lines dropped: the call's log limit was reached", log.dropped),
+            });
+        }
+        lines
+    }
+}
+
+/// Captured stdout and stderr of one call.
+#[derive(Clone)]
+pub struct Stdio {
+    /// The guest's stdout.
+    pub stdout: MemoryOutputPipe,
+    /// The guest's stderr.
+    pub stderr: MemoryOutputPipe,
+}
+
+impl Stdio {
+    /// Pipes that hold at most `capacity` bytes each (writing more traps the guest).
+    pub fn new(capacity: usize) -> Self {
+        Self { stdout: MemoryOutputPipe::new(capacity), stderr: MemoryOutputPipe::new(capacity) }
+    }
+
+    /// Moves what was captured into `logs`, one line per line of text.
+    pub fn drain_into(&self, logs: &mut Vec<LogLine>) {
+        for (pipe, level) in [(&self.stdout, LogLevel::Stdout), (&self.stderr, LogLevel::Stderr)] {
+            let contents = pipe.contents();
+            let at = Timestamp::now();
+            for line in String::from_utf8_lossy(&contents).lines().filter(|line| !line.is_empty()) {
+                logs.push(LogLine { at, level, message: line.to_string() });
+            }
+        }
+    }
+
+    /// The tail of stderr, to explain a trap (a panic message lands there).
+    pub fn stderr_tail(&self, max_chars: usize) -> Option<String> {
+        let contents = self.stderr.contents();
+        let text = String::from_utf8_lossy(&contents);
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        let start = text.char_indices().rev().nth(max_chars.saturating_sub(1)).map_or(0, |(i, _)| i);
+        Some(text[start..].to_string())
+    }
+}
+
+/// The data of one store: everything a single guest call can reach.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    pub(crate) logs: LogBuffer,
+    pub(crate) max_log_bytes: usize,
+}
+
+impl HostState {
+    /// State for one call: no preopens, no environment, no arguments, no
+    /// network, stdio captured into `stdio`.
+    pub fn new(limits: &Limits, logs: LogBuffer, stdio: &Stdio) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(stdio.stdout.clone())
+            .stderr(stdio.stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits),
+            logs,
+            max_log_bytes: limits.max_log_bytes,
+        }
+    }
+
+    /// The resource limiter to install on the store.
+    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limiter
+    }
+
+    /// Whether the guest tried to grow a memory past its limit.
+    pub fn hit_memory_limit(&self) -> bool {
+        self.limiter.memory_limit_hit
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Enforces memory, table and instance limits and remembers a memory refusal,
+/// which otherwise surfaces as an unrelated trap (the guest allocator aborts).
+struct Limiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    instances: usize,
+    memory_limit_hit: bool,
+}
+
+impl Limiter {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.max_table_elements,
+            instances: limits.max_instances,
+            memory_limit_hit: false,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.memory_limit_hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_elements)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.instances * 4
+    }
+
+    fn memories(&self) -> usize {
+        self.instances
+    }
+}

@@ -1,0 +1,173 @@
+//! One guest call: a fresh store and instance, limits installed, the call
+//! raced against its deadline, and the outcome classified.
+//!
+//! The store and instance serve exactly this call and are dropped after it,
+//! so a trap or a runaway guest never poisons anything shared.
+
+use super::bindings::stepwise::step::types::{StepContext, StepError};
+use super::host_state::{LogBuffer, Stdio};
+use super::{epoch, HostState, LogLine, Sandbox, StepPre};
+use crate::failure::{FailureKind, StepFailure};
+use serde_json::Value;
+use std::time::Duration;
+use wasmtime::{Store, Trap};
+
+/// What to call.
+#[derive(Clone, Debug)]
+pub enum Call {
+    /// `invoke(ctx, input)`.
+    Invoke {
+        /// The step context.
+        ctx: StepContext,
+        /// The rendered input, as JSON text.
+        input: String,
+    },
+    /// `compensate(ctx, data)`.
+    Compensate {
+        /// The step context.
+        ctx: StepContext,
+        /// Compensation data (or the output), as JSON text.
+        data: String,
+    },
+}
+
+/// What a successful call returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallSuccess {
+    /// The step's output (`invoke` only).
+    pub output: Option<Value>,
+    /// The compensation data, when the guest returned any (`invoke` only).
+    pub compensation: Option<Value>,
+}
+
+/// The classified result of a call and the lines the guest logged meanwhile.
+#[derive(Debug)]
+pub struct CallOutcome {
+    /// Success or a classified failure.
+    pub result: Result<CallSuccess, StepFailure>,
+    /// Lines from `log`, then captured stdout and stderr.
+    pub logs: Vec<LogLine>,
+}
+
+enum Returned {
+    Invoked(Result<super::bindings::stepwise::step::types::StepResponse, StepError>),
+    Compensated(Result<(), StepError>),
+}
+
+impl Sandbox {
+    /// Calls `invoke` or `compensate` on a fresh instance of `plugin`, within
+    /// the sandbox limits and `deadline` (the default deadline when `None`).
+    pub async fn call(&self, plugin: &StepPre<HostState>, call: Call, deadline: Option<Duration>) -> CallOutcome {
+        let limits = &self.limits;
+        let deadline = deadline.unwrap_or(limits.deadline);
+        let payload_len = match &call {
+            Call::Invoke { input, .. } => input.len(),
+            Call::Compensate { data, .. } => data.len(),
+        };
+        if payload_len > limits.max_input_bytes {
+            let message = format!("input of {payload_len} bytes exceeds the limit of {} bytes", limits.max_input_bytes);
+            return CallOutcome { result: Err(StepFailure::new(FailureKind::InputTooLarge, message)), logs: Vec::new() };
+        }
+
+        let Ok(_slot) = self.slots.acquire().await else {
+            let failure = StepFailure::new(FailureKind::Unavailable, "the sandbox is shutting down");
+            return CallOutcome { result: Err(failure), logs: Vec::new() };
+        };
+        let logs = LogBuffer::default();
+        let stdio = Stdio::new(limits.max_stdio_bytes);
+        let mut store = Store::new(&self.engine, HostState::new(limits, logs.clone(), &stdio));
+        store.limiter(|state| state.limiter());
+        let fueled = store
+            .set_fuel(limits.fuel)
+            .map_err(|error| StepFailure::new(FailureKind::Unavailable, format!("setting fuel: {error}")));
+        store.set_epoch_deadline(epoch::ticks(deadline));
+        store.epoch_deadline_trap();
+
+        let result = if let Err(failure) = fueled {
+            Err(failure)
+        } else {
+            let run = async {
+                let instance = plugin.instantiate_async(&mut store).await.map_err(|e| (true, e))?;
+                match &call {
+                    Call::Invoke { ctx, input } => {
+                        instance.call_invoke(&mut store, ctx, input).await.map(Returned::Invoked)
+                    }
+                    Call::Compensate { ctx, data } => {
+                        instance.call_compensate(&mut store, ctx, data).await.map(Returned::Compensated)
+                    }
+                }
+                .map_err(|e| (false, e))
+            };
+            match tokio::time::timeout(deadline, run).await {
+                Err(_elapsed) => Err(StepFailure::new(
+                    FailureKind::DeadlineExceeded,
+                    format!("stopped at its deadline of {} ms", deadline.as_millis()),
+                )),
+                Ok(Err((instantiating, error))) => {
+                    Err(classify_error(&error, instantiating, store.data().hit_memory_limit(), &stdio))
+                }
+                Ok(Ok(returned)) => interpret(returned, limits.max_output_bytes),
+            }
+        };
+        drop(store);
+
+        let mut lines = logs.take();
+        stdio.drain_into(&mut lines);
+        CallOutcome { result, logs: lines }
+    }
+}
+
+/// Maps a guest's return value to the engine's terms, checking output size and JSON.
+fn interpret(returned: Returned, max_output_bytes: usize) -> Result<CallSuccess, StepFailure> {
+    let from_step_error = |error: StepError| match error {
+        StepError::Retryable(message) => StepFailure::new(FailureKind::Retryable, message),
+        StepError::Permanent(message) => StepFailure::new(FailureKind::Permanent, message),
+    };
+    match returned {
+        Returned::Compensated(result) => result.map(|()| CallSuccess { output: None, compensation: None }).map_err(from_step_error),
+        Returned::Invoked(Err(error)) => Err(from_step_error(error)),
+        Returned::Invoked(Ok(response)) => {
+            let output = parse_json("output", &response.output, max_output_bytes)?;
+            let compensation = match &response.compensation {
+                Some(data) => Some(parse_json("compensation data", data, max_output_bytes)?),
+                None => None,
+            };
+            Ok(CallSuccess { output: Some(output), compensation })
+        }
+    }
+}
+
+fn parse_json(what: &str, text: &str, max_bytes: usize) -> Result<Value, StepFailure> {
+    if text.len() > max_bytes {
+        return Err(StepFailure::new(
+            FailureKind::OutputTooLarge,
+            format!("{what} of {} bytes exceeds the limit of {max_bytes} bytes", text.len()),
+        ));
+    }
+    serde_json::from_str(text)
+        .map_err(|error| StepFailure::new(FailureKind::InvalidOutput, format!("{what} is not valid JSON: {error}")))
+}
+
+/// Classifies a wasmtime error from instantiation or a call.
+fn classify_error(error: &wasmtime::Error, instantiating: bool, memory_limit_hit: bool, stdio: &Stdio) -> StepFailure {
+    let trap = error.downcast_ref::<Trap>().copied();
+    let kind = match trap {
+        Some(Trap::OutOfFuel) => FailureKind::FuelExhausted,
+        Some(Trap::Interrupt) => FailureKind::DeadlineExceeded,
+        _ if memory_limit_hit => FailureKind::MemoryLimit,
+        Some(_) => FailureKind::Trap,
+        None if instantiating => FailureKind::Unavailable,
+        None => FailureKind::Trap,
+    };
+    let mut message = match trap {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    if kind == FailureKind::MemoryLimit {
+        message = format!("memory limit reached ({message})");
+    }
+    if let Some(stderr) = stdio.stderr_tail(2000) {
+        message = format!("{message}; stderr: {stderr}");
+    }
+    StepFailure::new(kind, message)
+}

@@ -1,0 +1,128 @@
+//! The durable execution log: the events of every execution, in order.
+//!
+//! The engine writes each event here before acting on it; resuming an
+//! execution is loading its events and replaying them through the state
+//! machine. The trait is deliberately narrow (create, append, set status,
+//! load, list) so that each backend is one file. Only the in-memory backend
+//! exists so far; SQLite (the embedded default) and PostgreSQL implement the
+//! same trait.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use crate::engine::{Event, ExecutionStatus};
+use crate::ids::ExecutionId;
+use crate::time::Timestamp;
+use crate::workflow::WorkflowDefinition;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An execution about to start.
+#[derive(Clone, Debug)]
+pub struct NewExecution {
+    /// Its id.
+    pub id: ExecutionId,
+    /// The definition it runs (stored so that a resumed execution runs the same one).
+    pub workflow: WorkflowDefinition,
+    /// Its input.
+    pub input: Value,
+    /// A caller-chosen key: a second start with the same key returns the first execution.
+    pub idempotency_key: Option<String>,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// What [`ExecutionStore::create`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The execution was recorded.
+    New,
+    /// An execution with the same idempotency key exists already.
+    Existing(ExecutionId),
+}
+
+/// One recorded event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened.
+    pub event: Event,
+}
+
+/// An execution as stored: its definition, input and event log.
+#[derive(Clone, Debug)]
+pub struct StoredExecution {
+    /// Its id.
+    pub id: ExecutionId,
+    /// The definition it runs.
+    pub workflow: WorkflowDefinition,
+    /// Its input.
+    pub input: Value,
+    /// Its idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Its last recorded status.
+    pub status: ExecutionStatus,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Its events, in order.
+    pub events: Vec<RecordedEvent>,
+}
+
+/// One line of an execution listing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExecutionSummary {
+    /// Its id.
+    pub execution_id: ExecutionId,
+    /// Workflow name.
+    pub workflow: String,
+    /// Last recorded status.
+    pub status: ExecutionStatus,
+    /// When it was created.
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub created_at: Timestamp,
+    /// When its status last changed.
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub updated_at: Timestamp,
+}
+
+/// Which executions to list.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<ExecutionStatus>,
+    /// Only this workflow.
+    pub workflow: Option<String>,
+    /// At most this many (newest first).
+    pub limit: Option<usize>,
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No execution with this id.
+    #[error("no execution `{0}`")]
+    NotFound(ExecutionId),
+    /// The backend failed.
+    #[error("execution store: {0}")]
+    Backend(String),
+}
+
+/// Where executions are recorded.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
+    /// Records a new execution (or finds the one with the same idempotency key).
+    async fn create(&self, execution: NewExecution) -> Result<Created, StoreError>;
+    /// Appends an event to an execution's log; durable when it returns.
+    async fn append(&self, id: &ExecutionId, event: &RecordedEvent) -> Result<(), StoreError>;
+    /// Records the execution's status (for listing; the log stays the truth).
+    async fn set_status(&self, id: &ExecutionId, status: ExecutionStatus, at: Timestamp) -> Result<(), StoreError>;
+    /// Loads an execution with its events.
+    async fn load(&self, id: &ExecutionId) -> Result<Option<StoredExecution>, StoreError>;
+    /// Lists executions, newest first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError>;
+    /// Ids of the executions not in a final status, oldest first.
+    async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError>;
+}
