@@ -1,1 +1,115 @@
-//! placeholder
+//! Shared support for the integration tests: building the guest components
+//! and the `stepwise` binary once, and running workflows on a real engine.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, OnceLock};
+use stepwise::engine::{Engine, StartOptions};
+use stepwise::plugin::{PluginDirectory, PluginRegistry};
+use stepwise::sandbox::{Limits, Sandbox};
+use stepwise::store::MemoryStore;
+use stepwise::workflow::Workflow;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Builds every guest (idempotent, fast when up to date) and returns the plugin directory.
+pub fn plugins_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = repo_root();
+            let status = Command::new(root.join("scripts/build-guests.sh"))
+                .status()
+                .expect("running scripts/build-guests.sh");
+            assert!(status.success(), "building the guest components failed");
+            root.join("build/plugins")
+        })
+        .clone()
+}
+
+/// A component the host must refuse (`build/invalid-components/<name>.wasm`).
+pub fn invalid_component(name: &str) -> PathBuf {
+    plugins_dir();
+    repo_root().join("build/invalid-components").join(format!("{name}.wasm"))
+}
+
+/// An example workflow file under `guest-examples/workflows/`.
+pub fn example_workflow(name: &str) -> PathBuf {
+    repo_root().join("guest-examples/workflows").join(name)
+}
+
+/// An engine over the built plugins with an in-memory store.
+pub fn engine() -> Engine {
+    engine_with_limits(Limits::default())
+}
+
+/// An engine over the built plugins with the given default limits.
+pub fn engine_with_limits(limits: Limits) -> Engine {
+    let directory = PluginDirectory::scan(&plugins_dir()).expect("scanning the plugin directory");
+    let sandbox = Sandbox::new(limits).expect("creating the sandbox");
+    Engine::new(Arc::new(PluginRegistry::new(sandbox, directory)), Arc::new(MemoryStore::new()))
+}
+
+/// Validates a TOML workflow against the engine's plugins.
+pub fn workflow(engine: &Engine, toml: &str) -> Arc<Workflow> {
+    Arc::new(Workflow::from_toml("test.toml", toml, engine.registry().directory()).expect("valid workflow"))
+}
+
+/// Runs a TOML workflow to its end and returns the execution JSON.
+pub async fn run(engine: &Engine, toml: &str, input: Value) -> Value {
+    let execution = engine.run(workflow(engine, toml), input, StartOptions::default()).await.expect("execution ran");
+    execution.to_json()
+}
+
+/// The `stepwise` binary, built once per test process.
+pub fn stepwise_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "stepwise", "--bin", "stepwise"])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building the stepwise binary failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+            target.join("debug/stepwise")
+        })
+        .clone()
+}
+
+/// Runs the `stepwise` binary with `args` from the repository root.
+pub fn stepwise(args: &[&str]) -> Output {
+    Command::new(stepwise_bin()).args(args).current_dir(repo_root()).output().expect("running stepwise")
+}
+
+/// The events of an execution JSON whose `type` is `kind`.
+pub fn events<'a>(execution: &'a Value, kind: &str) -> Vec<&'a Value> {
+    execution["events"].as_array().expect("events").iter().filter(|e| e["type"] == kind).collect()
+}
+
+/// The `step` field of every event of `kind`, in order.
+pub fn event_steps(execution: &Value, kind: &str) -> Vec<String> {
+    events(execution, kind).iter().map(|e| e["step"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+/// The step object with id `id`.
+pub fn step<'a>(execution: &'a Value, id: &str) -> &'a Value {
+    execution["steps"].as_array().expect("steps").iter().find(|s| s["id"] == id).expect("step exists")
+}
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp in the execution JSON.
+pub fn millis(timestamp: &Value) -> u64 {
+    let text = timestamp.as_str().expect("timestamp string");
+    let time = humantime_parse(text);
+    time.duration_since(std::time::UNIX_EPOCH).expect("after epoch").as_millis() as u64
+}
+
+fn humantime_parse(text: &str) -> std::time::SystemTime {
+    humantime::parse_rfc3339(text).expect("RFC 3339 timestamp")
+}

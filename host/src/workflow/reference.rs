@@ -60,6 +60,9 @@ impl Reference {
                 if !StepId::is_valid(&step) {
                     return Err(format!("malformed reference `{text}`: `{step}` is not a valid step id"));
                 }
+                if cursor.is_done() {
+                    return Err(format!("malformed reference `{text}`: expected `output` after `$.steps.{step}`"));
+                }
                 match cursor.key()?.as_str() {
                     "output" => Root::StepOutput(StepId::new(&step)),
                     other => {
@@ -232,7 +235,8 @@ mod tests {
     fn rejects_malformed_references_with_a_reason() {
         for (text, reason) in [
             ("$.inputs.x", "unknown root `inputs`"),
-            ("$.steps.cart", "empty name"),
+            ("$.steps.cart", "expected `output` after `$.steps.cart`"),
+            ("$.", "empty name"),
             ("$.steps.cart.outptu", "expected `output`"),
             ("$.steps.Cart.output", "not a valid step id"),
             ("$.input.items[x]", "not an array index"),

@@ -1,0 +1,171 @@
+//! The `stepwise` command line as a user runs it: exit codes, JSON on stdout,
+//! errors on stderr naming the file, step and field.
+
+use serde_json::Value;
+use stepwise_test_support::*;
+
+fn plugins_arg() -> String {
+    plugins_dir().display().to_string()
+}
+
+fn write_workflow(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stepwise-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+#[test]
+fn run_prints_the_succeeded_execution_and_exits_zero() {
+    let output = stepwise(&[
+        "run",
+        "guest-examples/workflows/accept-quote.toml",
+        "--input-file",
+        "guest-examples/workflows/accept-quote.input.json",
+        "--plugins",
+        &plugins_arg(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let execution: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(execution["status"], "succeeded");
+    assert_eq!(execution["workflow"], "accept-quote");
+    for field in ["execution_id", "output", "steps", "events"] {
+        assert!(!execution[field].is_null(), "missing {field}");
+    }
+    for step in execution["steps"].as_array().unwrap() {
+        for field in ["id", "plugin", "status", "attempts", "output", "error", "compensation_error"] {
+            assert!(step.get(field).is_some(), "step lacks {field}");
+        }
+    }
+    let event = &execution["events"][1];
+    assert_eq!(event["type"], "step_started");
+    assert!(event["at"].is_string() && event["attempt"] == 1 && event["step"] == "cart");
+}
+
+#[test]
+fn run_exits_one_when_the_execution_is_compensated() {
+    let output = stepwise(&[
+        "run",
+        "guest-examples/workflows/accept-quote-declined.toml",
+        "--input",
+        r#"{"cart_id": "c-9", "currency": "EUR", "items": [{"sku": "A", "quantity": 1, "unit_price": 10}]}"#,
+        "--plugins",
+        &plugins_arg(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let execution: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(execution["status"], "compensated");
+    assert_eq!(execution["error"]["message"], "order rejected: quote expired");
+}
+
+#[test]
+fn invalid_workflows_exit_two_with_file_step_and_field() {
+    let cases = [
+        ("unknown-plugin.toml", "name = \"w\"\n[[steps]]\nid = \"pay\"\nplugin = \"stripe\"\n", "step `pay`, field `plugin`: unknown plugin `stripe`"),
+        ("syntax.toml", "name = \"w\"\n[[steps]\nid = \"a\"\n", "line 2"),
+        ("unknown-step.toml", "name = \"w\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\ninput = { x = \"$.steps.b.output\" }\n", "step `a`, field `input.x`: `$.steps.b.output`: unknown step `b`"),
+        ("cycle.toml", "name = \"w\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\nafter = [\"b\"]\n[[steps]]\nid = \"b\"\nplugin = \"echo\"\nafter = [\"a\"]\n", "dependency cycle"),
+        ("duplicate.toml", "name = \"w\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n", "duplicate step id `a`"),
+        ("malformed.toml", "name = \"w\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\ninput = \"$.input..x\"\n", "malformed reference"),
+    ];
+    for (file, text, expected) in cases {
+        let path = write_workflow(file, text);
+        let output = stepwise(&["run", path.to_str().unwrap(), "--plugins", &plugins_arg()]);
+        assert_eq!(output.status.code(), Some(2), "{file}: {}", stderr(&output));
+        let message = stderr(&output);
+        assert!(message.contains(file), "{file}: error does not name the file: {message}");
+        assert!(message.contains(expected), "{file}: expected `{expected}` in: {message}");
+        assert!(output.stdout.is_empty());
+    }
+}
+
+#[test]
+fn bad_input_json_exits_two() {
+    let output = stepwise(&["run", "guest-examples/workflows/flaky.toml", "--input", "{not json", "--plugins", &plugins_arg()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("invalid JSON in --input"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_missing_workflow_file_exits_two() {
+    let output = stepwise(&["run", "no/such/workflow.toml", "--plugins", &plugins_arg()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("no/such/workflow.toml"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_component_for_another_contract_version_is_refused() {
+    let output = stepwise(&["plugins", "validate", invalid_component("wrong-version").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("stepwise:step/log@0.9.0"), "{message}");
+    assert!(message.contains("built for stepwise:step@0.9.0, this host implements stepwise:step@0.1.0"), "{message}");
+}
+
+#[test]
+fn a_component_of_another_world_is_refused_naming_the_missing_exports() {
+    let output = stepwise(&["plugins", "validate", invalid_component("not-a-step").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("missing export `invoke`") && message.contains("missing export `compensate`"), "{message}");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused() {
+    let path = write_workflow("garbage.wasm", "this is not wasm");
+    let output = stepwise(&["plugins", "validate", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("is not a valid WebAssembly component"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_workflow_using_a_broken_plugin_is_refused_before_it_starts() {
+    let dir = std::env::temp_dir().join(format!("stepwise-broken-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(invalid_component("not-a-step"), dir.join("echo.wasm")).unwrap();
+    let output = stepwise(&["run", "guest-examples/workflows/branches.toml", "--input", "{\"sleep_ms\": 0}", "--plugins", dir.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("echo.wasm") && stderr(&output).contains("missing export `invoke`"), "{}", stderr(&output));
+}
+
+#[test]
+fn valid_plugins_validate_and_list() {
+    let plugin = plugins_dir().join("reserve-inventory.wasm");
+    let output = stepwise(&["plugins", "validate", plugin.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let output = stepwise(&["plugins", "list", "--json", "--plugins", &plugins_arg()]);
+    let rows: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    for name in ["retrieve-cart", "reserve-inventory", "authorize-payment", "create-order"] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+    assert!(rows.as_array().unwrap().iter().all(|r| r["status"] == "ok" && r["hash"].as_str().unwrap().len() == 64));
+}
+
+#[test]
+fn inspect_shows_exports_and_imports() {
+    let plugin = plugins_dir().join("echo.wasm");
+    let output = stepwise(&["plugins", "inspect", plugin.to_str().unwrap()]);
+    let description: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let exports: Vec<&str> = description["exports"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(exports, vec!["invoke", "compensate"]);
+    let imports = description["imports"].to_string();
+    assert!(imports.contains("stepwise:step/log@0.1.0"), "{imports}");
+    assert_eq!(description["implements_step_world"], true);
+}
+
+#[test]
+fn schema_describes_the_workflow_format() {
+    let output = stepwise(&["schema"]);
+    assert_eq!(output.status.code(), Some(0));
+    let schema: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(schema["title"], "WorkflowDefinition");
+    assert!(schema["properties"]["steps"].is_object());
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(repo_root().join("workflow.schema.json")).unwrap()).unwrap();
+    assert_eq!(schema, committed, "workflow.schema.json is stale: regenerate it with `stepwise schema`");
+}

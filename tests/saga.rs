@@ -1,0 +1,339 @@
+//! Saga semantics on real compiled guests: data wiring, retries with backoff,
+//! reverse-order compensation, failing compensations, concurrency, traps and deadlines.
+
+use serde_json::json;
+use std::time::Instant;
+use stepwise::engine::StartOptions;
+use stepwise::workflow::Workflow;
+use stepwise_test_support::*;
+
+fn example(engine: &stepwise::engine::Engine, name: &str) -> std::sync::Arc<Workflow> {
+    let path = example_workflow(name);
+    std::sync::Arc::new(Workflow::load_file(&path, engine.registry().directory()).expect("valid example"))
+}
+
+fn quote_input() -> serde_json::Value {
+    let text = std::fs::read_to_string(example_workflow("accept-quote.input.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn accept_quote_wires_data_through_four_steps() {
+    let engine = engine();
+    let execution = engine.run(example(&engine, "accept-quote.toml"), quote_input(), StartOptions::default()).await.unwrap().to_json();
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+    let reservation = &step(&execution, "reserve")["output"]["reservation_id"];
+    let authorization = &step(&execution, "payment")["output"]["authorization_id"];
+    // The order step received both ids through input references ...
+    assert_eq!(&step(&execution, "order")["output"]["reservation_id"], reservation);
+    assert_eq!(&step(&execution, "order")["output"]["authorization_id"], authorization);
+    // ... the payment was authorized for the cart total computed by the first step ...
+    assert_eq!(step(&execution, "payment")["output"]["amount"], json!(2 * 2500 + 1200));
+    // ... and the workflow output is the template over step outputs.
+    assert_eq!(execution["output"]["reservation_id"], *reservation);
+    assert_eq!(execution["output"]["total"], json!(6200));
+    assert_eq!(event_steps(&execution, "step_started"), vec!["cart", "reserve", "payment", "order"]);
+    assert!(execution["error"].is_null());
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_with_exponential_backoff_and_the_same_idempotency_key() {
+    let engine = engine();
+    let execution = engine.run(example(&engine, "flaky.toml"), json!({}), StartOptions::default()).await.unwrap().to_json();
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+    let unstable = step(&execution, "unstable");
+    assert_eq!(unstable["attempts"], 3);
+    assert_eq!(unstable["output"]["attempt"], 3, "the guest saw attempt numbers counting from 1");
+    let key = format!("{}/unstable", execution["execution_id"].as_str().unwrap());
+    assert_eq!(unstable["output"]["idempotency_key"], json!(key));
+
+    let failures = events(&execution, "step_attempt_failed");
+    let backoffs: Vec<u64> = failures.iter().map(|e| e["retry_in_ms"].as_u64().unwrap()).collect();
+    assert_eq!(backoffs, vec![100, 200]);
+    assert!(failures.iter().all(|e| e["error"]["kind"] == "retryable"));
+    let starts: Vec<u64> = events(&execution, "step_started")
+        .iter()
+        .filter(|e| e["step"] == "unstable")
+        .map(|e| millis(&e["at"]))
+        .collect();
+    assert_eq!(starts.len(), 3);
+    assert!(starts[1] - starts[0] >= 100, "waited the first backoff: {starts:?}");
+    assert!(starts[2] - starts[1] >= 200, "waited the doubled backoff: {starts:?}");
+}
+
+#[tokio::test]
+async fn permanent_failure_compensates_completed_steps_in_reverse_order() {
+    let engine = engine();
+    let execution =
+        engine.run(example(&engine, "accept-quote-declined.toml"), quote_input(), StartOptions::default()).await.unwrap().to_json();
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    assert_eq!(execution["error"]["step"], "order");
+    assert_eq!(execution["error"]["kind"], "permanent");
+    assert_eq!(step(&execution, "order")["status"], "failed");
+    assert_eq!(step(&execution, "order")["attempts"], 1, "permanent errors are not retried");
+    assert_eq!(event_steps(&execution, "compensation_started"), vec!["payment", "reserve", "cart"]);
+    assert_eq!(event_steps(&execution, "step_compensated"), vec!["payment", "reserve", "cart"]);
+    for id in ["cart", "reserve", "payment"] {
+        assert_eq!(step(&execution, id)["status"], "compensated");
+    }
+    // Compensation happens only after the failure, one step at a time.
+    let failed_at = millis(&events(&execution, "step_failed")[0]["at"]);
+    assert!(events(&execution, "compensation_started").iter().all(|e| millis(&e["at"]) >= failed_at));
+    let logs: Vec<&str> = events(&execution, "log").iter().filter(|e| e["phase"] == "compensate").map(|e| e["message"].as_str().unwrap()).collect();
+    assert!(logs[0].starts_with("voided authorization"), "{logs:?}");
+    assert!(logs[1].starts_with("released reservation"), "{logs:?}");
+}
+
+#[tokio::test]
+async fn compensate_receives_compensation_data_or_else_the_output() {
+    let engine = engine();
+    let toml = r#"
+        name = "fallback"
+        [[steps]]
+        id = "with-data"
+        plugin = "echo"
+        input = { order = 1, compensation = { refund = "r-1" } }
+        [[steps]]
+        id = "without-data"
+        plugin = "echo"
+        input = { order = 2 }
+        after = ["with-data"]
+        [[steps]]
+        id = "boom"
+        plugin = "fail"
+        input = { kind = "permanent", message = "no" }
+        after = ["without-data"]
+    "#;
+    let execution = run(&engine, toml, json!({})).await;
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    let compensation_logs: Vec<(String, String)> = events(&execution, "log")
+        .iter()
+        .filter(|e| e["phase"] == "compensate")
+        .map(|e| (e["step"].as_str().unwrap().to_string(), e["message"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(compensation_logs.len(), 2, "{compensation_logs:?}");
+    assert_eq!(compensation_logs[0].0, "without-data");
+    let received: serde_json::Value = serde_json::from_str(compensation_logs[0].1.split_once(" with ").unwrap().1).unwrap();
+    assert_eq!(received, json!({"order": 2}), "no compensation data: compensate gets the output");
+    let received: serde_json::Value = serde_json::from_str(compensation_logs[1].1.split_once(" with ").unwrap().1).unwrap();
+    assert_eq!(received, json!({"refund": "r-1"}), "compensate gets the compensation data");
+}
+
+#[tokio::test]
+async fn a_compensation_that_keeps_failing_leaves_the_execution_failed_after_its_retries() {
+    let engine = engine();
+    let toml = r#"
+        name = "stuck"
+        retry = { max_attempts = 3, initial_backoff_ms = 10, multiplier = 2.0, max_backoff_ms = 50 }
+        [[steps]]
+        id = "first"
+        plugin = "echo"
+        input = { n = 1 }
+        [[steps]]
+        id = "hold"
+        plugin = "compensate-fails"
+        input = { compensation_error_kind = "retryable" }
+        after = ["first"]
+        [[steps]]
+        id = "boom"
+        plugin = "fail"
+        after = ["hold"]
+    "#;
+    let execution = run(&engine, toml, json!({})).await;
+    assert_eq!(execution["status"], "failed", "{execution:#}");
+    let hold = step(&execution, "hold");
+    assert_eq!(hold["status"], "compensation_failed");
+    assert_eq!(hold["compensation_attempts"], 3);
+    assert_eq!(hold["compensation_error"]["kind"], "retryable");
+    assert_eq!(events(&execution, "compensation_attempt_failed").len(), 3);
+    // The other completed step is still compensated.
+    assert_eq!(step(&execution, "first")["status"], "compensated");
+    assert_eq!(events(&execution, "execution_failed").len(), 1);
+}
+
+#[tokio::test]
+async fn a_compensation_that_recovers_on_retry_still_compensates_cleanly() {
+    let engine = engine();
+    let toml = r#"
+        name = "recovers"
+        retry = { max_attempts = 3, initial_backoff_ms = 10 }
+        [[steps]]
+        id = "hold"
+        plugin = "compensate-fails"
+        input = { compensation_failures = 1 }
+        [[steps]]
+        id = "boom"
+        plugin = "fail"
+        after = ["hold"]
+    "#;
+    let execution = run(&engine, toml, json!({})).await;
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    assert_eq!(step(&execution, "hold")["compensation_attempts"], 2);
+}
+
+#[tokio::test]
+async fn independent_steps_run_at_the_same_time() {
+    let engine = engine();
+    let started = Instant::now();
+    let execution =
+        engine.run(example(&engine, "branches.toml"), json!({"sleep_ms": 400}), StartOptions::default()).await.unwrap().to_json();
+    let elapsed = started.elapsed();
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+    assert_eq!(execution["output"]["joined"], json!({"inventory": "inventory", "payment": "payment"}));
+    let ordered: Vec<(String, String)> = execution["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "step_started" || e["type"] == "step_succeeded")
+        .map(|e| (e["type"].as_str().unwrap().to_string(), e["step"].as_str().unwrap().to_string()))
+        .collect();
+    // Both branches start before either finishes.
+    assert_eq!(ordered[0].0, "step_started");
+    assert_eq!(ordered[1].0, "step_started");
+    let branch_end = millis(&step(&execution, "inventory")["finished_at"]).max(millis(&step(&execution, "payment")["finished_at"]));
+    let branch_start = millis(&step(&execution, "inventory")["started_at"]).min(millis(&step(&execution, "payment")["started_at"]));
+    assert!(branch_end - branch_start < 800, "two 400 ms branches overlapped: {} ms", branch_end - branch_start);
+    assert!(elapsed.as_millis() < 2000, "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_trapping_guest_fails_its_step_and_the_host_keeps_serving() {
+    let engine = engine();
+    let toml = r#"
+        name = "trap"
+        [[steps]]
+        id = "ok"
+        plugin = "echo"
+        [[steps]]
+        id = "crash"
+        plugin = "panic"
+        retry = { max_attempts = 2, initial_backoff_ms = 10 }
+        after = ["ok"]
+    "#;
+    let execution = run(&engine, toml, json!({})).await;
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    let crash = step(&execution, "crash");
+    assert_eq!(crash["attempts"], 2, "traps are retried by default");
+    assert_eq!(crash["error"]["kind"], "trap");
+    let message = crash["error"]["message"].as_str().unwrap();
+    assert!(message.contains("unreachable") && message.contains("guest panicked on attempt 2"), "{message}");
+
+    // The same engine runs the next execution normally.
+    let next = engine.run(std::sync::Arc::new(Workflow::load_file(&example_workflow("accept-quote.toml"), engine.registry().directory()).unwrap()), quote_input(), StartOptions::default()).await.unwrap();
+    assert_eq!(next.to_json()["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_guest_that_recovers_from_a_trap_succeeds_on_retry() {
+    let engine = engine();
+    let toml = r#"
+        name = "recover"
+        [[steps]]
+        id = "crash-once"
+        plugin = "panic"
+        input = { panic_times = 1 }
+        retry = { max_attempts = 2, initial_backoff_ms = 10 }
+    "#;
+    let execution = run(&engine, toml, json!({})).await;
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+    assert_eq!(step(&execution, "crash-once")["output"], json!(2));
+}
+
+#[tokio::test]
+async fn a_step_timeout_stops_a_guest_blocked_in_a_host_call() {
+    let engine = engine();
+    let toml = r#"
+        name = "slow"
+        [[steps]]
+        id = "sleepy"
+        plugin = "echo"
+        input = { sleep_ms = 10000 }
+        timeout_ms = 200
+        retry = { max_attempts = 1 }
+    "#;
+    let started = Instant::now();
+    let execution = run(&engine, toml, json!({})).await;
+    assert!(started.elapsed().as_millis() < 3000, "the 10 s sleep was cut short: {:?}", started.elapsed());
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    assert_eq!(step(&execution, "sleepy")["error"]["kind"], "deadline_exceeded");
+}
+
+#[tokio::test]
+async fn retryable_errors_exhaust_their_attempts_then_fail() {
+    let engine = engine();
+    let toml = r#"
+        name = "exhaust"
+        [[steps]]
+        id = "always"
+        plugin = "fail"
+        input = { kind = "retryable", message = "still down" }
+        retry = { max_attempts = 3, initial_backoff_ms = 5 }
+    "#;
+    let execution = run(&engine, toml, json!({})).await;
+    assert_eq!(execution["status"], "compensated");
+    let always = step(&execution, "always");
+    assert_eq!(always["status"], "failed");
+    assert_eq!(always["attempts"], 3);
+    assert_eq!(always["error"], json!({"kind": "retryable", "message": "still down"}));
+    assert_eq!(events(&execution, "step_failed").len(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_referenced_value_fails_the_step_without_running_it() {
+    let engine = engine();
+    let toml = r#"
+        name = "missing"
+        [[steps]]
+        id = "first"
+        plugin = "echo"
+        input = { a = 1 }
+        [[steps]]
+        id = "second"
+        plugin = "echo"
+        input = { b = "$.steps.first.output.b" }
+    "#;
+    let execution = run(&engine, toml, json!({})).await;
+    assert_eq!(execution["status"], "compensated");
+    let second = step(&execution, "second");
+    assert_eq!(second["attempts"], 0);
+    assert_eq!(second["error"]["kind"], "input_mapping");
+    assert!(second["error"]["message"].as_str().unwrap().contains("$.steps.first.output.b"));
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_first_execution() {
+    let engine = engine();
+    let workflow = example(&engine, "accept-quote.toml");
+    let options = StartOptions { idempotency_key: Some("quote-42".into()) };
+    let first = engine.run(workflow.clone(), quote_input(), options.clone()).await.unwrap();
+    let second = engine.run(workflow, quote_input(), options).await.unwrap();
+    assert_eq!(first.execution_id, second.execution_id);
+    assert_eq!(second.status, stepwise::engine::ExecutionStatus::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_executions_do_not_interfere() {
+    let engine = engine();
+    let workflow = example(&engine, "accept-quote.toml");
+    let runs = (0..40).map(|i| {
+        let engine = engine.clone();
+        let workflow = workflow.clone();
+        let mut input = quote_input();
+        input["cart_id"] = json!(format!("cart-{i}"));
+        tokio::spawn(async move { engine.run(workflow, input, StartOptions::default()).await.unwrap() })
+    });
+    let executions: Vec<_> = futures_join(runs).await;
+    for (i, execution) in executions.iter().enumerate() {
+        let json = execution.to_json();
+        assert_eq!(json["status"], "succeeded");
+        assert_eq!(step(&json, "order")["output"]["cart_id"], json!(format!("cart-{i}")));
+    }
+}
+
+async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        results.push(handle.await.expect("task"));
+    }
+    results
+}
