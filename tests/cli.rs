@@ -86,7 +86,8 @@ fn invalid_workflows_exit_two_with_file_step_and_field() {
 
 #[test]
 fn bad_input_json_exits_two() {
-    let output = stepwise(&["run", "guest-examples/workflows/flaky.toml", "--input", "{not json", "--plugins", &plugins_arg()]);
+    let output =
+        stepwise(&["run", "guest-examples/workflows/flaky.toml", "--input", "{not json", "--plugins", &plugins_arg()]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("invalid JSON in --input"), "{}", stderr(&output));
 }
@@ -112,7 +113,10 @@ fn a_component_of_another_world_is_refused_naming_the_missing_exports() {
     let output = stepwise(&["plugins", "validate", invalid_component("not-a-step").to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
-    assert!(message.contains("missing export `invoke`") && message.contains("missing export `compensate`"), "{message}");
+    assert!(
+        message.contains("missing export `invoke`") && message.contains("missing export `compensate`"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -128,9 +132,20 @@ fn a_workflow_using_a_broken_plugin_is_refused_before_it_starts() {
     let dir = std::env::temp_dir().join(format!("stepwise-broken-plugins-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(invalid_component("not-a-step"), dir.join("echo.wasm")).unwrap();
-    let output = stepwise(&["run", "guest-examples/workflows/branches.toml", "--input", "{\"sleep_ms\": 0}", "--plugins", dir.to_str().unwrap()]);
+    let output = stepwise(&[
+        "run",
+        "guest-examples/workflows/branches.toml",
+        "--input",
+        "{\"sleep_ms\": 0}",
+        "--plugins",
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("echo.wasm") && stderr(&output).contains("missing export `invoke`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("echo.wasm") && stderr(&output).contains("missing export `invoke`"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -152,7 +167,8 @@ fn inspect_shows_exports_and_imports() {
     let plugin = plugins_dir().join("echo.wasm");
     let output = stepwise(&["plugins", "inspect", plugin.to_str().unwrap()]);
     let description: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let exports: Vec<&str> = description["exports"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let exports: Vec<&str> =
+        description["exports"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(exports, vec!["invoke", "compensate"]);
     let imports = description["imports"].to_string();
     assert!(imports.contains("stepwise:step/log@0.1.0"), "{imports}");
@@ -166,6 +182,7 @@ fn schema_describes_the_workflow_format() {
     let schema: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(schema["title"], "WorkflowDefinition");
     assert!(schema["properties"]["steps"].is_object());
-    let committed: Value = serde_json::from_str(&std::fs::read_to_string(repo_root().join("workflow.schema.json")).unwrap()).unwrap();
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("workflow.schema.json")).unwrap()).unwrap();
     assert_eq!(schema, committed, "workflow.schema.json is stale: regenerate it with `stepwise schema`");
 }

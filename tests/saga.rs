@@ -20,7 +20,11 @@ fn quote_input() -> serde_json::Value {
 #[tokio::test]
 async fn accept_quote_wires_data_through_four_steps() {
     let engine = engine();
-    let execution = engine.run(example(&engine, "accept-quote.toml"), quote_input(), StartOptions::default()).await.unwrap().to_json();
+    let execution = engine
+        .run(example(&engine, "accept-quote.toml"), quote_input(), StartOptions::default())
+        .await
+        .unwrap()
+        .to_json();
     assert_eq!(execution["status"], "succeeded", "{execution:#}");
     let reservation = &step(&execution, "reserve")["output"]["reservation_id"];
     let authorization = &step(&execution, "payment")["output"]["authorization_id"];
@@ -39,7 +43,8 @@ async fn accept_quote_wires_data_through_four_steps() {
 #[tokio::test]
 async fn retryable_failures_are_retried_with_exponential_backoff_and_the_same_idempotency_key() {
     let engine = engine();
-    let execution = engine.run(example(&engine, "flaky.toml"), json!({}), StartOptions::default()).await.unwrap().to_json();
+    let execution =
+        engine.run(example(&engine, "flaky.toml"), json!({}), StartOptions::default()).await.unwrap().to_json();
     assert_eq!(execution["status"], "succeeded", "{execution:#}");
     let unstable = step(&execution, "unstable");
     assert_eq!(unstable["attempts"], 3);
@@ -64,8 +69,11 @@ async fn retryable_failures_are_retried_with_exponential_backoff_and_the_same_id
 #[tokio::test]
 async fn permanent_failure_compensates_completed_steps_in_reverse_order() {
     let engine = engine();
-    let execution =
-        engine.run(example(&engine, "accept-quote-declined.toml"), quote_input(), StartOptions::default()).await.unwrap().to_json();
+    let execution = engine
+        .run(example(&engine, "accept-quote-declined.toml"), quote_input(), StartOptions::default())
+        .await
+        .unwrap()
+        .to_json();
     assert_eq!(execution["status"], "compensated", "{execution:#}");
     assert_eq!(execution["error"]["step"], "order");
     assert_eq!(execution["error"]["kind"], "permanent");
@@ -79,7 +87,11 @@ async fn permanent_failure_compensates_completed_steps_in_reverse_order() {
     // Compensation happens only after the failure, one step at a time.
     let failed_at = millis(&events(&execution, "step_failed")[0]["at"]);
     assert!(events(&execution, "compensation_started").iter().all(|e| millis(&e["at"]) >= failed_at));
-    let logs: Vec<&str> = events(&execution, "log").iter().filter(|e| e["phase"] == "compensate").map(|e| e["message"].as_str().unwrap()).collect();
+    let logs: Vec<&str> = events(&execution, "log")
+        .iter()
+        .filter(|e| e["phase"] == "compensate")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
     assert!(logs[0].starts_with("voided authorization"), "{logs:?}");
     assert!(logs[1].starts_with("released reservation"), "{logs:?}");
 }
@@ -113,9 +125,11 @@ async fn compensate_receives_compensation_data_or_else_the_output() {
         .collect();
     assert_eq!(compensation_logs.len(), 2, "{compensation_logs:?}");
     assert_eq!(compensation_logs[0].0, "without-data");
-    let received: serde_json::Value = serde_json::from_str(compensation_logs[0].1.split_once(" with ").unwrap().1).unwrap();
+    let received: serde_json::Value =
+        serde_json::from_str(compensation_logs[0].1.split_once(" with ").unwrap().1).unwrap();
     assert_eq!(received, json!({"order": 2}), "no compensation data: compensate gets the output");
-    let received: serde_json::Value = serde_json::from_str(compensation_logs[1].1.split_once(" with ").unwrap().1).unwrap();
+    let received: serde_json::Value =
+        serde_json::from_str(compensation_logs[1].1.split_once(" with ").unwrap().1).unwrap();
     assert_eq!(received, json!({"refund": "r-1"}), "compensate gets the compensation data");
 }
 
@@ -175,8 +189,11 @@ async fn a_compensation_that_recovers_on_retry_still_compensates_cleanly() {
 async fn independent_steps_run_at_the_same_time() {
     let engine = engine();
     let started = Instant::now();
-    let execution =
-        engine.run(example(&engine, "branches.toml"), json!({"sleep_ms": 400}), StartOptions::default()).await.unwrap().to_json();
+    let execution = engine
+        .run(example(&engine, "branches.toml"), json!({"sleep_ms": 400}), StartOptions::default())
+        .await
+        .unwrap()
+        .to_json();
     let elapsed = started.elapsed();
     assert_eq!(execution["status"], "succeeded", "{execution:#}");
     assert_eq!(execution["output"]["joined"], json!({"inventory": "inventory", "payment": "payment"}));
@@ -190,8 +207,10 @@ async fn independent_steps_run_at_the_same_time() {
     // Both branches start before either finishes.
     assert_eq!(ordered[0].0, "step_started");
     assert_eq!(ordered[1].0, "step_started");
-    let branch_end = millis(&step(&execution, "inventory")["finished_at"]).max(millis(&step(&execution, "payment")["finished_at"]));
-    let branch_start = millis(&step(&execution, "inventory")["started_at"]).min(millis(&step(&execution, "payment")["started_at"]));
+    let branch_end =
+        millis(&step(&execution, "inventory")["finished_at"]).max(millis(&step(&execution, "payment")["finished_at"]));
+    let branch_start =
+        millis(&step(&execution, "inventory")["started_at"]).min(millis(&step(&execution, "payment")["started_at"]));
     assert!(branch_end - branch_start < 800, "two 400 ms branches overlapped: {} ms", branch_end - branch_start);
     assert!(elapsed.as_millis() < 2000, "{elapsed:?}");
 }
@@ -219,7 +238,16 @@ async fn a_trapping_guest_fails_its_step_and_the_host_keeps_serving() {
     assert!(message.contains("unreachable") && message.contains("guest panicked on attempt 2"), "{message}");
 
     // The same engine runs the next execution normally.
-    let next = engine.run(std::sync::Arc::new(Workflow::load_file(&example_workflow("accept-quote.toml"), engine.registry().directory()).unwrap()), quote_input(), StartOptions::default()).await.unwrap();
+    let next = engine
+        .run(
+            std::sync::Arc::new(
+                Workflow::load_file(&example_workflow("accept-quote.toml"), engine.registry().directory()).unwrap(),
+            ),
+            quote_input(),
+            StartOptions::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(next.to_json()["status"], "succeeded");
 }
 

@@ -39,10 +39,7 @@ pub fn rfc3339<S: Serializer>(timestamp: &Timestamp, serializer: S) -> Result<S:
 }
 
 /// Like [`rfc3339`] for an optional timestamp.
-pub fn rfc3339_opt<S: Serializer>(
-    timestamp: &Option<Timestamp>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+pub fn rfc3339_opt<S: Serializer>(timestamp: &Option<Timestamp>, serializer: S) -> Result<S::Ok, S::Error> {
     match timestamp {
         Some(timestamp) => rfc3339(timestamp, serializer),
         None => serializer.serialize_none(),

@@ -22,9 +22,8 @@ pub fn plugins_dir() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let root = repo_root();
-            let status = Command::new(root.join("scripts/build-guests.sh"))
-                .status()
-                .expect("running scripts/build-guests.sh");
+            let status =
+                Command::new(root.join("scripts/build-guests.sh")).status().expect("running scripts/build-guests.sh");
             assert!(status.success(), "building the guest components failed");
             root.join("build/plugins")
         })
@@ -77,7 +76,8 @@ pub fn stepwise_bin() -> PathBuf {
                 .status()
                 .expect("running cargo build");
             assert!(status.success(), "building the stepwise binary failed");
-            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+            let target =
+                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
             target.join("debug/stepwise")
         })
         .clone()

@@ -41,7 +41,9 @@ pub async fn run(command: PluginsCommand) -> Result<ExitCode> {
             let mut rows = Vec::new();
             for (name, path) in directory.plugins() {
                 let row = match LoadedPlugin::load(&sandbox, name, path) {
-                    Ok(plugin) => json!({"name": name, "file": path, "size": plugin.size, "hash": plugin.hash, "status": "ok", "capabilities": ["log"]}),
+                    Ok(plugin) => {
+                        json!({"name": name, "file": path, "size": plugin.size, "hash": plugin.hash, "status": "ok", "capabilities": ["log"]})
+                    }
                     Err(error) => json!({"name": name, "file": path, "status": "invalid", "error": error.to_string()}),
                 };
                 rows.push(row);
@@ -72,10 +74,15 @@ pub async fn run(command: PluginsCommand) -> Result<ExitCode> {
         PluginsCommand::Inspect { file } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let component = Component::from_binary(sandbox.engine(), &bytes).map_err(|error| {
-                crate::sandbox::wasmtime_error(&format!("{} is not a valid WebAssembly component", file.display()), error)
+                crate::sandbox::wasmtime_error(
+                    &format!("{} is not a valid WebAssembly component", file.display()),
+                    error,
+                )
             })?;
             let description = describe_component(sandbox.engine(), &component);
-            let list = |items: &[(String, &str)]| items.iter().map(|(name, kind)| json!({"name": name, "kind": kind})).collect::<Vec<_>>();
+            let list = |items: &[(String, &str)]| {
+                items.iter().map(|(name, kind)| json!({"name": name, "kind": kind})).collect::<Vec<_>>()
+            };
             let problems = crate::plugin::check_world(sandbox.engine(), &component);
             println!(
                 "{}",

@@ -337,10 +337,8 @@ impl Machine {
                         commands.push(Command::Invoke { step: index, attempt, input });
                     }
                 }
-                StepPhase::RetryWaiting { attempt, due } => commands.push(Command::StartTimer {
-                    timer: Timer { step, purpose: TimerPurpose::Retry, attempt },
-                    due,
-                }),
+                StepPhase::RetryWaiting { attempt, due } => commands
+                    .push(Command::StartTimer { timer: Timer { step, purpose: TimerPurpose::Retry, attempt }, due }),
                 StepPhase::Compensating { attempt } => {
                     commands.push(Command::Compensate { step: index, attempt, data: self.compensation_data(index) })
                 }
@@ -404,7 +402,14 @@ impl Machine {
         }
     }
 
-    fn attempt_failed(&mut self, at: Timestamp, index: usize, attempt: u32, failure: StepFailure, commands: &mut Vec<Command>) {
+    fn attempt_failed(
+        &mut self,
+        at: Timestamp,
+        index: usize,
+        attempt: u32,
+        failure: StepFailure,
+        commands: &mut Vec<Command>,
+    ) {
         let step = self.step_id(index);
         let policy = &self.workflow.steps()[index].retry;
         let retry = self.status == ExecutionStatus::Running
@@ -417,11 +422,22 @@ impl Machine {
             self.steps[index].error = Some(failure.clone());
             self.record(
                 at,
-                TimelineKind::StepAttemptFailed { step: step.clone(), attempt, error: failure, retry_in_ms: Some(delay.as_millis() as u64) },
+                TimelineKind::StepAttemptFailed {
+                    step: step.clone(),
+                    attempt,
+                    error: failure,
+                    retry_in_ms: Some(delay.as_millis() as u64),
+                },
             );
-            commands.push(Command::StartTimer { timer: Timer { step, purpose: TimerPurpose::Retry, attempt: attempt + 1 }, due });
+            commands.push(Command::StartTimer {
+                timer: Timer { step, purpose: TimerPurpose::Retry, attempt: attempt + 1 },
+                due,
+            });
         } else {
-            self.record(at, TimelineKind::StepAttemptFailed { step, attempt, error: failure.clone(), retry_in_ms: None });
+            self.record(
+                at,
+                TimelineKind::StepAttemptFailed { step, attempt, error: failure.clone(), retry_in_ms: None },
+            );
             self.fail_step(at, index, failure);
         }
     }
@@ -478,7 +494,14 @@ impl Machine {
         commands.push(Command::Compensate { step: index, attempt, data: self.compensation_data(index) });
     }
 
-    fn compensation_failed(&mut self, at: Timestamp, index: usize, attempt: u32, failure: StepFailure, commands: &mut Vec<Command>) {
+    fn compensation_failed(
+        &mut self,
+        at: Timestamp,
+        index: usize,
+        attempt: u32,
+        failure: StepFailure,
+        commands: &mut Vec<Command>,
+    ) {
         let step = self.step_id(index);
         let policy = &self.workflow.steps()[index].retry;
         if failure.kind.is_retryable(policy) && attempt < policy.max_attempts {
@@ -504,7 +527,12 @@ impl Machine {
             let attempts = state.compensation_attempts;
             self.record(
                 at,
-                TimelineKind::CompensationAttemptFailed { step: step.clone(), attempt, error: failure.clone(), retry_in_ms: None },
+                TimelineKind::CompensationAttemptFailed {
+                    step: step.clone(),
+                    attempt,
+                    error: failure.clone(),
+                    retry_in_ms: None,
+                },
             );
             self.record(at, TimelineKind::CompensationFailed { step, attempts, error: failure });
         }
@@ -564,7 +592,10 @@ impl Machine {
                 commands.push(Command::Finish);
             }
             Err(message) => {
-                let failure = StepFailure::new(FailureKind::OutputMapping, format!("cannot build the workflow output: {message}"));
+                let failure = StepFailure::new(
+                    FailureKind::OutputMapping,
+                    format!("cannot build the workflow output: {message}"),
+                );
                 self.record(at, TimelineKind::OutputFailed { error: failure.clone() });
                 self.begin_rollback(at, None, failure);
             }

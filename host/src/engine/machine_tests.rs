@@ -41,7 +41,13 @@ fn start(workflow: Arc<Workflow>, input: Value) -> (Machine, Vec<Command>) {
     (machine, commands)
 }
 
-fn succeed(machine: &mut Machine, step: &str, attempt: u32, output: Value, compensation: Option<Value>) -> Vec<Command> {
+fn succeed(
+    machine: &mut Machine,
+    step: &str,
+    attempt: u32,
+    output: Value,
+    compensation: Option<Value>,
+) -> Vec<Command> {
     machine.apply(at(1), Event::AttemptStarted { step: id(step), attempt });
     machine.apply(at(2), Event::AttemptSucceeded { step: id(step), attempt, output, compensation, logs: vec![] })
 }
@@ -112,7 +118,10 @@ fn retryable_failure_arms_a_backoff_timer_then_retries_with_the_next_attempt() {
     let (mut machine, _) = start(chain(3), json!({"x": 1}));
     let commands = fail(&mut machine, "a", 1, FailureKind::Retryable);
     let timer = Timer { step: id("a"), purpose: TimerPurpose::Retry, attempt: 2 };
-    assert_eq!(commands, vec![Command::StartTimer { timer: timer.clone(), due: at(2).plus(std::time::Duration::from_millis(100)) }]);
+    assert_eq!(
+        commands,
+        vec![Command::StartTimer { timer: timer.clone(), due: at(2).plus(std::time::Duration::from_millis(100)) }]
+    );
     assert_eq!(machine.steps()[0].phase, StepPhase::RetryWaiting { attempt: 2, due: at(102) });
 
     let commands = machine.apply(at(102), Event::TimerFired { timer: timer.clone() });
@@ -129,7 +138,8 @@ fn retryable_failure_arms_a_backoff_timer_then_retries_with_the_next_attempt() {
 fn exhausted_retries_fail_the_step_and_with_nothing_completed_the_saga_is_compensated() {
     let (mut machine, _) = start(chain(2), json!({"x": 1}));
     fail(&mut machine, "a", 1, FailureKind::Retryable);
-    machine.apply(at(200), Event::TimerFired { timer: Timer { step: id("a"), purpose: TimerPurpose::Retry, attempt: 2 } });
+    machine
+        .apply(at(200), Event::TimerFired { timer: Timer { step: id("a"), purpose: TimerPurpose::Retry, attempt: 2 } });
     let commands = fail(&mut machine, "a", 2, FailureKind::Retryable);
     assert_eq!(commands, vec![Command::Finish]);
     assert_eq!(machine.status(), ExecutionStatus::Compensated);
@@ -177,13 +187,15 @@ fn a_failing_compensation_is_retried_then_the_execution_fails_but_other_steps_ar
     fail(&mut machine, "c", 1, FailureKind::Permanent);
     machine.apply(at(3), Event::CompensationStarted { step: id("b"), attempt: 1 });
     let failure = StepFailure::new(FailureKind::Retryable, "down");
-    let commands = machine.apply(at(4), Event::CompensationFailed { step: id("b"), attempt: 1, failure: failure.clone(), logs: vec![] });
+    let commands = machine
+        .apply(at(4), Event::CompensationFailed { step: id("b"), attempt: 1, failure: failure.clone(), logs: vec![] });
     let timer = Timer { step: id("b"), purpose: TimerPurpose::CompensationRetry, attempt: 2 };
     assert!(matches!(&commands[..], [Command::StartTimer { timer: t, .. }] if *t == timer));
     let commands = machine.apply(at(200), Event::TimerFired { timer });
     assert_eq!(compensating(&commands).len(), 1);
     machine.apply(at(201), Event::CompensationStarted { step: id("b"), attempt: 2 });
-    let commands = machine.apply(at(202), Event::CompensationFailed { step: id("b"), attempt: 2, failure, logs: vec![] });
+    let commands =
+        machine.apply(at(202), Event::CompensationFailed { step: id("b"), attempt: 2, failure, logs: vec![] });
     // b is given up on; a is still compensated.
     assert_eq!(compensating(&commands), vec![(0, json!({"v": 1}))]);
     assert_eq!(compensated(&mut machine, "a", 1), vec![Command::Finish]);
@@ -211,7 +223,10 @@ fn running_steps_settle_before_compensation_and_steps_waiting_to_retry_are_cance
     assert!(commands.is_empty(), "slow is still running: {commands:?}");
     assert_eq!(machine.steps()[1].phase, StepPhase::Cancelled);
     // The slow step completes after the failure: it is compensated.
-    let commands = machine.apply(at(5), Event::AttemptSucceeded { step: id("slow"), attempt: 1, output: json!("s"), compensation: None, logs: vec![] });
+    let commands = machine.apply(
+        at(5),
+        Event::AttemptSucceeded { step: id("slow"), attempt: 1, output: json!("s"), compensation: None, logs: vec![] },
+    );
     assert_eq!(compensating(&commands), vec![(0, json!("s"))]);
     // The cancelled step's timer fires late: ignored.
     let late = Timer { step: id("flaky"), purpose: TimerPurpose::Retry, attempt: 2 };
@@ -233,7 +248,8 @@ fn a_missing_input_path_fails_the_step_permanently() {
 #[test]
 fn results_for_attempts_not_in_flight_are_ignored() {
     let (mut machine, _) = start(chain(3), json!({"x": 1}));
-    let stale = Event::AttemptSucceeded { step: id("b"), attempt: 1, output: json!(1), compensation: None, logs: vec![] };
+    let stale =
+        Event::AttemptSucceeded { step: id("b"), attempt: 1, output: json!(1), compensation: None, logs: vec![] };
     assert!(machine.apply(at(1), stale).is_empty());
     assert_eq!(machine.steps()[1].phase, StepPhase::Pending);
     let unknown = Event::AttemptStarted { step: id("nope"), attempt: 1 };
@@ -249,7 +265,17 @@ fn replaying_the_same_events_rebuilds_the_same_state_and_outstanding_work() {
         machine.apply(when, event)
     };
     record(&mut machine, at(1), Event::AttemptStarted { step: id("a"), attempt: 1 });
-    record(&mut machine, at(2), Event::AttemptSucceeded { step: id("a"), attempt: 1, output: json!({"v": 1}), compensation: None, logs: vec![] });
+    record(
+        &mut machine,
+        at(2),
+        Event::AttemptSucceeded {
+            step: id("a"),
+            attempt: 1,
+            output: json!({"v": 1}),
+            compensation: None,
+            logs: vec![],
+        },
+    );
     record(&mut machine, at(3), Event::AttemptStarted { step: id("b"), attempt: 1 });
 
     let mut replayed = Machine::new(chain(3), ExecutionId::new("e1"), json!({"x": 1}));

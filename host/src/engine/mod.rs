@@ -73,7 +73,12 @@ impl Engine {
 
     /// Runs `workflow` on `input` to a final status and returns the execution.
     /// With an idempotency key already used, returns that execution instead.
-    pub async fn run(&self, workflow: Arc<Workflow>, input: Value, options: StartOptions) -> Result<ExecutionView, EngineError> {
+    pub async fn run(
+        &self,
+        workflow: Arc<Workflow>,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<ExecutionView, EngineError> {
         let plugins = driver::resolve_plugins(&self.registry, &workflow).await?;
         let id = ExecutionId::generate();
         let created = self

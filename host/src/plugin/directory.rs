@@ -28,7 +28,8 @@ impl PluginDirectory {
             if PluginName::is_valid(&stem) {
                 files.insert(stem, path);
             } else {
-                ignored.push((path, format!("`{stem}` is not a valid plugin name (lowercase letters, digits, `-`, `_`)")));
+                ignored
+                    .push((path, format!("`{stem}` is not a valid plugin name (lowercase letters, digits, `-`, `_`)")));
             }
         }
         Ok(Self { dir: dir.to_path_buf(), files, ignored })

@@ -66,7 +66,10 @@ impl Sandbox {
         };
         if payload_len > limits.max_input_bytes {
             let message = format!("input of {payload_len} bytes exceeds the limit of {} bytes", limits.max_input_bytes);
-            return CallOutcome { result: Err(StepFailure::new(FailureKind::InputTooLarge, message)), logs: Vec::new() };
+            return CallOutcome {
+                result: Err(StepFailure::new(FailureKind::InputTooLarge, message)),
+                logs: Vec::new(),
+            };
         }
 
         let Ok(_slot) = self.slots.acquire().await else {
@@ -124,7 +127,9 @@ fn interpret(returned: Returned, max_output_bytes: usize) -> Result<CallSuccess,
         StepError::Permanent(message) => StepFailure::new(FailureKind::Permanent, message),
     };
     match returned {
-        Returned::Compensated(result) => result.map(|()| CallSuccess { output: None, compensation: None }).map_err(from_step_error),
+        Returned::Compensated(result) => {
+            result.map(|()| CallSuccess { output: None, compensation: None }).map_err(from_step_error)
+        }
         Returned::Invoked(Err(error)) => Err(from_step_error(error)),
         Returned::Invoked(Ok(response)) => {
             let output = parse_json("output", &response.output, max_output_bytes)?;

@@ -42,7 +42,8 @@ pub struct Sandbox {
 impl Sandbox {
     /// A sandbox with the given default limits.
     pub fn new(limits: Limits) -> Result<Arc<Self>> {
-        let engine = Engine::new(&engine_config(&limits)).map_err(|e| wasmtime_error("configuring the wasmtime engine", e))?;
+        let engine =
+            Engine::new(&engine_config(&limits)).map_err(|e| wasmtime_error("configuring the wasmtime engine", e))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| wasmtime_error("linking WASI", e))?;
         for capability in capabilities::all() {

@@ -1,7 +1,9 @@
 //! An execution store in memory: for tests and `--store memory`. Nothing
 //! survives the process.
 
-use super::{Created, ExecutionStore, ExecutionSummary, ListFilter, NewExecution, RecordedEvent, StoreError, StoredExecution};
+use super::{
+    Created, ExecutionStore, ExecutionSummary, ListFilter, NewExecution, RecordedEvent, StoreError, StoredExecution,
+};
 use crate::engine::ExecutionStatus;
 use crate::ids::ExecutionId;
 use crate::time::Timestamp;

@@ -141,7 +141,8 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_up_to_the_cap() {
-        let policy = RetryPolicy { initial_backoff_ms: 100, multiplier: 2.0, max_backoff_ms: 350, ..Default::default() };
+        let policy =
+            RetryPolicy { initial_backoff_ms: 100, multiplier: 2.0, max_backoff_ms: 350, ..Default::default() };
         assert_eq!(policy.backoff_before(2), Duration::from_millis(100));
         assert_eq!(policy.backoff_before(3), Duration::from_millis(200));
         assert_eq!(policy.backoff_before(4), Duration::from_millis(350));

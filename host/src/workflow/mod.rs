@@ -97,13 +97,9 @@ impl Workflow {
         let mut problems = Vec::new();
         let workflow = validate(&definition, plugins, &mut problems);
         match workflow {
-            Some((steps, output, index)) if problems.is_empty() => Ok(Self {
-                name: definition.name.clone(),
-                definition,
-                steps,
-                output,
-                index,
-            }),
+            Some((steps, output, index)) if problems.is_empty() => {
+                Ok(Self { name: definition.name.clone(), definition, steps, output, index })
+            }
             _ => Err(WorkflowError { source_name: source_name.to_string(), problems }),
         }
     }
@@ -160,11 +156,18 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 
 type Validated = (Vec<Step>, Option<Template>, HashMap<StepId, usize>);
 
-fn validate(definition: &WorkflowDefinition, plugins: &dyn PluginCatalog, problems: &mut Vec<Problem>) -> Option<Validated> {
+fn validate(
+    definition: &WorkflowDefinition,
+    plugins: &dyn PluginCatalog,
+    problems: &mut Vec<Problem>,
+) -> Option<Validated> {
     if !StepId::is_valid(&definition.name) {
         problems.push(Problem::workflow(
             Some("name"),
-            format!("`{}` is not a valid workflow name (lowercase letters, digits, `-`, `_`, starting with a letter)", definition.name),
+            format!(
+                "`{}` is not a valid workflow name (lowercase letters, digits, `-`, `_`, starting with a letter)",
+                definition.name
+            ),
         ));
     }
     if let Some(retry) = &definition.retry {
@@ -181,7 +184,10 @@ fn validate(definition: &WorkflowDefinition, plugins: &dyn PluginCatalog, proble
             problems.push(Problem::step(
                 &step.id,
                 "id",
-                format!("`{}` is not a valid step id (lowercase letters, digits, `-`, `_`, starting with a letter)", step.id),
+                format!(
+                    "`{}` is not a valid step id (lowercase letters, digits, `-`, `_`, starting with a letter)",
+                    step.id
+                ),
             ));
         } else if index.insert(StepId::new(&step.id), position).is_some() {
             problems.push(Problem::step(&step.id, "id", format!("duplicate step id `{}`", step.id)));
@@ -201,11 +207,7 @@ fn validate(definition: &WorkflowDefinition, plugins: &dyn PluginCatalog, proble
     let steps: Vec<Step> = steps.into_iter().collect::<Option<_>>()?;
     if let Some(cycle) = find_cycle(&steps) {
         let path: Vec<&str> = cycle.iter().map(|&i| steps[i].id.as_str()).collect();
-        problems.push(Problem::step(
-            path[0],
-            "input",
-            format!("dependency cycle: {}", path.join(" -> ")),
-        ));
+        problems.push(Problem::step(path[0], "input", format!("dependency cycle: {}", path.join(" -> "))));
     }
     Some((steps, output, index))
 }
@@ -219,7 +221,11 @@ fn validate_step(
 ) -> Option<Step> {
     let id = &step.id;
     if step.plugin.contains('@') {
-        problems.push(Problem::step(id, "plugin", format!("`{}`: version pins (`name@version`) are not supported yet", step.plugin)));
+        problems.push(Problem::step(
+            id,
+            "plugin",
+            format!("`{}`: version pins (`name@version`) are not supported yet", step.plugin),
+        ));
     } else if !PluginName::is_valid(&step.plugin) {
         problems.push(Problem::step(id, "plugin", format!("`{}` is not a valid plugin name", step.plugin)));
     } else if !plugins.contains_plugin(&step.plugin) {
@@ -302,7 +308,12 @@ fn check_references(
     for (path, reference) in template.references() {
         let Reference { root: Root::StepOutput(target), .. } = reference else { continue };
         if Some(target.as_str()) == step {
-            problems.push(located(step, field, &path, format!("`{reference}`: a step cannot reference its own output")));
+            problems.push(located(
+                step,
+                field,
+                &path,
+                format!("`{reference}`: a step cannot reference its own output"),
+            ));
         } else if let Some(&position) = index.get(target) {
             found.push(position);
         } else {

@@ -48,9 +48,8 @@ pub trait Scope {
 impl Reference {
     /// Parses `text`, which must start with `$.`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let rest = text
-            .strip_prefix("$.")
-            .ok_or_else(|| format!("malformed reference `{text}`: must start with `$.`"))?;
+        let rest =
+            text.strip_prefix("$.").ok_or_else(|| format!("malformed reference `{text}`: must start with `$.`"))?;
         let mut cursor = PathCursor::new(text, rest);
         let first = cursor.key()?;
         let root = match first.as_str() {
@@ -102,18 +101,16 @@ impl Reference {
     pub fn resolve<'a>(&self, scope: &'a dyn Scope) -> Result<&'a Value, String> {
         let mut value = match &self.root {
             Root::Input => scope.input(),
-            Root::StepOutput(step) => scope
-                .step_output(step)
-                .ok_or_else(|| format!("`{}`: step `{step}` has no output", self.text))?,
+            Root::StepOutput(step) => {
+                scope.step_output(step).ok_or_else(|| format!("`{}`: step `{step}` has no output", self.text))?
+            }
         };
         for segment in &self.path {
             let next = match segment {
                 Segment::Key(key) => value.get(key.as_str()),
                 Segment::Index(index) => value.get(*index),
             };
-            value = next.ok_or_else(|| {
-                format!("`{}`: {} not found in {}", self.text, segment, describe(value))
-            })?;
+            value = next.ok_or_else(|| format!("`{}`: {} not found in {}", self.text, segment, describe(value)))?;
         }
         Ok(value)
     }
@@ -168,16 +165,11 @@ impl<'a> PathCursor<'a> {
     /// A `.key` (or the bare first key right after `$.`).
     fn key(&mut self) -> Result<String, String> {
         if !self.first {
-            self.rest = self
-                .rest
-                .strip_prefix('.')
-                .ok_or_else(|| self.malformed("expected `.` followed by a name"))?;
+            self.rest = self.rest.strip_prefix('.').ok_or_else(|| self.malformed("expected `.` followed by a name"))?;
         }
         self.first = false;
-        let end = self
-            .rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .unwrap_or(self.rest.len());
+        let end =
+            self.rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).unwrap_or(self.rest.len());
         if end == 0 {
             return Err(self.malformed("empty name in path"));
         }
@@ -224,10 +216,7 @@ mod tests {
 
         let step = Reference::parse("$.steps.cart.output.items[2].sku").unwrap();
         assert_eq!(step.root, Root::StepOutput(StepId::new("cart")));
-        assert_eq!(
-            step.path,
-            vec![Segment::Key("items".into()), Segment::Index(2), Segment::Key("sku".into())]
-        );
+        assert_eq!(step.path, vec![Segment::Key("items".into()), Segment::Index(2), Segment::Key("sku".into())]);
         assert_eq!(Reference::parse("$.steps.cart.output").unwrap().path, vec![]);
     }
 

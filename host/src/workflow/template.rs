@@ -82,10 +82,7 @@ fn compile_node(value: &Value, path: String, errors: &mut Vec<TemplateError>) ->
                 .collect(),
         ),
         Value::Object(fields) => Node::Object(
-            fields
-                .iter()
-                .map(|(key, field)| (key.clone(), compile_node(field, join(&path, key), errors)))
-                .collect(),
+            fields.iter().map(|(key, field)| (key.clone(), compile_node(field, join(&path, key), errors))).collect(),
         ),
         literal => Node::Literal(literal.clone()),
     }
@@ -112,7 +109,9 @@ fn render_node(node: &Node, scope: &dyn Scope) -> Result<Value, String> {
     Ok(match node {
         Node::Literal(value) => value.clone(),
         Node::Reference(reference) => reference.resolve(scope)?.clone(),
-        Node::Array(items) => Value::Array(items.iter().map(|item| render_node(item, scope)).collect::<Result<_, _>>()?),
+        Node::Array(items) => {
+            Value::Array(items.iter().map(|item| render_node(item, scope)).collect::<Result<_, _>>()?)
+        }
         Node::Object(fields) => {
             let mut object = Map::with_capacity(fields.len());
             for (key, field) in fields {

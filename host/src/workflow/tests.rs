@@ -77,13 +77,16 @@ fn unknown_after_step_is_refused() {
 
 #[test]
 fn malformed_reference_is_refused() {
-    let error = only_problem("name = \"q\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\ninput = { x = \"$.step.a.output\" }\n");
+    let error =
+        only_problem("name = \"q\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\ninput = { x = \"$.step.a.output\" }\n");
     assert!(error.contains("step `a`, field `input.x`: malformed reference `$.step.a.output`"), "{error}");
 }
 
 #[test]
 fn duplicate_step_id_is_refused() {
-    let error = only_problem("name = \"q\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n");
+    let error = only_problem(
+        "name = \"q\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n",
+    );
     assert!(error.contains("step `a`, field `id`: duplicate step id `a`"), "{error}");
 }
 
@@ -126,14 +129,18 @@ fn invalid_retry_policy_is_refused() {
 
 #[test]
 fn output_references_are_checked() {
-    let error = only_problem("name = \"q\"\noutput = { id = \"$.steps.nope.output\" }\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n");
+    let error = only_problem(
+        "name = \"q\"\noutput = { id = \"$.steps.nope.output\" }\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n",
+    );
     assert!(error.contains("field `output.id`"), "{error}");
 }
 
 #[test]
 fn reports_every_problem_at_once() {
-    let error = load("name = \"Bad Name\"\n[[steps]]\nid = \"a\"\nplugin = \"nope\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n")
-        .unwrap_err();
+    let error = load(
+        "name = \"Bad Name\"\n[[steps]]\nid = \"a\"\nplugin = \"nope\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n",
+    )
+    .unwrap_err();
     assert_eq!(error.problems.len(), 3, "{error}");
 }
 

@@ -46,12 +46,8 @@ impl Guest for AuthorizePayment {
         let authorization_id = stable_id("auth", &ctx.idempotency_key);
         info(&format!("authorized {} {} as {authorization_id}", input.amount, input.currency));
         let void = Void { authorization_id: authorization_id.clone(), amount: input.amount };
-        let authorization = Authorization {
-            authorization_id,
-            amount: input.amount,
-            currency: input.currency,
-            status: "authorized",
-        };
+        let authorization =
+            Authorization { authorization_id, amount: input.amount, currency: input.currency, status: "authorized" };
         Ok(respond(&authorization, &void))
     }
 

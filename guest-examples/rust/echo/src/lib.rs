@@ -22,18 +22,13 @@ struct Echo;
 impl Guest for Echo {
     fn invoke(ctx: StepContext, input: Json) -> Result<StepResponse, StepError> {
         let value: Value = parse(&input)?;
-        let options: Options = serde_json::from_value(value.clone()).unwrap_or(Options {
-            sleep_ms: 0,
-            compensation: None,
-        });
+        let options: Options =
+            serde_json::from_value(value.clone()).unwrap_or(Options { sleep_ms: 0, compensation: None });
         if options.sleep_ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(options.sleep_ms));
         }
         info(&format!("echo {} attempt {}", ctx.step_id, ctx.attempt));
-        Ok(StepResponse {
-            output: to_json(&value),
-            compensation: options.compensation.as_ref().map(to_json),
-        })
+        Ok(StepResponse { output: to_json(&value), compensation: options.compensation.as_ref().map(to_json) })
     }
 
     fn compensate(ctx: StepContext, data: Json) -> Result<(), StepError> {

@@ -47,10 +47,7 @@ impl Guest for RetrieveCart {
         if items.is_empty() {
             return Err(StepError::Permanent(format!("cart {} is empty", input.cart_id)));
         }
-        let total = items
-            .iter()
-            .map(|item| u64::from(item.quantity) * item.unit_price)
-            .sum();
+        let total = items.iter().map(|item| u64::from(item.quantity) * item.unit_price).sum();
         info(&format!("retrieved cart {} with {} items, total {total}", input.cart_id, items.len()));
         let cart = Cart { id: input.cart_id, currency: input.currency, items, total };
         Ok(respond_output(&cart))

@@ -34,18 +34,12 @@ pub fn to_json<T: Serialize>(value: &T) -> Json {
 
 /// A successful response with an output and compensation data.
 pub fn respond<O: Serialize, C: Serialize>(output: &O, compensation: &C) -> StepResponse {
-    StepResponse {
-        output: to_json(output),
-        compensation: Some(to_json(compensation)),
-    }
+    StepResponse { output: to_json(output), compensation: Some(to_json(compensation)) }
 }
 
 /// A successful response whose compensation receives the output itself.
 pub fn respond_output<O: Serialize>(output: &O) -> StepResponse {
-    StepResponse {
-        output: to_json(output),
-        compensation: None,
-    }
+    StepResponse { output: to_json(output), compensation: None }
 }
 
 /// Logs a line at `info` level into the execution's timeline.

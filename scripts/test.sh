@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what it needs
+# (idempotently), builds every guest from source, checks formatting and
+# lints, then runs the unit and integration tests.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+started=$(date +%s)
+
+scripts/build-guests.sh
+cargo fmt --all -- --check
+cargo fmt --manifest-path guest-examples/rust/Cargo.toml --all -- --check
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+cargo build --quiet -p stepwise --bin stepwise
+cargo test --workspace
+
+echo "test suite wall time: $(( $(date +%s) - started )) s"
