@@ -3,6 +3,7 @@
 #
 # Output (idempotent: cargo skips up-to-date crates, unchanged files are not copied):
 #   build/plugins/<name>.wasm            valid step plugins (accept-quote steps and test steps)
+#   build/plugins/<name>.toml            their manifests, where they have one
 #   build/invalid-components/<name>.wasm components the host must refuse (tests only)
 set -euo pipefail
 
@@ -26,8 +27,14 @@ copy() { # copy <cargo artifact> <destination>, only when it changed
 }
 
 for step in retrieve-cart reserve-inventory authorize-payment create-order \
-            echo flaky fail panic compensate-fails; do
+            echo flaky fail panic compensate-fails hostile; do
     copy "$out/${step//-/_}.wasm" "$plugins/$step.wasm"
+    # A plugin's manifest (plugin.toml in its crate) lands beside its component.
+    if [ -f "$guests/$step/plugin.toml" ]; then
+        copy "$guests/$step/plugin.toml" "$plugins/$step.toml"
+    else
+        rm -f "$plugins/$step.toml"
+    fi
 done
 copy "$out/wrong_version.wasm" "$invalid/wrong-version.wasm"
 copy "$out/not-a-step.wasm" "$invalid/not-a-step.wasm"

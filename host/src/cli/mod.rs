@@ -38,6 +38,16 @@ pub struct PluginDirArg {
     pub dir: PathBuf,
 }
 
+/// The sandbox of the command-line host: default limits, an in-memory kv
+/// store and the demo services (`inventory`, `payments`).
+fn demo_sandbox() -> anyhow::Result<std::sync::Arc<crate::sandbox::Sandbox>> {
+    use crate::services::demo;
+    use std::sync::Arc;
+    let services = demo::registry(Arc::new(demo::Inventory::new()), Arc::new(demo::Payments::new()));
+    let resources = crate::sandbox::HostResources { services: Arc::new(services), ..Default::default() };
+    crate::sandbox::Sandbox::with_resources(crate::sandbox::Limits::default(), resources)
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()

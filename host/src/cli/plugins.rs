@@ -1,8 +1,7 @@
 //! `stepwise plugins`: list a plugin directory, validate or inspect a component file.
 
 use super::PluginDirArg;
-use crate::plugin::{describe_component, LoadedPlugin, PluginDirectory};
-use crate::sandbox::{Limits, Sandbox};
+use crate::plugin::{describe_component, LoadedPlugin, Manifest, PluginDirectory};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -33,7 +32,7 @@ pub enum PluginsCommand {
 }
 
 pub async fn run(command: PluginsCommand) -> Result<ExitCode> {
-    let sandbox = Sandbox::new(Limits::default())?;
+    let sandbox = super::demo_sandbox()?;
     match command {
         PluginsCommand::List { plugins, json } => {
             let directory = PluginDirectory::scan(&plugins.dir)
@@ -41,9 +40,10 @@ pub async fn run(command: PluginsCommand) -> Result<ExitCode> {
             let mut rows = Vec::new();
             for (name, path) in directory.plugins() {
                 let row = match LoadedPlugin::load(&sandbox, name, path) {
-                    Ok(plugin) => {
-                        json!({"name": name, "file": path, "size": plugin.size, "hash": plugin.hash, "status": "ok", "capabilities": ["log"]})
-                    }
+                    Ok(plugin) => json!({
+                        "name": name, "file": path, "size": plugin.size, "hash": plugin.hash, "status": "ok",
+                        "version": plugin.manifest.version, "capabilities": plugin.runtime().grants.names(),
+                    }),
                     Err(error) => json!({"name": name, "file": path, "status": "invalid", "error": error.to_string()}),
                 };
                 rows.push(row);
@@ -83,7 +83,9 @@ pub async fn run(command: PluginsCommand) -> Result<ExitCode> {
             let list = |items: &[(String, &str)]| {
                 items.iter().map(|(name, kind)| json!({"name": name, "kind": kind})).collect::<Vec<_>>()
             };
-            let problems = crate::plugin::check_world(sandbox.engine(), &component);
+            let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+            let manifest = Manifest::for_component(&file).map_err(anyhow::Error::msg)?.unwrap_or_default();
+            let problems = crate::plugin::check_world(sandbox.engine(), &component, &manifest.grants(name, None));
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json!({

@@ -3,7 +3,6 @@
 use super::PluginDirArg;
 use crate::engine::{Engine, ExecutionStatus, StartOptions};
 use crate::plugin::{PluginDirectory, PluginRegistry};
-use crate::sandbox::{Limits, Sandbox};
 use crate::store::MemoryStore;
 use crate::workflow::Workflow;
 use anyhow::{bail, Context, Result};
@@ -35,7 +34,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let directory = PluginDirectory::scan(&args.plugins.dir)
         .with_context(|| format!("reading the plugin directory {}", args.plugins.dir.display()))?;
     let workflow = Workflow::load_file(&args.workflow, &directory)?;
-    let sandbox = Sandbox::new(Limits::default())?;
+    let sandbox = super::demo_sandbox()?;
     let registry = Arc::new(PluginRegistry::new(sandbox, directory));
     let engine = Engine::new(registry, Arc::new(MemoryStore::new()));
     let options = StartOptions { idempotency_key: args.idempotency_key };

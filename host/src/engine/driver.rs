@@ -148,7 +148,7 @@ impl Driver {
         let panicked =
             failed(StepFailure::new(FailureKind::Trap, "the host task running this call panicked"), Vec::new());
         let handle = self.tasks.spawn(async move {
-            let outcome = sandbox.call(plugin.pre(), call, timeout).await;
+            let outcome = sandbox.call(plugin.runtime(), call, timeout).await;
             match (export, outcome.result) {
                 (Export::Invoke, Ok(success)) => Event::AttemptSucceeded {
                     step: step_id,

@@ -7,10 +7,12 @@
 //! engine. Calls themselves go through [`crate::sandbox`].
 
 mod directory;
+mod manifest;
 mod registry;
 mod world;
 
 pub use directory::PluginDirectory;
+pub use manifest::{Capabilities, LimitOverrides, Manifest, SecretSource};
 pub use registry::{LoadedPlugin, PluginRegistry};
 pub use world::{check_world, describe_component, ComponentDescription, CONTRACT_PACKAGE, CONTRACT_VERSION};
 
@@ -42,6 +44,14 @@ pub enum PluginError {
         path: PathBuf,
         /// What the compiler said.
         reason: String,
+    },
+    /// The manifest beside the component is invalid.
+    #[error("plugin manifest for {}: {}", path.display(), problems.join("; "))]
+    Manifest {
+        /// The component file.
+        path: PathBuf,
+        /// What is wrong.
+        problems: Vec<String>,
     },
     /// The component does not implement the step world.
     #[error("plugin file {} does not implement world `stepwise:step/step@0.1.0`: {}", path.display(), problems.join("; "))]

@@ -1,9 +1,9 @@
 //! The plugin registry: compiles each plugin on first use and keeps the
 //! compiled, linked code (`StepPre`) for every later call.
 
-use super::{check_world, PluginDirectory, PluginError};
+use super::{check_world, Manifest, PluginDirectory, PluginError};
 use crate::ids::PluginName;
-use crate::sandbox::{HostState, Sandbox, StepPre};
+use crate::sandbox::{limits::POOL_MAX_MEMORY_BYTES, Grants, Sandbox, SandboxedPlugin, StepPre};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,18 +21,24 @@ pub struct LoadedPlugin {
     pub hash: String,
     /// Size of the file in bytes.
     pub size: u64,
-    pre: StepPre<HostState>,
+    /// The manifest (the default, empty one when the plugin has none).
+    pub manifest: Manifest,
+    runtime: SandboxedPlugin,
 }
 
 impl LoadedPlugin {
     /// Reads, compiles, checks and links a component file.
     pub fn load(sandbox: &Sandbox, name: &str, path: &Path) -> Result<Self, PluginError> {
+        let manifest_error = |problems: Vec<String>| PluginError::Manifest { path: path.to_path_buf(), problems };
+        let manifest =
+            Manifest::for_component(path).map_err(|problem| manifest_error(vec![problem]))?.unwrap_or_default();
+        let (grants, limits) = grants_and_limits(sandbox, name, &manifest).map_err(manifest_error)?;
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
         let hash = hex(&Sha256::digest(&bytes));
         let component = Component::from_binary(sandbox.engine(), &bytes)
             .map_err(|error| PluginError::Compile { path: path.to_path_buf(), reason: format!("{error:#}") })?;
         let world_error = |problems: Vec<String>| PluginError::World { path: path.to_path_buf(), problems };
-        let problems = check_world(sandbox.engine(), &component);
+        let problems = check_world(sandbox.engine(), &component, &grants);
         if !problems.is_empty() {
             return Err(world_error(problems));
         }
@@ -42,13 +48,54 @@ impl LoadedPlugin {
             .map_err(|error| world_error(vec![format!("imports do not match the host's: {error:#}")]))?;
         let pre = StepPre::new(instance_pre)
             .map_err(|error| world_error(vec![format!("exports do not match the step world: {error:#}")]))?;
-        Ok(Self { name: PluginName::new(name), path: path.to_path_buf(), hash, size: bytes.len() as u64, pre })
+        let runtime = SandboxedPlugin { pre, limits, grants: Arc::new(grants) };
+        Ok(Self {
+            name: PluginName::new(name),
+            path: path.to_path_buf(),
+            hash,
+            size: bytes.len() as u64,
+            manifest,
+            runtime,
+        })
     }
 
-    /// The linked code, ready to instantiate.
-    pub fn pre(&self) -> &StepPre<HostState> {
-        &self.pre
+    /// The plugin as the sandbox calls it: linked code, limits, grants.
+    pub fn runtime(&self) -> &SandboxedPlugin {
+        &self.runtime
     }
+}
+
+/// The grants and limits a manifest gives a plugin, or what is wrong with it.
+fn grants_and_limits(
+    sandbox: &Sandbox,
+    name: &str,
+    manifest: &Manifest,
+) -> Result<(Grants, crate::sandbox::Limits), Vec<String>> {
+    let mut problems = manifest.check(name, POOL_MAX_MEMORY_BYTES);
+    let registered: Vec<&str> = sandbox.resources().services.names().collect();
+    for service in &manifest.capabilities.services {
+        if !registered.contains(&service.as_str()) {
+            problems.push(format!(
+                "`capabilities.services` grants `{service}`, which this host does not register (registered: {})",
+                if registered.is_empty() { "none".to_string() } else { registered.join(", ") }
+            ));
+        }
+    }
+    let config = if manifest.capabilities.config {
+        match manifest.config_values() {
+            Ok(values) => Some(values),
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok((manifest.grants(name, config), manifest.limits(sandbox.limits())))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,7 +1,7 @@
 //! Checks that a component implements world `stepwise:step/step@0.1.0`,
 //! naming every wrong export or import, before anything is instantiated.
 
-use crate::sandbox::capabilities;
+use crate::sandbox::{capabilities, Grants};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::Engine;
@@ -48,7 +48,7 @@ pub fn describe_component(engine: &Engine, component: &Component) -> ComponentDe
 /// Signatures are checked afterwards by the linker and the generated bindings;
 /// this pass gives the errors people need first: missing exports, a contract
 /// version this host does not implement, imports the host does not provide.
-pub fn check_world(engine: &Engine, component: &Component) -> Vec<String> {
+pub fn check_world(engine: &Engine, component: &Component, grants: &Grants) -> Vec<String> {
     let description = describe_component(engine, component);
     let mut problems = Vec::new();
     for required in REQUIRED_EXPORTS {
@@ -58,10 +58,22 @@ pub fn check_world(engine: &Engine, component: &Component) -> Vec<String> {
             Some((_, other)) => problems.push(format!("export `{required}` is a {other}, expected a function")),
         }
     }
-    let provided: Vec<&str> = capabilities::all().iter().map(|c| c.interface()).collect();
+    let capabilities = capabilities::all();
+    let provided: Vec<&str> = capabilities.iter().map(|c| c.interface()).collect();
     for (import, _) in &description.imports {
         if let Some(problem) = check_import(import, &provided) {
             problems.push(problem);
+            continue;
+        }
+        let interface = import.split('@').next().unwrap_or(import);
+        if let Some(capability) = capabilities.iter().find(|c| c.interface() == interface) {
+            if !capability.is_granted(grants) {
+                problems.push(format!(
+                    "imports `{import}`, which plugin `{}` is not granted (grant it in its manifest: {})",
+                    grants.plugin,
+                    capability.grant_hint()
+                ));
+            }
         }
     }
     problems

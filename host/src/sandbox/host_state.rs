@@ -2,7 +2,8 @@
 //! authority, the resource limiter, and the buffer the `log` capability and
 //! the captured stdio write into.
 
-use super::Limits;
+use super::{Grants, HostResources, Limits};
+use crate::services::Caller;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -127,12 +128,22 @@ pub struct HostState {
     limiter: Limiter,
     pub(crate) logs: LogBuffer,
     pub(crate) max_log_bytes: usize,
+    pub(crate) plugin: Arc<Grants>,
+    pub(crate) resources: HostResources,
+    pub(crate) caller: Caller,
 }
 
 impl HostState {
     /// State for one call: no preopens, no environment, no arguments, no
     /// network, stdio captured into `stdio`.
-    pub fn new(limits: &Limits, logs: LogBuffer, stdio: &Stdio) -> Self {
+    pub fn new(
+        limits: &Limits,
+        logs: LogBuffer,
+        stdio: &Stdio,
+        plugin: Arc<Grants>,
+        resources: HostResources,
+        caller: Caller,
+    ) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(stdio.stdout.clone())
             .stderr(stdio.stderr.clone())
@@ -146,6 +157,9 @@ impl HostState {
             limiter: Limiter::new(limits),
             logs,
             max_log_bytes: limits.max_log_bytes,
+            plugin,
+            resources,
+            caller,
         }
     }
 

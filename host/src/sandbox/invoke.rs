@@ -6,11 +6,23 @@
 
 use super::bindings::stepwise::step::types::{StepContext, StepError};
 use super::host_state::{LogBuffer, Stdio};
-use super::{epoch, HostState, LogLine, Sandbox, StepPre};
+use super::{epoch, Grants, HostState, Limits, LogLine, Sandbox, StepPre};
 use crate::failure::{FailureKind, StepFailure};
+use crate::services::Caller;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Store, Trap};
+
+/// A plugin ready to be called: linked code, its limits and its grants.
+pub struct SandboxedPlugin {
+    /// The linked component.
+    pub pre: StepPre<HostState>,
+    /// Its per-call limits (host defaults with the manifest's overrides).
+    pub limits: Limits,
+    /// Its capability grants.
+    pub grants: Arc<Grants>,
+}
 
 /// What to call.
 #[derive(Clone, Debug)]
@@ -56,9 +68,9 @@ enum Returned {
 
 impl Sandbox {
     /// Calls `invoke` or `compensate` on a fresh instance of `plugin`, within
-    /// the sandbox limits and `deadline` (the default deadline when `None`).
-    pub async fn call(&self, plugin: &StepPre<HostState>, call: Call, deadline: Option<Duration>) -> CallOutcome {
-        let limits = &self.limits;
+    /// its limits and `deadline` (the plugin's default deadline when `None`).
+    pub async fn call(&self, plugin: &SandboxedPlugin, call: Call, deadline: Option<Duration>) -> CallOutcome {
+        let limits = &plugin.limits;
         let deadline = deadline.unwrap_or(limits.deadline);
         let payload_len = match &call {
             Call::Invoke { input, .. } => input.len(),
@@ -78,7 +90,17 @@ impl Sandbox {
         };
         let logs = LogBuffer::default();
         let stdio = Stdio::new(limits.max_stdio_bytes);
-        let mut store = Store::new(&self.engine, HostState::new(limits, logs.clone(), &stdio));
+        let ctx = match &call {
+            Call::Invoke { ctx, .. } | Call::Compensate { ctx, .. } => ctx,
+        };
+        let caller = Caller {
+            plugin: plugin.grants.plugin.clone(),
+            execution_id: ctx.execution_id.clone(),
+            step_id: ctx.step_id.clone(),
+            idempotency_key: ctx.idempotency_key.clone(),
+        };
+        let state = HostState::new(limits, logs.clone(), &stdio, plugin.grants.clone(), self.resources.clone(), caller);
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
         let fueled = store
             .set_fuel(limits.fuel)
@@ -90,7 +112,7 @@ impl Sandbox {
             Err(failure)
         } else {
             let run = async {
-                let instance = plugin.instantiate_async(&mut store).await.map_err(|e| (true, e))?;
+                let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| (true, e))?;
                 match &call {
                     Call::Invoke { ctx, input } => {
                         instance.call_invoke(&mut store, ctx, input).await.map(Returned::Invoked)

@@ -11,14 +11,16 @@
 mod bindings;
 pub mod capabilities;
 mod epoch;
+mod grants;
 mod host_state;
 pub mod invoke;
-mod limits;
+pub mod limits;
 
 pub use bindings::stepwise::step::types::StepContext;
 pub use bindings::{Step, StepPre};
+pub use grants::{Grants, HostResources};
 pub use host_state::{HostState, LogLevel, LogLine};
-pub use invoke::{Call, CallOutcome, CallSuccess};
+pub use invoke::{Call, CallOutcome, CallSuccess, SandboxedPlugin};
 pub use limits::Limits;
 
 use anyhow::Result;
@@ -35,13 +37,19 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
+    resources: HostResources,
     slots: Arc<Semaphore>,
     _ticker: epoch::Ticker,
 }
 
 impl Sandbox {
-    /// A sandbox with the given default limits.
+    /// A sandbox with the given default limits, an in-memory kv store and no services.
     pub fn new(limits: Limits) -> Result<Arc<Self>> {
+        Self::with_resources(limits, HostResources::default())
+    }
+
+    /// A sandbox with the given default limits and capability resources.
+    pub fn with_resources(limits: Limits, resources: HostResources) -> Result<Arc<Self>> {
         let engine =
             Engine::new(&engine_config(&limits)).map_err(|e| wasmtime_error("configuring the wasmtime engine", e))?;
         let mut linker = Linker::new(&engine);
@@ -56,6 +64,7 @@ impl Sandbox {
             engine,
             linker,
             limits,
+            resources,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
             _ticker: ticker,
         }))
@@ -74,6 +83,11 @@ impl Sandbox {
     /// The default per-invocation limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The resources behind the capabilities (kv store, services).
+    pub fn resources(&self) -> &HostResources {
+        &self.resources
     }
 }
 

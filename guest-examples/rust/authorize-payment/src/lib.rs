@@ -1,7 +1,8 @@
 //! Accept-quote step 3: authorize the payment for the cart total.
 //!
-//! Declines (a permanent error) amounts above `limit`. Compensation voids the
-//! authorization; the compensation data carries only what voiding needs.
+//! Authorizes through the host's `payments` service; declines (a permanent
+//! error) amounts above `limit`. Compensation voids the authorization; the
+//! compensation data carries only what voiding needs.
 
 use serde::{Deserialize, Serialize};
 use stepwise_guest::*;
@@ -44,6 +45,8 @@ impl Guest for AuthorizePayment {
             )));
         }
         let authorization_id = stable_id("auth", &ctx.idempotency_key);
+        let request = serde_json::json!({ "authorization_id": authorization_id, "amount": input.amount });
+        let _: serde_json::Value = call_service("payments", "authorize", &request)?;
         info(&format!("authorized {} {} as {authorization_id}", input.amount, input.currency));
         let void = Void { authorization_id: authorization_id.clone(), amount: input.amount };
         let authorization =
@@ -53,6 +56,8 @@ impl Guest for AuthorizePayment {
 
     fn compensate(_ctx: StepContext, data: Json) -> Result<(), StepError> {
         let void: Void = parse(&data)?;
+        let request = serde_json::json!({ "authorization_id": void.authorization_id });
+        let _: serde_json::Value = call_service("payments", "void", &request)?;
         info(&format!("voided authorization {} of {}", void.authorization_id, void.amount));
         Ok(())
     }

@@ -42,6 +42,15 @@ pub fn respond_output<O: Serialize>(output: &O) -> StepResponse {
     StepResponse { output: to_json(output), compensation: None }
 }
 
+/// Calls `method` of the host service `service` (granted in the plugin's
+/// manifest); a service error is a retryable step error.
+pub fn call_service<I: Serialize, O: DeserializeOwned>(service: &str, method: &str, input: &I) -> Result<O, StepError> {
+    let output = bindings::stepwise::step::services::call(service, method, &to_json(input))
+        .map_err(|error| StepError::Retryable(format!("{service}.{method}: {error}")))?;
+    serde_json::from_str(&output)
+        .map_err(|error| StepError::Permanent(format!("{service}.{method} returned invalid JSON: {error}")))
+}
+
 /// Logs a line at `info` level into the execution's timeline.
 pub fn info(message: &str) {
     bindings::stepwise::step::log::log(Level::Info, message);

@@ -3,7 +3,7 @@
 
 use super::Capability;
 use crate::sandbox::bindings::stepwise::step::log::{self, Level};
-use crate::sandbox::{HostState, LogLevel};
+use crate::sandbox::{Grants, HostState, LogLevel};
 use wasmtime::component::{HasSelf, Linker};
 
 /// The log capability.
@@ -27,8 +27,12 @@ impl Capability for Log {
         "stepwise:step/log"
     }
 
-    fn always_granted(&self) -> bool {
+    fn is_granted(&self, _grants: &Grants) -> bool {
         true
+    }
+
+    fn grant_hint(&self) -> &'static str {
+        "always granted"
     }
 
     fn add_to_linker(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

@@ -3,7 +3,7 @@
 
 use super::Capability;
 use crate::sandbox::bindings::stepwise::step::types;
-use crate::sandbox::HostState;
+use crate::sandbox::{Grants, HostState};
 use wasmtime::component::{HasSelf, Linker};
 
 /// The types-only interface.
@@ -16,8 +16,12 @@ impl Capability for Types {
         "stepwise:step/types"
     }
 
-    fn always_granted(&self) -> bool {
+    fn is_granted(&self, _grants: &Grants) -> bool {
         true
+    }
+
+    fn grant_hint(&self) -> &'static str {
+        "always granted (types only)"
     }
 
     fn add_to_linker(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

@@ -1,0 +1,174 @@
+//! The demo host's services: an inventory and a payment provider, in memory.
+//!
+//! Both are idempotent by the ids their callers pass (derived from the step's
+//! idempotency key), like the real systems they stand for, and count what
+//! they applied so that tests can check that every side effect happened once
+//! and every rollback undid it once.
+
+use super::{Caller, Service, ServiceRegistry};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::Mutex;
+
+/// A registry with `inventory` and `payments`, as the demo host offers them.
+pub fn registry(inventory: Arc<Inventory>, payments: Arc<Payments>) -> ServiceRegistry {
+    let mut registry = ServiceRegistry::new();
+    registry.register("inventory", inventory).register("payments", payments);
+    registry
+}
+
+/// Reserves and releases stock.
+#[derive(Default)]
+pub struct Inventory {
+    state: Mutex<InventoryState>,
+}
+
+/// What the inventory holds now and what it applied so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InventoryState {
+    /// Units reserved per SKU.
+    pub reserved: BTreeMap<String, u64>,
+    /// Active reservations: id -> (sku, quantity) lines.
+    pub reservations: HashMap<String, Vec<(String, u64)>>,
+    /// Reservations applied (a repeated `reserve` with the same id is not counted).
+    pub reserves_applied: u64,
+    /// Releases applied (a release of an unknown or released id is not counted).
+    pub releases_applied: u64,
+}
+
+#[derive(Deserialize)]
+struct Line {
+    sku: String,
+    quantity: u64,
+}
+
+#[derive(Deserialize)]
+struct Reserve {
+    reservation_id: String,
+    items: Vec<Line>,
+}
+
+#[derive(Deserialize)]
+struct Release {
+    reservation_id: String,
+}
+
+#[derive(Deserialize)]
+struct Void {
+    authorization_id: String,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(method: &str, input: Value) -> Result<T, String> {
+    serde_json::from_value(input).map_err(|error| format!("{method}: invalid input: {error}"))
+}
+
+impl Inventory {
+    /// An empty inventory (unlimited stock).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the current state.
+    pub fn snapshot(&self) -> InventoryState {
+        self.state.lock().expect("inventory lock").clone()
+    }
+}
+
+impl Service for Inventory {
+    fn call(&self, method: &str, input: Value, _caller: &Caller) -> Result<Value, String> {
+        let mut state = self.state.lock().expect("inventory lock");
+        match method {
+            "reserve" => {
+                let request: Reserve = parse(method, input)?;
+                if !state.reservations.contains_key(&request.reservation_id) {
+                    let lines: Vec<(String, u64)> = request.items.into_iter().map(|l| (l.sku, l.quantity)).collect();
+                    for (sku, quantity) in &lines {
+                        *state.reserved.entry(sku.clone()).or_default() += quantity;
+                    }
+                    state.reservations.insert(request.reservation_id.clone(), lines);
+                    state.reserves_applied += 1;
+                }
+                let units: u64 = state.reservations[&request.reservation_id].iter().map(|(_, q)| q).sum();
+                Ok(json!({"reservation_id": request.reservation_id, "units": units}))
+            }
+            "release" => {
+                let request: Release = parse(method, input)?;
+                let released = match state.reservations.remove(&request.reservation_id) {
+                    Some(lines) => {
+                        for (sku, quantity) in lines {
+                            let reserved = state.reserved.entry(sku).or_default();
+                            *reserved = reserved.saturating_sub(quantity);
+                        }
+                        state.releases_applied += 1;
+                        true
+                    }
+                    None => false,
+                };
+                Ok(json!({"released": released}))
+            }
+            other => Err(format!("inventory has no method `{other}` (reserve, release)")),
+        }
+    }
+}
+
+/// Authorizes and voids payments.
+#[derive(Default)]
+pub struct Payments {
+    state: Mutex<PaymentsState>,
+}
+
+/// Authorizations held now and what was applied so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaymentsState {
+    /// Active authorizations: id -> amount.
+    pub authorized: HashMap<String, u64>,
+    /// Authorizations applied.
+    pub authorizations_applied: u64,
+    /// Voids applied.
+    pub voids_applied: u64,
+}
+
+#[derive(Deserialize)]
+struct Authorize {
+    authorization_id: String,
+    amount: u64,
+}
+
+impl Payments {
+    /// No authorizations.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the current state.
+    pub fn snapshot(&self) -> PaymentsState {
+        self.state.lock().expect("payments lock").clone()
+    }
+}
+
+impl Service for Payments {
+    fn call(&self, method: &str, input: Value, _caller: &Caller) -> Result<Value, String> {
+        let mut state = self.state.lock().expect("payments lock");
+        match method {
+            "authorize" => {
+                let request: Authorize = parse(method, input)?;
+                if !state.authorized.contains_key(&request.authorization_id) {
+                    state.authorized.insert(request.authorization_id.clone(), request.amount);
+                    state.authorizations_applied += 1;
+                }
+                Ok(json!({"authorization_id": request.authorization_id, "status": "authorized"}))
+            }
+            "void" => {
+                let request: Void = parse(method, input)?;
+                let voided = state.authorized.remove(&request.authorization_id).is_some();
+                if voided {
+                    state.voids_applied += 1;
+                }
+                Ok(json!({"voided": voided}))
+            }
+            other => Err(format!("payments has no method `{other}` (authorize, void)")),
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Host services: named Rust objects that plugins granted `services` can call
+//! (`services.call("inventory", "reserve", json)`), Stepwise's answer to
+//! Medusa's `container.resolve("inventoryService")`.
+//!
+//! A host registers its services in a [`ServiceRegistry`]; the `services`
+//! capability checks the plugin's grant and dispatches. The demo services
+//! ([`demo`]) are in memory and inspectable, so tests can count side effects.
+
+pub mod demo;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Who is calling a service: for idempotency and audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The calling plugin.
+    pub plugin: String,
+    /// The execution the call belongs to.
+    pub execution_id: String,
+    /// The step the call belongs to.
+    pub step_id: String,
+    /// The step's idempotency key (the same across retries).
+    pub idempotency_key: String,
+}
+
+/// A service plugins can call by name.
+pub trait Service: Send + Sync {
+    /// Runs `method` with `input`; an error is a message returned to the guest.
+    fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String>;
+}
+
+/// The services a host offers, by name.
+#[derive(Clone, Default)]
+pub struct ServiceRegistry {
+    services: BTreeMap<String, Arc<dyn Service>>,
+}
+
+impl ServiceRegistry {
+    /// No services.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `service` under `name`, replacing any previous one.
+    pub fn register(&mut self, name: &str, service: Arc<dyn Service>) -> &mut Self {
+        self.services.insert(name.to_string(), service);
+        self
+    }
+
+    /// The service called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Service>> {
+        self.services.get(name)
+    }
+
+    /// Names of the registered services.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.services.keys().map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for ServiceRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.services.keys()).finish()
+    }
+}
