@@ -7,7 +7,8 @@ use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 use stepwise::engine::{Engine, StartOptions};
 use stepwise::plugin::{PluginDirectory, PluginRegistry};
-use stepwise::sandbox::{Limits, Sandbox};
+use stepwise::sandbox::{HostResources, Limits, Sandbox};
+use stepwise::services::demo::{self, Inventory, Payments};
 use stepwise::store::MemoryStore;
 use stepwise::workflow::Workflow;
 
@@ -41,16 +42,55 @@ pub fn example_workflow(name: &str) -> PathBuf {
     repo_root().join("guest-examples/workflows").join(name)
 }
 
-/// An engine over the built plugins with an in-memory store.
-pub fn engine() -> Engine {
-    engine_with_limits(Limits::default())
+/// An engine with the demo services, whose side effects tests can inspect.
+pub struct DemoHost {
+    /// The engine.
+    pub engine: Engine,
+    /// The `inventory` service the plugins call.
+    pub inventory: Arc<Inventory>,
+    /// The `payments` service the plugins call.
+    pub payments: Arc<Payments>,
 }
 
-/// An engine over the built plugins with the given default limits.
-pub fn engine_with_limits(limits: Limits) -> Engine {
-    let directory = PluginDirectory::scan(&plugins_dir()).expect("scanning the plugin directory");
-    let sandbox = Sandbox::new(limits).expect("creating the sandbox");
-    Engine::new(Arc::new(PluginRegistry::new(sandbox, directory)), Arc::new(MemoryStore::new()))
+/// A demo host over the plugins of `dir`, with an in-memory store.
+pub fn demo_host_in(dir: &Path) -> DemoHost {
+    let inventory = Arc::new(Inventory::new());
+    let payments = Arc::new(Payments::new());
+    let services = demo::registry(inventory.clone(), payments.clone());
+    let resources = HostResources { services: Arc::new(services), ..Default::default() };
+    let sandbox = Sandbox::with_resources(Limits::default(), resources).expect("creating the sandbox");
+    let directory = PluginDirectory::scan(dir).expect("scanning the plugin directory");
+    let engine = Engine::new(Arc::new(PluginRegistry::new(sandbox, directory)), Arc::new(MemoryStore::new()));
+    DemoHost { engine, inventory, payments }
+}
+
+/// A demo host over the built plugins.
+pub fn demo_host() -> DemoHost {
+    demo_host_in(&plugins_dir())
+}
+
+/// An engine over the built plugins (with the demo services) and an in-memory store.
+pub fn engine() -> Engine {
+    demo_host().engine
+}
+
+/// A fresh plugin directory holding every built plugin plus `extra` plugins:
+/// (name, built plugin whose component to copy, manifest text or none).
+pub fn plugin_dir_with(label: &str, extra: &[(&str, &str, Option<&str>)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stepwise-plugins-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a plugin directory");
+    for entry in std::fs::read_dir(plugins_dir()).expect("listing plugins") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.join(path.file_name().expect("file name"))).expect("copying a plugin");
+    }
+    for (name, source, manifest) in extra {
+        std::fs::copy(plugins_dir().join(format!("{source}.wasm")), dir.join(format!("{name}.wasm"))).expect("copy");
+        if let Some(manifest) = manifest {
+            std::fs::write(dir.join(format!("{name}.toml")), manifest).expect("writing a manifest");
+        }
+    }
+    dir
 }
 
 /// Validates a TOML workflow against the engine's plugins.

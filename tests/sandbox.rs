@@ -1,0 +1,360 @@
+//! The hostile-guest suite: every attack fails its attempt with the right
+//! error kind (or reaches nothing), the workflow compensates, and a healthy
+//! workflow running at the same time in the same host finishes normally.
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+use stepwise::engine::{Engine, StartOptions};
+use stepwise::workflow::Workflow;
+use stepwise_test_support::*;
+
+/// `guard` (echo) then `attack` (the hostile plugin, no retries).
+fn attack_workflow(plugin: &str, attack: Value) -> String {
+    format!(
+        r#"
+        name = "attack"
+        [[steps]]
+        id = "guard"
+        plugin = "echo"
+        input = {{ guarded = true }}
+        [[steps]]
+        id = "attack"
+        plugin = "{plugin}"
+        input = {attack}
+        after = ["guard"]
+        retry = {{ max_attempts = 1 }}
+        "#,
+        attack = toml_inline(&attack)
+    )
+}
+
+fn toml_inline(value: &Value) -> String {
+    match value {
+        Value::Object(fields) => {
+            let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k} = {}", toml_inline(v))).collect();
+            format!("{{ {} }}", parts.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn quote_workflow(engine: &Engine) -> Arc<Workflow> {
+    Arc::new(Workflow::load_file(&example_workflow("accept-quote.toml"), engine.registry().directory()).unwrap())
+}
+
+fn quote_input() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(example_workflow("accept-quote.input.json")).unwrap()).unwrap()
+}
+
+/// Runs the attack beside a healthy accept-quote execution; returns the attack's execution.
+async fn attack_beside_healthy_run(engine: &Engine, plugin: &str, attack: Value) -> Value {
+    let healthy = {
+        let engine = engine.clone();
+        let workflow = quote_workflow(&engine);
+        tokio::spawn(async move { engine.run(workflow, quote_input(), StartOptions::default()).await.unwrap() })
+    };
+    let execution = run(engine, &attack_workflow(plugin, attack), json!({})).await;
+    let healthy = healthy.await.expect("healthy run").to_json();
+    assert_eq!(healthy["status"], "succeeded", "the healthy execution was disturbed: {healthy:#}");
+    execution
+}
+
+/// Asserts the attack failed with `kind` and the guard step was compensated.
+fn assert_contained(execution: &Value, kind: &str) -> String {
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    let attack = step(execution, "attack");
+    assert_eq!(attack["status"], "failed");
+    assert_eq!(attack["error"]["kind"], kind, "{attack:#}");
+    assert_eq!(step(execution, "guard")["status"], "compensated");
+    attack["error"]["message"].as_str().unwrap().to_string()
+}
+
+/// Asserts the attack ran to completion but observed nothing it should not.
+fn observed(execution: &Value) -> Value {
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+    step(execution, "attack")["output"]["observed"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_runs_out_of_fuel() {
+    let engine = engine();
+    let started = Instant::now();
+    let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": "loop"})).await;
+    assert_contained(&execution, "fuel_exhausted");
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_with_ample_fuel_is_stopped_at_its_deadline() {
+    let dir = plugin_dir_with(
+        "deadline",
+        &[(
+            "hostile-slow",
+            "hostile",
+            Some("[capabilities]\nkv = true\nconfig = true\n[limits]\nfuel = 100000000000\ndeadline_ms = 200\n"),
+        )],
+    );
+    let engine = demo_host_in(&dir).engine;
+    let started = Instant::now();
+    let execution = attack_beside_healthy_run(&engine, "hostile-slow", json!({"attack": "loop"})).await;
+    let message = assert_contained(&execution, "deadline_exceeded");
+    assert!(started.elapsed().as_millis() < 3000, "{:?}", started.elapsed());
+    assert!(!message.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_in_compensate_fails_the_compensation_not_the_host() {
+    let engine = engine();
+    let toml = r#"
+        name = "loop-compensate"
+        [[steps]]
+        id = "looper"
+        plugin = "hostile"
+        input = { attack = "loop_in_compensate" }
+        retry = { max_attempts = 2, initial_backoff_ms = 5 }
+        [[steps]]
+        id = "boom"
+        plugin = "fail"
+        after = ["looper"]
+    "#;
+    let execution = run(&engine, toml, json!({})).await;
+    assert_eq!(execution["status"], "failed", "{execution:#}");
+    let looper = step(&execution, "looper");
+    assert_eq!(looper["status"], "compensation_failed");
+    assert_eq!(looper["compensation_attempts"], 2, "compensations follow the retry policy");
+    assert_eq!(looper["compensation_error"]["kind"], "fuel_exhausted");
+    let healthy = engine.run(quote_workflow(&engine), quote_input(), StartOptions::default()).await.unwrap();
+    assert_eq!(healthy.to_json()["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_hits_the_memory_limit() {
+    let engine = engine();
+    let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": "memory_bomb"})).await;
+    let message = assert_contained(&execution, "memory_limit");
+    assert!(message.contains("memory limit"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creeping_allocation_hits_the_memory_limit() {
+    let engine = engine();
+    let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": "memory_creep"})).await;
+    assert_contained(&execution, "memory_limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_recursion_overflows_the_stack_as_a_trap() {
+    let engine = engine();
+    let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": "recursion"})).await;
+    let message = assert_contained(&execution, "trap");
+    // Rust keeps its stack in linear memory: overflowing it leaves the memory's
+    // bounds before the native wasm stack limit is reached.
+    assert!(message.contains("out of bounds memory access") || message.contains("stack overflow"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_megabyte_output_is_refused() {
+    let engine = engine();
+    let execution =
+        attack_beside_healthy_run(&engine, "hostile", json!({"attack": "huge_output", "size": 5_000_000})).await;
+    let message = assert_contained(&execution, "output_too_large");
+    assert!(message.contains("exceeds the limit of 1048576 bytes"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_stdout_is_capped() {
+    let engine = engine();
+    let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": "huge_stdout", "size": 500})).await;
+    assert_contained(&execution, "trap");
+    let captured: usize = events(&execution, "log")
+        .iter()
+        .filter(|e| e["level"] == "stdout")
+        .map(|e| e["message"].as_str().unwrap().len())
+        .sum();
+    assert!(captured <= 64 << 10, "captured {captured} bytes of stdout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_a_trap_with_its_message() {
+    let engine = engine();
+    let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": "panic"})).await;
+    let message = assert_contained(&execution, "trap");
+    assert!(message.contains("hostile guest panics on purpose"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filesystem_is_unreachable() {
+    let engine = engine();
+    for attack in ["read_file", "list_root"] {
+        let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": attack})).await;
+        let observed = observed(&execution);
+        assert!(observed.get("Err").is_some(), "{attack}: {observed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_is_empty() {
+    let engine = engine();
+    std::env::set_var("STEPWISE_HOST_SECRET", "do-not-leak");
+    let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": "read_env"})).await;
+    assert_eq!(observed(&execution), json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_and_name_lookup_are_denied() {
+    let engine = engine();
+    for attack in ["open_socket", "resolve_host"] {
+        let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": attack})).await;
+        let observed = observed(&execution);
+        assert!(observed.get("Err").is_some(), "{attack}: {observed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_is_private_to_each_plugin() {
+    let dir = plugin_dir_with("kv", &[("hostile-b", "hostile", Some("[capabilities]\nkv = true\nconfig = true\n"))]);
+    let engine = demo_host_in(&dir).engine;
+    let set = run(
+        &engine,
+        &attack_workflow("hostile", json!({"attack": "kv_set", "key": "card", "value": "4242"})),
+        json!({}),
+    )
+    .await;
+    assert_eq!(observed(&set), json!({"Ok": null}));
+    let own = run(&engine, &attack_workflow("hostile", json!({"attack": "kv_get", "key": "card"})), json!({})).await;
+    assert_eq!(observed(&own), json!("4242"), "a plugin reads its own keys back");
+    let other =
+        run(&engine, &attack_workflow("hostile-b", json!({"attack": "kv_get", "key": "card"})), json!({})).await;
+    assert_eq!(observed(&other), Value::Null, "another plugin cannot read them");
+    let oversized = "x".repeat(70_000);
+    let quota = run(
+        &engine,
+        &attack_workflow("hostile", json!({"attack": "kv_set", "key": "big", "value": oversized})),
+        json!({}),
+    )
+    .await;
+    assert!(observed(&quota)["Err"].as_str().unwrap().contains("exceeds the limit"));
+}
+
+#[tokio::test]
+async fn config_is_readable_only_as_granted() {
+    let engine = engine();
+    let execution =
+        run(&engine, &attack_workflow("hostile", json!({"attack": "config_get", "key": "greeting"})), json!({})).await;
+    assert_eq!(observed(&execution), json!("hello"));
+    let missing =
+        run(&engine, &attack_workflow("hostile", json!({"attack": "config_get", "key": "nope"})), json!({})).await;
+    assert_eq!(observed(&missing), Value::Null);
+}
+
+#[tokio::test]
+async fn a_component_importing_an_ungranted_capability_is_refused_at_load() {
+    let dir = plugin_dir_with("ungranted", &[("sneaky", "hostile", None)]);
+    let engine = demo_host_in(&dir).engine;
+    let error = engine.registry().get("sneaky").await.err().expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("sneaky.wasm"), "{message}");
+    assert!(message.contains("imports `stepwise:step/kv@0.1.0`, which plugin `sneaky` is not granted"), "{message}");
+    assert!(message.contains("`kv = true` under [capabilities]"), "{message}");
+    assert!(message.contains("stepwise:step/config@0.1.0"), "{message}");
+}
+
+#[tokio::test]
+async fn a_manifest_granting_an_unknown_service_is_refused() {
+    let dir =
+        plugin_dir_with("unknown-service", &[("greedy", "echo", Some("[capabilities]\nservices = [\"bank\"]\n"))]);
+    let engine = demo_host_in(&dir).engine;
+    let message = engine.registry().get("greedy").await.err().expect("refused").to_string();
+    assert!(message.contains("grants `bank`, which this host does not register"), "{message}");
+}
+
+#[tokio::test]
+async fn an_invalid_manifest_is_refused_with_its_problem() {
+    let dir = plugin_dir_with("bad-manifest", &[("typo", "echo", Some("[limits]\nfuell = 5\n"))]);
+    let engine = demo_host_in(&dir).engine;
+    let message = engine.registry().get("typo").await.err().expect("refused").to_string();
+    assert!(message.contains("typo.toml") && message.contains("unknown field `fuell`"), "{message}");
+}
+
+#[tokio::test]
+async fn side_effects_go_through_granted_services_once_and_are_undone_once() {
+    let host = demo_host();
+    let workflow = |name: &str| {
+        Arc::new(Workflow::load_file(&example_workflow(name), host.engine.registry().directory()).unwrap())
+    };
+    let ok = host.engine.run(workflow("accept-quote.toml"), quote_input(), StartOptions::default()).await.unwrap();
+    assert_eq!(ok.to_json()["status"], "succeeded");
+    let inventory = host.inventory.snapshot();
+    assert_eq!((inventory.reserves_applied, inventory.releases_applied), (1, 0));
+    assert_eq!(inventory.reserved.get("SHIRT-M"), Some(&2));
+    assert_eq!(host.payments.snapshot().authorizations_applied, 1);
+
+    let declined =
+        host.engine.run(workflow("accept-quote-declined.toml"), quote_input(), StartOptions::default()).await;
+    assert_eq!(declined.unwrap().to_json()["status"], "compensated");
+    let inventory = host.inventory.snapshot();
+    assert_eq!((inventory.reserves_applied, inventory.releases_applied), (2, 1));
+    assert_eq!(inventory.reserved.get("SHIRT-M"), Some(&2), "the declined quote's reservation was released");
+    let payments = host.payments.snapshot();
+    assert_eq!((payments.authorizations_applied, payments.voids_applied), (2, 1));
+}
+
+/// Many hostile invocations in one host: memory stays bounded. `STEPWISE_SOAK`
+/// sets the count (default 300 so CI stays fast; the note reports 10,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_hostile_invocations_keep_host_memory_bounded() {
+    let count: usize = std::env::var("STEPWISE_SOAK").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let engine = engine();
+    let attacks = ["loop", "memory_bomb", "recursion", "panic", "huge_output", "read_file", "open_socket"];
+    let workflows: Vec<Arc<Workflow>> = attacks
+        .iter()
+        .map(|attack| {
+            let mut input = json!({"attack": attack});
+            if *attack == "huge_output" {
+                input["size"] = json!(2_000_000);
+            }
+            let toml = format!(
+                "name = \"soak\"\n[[steps]]\nid = \"attack\"\nplugin = \"hostile\"\ninput = {}\nretry = {{ max_attempts = 1 }}\n",
+                toml_inline(&input)
+            );
+            workflow(&engine, &toml)
+        })
+        .collect();
+    // Warm up (instance pool, compiled code) before the first reading.
+    for workflow in &workflows {
+        engine.run(workflow.clone(), json!({}), StartOptions::default()).await.unwrap();
+    }
+    let before = rss_kib();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let engine = engine.clone();
+        let workflow = workflows[i % workflows.len()].clone();
+        tasks.spawn(async move { engine.run(workflow, json!({}), StartOptions::default()).await.unwrap().status });
+        if tasks.len() >= 8 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(status) = tasks.join_next().await {
+        status.unwrap();
+    }
+    let after = rss_kib();
+    eprintln!(
+        "soak: {count} hostile invocations in {:.1} s, host RSS {} MiB before, {} MiB after",
+        started.elapsed().as_secs_f64(),
+        before / 1024,
+        after / 1024
+    );
+    let healthy = engine.run(quote_workflow(&engine), quote_input(), StartOptions::default()).await.unwrap();
+    assert_eq!(healthy.to_json()["status"], "succeeded");
+    // The in-memory store keeps every execution, so some growth is expected;
+    // a leak of instances or memories would be hundreds of MiB.
+    assert!(after < before + 200 * 1024, "RSS grew from {before} KiB to {after} KiB");
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
