@@ -3,11 +3,17 @@
 //! workflow running at the same time in the same host finishes normally.
 
 use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use stepwise::engine::{Engine, StartOptions};
 use stepwise::workflow::Workflow;
 use stepwise_test_support::*;
+
+/// The capabilities the hostile component imports, granted (HTTP only to a host that does not exist).
+const HOSTILE_GRANTS: &str = "[capabilities]\nkv = true\nconfig = true\nhttp = [\"allowed.invalid\"]\n";
 
 /// `guard` (echo) then `attack` (the hostile plugin, no retries).
 fn attack_workflow(plugin: &str, attack: Value) -> String {
@@ -92,7 +98,7 @@ async fn an_infinite_loop_with_ample_fuel_is_stopped_at_its_deadline() {
         &[(
             "hostile-slow",
             "hostile",
-            Some("[capabilities]\nkv = true\nconfig = true\n[limits]\nfuel = 100000000000\ndeadline_ms = 200\n"),
+            Some(&format!("{HOSTILE_GRANTS}[limits]\nfuel = 100000000000\ndeadline_ms = 200\n")),
         )],
     );
     let engine = demo_host_in(&dir).engine;
@@ -188,8 +194,8 @@ async fn the_filesystem_is_unreachable() {
     let engine = engine();
     for attack in ["read_file", "list_root"] {
         let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": attack})).await;
-        let observed = observed(&execution);
-        assert!(observed.get("Err").is_some(), "{attack}: {observed}");
+        let message = assert_contained(&execution, "permanent");
+        assert!(message.starts_with(&format!("{attack} denied")), "{message}");
     }
 }
 
@@ -198,7 +204,8 @@ async fn the_environment_is_empty() {
     let engine = engine();
     std::env::set_var("STEPWISE_HOST_SECRET", "do-not-leak");
     let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": "read_env"})).await;
-    assert_eq!(observed(&execution), json!([]));
+    let message = assert_contained(&execution, "permanent");
+    assert_eq!(message, "read_env denied: the environment is empty");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,14 +213,23 @@ async fn sockets_and_name_lookup_are_denied() {
     let engine = engine();
     for attack in ["open_socket", "resolve_host"] {
         let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": attack})).await;
-        let observed = observed(&execution);
-        assert!(observed.get("Err").is_some(), "{attack}: {observed}");
+        let message = assert_contained(&execution, "permanent");
+        assert!(message.starts_with(&format!("{attack} denied")), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn no_state_survives_between_invocations() {
+    let engine = engine();
+    for _ in 0..3 {
+        let execution = run(&engine, &attack_workflow("hostile", json!({"attack": "counter"})), json!({})).await;
+        assert_eq!(observed(&execution), json!(1), "each call sees a fresh instance");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_is_private_to_each_plugin() {
-    let dir = plugin_dir_with("kv", &[("hostile-b", "hostile", Some("[capabilities]\nkv = true\nconfig = true\n"))]);
+    let dir = plugin_dir_with("kv", &[("hostile-b", "hostile", Some(HOSTILE_GRANTS))]);
     let engine = demo_host_in(&dir).engine;
     let set = run(
         &engine,
@@ -258,6 +274,54 @@ async fn a_component_importing_an_ungranted_capability_is_refused_at_load() {
     assert!(message.contains("imports `stepwise:step/kv@0.1.0`, which plugin `sneaky` is not granted"), "{message}");
     assert!(message.contains("`kv = true` under [capabilities]"), "{message}");
     assert!(message.contains("stepwise:step/config@0.1.0"), "{message}");
+    assert!(message.contains("wasi:http/outgoing-handler"), "{message}");
+}
+
+/// A loopback HTTP server answering `200 OK`; returns its port and a request counter.
+fn loopback_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (port, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_to_a_host_not_in_the_manifest_is_denied_before_connecting() {
+    let (port, requests) = loopback_server();
+    let engine = engine();
+    let url = format!("http://127.0.0.1:{port}/steal");
+    let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": "http_get", "key": url})).await;
+    let message = assert_contained(&execution, "permanent");
+    assert!(message.contains("HttpRequestDenied"), "{message}");
+    assert_eq!(requests.load(Ordering::SeqCst), 0, "no connection was made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_to_a_host_in_the_manifest_is_allowed() {
+    let (port, requests) = loopback_server();
+    let manifest = format!("[capabilities]\nkv = true\nconfig = true\nhttp = [\"127.0.0.1:{port}\"]\n");
+    let dir = plugin_dir_with("http", &[("hostile-net", "hostile", Some(&manifest))]);
+    let engine = demo_host_in(&dir).engine;
+    let url = format!("http://127.0.0.1:{port}/allowed");
+    let execution =
+        run(&engine, &attack_workflow("hostile-net", json!({"attack": "http_get", "key": url})), json!({})).await;
+    assert_eq!(observed(&execution), json!(200));
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    // The same plugin still cannot reach another port of the same host.
+    let other = format!("http://127.0.0.1:{}/", port.wrapping_add(1));
+    let execution =
+        run(&engine, &attack_workflow("hostile-net", json!({"attack": "http_get", "key": other})), json!({})).await;
+    assert!(assert_contained(&execution, "permanent").contains("HttpRequestDenied"));
 }
 
 #[tokio::test]
@@ -306,7 +370,7 @@ async fn side_effects_go_through_granted_services_once_and_are_undone_once() {
 async fn soak_hostile_invocations_keep_host_memory_bounded() {
     let count: usize = std::env::var("STEPWISE_SOAK").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     let engine = engine();
-    let attacks = ["loop", "memory_bomb", "recursion", "panic", "huge_output", "read_file", "open_socket"];
+    let attacks = ["loop", "memory_bomb", "recursion", "panic", "huge_output", "read_file", "open_socket", "read_env"];
     let workflows: Vec<Arc<Workflow>> = attacks
         .iter()
         .map(|attack| {

@@ -51,6 +51,9 @@ pub struct Capabilities {
     /// Host services the plugin may call, by name.
     #[serde(default)]
     pub services: Vec<String>,
+    /// Hosts the plugin may send HTTP requests to: `host` (any port) or `host:port`.
+    #[serde(default)]
+    pub http: Vec<String>,
 }
 
 /// Where a secret's value comes from.
@@ -152,6 +155,7 @@ impl Manifest {
             config: if self.capabilities.config { Some(config.unwrap_or_default()) } else { None },
             kv: self.capabilities.kv,
             services: self.capabilities.services.iter().cloned().collect(),
+            http_hosts: self.capabilities.http.clone().into(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The capabilities granted to one plugin.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grants {
     /// The plugin's name (its kv namespace and its identity towards services).
     pub plugin: String,
@@ -17,6 +17,20 @@ pub struct Grants {
     pub kv: bool,
     /// Services it may call.
     pub services: BTreeSet<String>,
+    /// Hosts it may send HTTP requests to (`host` or `host:port`).
+    pub http_hosts: Arc<[String]>,
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Self {
+            plugin: String::new(),
+            config: None,
+            kv: false,
+            services: BTreeSet::new(),
+            http_hosts: Arc::from(Vec::new()),
+        }
+    }
 }
 
 impl Grants {
@@ -35,6 +49,7 @@ impl Grants {
             names.push("kv".into());
         }
         names.extend(self.services.iter().map(|service| format!("services:{service}")));
+        names.extend(self.http_hosts.iter().map(|host| format!("http:{host}")));
         names
     }
 }

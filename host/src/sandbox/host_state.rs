@@ -2,6 +2,7 @@
 //! authority, the resource limiter, and the buffer the `log` capability and
 //! the captured stdio write into.
 
+use super::capabilities::http::HttpPolicy;
 use super::{Grants, HostResources, Limits};
 use crate::services::Caller;
 use crate::time::Timestamp;
@@ -11,6 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Severity (or origin, for captured stdio) of a guest log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +133,8 @@ pub struct HostState {
     pub(crate) plugin: Arc<Grants>,
     pub(crate) resources: HostResources,
     pub(crate) caller: Caller,
+    http: WasiHttpCtx,
+    http_policy: HttpPolicy,
 }
 
 impl HostState {
@@ -151,8 +155,11 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let http_policy = HttpPolicy::new(plugin.http_hosts.clone());
         Self {
             wasi,
+            http: WasiHttpCtx::new(),
+            http_policy,
             table: ResourceTable::new(),
             limiter: Limiter::new(limits),
             logs,
@@ -177,6 +184,12 @@ impl HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_policy }
     }
 }
 

@@ -20,6 +20,35 @@ struct Input {
 
 struct Hostile;
 
+/// Counts invocations in this instance: a fresh instance per call keeps it at 1.
+static INVOCATIONS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Turns a refused operation into a permanent step error naming the attack.
+fn denied<T, E: std::fmt::Display>(attack: &str, result: Result<T, E>) -> Result<T, StepError> {
+    result.map_err(|error| StepError::Permanent(format!("{attack} denied: {error}")))
+}
+
+/// A GET through `wasi:http/outgoing-handler`: the status code, or the error.
+fn http_get(url: &str) -> Result<u16, String> {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{Fields, Method, OutgoingRequest, Scheme};
+    let (scheme, rest) = url.split_once("://").ok_or("url needs a scheme")?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_method(&Method::Get).map_err(|()| "method")?;
+    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+    request.set_scheme(Some(&scheme)).map_err(|()| "scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "authority")?;
+    request.set_path_with_query(Some(&format!("/{path}"))).map_err(|()| "path")?;
+    let response = outgoing_handler::handle(request, None).map_err(|error| format!("{error:?}"))?;
+    response.subscribe().block();
+    match response.get() {
+        Some(Ok(Ok(response))) => Ok(response.status()),
+        Some(Ok(Err(error))) => Err(format!("{error:?}")),
+        other => Err(format!("no response: {other:?}")),
+    }
+}
+
 fn spin() -> u64 {
     let mut counter: u64 = 0;
     loop {
@@ -66,17 +95,25 @@ impl Guest for Hostile {
                 json!("printed")
             }
             "panic" => panic!("hostile guest panics on purpose"),
-            "read_file" => json!(std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())),
-            "list_root" => json!(std::fs::read_dir("/").map(|d| d.count()).map_err(|e| e.to_string())),
-            "read_env" => json!(std::env::vars().collect::<Vec<_>>()),
-            "open_socket" => {
-                json!(std::net::TcpStream::connect("127.0.0.1:22").map(|_| "connected").map_err(|e| e.to_string()))
+            // Reaching outside the sandbox must fail: the denial fails the attempt.
+            "read_file" => json!(denied("read_file", std::fs::read_to_string("/etc/passwd"))?),
+            "list_root" => json!(denied("list_root", std::fs::read_dir("/").map(|d| d.count()))?),
+            "read_env" => {
+                let vars: Vec<(String, String)> = std::env::vars().collect();
+                if vars.is_empty() {
+                    return Err(StepError::Permanent("read_env denied: the environment is empty".into()));
+                }
+                json!(vars)
             }
+            "open_socket" => json!(denied("open_socket", std::net::TcpStream::connect("127.0.0.1:22").map(|_| ()))?),
             "resolve_host" => {
-                json!(std::net::ToSocketAddrs::to_socket_addrs("localhost:80")
-                    .map(|a| a.count())
-                    .map_err(|e| e.to_string()))
+                json!(denied(
+                    "resolve_host",
+                    std::net::ToSocketAddrs::to_socket_addrs("localhost:80").map(|a| a.count())
+                )?)
             }
+            "http_get" => json!(denied("http_get", http_get(&input.key))?),
+            "counter" => json!(INVOCATIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1),
             "kv_set" => json!(kv::set(&input.key, &input.value)),
             "kv_get" => json!(kv::get(&input.key)),
             "config_get" => json!(config::get(&input.key)),

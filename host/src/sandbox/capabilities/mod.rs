@@ -6,6 +6,7 @@
 //! capability (grants) is decided in one place, at plugin load.
 
 mod config;
+pub mod http;
 pub mod kv;
 mod log;
 mod services;
@@ -37,5 +38,6 @@ pub fn all() -> Vec<Box<dyn Capability>> {
         Box::new(config::Config),
         Box::new(kv::Kv),
         Box::new(services::Services),
+        Box::new(http::Http),
     ]
 }
