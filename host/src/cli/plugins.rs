@@ -54,13 +54,19 @@ pub async fn run(command: PluginsCommand) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:<22} {:<8} {:>9}  {:<16} DETAIL", "NAME", "STATUS", "SIZE", "HASH");
+                println!("{:<22} {:<8} {:<8} {:>9}  {:<16} DETAIL", "NAME", "VERSION", "STATUS", "SIZE", "HASH");
                 for row in &rows {
                     let text = |key: &str| row[key].as_str().unwrap_or("-").to_string();
                     let hash: String = text("hash").chars().take(16).collect();
-                    let detail = row.get("error").and_then(|e| e.as_str()).unwrap_or("");
+                    let detail = match row.get("error").and_then(|e| e.as_str()) {
+                        Some(error) => error.to_string(),
+                        None => row["capabilities"].as_array().map_or(String::new(), |caps| {
+                            caps.iter().filter_map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                        }),
+                    };
                     let size = row["size"].as_u64().map_or("-".to_string(), |s| s.to_string());
-                    println!("{:<22} {:<8} {:>9}  {:<16} {detail}", text("name"), text("status"), size, hash);
+                    let (name, version, status) = (text("name"), text("version"), text("status"));
+                    println!("{name:<22} {version:<8} {status:<8} {size:>9}  {hash:<16} {detail}");
                 }
             }
             Ok(ExitCode::SUCCESS)
