@@ -8,6 +8,15 @@ fn plugins_arg() -> String {
     plugins_dir().display().to_string()
 }
 
+/// Runs `stepwise` with the in-memory store (the CLI defaults to `sqlite://stepwise.db`).
+fn stepwise(args: &[&str]) -> std::process::Output {
+    let mut args = args.to_vec();
+    if matches!(args.first(), Some(&"run")) {
+        args.extend(["--store", "memory"]);
+    }
+    stepwise_test_support::stepwise(args.as_slice())
+}
+
 fn write_workflow(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("stepwise-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -33,6 +33,8 @@ pub enum FailureKind {
     OutputMapping,
     /// The host could not run the call (no instance slot, instantiation failed).
     Unavailable,
+    /// An async step was not completed, or the workflow did not finish, in time.
+    TimedOut,
 }
 
 impl FailureKind {
@@ -49,7 +51,8 @@ impl FailureKind {
             | FailureKind::InvalidOutput
             | FailureKind::InputTooLarge
             | FailureKind::InputMapping
-            | FailureKind::OutputMapping => false,
+            | FailureKind::OutputMapping
+            | FailureKind::TimedOut => false,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! outcomes to exit codes (0 succeeded, 1 the execution did not succeed,
 //! 2 invalid input or setup). Errors go to stderr, results to stdout.
 
+mod executions;
 mod plugins;
 mod run;
 
@@ -21,8 +22,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a workflow file once and print the execution as JSON.
+    /// Run a workflow file once and print the execution as JSON (unfinished
+    /// executions in the store are resumed first).
     Run(run::RunArgs),
+    /// Resume every unfinished execution in the store.
+    Resume(executions::ResumeArgs),
+    /// Report an async step done, with its output; the execution carries on.
+    Complete(executions::CompleteArgs),
+    /// Report an async step failed; the execution rolls back.
+    Fail(executions::FailArgs),
+    /// List, show and purge recorded executions.
+    #[command(subcommand)]
+    Executions(executions::ExecutionsCommand),
     /// Inspect and check step plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
@@ -38,14 +49,60 @@ pub struct PluginDirArg {
     pub dir: PathBuf,
 }
 
-/// The sandbox of the command-line host: default limits, an in-memory kv
-/// store and the demo services (`inventory`, `payments`).
-fn demo_sandbox() -> anyhow::Result<std::sync::Arc<crate::sandbox::Sandbox>> {
+/// Which execution store to use: `--store`, else `$STEPWISE_STORE`, else `sqlite://stepwise.db`.
+#[derive(clap::Args, Clone)]
+pub struct StoreArg {
+    /// Execution store: `sqlite://PATH` (durable, the default) or `memory`.
+    #[arg(long = "store", env = "STEPWISE_STORE", default_value = "sqlite://stepwise.db")]
+    pub url: String,
+}
+
+/// The sandbox of the command-line host: default limits, the demo services
+/// (`inventory`, `payments`) recording their calls in `ledger`, and `kv`.
+fn demo_sandbox_with(
+    ledger: std::sync::Arc<dyn crate::services::ledger::Ledger>,
+    kv: std::sync::Arc<dyn crate::sandbox::capabilities::kv::KvStore>,
+) -> anyhow::Result<std::sync::Arc<crate::sandbox::Sandbox>> {
     use crate::services::demo;
     use std::sync::Arc;
-    let services = demo::registry(Arc::new(demo::Inventory::new()), Arc::new(demo::Payments::new()));
-    let resources = crate::sandbox::HostResources { services: Arc::new(services), ..Default::default() };
+    let inventory = demo::Inventory::with_ledger(ledger.clone()).map_err(anyhow::Error::msg)?;
+    let payments = demo::Payments::with_ledger(ledger).map_err(anyhow::Error::msg)?;
+    let services = demo::registry(Arc::new(inventory), Arc::new(payments));
+    let resources = crate::sandbox::HostResources { services: Arc::new(services), kv };
     crate::sandbox::Sandbox::with_resources(crate::sandbox::Limits::default(), resources)
+}
+
+/// A sandbox with in-memory services, for commands that run no execution.
+fn demo_sandbox() -> anyhow::Result<std::sync::Arc<crate::sandbox::Sandbox>> {
+    let ledger = std::sync::Arc::new(crate::services::ledger::MemoryLedger::default());
+    demo_sandbox_with(ledger, std::sync::Arc::new(crate::sandbox::capabilities::kv::MemoryKv::default()))
+}
+
+/// The engine of the command-line host: the store `store`, plugins from
+/// `plugins`, the demo services recording durably beside a SQLite store.
+pub fn demo_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Result<crate::engine::Engine> {
+    use anyhow::Context;
+    use std::sync::Arc;
+    let execution_store = crate::store::open(&store.url).with_context(|| format!("opening the store `{}`", store.url))?;
+    let ledger: Arc<dyn crate::services::ledger::Ledger> = match store.url.strip_prefix("sqlite://") {
+        Some(path) => Arc::new(crate::services::ledger::SqliteLedger::open(std::path::Path::new(path)).map_err(anyhow::Error::msg)?),
+        None => Arc::new(crate::services::ledger::MemoryLedger::default()),
+    };
+    let kv = execution_store.clone().kv().unwrap_or_else(|| Arc::new(crate::sandbox::capabilities::kv::MemoryKv::default()));
+    let sandbox = demo_sandbox_with(ledger, kv)?;
+    let directory = crate::plugin::PluginDirectory::scan(&plugins.dir)
+        .with_context(|| format!("reading the plugin directory {}", plugins.dir.display()))?;
+    let registry = Arc::new(crate::plugin::PluginRegistry::new(sandbox, directory));
+    Ok(crate::engine::Engine::new(registry, execution_store))
+}
+
+/// Exit code for an execution: 0 when it succeeded, 1 otherwise.
+fn exit_code(status: crate::engine::ExecutionStatus) -> ExitCode {
+    if status == crate::engine::ExecutionStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Runs the command line and returns the process exit code.
@@ -62,6 +119,10 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args).await,
+            Command::Resume(args) => executions::resume(args).await,
+            Command::Complete(args) => executions::complete(args).await,
+            Command::Fail(args) => executions::fail(args).await,
+            Command::Executions(command) => executions::run(command).await,
             Command::Plugins(command) => plugins::run(command).await,
             Command::Schema => {
                 println!("{}", serde_json::to_string_pretty(&crate::workflow::json_schema())?);

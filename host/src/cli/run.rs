@@ -1,9 +1,7 @@
 //! `stepwise run`: one execution of a workflow file, printed as JSON.
 
-use super::PluginDirArg;
-use crate::engine::{Engine, ExecutionStatus, StartOptions};
-use crate::plugin::{PluginDirectory, PluginRegistry};
-use crate::store::MemoryStore;
+use super::{demo_engine, exit_code, PluginDirArg, StoreArg};
+use crate::engine::StartOptions;
 use crate::workflow::Workflow;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -24,6 +22,8 @@ pub struct RunArgs {
     input_file: Option<PathBuf>,
     #[command(flatten)]
     plugins: PluginDirArg,
+    #[command(flatten)]
+    store: StoreArg,
     /// Starting twice with the same key returns the first execution.
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -31,16 +31,16 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let input = read_input(&args)?;
-    let directory = PluginDirectory::scan(&args.plugins.dir)
-        .with_context(|| format!("reading the plugin directory {}", args.plugins.dir.display()))?;
-    let workflow = Workflow::load_file(&args.workflow, &directory)?;
-    let sandbox = super::demo_sandbox()?;
-    let registry = Arc::new(PluginRegistry::new(sandbox, directory));
-    let engine = Engine::new(registry, Arc::new(MemoryStore::new()));
+    let engine = demo_engine(&args.store, &args.plugins)?;
+    let workflow = Workflow::load_file(&args.workflow, engine.registry().directory())?;
+    let resumed = engine.resume_all().await.context("resuming unfinished executions")?;
+    if !resumed.is_empty() {
+        eprintln!("resumed {} unfinished execution(s) first", resumed.len());
+    }
     let options = StartOptions { idempotency_key: args.idempotency_key };
     let execution = engine.run(Arc::new(workflow), input, options).await?;
     println!("{}", serde_json::to_string_pretty(&execution)?);
-    Ok(if execution.status == ExecutionStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(exit_code(execution.status))
 }
 
 fn read_input(args: &RunArgs) -> Result<Value> {

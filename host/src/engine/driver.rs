@@ -1,12 +1,13 @@
 //! The driver: performs the state machine's commands and feeds the results
 //! back as events, writing each event to the store before applying it.
 //!
-//! Guest calls and timers run as tokio tasks, so independent steps run in
-//! parallel; the driver itself is a single loop per execution and holds no
-//! saga rules.
+//! Guest calls and backoff timers run as tokio tasks, so independent steps
+//! run in parallel; the driver itself is a single loop per execution and
+//! holds no saga rules. It returns when the execution is final, or when it
+//! waits for the outside world (async steps) with nothing left to run.
 
 use super::event::{Command, Event, Timer};
-use super::machine::Machine;
+use super::machine::{ExecutionStatus, Machine};
 use super::view::ExecutionView;
 use super::{Engine, EngineError};
 use crate::failure::{FailureKind, StepFailure};
@@ -42,23 +43,34 @@ enum Export {
     Compensate,
 }
 
-/// Drives one execution to a final status.
+/// What a task in flight is, by task id.
+enum Task {
+    /// A guest call; the event stands for it if its task panics.
+    Call(Event),
+    /// A backoff the execution waits out.
+    Backoff,
+    /// A deadline (async step or workflow timeout), re-armed on resume.
+    Deadline,
+}
+
+/// Drives one execution.
 pub(super) struct Driver {
     engine: Engine,
     machine: Machine,
     plugins: Plugins,
+    next_seq: u64,
     tasks: JoinSet<Event>,
-    /// The event that stands for a call task that panicked, by task id.
-    fallbacks: HashMap<tokio::task::Id, Event>,
+    in_flight: HashMap<tokio::task::Id, Task>,
 }
 
 impl Driver {
-    pub(super) fn new(engine: Engine, machine: Machine, plugins: Plugins) -> Self {
-        Self { engine, machine, plugins, tasks: JoinSet::new(), fallbacks: HashMap::new() }
+    /// A driver for `machine`, whose log holds `next_seq` events already.
+    pub(super) fn new(engine: Engine, machine: Machine, plugins: Plugins, next_seq: u64) -> Self {
+        Self { engine, machine, plugins, next_seq, tasks: JoinSet::new(), in_flight: HashMap::new() }
     }
 
-    /// Starts the execution if it was not (or continues with `outstanding`)
-    /// and runs until it reaches a final status.
+    /// Starts the execution if it was not, performs `outstanding` work, and
+    /// runs until it is final or waits for the outside world.
     pub(super) async fn run(mut self, outstanding: Vec<Command>) -> Result<ExecutionView, EngineError> {
         let mut queue = VecDeque::from(outstanding);
         if !self.machine.is_started() {
@@ -78,29 +90,36 @@ impl Driver {
                         queue.extend(self.record(Event::CompensationStarted { step: id, attempt }).await?);
                         self.spawn_call(step, attempt, Export::Compensate, data);
                     }
+                    // A timer already due fires now, so that a resumed execution
+                    // acts on deadlines that passed while nobody was driving it.
+                    Command::StartTimer { timer, due } if due <= Timestamp::now() => {
+                        queue.extend(self.record(Event::TimerFired { timer }).await?);
+                    }
                     Command::StartTimer { timer, due } => self.spawn_timer(timer, due),
                     Command::Finish => finished = true,
                 }
             }
-            if finished {
-                // Only stale timers can be left: nothing is in flight at a final status.
+            let status = self.machine.status();
+            let busy = self.in_flight.values().any(|task| !matches!(task, Task::Deadline));
+            if finished || status.is_final() || (status == ExecutionStatus::Waiting && !busy) {
+                // Left: stale backoffs and deadlines, re-armed by whoever resumes.
                 self.tasks.abort_all();
-                let status = self.machine.status();
-                let at = self.machine.finished_at().unwrap_or_else(Timestamp::now);
-                self.engine.store.set_status(self.machine.execution_id(), status, at).await?;
+                if status.is_final() {
+                    let at = self.machine.finished_at().unwrap_or_else(Timestamp::now);
+                    self.engine.store.set_status(self.machine.execution_id(), status, at).await?;
+                }
                 return Ok(ExecutionView::of(&self.machine));
             }
             let event = match self.tasks.join_next_with_id().await {
                 Some(Ok((id, event))) => {
-                    self.fallbacks.remove(&id);
+                    self.in_flight.remove(&id);
                     event
                 }
-                Some(Err(error)) if error.is_panic() => match self.fallbacks.remove(&error.id()) {
-                    Some(event) => event,
-                    None => continue, // a timer task cannot panic; nothing to report
+                Some(Err(error)) => match self.in_flight.remove(&error.id()) {
+                    Some(Task::Call(fallback)) if error.is_panic() => fallback,
+                    _ => continue,
                 },
-                Some(Err(_cancelled)) => continue,
-                None => unreachable!("the state machine always has work in flight until it finishes"),
+                None => unreachable!("a running execution always has work in flight"),
             };
             queue.extend(self.record(event).await?);
         }
@@ -110,7 +129,8 @@ impl Driver {
     async fn record(&mut self, event: Event) -> Result<Vec<Command>, EngineError> {
         let recorded = RecordedEvent { at: Timestamp::now(), event };
         let id = self.machine.execution_id().clone();
-        self.engine.store.append(&id, &recorded).await?;
+        self.engine.store.append(&id, self.next_seq, &recorded).await?;
+        self.next_seq += 1;
         let before = self.machine.status();
         let commands = self.machine.apply(recorded.at, recorded.event);
         let after = self.machine.status();
@@ -134,7 +154,8 @@ impl Driver {
             attempt,
             idempotency_key: format!("{execution_id}/{step_id}"),
         };
-        let timeout = definition.timeout;
+        // An async step's timeout bounds its wait, not its invoke call.
+        let timeout = if definition.is_async { None } else { definition.timeout };
         let payload = payload.to_string();
         let call = match export {
             Export::Invoke => Call::Invoke { ctx, input: payload },
@@ -145,8 +166,7 @@ impl Driver {
             Export::Invoke => Event::AttemptFailed { step: failed_step.clone(), attempt, failure, logs },
             Export::Compensate => Event::CompensationFailed { step: failed_step.clone(), attempt, failure, logs },
         };
-        let panicked =
-            failed(StepFailure::new(FailureKind::Trap, "the host task running this call panicked"), Vec::new());
+        let panicked = failed(StepFailure::new(FailureKind::Trap, "the host task running this call panicked"), Vec::new());
         let handle = self.tasks.spawn(async move {
             let outcome = sandbox.call(plugin.runtime(), call, timeout).await;
             match (export, outcome.result) {
@@ -157,20 +177,20 @@ impl Driver {
                     compensation: success.compensation,
                     logs: outcome.logs,
                 },
-                (Export::Compensate, Ok(_)) => {
-                    Event::CompensationSucceeded { step: step_id, attempt, logs: outcome.logs }
-                }
+                (Export::Compensate, Ok(_)) => Event::CompensationSucceeded { step: step_id, attempt, logs: outcome.logs },
                 (_, Err(failure)) => failed(failure, outcome.logs),
             }
         });
-        self.fallbacks.insert(handle.id(), panicked);
+        self.in_flight.insert(handle.id(), Task::Call(panicked));
     }
 
     fn spawn_timer(&mut self, timer: Timer, due: Timestamp) {
         let delay = Timestamp::now().until(due);
-        self.tasks.spawn(async move {
+        let kind = if timer.is_deadline() { Task::Deadline } else { Task::Backoff };
+        let handle = self.tasks.spawn(async move {
             tokio::time::sleep(delay).await;
             Event::TimerFired { timer }
         });
+        self.in_flight.insert(handle.id(), kind);
     }
 }

@@ -78,27 +78,55 @@ pub enum Event {
         /// Which timer.
         timer: Timer,
     },
+    /// An async step was reported done from outside, with its output.
+    AsyncStepSucceeded {
+        /// The step.
+        step: StepId,
+        /// Its output.
+        output: Value,
+    },
+    /// An async step was reported failed from outside.
+    AsyncStepFailed {
+        /// The step.
+        step: StepId,
+        /// What went wrong.
+        message: String,
+    },
 }
 
-/// A timer the machine asked for: the next attempt of a step or of its compensation.
+/// A timer the machine asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timer {
-    /// The step.
-    pub step: StepId,
-    /// What the timer is for.
-    pub purpose: TimerPurpose,
-    /// The attempt it starts.
-    pub attempt: u32,
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Timer {
+    /// Start attempt `attempt` of a step after its backoff.
+    Retry {
+        /// The step.
+        step: StepId,
+        /// The attempt it starts.
+        attempt: u32,
+    },
+    /// Start compensation attempt `attempt` of a step after its backoff.
+    CompensationRetry {
+        /// The step.
+        step: StepId,
+        /// The compensation attempt it starts.
+        attempt: u32,
+    },
+    /// An async step was not completed within its `timeout_ms`.
+    AsyncTimeout {
+        /// The step.
+        step: StepId,
+    },
+    /// The workflow's `timeout_ms` elapsed.
+    WorkflowTimeout,
 }
 
-/// What a timer starts when it fires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimerPurpose {
-    /// Another attempt of `invoke`.
-    Retry,
-    /// Another attempt of `compensate`.
-    CompensationRetry,
+impl Timer {
+    /// Whether the timer is a deadline (which may lie far ahead and is
+    /// re-armed on resume) rather than a backoff the driver waits out.
+    pub fn is_deadline(&self) -> bool {
+        matches!(self, Timer::AsyncTimeout { .. } | Timer::WorkflowTimeout)
+    }
 }
 
 /// What the driver must do next.

@@ -7,7 +7,7 @@
 //! recorded log rebuilds exactly the same state (this is how a crashed
 //! execution resumes). The driver ([`super::driver`]) performs the commands.
 
-use super::event::{Command, Event, Timer, TimerPurpose};
+use super::event::{Command, Event, Timer};
 use super::timeline::{CallPhase, TimelineEntry, TimelineKind};
 use crate::failure::{FailureKind, StepFailure};
 use crate::ids::{ExecutionId, StepId};
@@ -25,6 +25,8 @@ use std::sync::Arc;
 pub enum ExecutionStatus {
     /// Steps are running or ready to run.
     Running,
+    /// Nothing runs: async steps wait to be completed from outside.
+    Waiting,
     /// A step failed: running steps are settling, then completed steps are compensated.
     Compensating,
     /// Every step succeeded.
@@ -41,10 +43,16 @@ impl ExecutionStatus {
         matches!(self, Self::Succeeded | Self::Compensated | Self::Failed)
     }
 
+    /// Whether the execution moves forward (not rolling back, not over).
+    pub fn is_forward(self) -> bool {
+        matches!(self, Self::Running | Self::Waiting)
+    }
+
     /// The status as its JSON name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
+            Self::Waiting => "waiting",
             Self::Compensating => "compensating",
             Self::Succeeded => "succeeded",
             Self::Compensated => "compensated",
@@ -70,7 +78,12 @@ pub enum StepPhase {
         /// When it is due.
         due: Timestamp,
     },
-    /// `invoke` succeeded.
+    /// An async step's `invoke` returned; waiting for completion from outside.
+    Waiting {
+        /// When the wait times out, if it can.
+        due: Option<Timestamp>,
+    },
+    /// `invoke` succeeded (for an async step: completed from outside).
     Succeeded,
     /// `invoke` failed for good.
     Failed,
@@ -265,6 +278,9 @@ impl Machine {
                 if self.started_at.is_none() {
                     self.started_at = Some(at);
                     self.record(at, TimelineKind::ExecutionStarted);
+                    if let Some(timeout) = self.workflow.timeout() {
+                        commands.push(Command::StartTimer { timer: Timer::WorkflowTimeout, due: at.plus(timeout) });
+                    }
                     self.advance(at, &mut commands);
                 }
             }
@@ -279,13 +295,17 @@ impl Machine {
             Event::AttemptSucceeded { step, attempt, output, compensation, logs } => {
                 if let Some(index) = self.step_in(&step, StepPhase::Running { attempt }) {
                     self.record_logs(&step, attempt, CallPhase::Invoke, logs);
-                    let state = &mut self.steps[index];
-                    state.phase = StepPhase::Succeeded;
-                    state.output = Some(output);
-                    state.compensation_data = compensation;
-                    state.finished_at = Some(at);
-                    self.completion_order.push(index);
-                    self.record(at, TimelineKind::StepSucceeded { step, attempt });
+                    self.steps[index].compensation_data = compensation;
+                    if self.workflow.steps()[index].is_async {
+                        let due = self.workflow.steps()[index].timeout.map(|timeout| at.plus(timeout));
+                        self.steps[index].phase = StepPhase::Waiting { due };
+                        self.record(at, TimelineKind::StepWaiting { step: step.clone(), attempt, timeout_at: due });
+                        if let Some(due) = due {
+                            commands.push(Command::StartTimer { timer: Timer::AsyncTimeout { step }, due });
+                        }
+                    } else {
+                        self.succeed_step(at, index, attempt, output);
+                    }
                     self.advance(at, &mut commands);
                 }
             }
@@ -297,6 +317,19 @@ impl Machine {
                 }
             }
             Event::TimerFired { timer } => self.timer_fired(at, timer, &mut commands),
+            Event::AsyncStepSucceeded { step, output } => {
+                if let Some(index) = self.waiting_step(&step) {
+                    let attempt = self.steps[index].attempts;
+                    self.succeed_step(at, index, attempt, output);
+                    self.advance(at, &mut commands);
+                }
+            }
+            Event::AsyncStepFailed { step, message } => {
+                if let Some(index) = self.waiting_step(&step) {
+                    self.fail_step(at, index, StepFailure::new(FailureKind::Permanent, message));
+                    self.advance(at, &mut commands);
+                }
+            }
             Event::CompensationStarted { step, attempt } => {
                 if let Some(index) = self.step_in(&step, StepPhase::Compensating { attempt }) {
                     let state = &mut self.steps[index];
@@ -337,22 +370,50 @@ impl Machine {
                         commands.push(Command::Invoke { step: index, attempt, input });
                     }
                 }
-                StepPhase::RetryWaiting { attempt, due } => commands
-                    .push(Command::StartTimer { timer: Timer { step, purpose: TimerPurpose::Retry, attempt }, due }),
+                StepPhase::RetryWaiting { attempt, due } => {
+                    commands.push(Command::StartTimer { timer: Timer::Retry { step, attempt }, due })
+                }
+                StepPhase::Waiting { due: Some(due) } => {
+                    commands.push(Command::StartTimer { timer: Timer::AsyncTimeout { step }, due })
+                }
                 StepPhase::Compensating { attempt } => {
                     commands.push(Command::Compensate { step: index, attempt, data: self.compensation_data(index) })
                 }
-                StepPhase::CompensationRetryWaiting { attempt, due } => commands.push(Command::StartTimer {
-                    timer: Timer { step, purpose: TimerPurpose::CompensationRetry, attempt },
-                    due,
-                }),
+                StepPhase::CompensationRetryWaiting { attempt, due } => {
+                    commands.push(Command::StartTimer { timer: Timer::CompensationRetry { step, attempt }, due })
+                }
                 _ => {}
             }
+        }
+        if let (true, Some(timeout), Some(started_at)) =
+            (self.status.is_forward(), self.workflow.timeout(), self.started_at)
+        {
+            commands.push(Command::StartTimer { timer: Timer::WorkflowTimeout, due: started_at.plus(timeout) });
         }
         if self.status.is_final() {
             commands.push(Command::Finish);
         }
         commands
+    }
+
+    fn waiting_step(&self, step: &StepId) -> Option<usize> {
+        let index = self.workflow.step_index(step)?;
+        matches!(self.steps[index].phase, StepPhase::Waiting { .. }).then_some(index)
+    }
+
+    /// Whether `step` is an async step waiting to be completed from outside.
+    pub fn is_waiting(&self, step: &StepId) -> bool {
+        self.waiting_step(step).is_some()
+    }
+
+    fn succeed_step(&mut self, at: Timestamp, index: usize, attempt: u32, output: Value) {
+        let state = &mut self.steps[index];
+        state.phase = StepPhase::Succeeded;
+        state.output = Some(output);
+        state.finished_at = Some(at);
+        self.completion_order.push(index);
+        let step = self.step_id(index);
+        self.record(at, TimelineKind::StepSucceeded { step, attempt });
     }
 
     fn step_in(&self, step: &StepId, phase: StepPhase) -> Option<usize> {
@@ -412,7 +473,7 @@ impl Machine {
     ) {
         let step = self.step_id(index);
         let policy = &self.workflow.steps()[index].retry;
-        let retry = self.status == ExecutionStatus::Running
+        let retry = self.status.is_forward()
             && failure.kind.is_retryable(policy)
             && attempt < policy.max_attempts;
         if retry {
@@ -429,10 +490,7 @@ impl Machine {
                     retry_in_ms: Some(delay.as_millis() as u64),
                 },
             );
-            commands.push(Command::StartTimer {
-                timer: Timer { step, purpose: TimerPurpose::Retry, attempt: attempt + 1 },
-                due,
-            });
+            commands.push(Command::StartTimer { timer: Timer::Retry { step, attempt: attempt + 1 }, due });
         } else {
             self.record(
                 at,
@@ -456,13 +514,13 @@ impl Machine {
     /// Stops starting steps; steps waiting to retry are cancelled. Compensation
     /// begins once the steps in flight have settled (see [`Machine::advance`]).
     fn begin_rollback(&mut self, at: Timestamp, step: Option<StepId>, failure: StepFailure) {
-        if self.status != ExecutionStatus::Running {
+        if !self.status.is_forward() {
             return;
         }
         self.status = ExecutionStatus::Compensating;
         self.error = Some(ExecutionError { step, failure });
         for index in 0..self.steps.len() {
-            if matches!(self.steps[index].phase, StepPhase::RetryWaiting { .. }) {
+            if matches!(self.steps[index].phase, StepPhase::RetryWaiting { .. } | StepPhase::Waiting { .. }) {
                 self.steps[index].phase = StepPhase::Cancelled;
                 self.steps[index].finished_at = Some(at);
                 let step = self.step_id(index);
@@ -472,20 +530,38 @@ impl Machine {
     }
 
     fn timer_fired(&mut self, at: Timestamp, timer: Timer, commands: &mut Vec<Command>) {
-        let Some(index) = self.workflow.step_index(&timer.step) else { return };
-        match (timer.purpose, self.steps[index].phase) {
-            (TimerPurpose::Retry, StepPhase::RetryWaiting { attempt, .. })
-                if attempt == timer.attempt && self.status == ExecutionStatus::Running =>
-            {
-                self.start_attempt(at, index, attempt, commands);
-                self.advance(at, commands);
+        match timer {
+            Timer::Retry { step, attempt } => {
+                let Some(index) = self.workflow.step_index(&step) else { return };
+                let due_now = matches!(self.steps[index].phase, StepPhase::RetryWaiting { attempt: a, .. } if a == attempt);
+                if due_now && self.status.is_forward() {
+                    self.start_attempt(at, index, attempt, commands);
+                    self.advance(at, commands);
+                }
             }
-            (TimerPurpose::CompensationRetry, StepPhase::CompensationRetryWaiting { attempt, .. })
-                if attempt == timer.attempt =>
-            {
-                self.start_compensation(index, attempt, commands);
+            Timer::CompensationRetry { step, attempt } => {
+                let Some(index) = self.workflow.step_index(&step) else { return };
+                if matches!(self.steps[index].phase, StepPhase::CompensationRetryWaiting { attempt: a, .. } if a == attempt) {
+                    self.start_compensation(index, attempt, commands);
+                }
             }
-            _ => {}
+            Timer::AsyncTimeout { step } => {
+                if let Some(index) = self.waiting_step(&step) {
+                    let timeout = self.workflow.steps()[index].timeout.unwrap_or_default();
+                    let message = format!("not completed within its timeout of {} ms", timeout.as_millis());
+                    self.fail_step(at, index, StepFailure::new(FailureKind::TimedOut, message));
+                    self.advance(at, commands);
+                }
+            }
+            Timer::WorkflowTimeout => {
+                if self.status.is_forward() {
+                    let timeout = self.workflow.timeout().unwrap_or_default();
+                    let message = format!("the workflow did not finish within its timeout of {} ms", timeout.as_millis());
+                    self.record(at, TimelineKind::ExecutionTimedOut);
+                    self.begin_rollback(at, None, StepFailure::new(FailureKind::TimedOut, message));
+                    self.advance(at, commands);
+                }
+            }
         }
     }
 
@@ -518,7 +594,7 @@ impl Machine {
                     retry_in_ms: Some(delay.as_millis() as u64),
                 },
             );
-            let timer = Timer { step, purpose: TimerPurpose::CompensationRetry, attempt: attempt + 1 };
+            let timer = Timer::CompensationRetry { step, attempt: attempt + 1 };
             commands.push(Command::StartTimer { timer, due });
         } else {
             let state = &mut self.steps[index];
@@ -541,11 +617,15 @@ impl Machine {
     /// Moves the execution forward after a change: starts ready steps,
     /// finishes, or drives the compensation sequence.
     fn advance(&mut self, at: Timestamp, commands: &mut Vec<Command>) {
-        if self.status == ExecutionStatus::Running {
+        if self.status.is_forward() {
             self.start_ready_steps(at, commands);
         }
-        if self.status == ExecutionStatus::Running && self.steps.iter().all(|s| s.phase == StepPhase::Succeeded) {
+        if self.status.is_forward() && self.steps.iter().all(|s| s.phase == StepPhase::Succeeded) {
             self.finish_successfully(at, commands);
+        }
+        if self.status.is_forward() {
+            let busy = self.steps.iter().any(|s| matches!(s.phase, StepPhase::Running { .. } | StepPhase::RetryWaiting { .. }));
+            self.status = if busy { ExecutionStatus::Running } else { ExecutionStatus::Waiting };
         }
         if self.status == ExecutionStatus::Compensating {
             self.advance_compensation(at, commands);
@@ -554,7 +634,7 @@ impl Machine {
 
     fn start_ready_steps(&mut self, at: Timestamp, commands: &mut Vec<Command>) {
         for index in 0..self.steps.len() {
-            if self.status != ExecutionStatus::Running {
+            if !self.status.is_forward() {
                 return;
             }
             let ready = self.steps[index].phase == StepPhase::Pending

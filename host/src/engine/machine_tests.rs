@@ -1,7 +1,6 @@
 //! The saga rules, exercised without Wasm or a store: events in, commands out.
 
 use super::*;
-use crate::engine::event::TimerPurpose;
 use crate::workflow::{RetryPolicy, StepBuilder, Workflow};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -117,7 +116,7 @@ fn independent_steps_start_together() {
 fn retryable_failure_arms_a_backoff_timer_then_retries_with_the_next_attempt() {
     let (mut machine, _) = start(chain(3), json!({"x": 1}));
     let commands = fail(&mut machine, "a", 1, FailureKind::Retryable);
-    let timer = Timer { step: id("a"), purpose: TimerPurpose::Retry, attempt: 2 };
+    let timer = Timer::Retry { step: id("a"), attempt: 2 };
     assert_eq!(
         commands,
         vec![Command::StartTimer { timer: timer.clone(), due: at(2).plus(std::time::Duration::from_millis(100)) }]
@@ -139,7 +138,7 @@ fn exhausted_retries_fail_the_step_and_with_nothing_completed_the_saga_is_compen
     let (mut machine, _) = start(chain(2), json!({"x": 1}));
     fail(&mut machine, "a", 1, FailureKind::Retryable);
     machine
-        .apply(at(200), Event::TimerFired { timer: Timer { step: id("a"), purpose: TimerPurpose::Retry, attempt: 2 } });
+        .apply(at(200), Event::TimerFired { timer: Timer::Retry { step: id("a"), attempt: 2 } });
     let commands = fail(&mut machine, "a", 2, FailureKind::Retryable);
     assert_eq!(commands, vec![Command::Finish]);
     assert_eq!(machine.status(), ExecutionStatus::Compensated);
@@ -189,7 +188,7 @@ fn a_failing_compensation_is_retried_then_the_execution_fails_but_other_steps_ar
     let failure = StepFailure::new(FailureKind::Retryable, "down");
     let commands = machine
         .apply(at(4), Event::CompensationFailed { step: id("b"), attempt: 1, failure: failure.clone(), logs: vec![] });
-    let timer = Timer { step: id("b"), purpose: TimerPurpose::CompensationRetry, attempt: 2 };
+    let timer = Timer::CompensationRetry { step: id("b"), attempt: 2 };
     assert!(matches!(&commands[..], [Command::StartTimer { timer: t, .. }] if *t == timer));
     let commands = machine.apply(at(200), Event::TimerFired { timer });
     assert_eq!(compensating(&commands).len(), 1);
@@ -229,7 +228,7 @@ fn running_steps_settle_before_compensation_and_steps_waiting_to_retry_are_cance
     );
     assert_eq!(compensating(&commands), vec![(0, json!("s"))]);
     // The cancelled step's timer fires late: ignored.
-    let late = Timer { step: id("flaky"), purpose: TimerPurpose::Retry, attempt: 2 };
+    let late = Timer::Retry { step: id("flaky"), attempt: 2 };
     assert!(machine.apply(at(500), Event::TimerFired { timer: late }).is_empty());
     assert_eq!(compensated(&mut machine, "slow", 1), vec![Command::Finish]);
 }

@@ -10,12 +10,12 @@ mod machine;
 mod timeline;
 mod view;
 
-pub use event::{Command, Event, Timer, TimerPurpose};
+pub use event::{Command, Event, Timer};
 pub use machine::{ExecutionError, ExecutionStatus, Machine, StepPhase, StepState};
 pub use timeline::{CallPhase, TimelineEntry, TimelineKind};
 pub use view::{ExecutionView, StepStatus, StepView};
 
-use crate::ids::ExecutionId;
+use crate::ids::{ExecutionId, StepId};
 use crate::plugin::{PluginError, PluginRegistry};
 use crate::store::{Created, ExecutionStore, NewExecution, StoreError};
 use crate::time::Timestamp;
@@ -39,6 +39,9 @@ pub enum EngineError {
     /// No such execution.
     #[error("no execution `{0}`")]
     NotFound(ExecutionId),
+    /// A completion was reported for a step that is not waiting for one.
+    #[error("{0}")]
+    NotWaiting(String),
 }
 
 /// Options for starting an execution.
@@ -71,14 +74,10 @@ impl Engine {
         &self.store
     }
 
-    /// Runs `workflow` on `input` to a final status and returns the execution.
-    /// With an idempotency key already used, returns that execution instead.
-    pub async fn run(
-        &self,
-        workflow: Arc<Workflow>,
-        input: Value,
-        options: StartOptions,
-    ) -> Result<ExecutionView, EngineError> {
+    /// Runs `workflow` on `input` until it is final (or waits for an async
+    /// step) and returns the execution. With an idempotency key already used,
+    /// returns that execution instead (resuming it if it is unfinished).
+    pub async fn run(&self, workflow: Arc<Workflow>, input: Value, options: StartOptions) -> Result<ExecutionView, EngineError> {
         let plugins = driver::resolve_plugins(&self.registry, &workflow).await?;
         let id = ExecutionId::generate();
         let created = self
@@ -95,36 +94,85 @@ impl Engine {
             return self.show(&existing).await;
         }
         let machine = Machine::new(workflow, id, input);
-        driver::Driver::new(self.clone(), machine, plugins).run(vec![]).await
+        driver::Driver::new(self.clone(), machine, plugins, 0).run(vec![]).await
     }
 
     /// Continues an unfinished execution from its recorded events: completed
     /// steps are not invoked again, calls that were in flight are made again
-    /// (same idempotency key), armed timers are re-armed.
+    /// (same idempotency key), timers are re-armed and those already due fire.
     pub async fn resume(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
-        let machine = self.replay(id).await?;
-        if machine.status().is_final() && machine.is_started() {
+        let (machine, recorded) = self.replay(id).await?;
+        if machine.status().is_final() {
+            // The final status may not have reached the listing before a crash.
+            let at = machine.finished_at().unwrap_or_else(Timestamp::now);
+            self.store.set_status(id, machine.status(), at).await?;
             return Ok(ExecutionView::of(&machine));
         }
         let plugins = driver::resolve_plugins(&self.registry, machine.workflow()).await?;
-        let outstanding = machine.outstanding_commands();
-        driver::Driver::new(self.clone(), machine, plugins).run(outstanding).await
+        let outstanding = if machine.is_started() { machine.outstanding_commands() } else { Vec::new() };
+        driver::Driver::new(self.clone(), machine, plugins, recorded).run(outstanding).await
+    }
+
+    /// Resumes every unfinished execution of the store, oldest first, and
+    /// returns them as they ended (or wait).
+    pub async fn resume_all(&self) -> Result<Vec<ExecutionView>, EngineError> {
+        let mut resumed = Vec::new();
+        for id in self.store.unfinished().await? {
+            resumed.push(self.resume(&id).await?);
+        }
+        Ok(resumed)
+    }
+
+    /// Reports an async step done with `output`, then continues the execution.
+    pub async fn complete_step(&self, id: &ExecutionId, step: &StepId, output: Value) -> Result<ExecutionView, EngineError> {
+        self.finish_async_step(id, step, Event::AsyncStepSucceeded { step: step.clone(), output }).await
+    }
+
+    /// Reports an async step failed, then continues the execution (it rolls back).
+    pub async fn fail_step(&self, id: &ExecutionId, step: &StepId, message: String) -> Result<ExecutionView, EngineError> {
+        self.finish_async_step(id, step, Event::AsyncStepFailed { step: step.clone(), message }).await
+    }
+
+    async fn finish_async_step(&self, id: &ExecutionId, step: &StepId, event: Event) -> Result<ExecutionView, EngineError> {
+        let (machine, recorded) = self.replay(id).await?;
+        if machine.workflow().step_index(step).is_none() {
+            return Err(EngineError::NotWaiting(format!("execution `{id}` has no step `{step}`")));
+        }
+        if !machine.is_waiting(step) {
+            let view = ExecutionView::of(&machine);
+            let status = view.steps.iter().find(|s| &s.id == step).map(|s| s.status);
+            let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string));
+            return Err(EngineError::NotWaiting(format!(
+                "step `{step}` of execution `{id}` is not waiting for completion (its status is `{}`)",
+                status.unwrap_or_default()
+            )));
+        }
+        let plugins = driver::resolve_plugins(&self.registry, machine.workflow()).await?;
+        let mut outstanding = machine.outstanding_commands();
+        let mut machine = machine;
+        let at = Timestamp::now();
+        let recorded_event = crate::store::RecordedEvent { at, event };
+        self.store.append(id, recorded, &recorded_event).await?;
+        outstanding.extend(machine.apply(at, recorded_event.event));
+        driver::Driver::new(self.clone(), machine, plugins, recorded + 1).run(outstanding).await
     }
 
     /// The execution as recorded so far.
     pub async fn show(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
-        Ok(ExecutionView::of(&self.replay(id).await?))
+        Ok(ExecutionView::of(&self.replay(id).await?.0))
     }
 
-    /// Rebuilds an execution's state by replaying its recorded events.
-    async fn replay(&self, id: &ExecutionId) -> Result<Machine, EngineError> {
+    /// Rebuilds an execution's state by replaying its recorded events; also
+    /// returns how many events there are.
+    async fn replay(&self, id: &ExecutionId) -> Result<(Machine, u64), EngineError> {
         let stored = self.store.load(id).await?.ok_or_else(|| EngineError::NotFound(id.clone()))?;
         let source = format!("stored definition of execution {id}");
         let workflow = Workflow::from_definition(&source, stored.workflow, self.registry.directory())?;
         let mut machine = Machine::new(Arc::new(workflow), stored.id, stored.input);
+        let count = stored.events.len() as u64;
         for recorded in stored.events {
             machine.apply(recorded.at, recorded.event);
         }
-        Ok(machine)
+        Ok((machine, count))
     }
 }

@@ -54,6 +54,18 @@ pub enum TimelineKind {
         /// The text.
         message: String,
     },
+    /// An async step's `invoke` returned: the execution waits for its completion.
+    StepWaiting {
+        /// The step.
+        step: StepId,
+        /// The attempt whose `invoke` returned.
+        attempt: u32,
+        /// When the wait times out, if it can.
+        #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::time::rfc3339_opt")]
+        timeout_at: Option<Timestamp>,
+    },
+    /// The workflow's timeout elapsed.
+    ExecutionTimedOut,
     /// A step succeeded.
     StepSucceeded {
         /// The step.

@@ -18,6 +18,8 @@ pub enum StepStatus {
     Running,
     /// Waiting to retry after a failed attempt.
     Retrying,
+    /// An async step waiting to be completed from outside.
+    Waiting,
     /// Succeeded (and not rolled back).
     Succeeded,
     /// Failed for good.
@@ -38,6 +40,7 @@ impl From<StepPhase> for StepStatus {
             StepPhase::Pending => Self::Pending,
             StepPhase::Running { .. } => Self::Running,
             StepPhase::RetryWaiting { .. } => Self::Retrying,
+            StepPhase::Waiting { .. } => Self::Waiting,
             StepPhase::Succeeded => Self::Succeeded,
             StepPhase::Failed => Self::Failed,
             StepPhase::Cancelled => Self::Cancelled,

@@ -1,10 +1,13 @@
-//! The demo host's services: an inventory and a payment provider, in memory.
+//! The demo host's services: an inventory and a payment provider.
 //!
 //! Both are idempotent by the ids their callers pass (derived from the step's
 //! idempotency key), like the real systems they stand for, and count what
 //! they applied so that tests can check that every side effect happened once
-//! and every rollback undid it once.
+//! and every rollback undid it once. Every call is first written to a
+//! [`Ledger`]; with the durable ledger their state survives a crash (it is
+//! rebuilt from the ledger on start) and the crash test audits the calls.
 
+use super::ledger::{Ledger, LedgerEntry, MemoryLedger};
 use super::{Caller, Service, ServiceRegistry};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,9 +23,15 @@ pub fn registry(inventory: Arc<Inventory>, payments: Arc<Payments>) -> ServiceRe
 }
 
 /// Reserves and releases stock.
-#[derive(Default)]
 pub struct Inventory {
     state: Mutex<InventoryState>,
+    ledger: Arc<dyn Ledger>,
+}
+
+impl Default for Inventory {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// What the inventory holds now and what it applied so far.
@@ -65,9 +74,19 @@ fn parse<T: for<'de> Deserialize<'de>>(method: &str, input: Value) -> Result<T, 
 }
 
 impl Inventory {
-    /// An empty inventory (unlimited stock).
+    /// An empty inventory (unlimited stock) recording its calls in memory.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_ledger(Arc::new(MemoryLedger::default())).expect("an in-memory ledger cannot fail")
+    }
+
+    /// An inventory whose state is rebuilt from, and whose calls are recorded in, `ledger`.
+    pub fn with_ledger(ledger: Arc<dyn Ledger>) -> Result<Self, String> {
+        let mut state = InventoryState::default();
+        for entry in ledger.entries("inventory")? {
+            // Calls are deterministic: a call that failed then fails again and changes nothing.
+            let _ = apply_inventory(&mut state, &entry.method, entry.input);
+        }
+        Ok(Self { state: Mutex::new(state), ledger })
     }
 
     /// A copy of the current state.
@@ -77,8 +96,16 @@ impl Inventory {
 }
 
 impl Service for Inventory {
-    fn call(&self, method: &str, input: Value, _caller: &Caller) -> Result<Value, String> {
+    fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
+        // The lock spans record-then-apply so that the ledger's order is the state's order.
         let mut state = self.state.lock().expect("inventory lock");
+        self.ledger.record(LedgerEntry::new("inventory", method, input.clone(), caller))?;
+        apply_inventory(&mut state, method, input)
+    }
+}
+
+fn apply_inventory(state: &mut InventoryState, method: &str, input: Value) -> Result<Value, String> {
+    {
         match method {
             "reserve" => {
                 let request: Reserve = parse(method, input)?;
@@ -114,9 +141,15 @@ impl Service for Inventory {
 }
 
 /// Authorizes and voids payments.
-#[derive(Default)]
 pub struct Payments {
     state: Mutex<PaymentsState>,
+    ledger: Arc<dyn Ledger>,
+}
+
+impl Default for Payments {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Authorizations held now and what was applied so far.
@@ -137,9 +170,18 @@ struct Authorize {
 }
 
 impl Payments {
-    /// No authorizations.
+    /// No authorizations, calls recorded in memory.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_ledger(Arc::new(MemoryLedger::default())).expect("an in-memory ledger cannot fail")
+    }
+
+    /// Payments whose state is rebuilt from, and whose calls are recorded in, `ledger`.
+    pub fn with_ledger(ledger: Arc<dyn Ledger>) -> Result<Self, String> {
+        let mut state = PaymentsState::default();
+        for entry in ledger.entries("payments")? {
+            let _ = apply_payments(&mut state, &entry.method, entry.input);
+        }
+        Ok(Self { state: Mutex::new(state), ledger })
     }
 
     /// A copy of the current state.
@@ -149,8 +191,15 @@ impl Payments {
 }
 
 impl Service for Payments {
-    fn call(&self, method: &str, input: Value, _caller: &Caller) -> Result<Value, String> {
+    fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
         let mut state = self.state.lock().expect("payments lock");
+        self.ledger.record(LedgerEntry::new("payments", method, input.clone(), caller))?;
+        apply_payments(&mut state, method, input)
+    }
+}
+
+fn apply_payments(state: &mut PaymentsState, method: &str, input: Value) -> Result<Value, String> {
+    {
         match method {
             "authorize" => {
                 let request: Authorize = parse(method, input)?;

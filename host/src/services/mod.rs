@@ -7,6 +7,7 @@
 //! ([`demo`]) are in memory and inspectable, so tests can count side effects.
 
 pub mod demo;
+pub mod ledger;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -57,9 +57,12 @@ impl ExecutionStore for MemoryStore {
         Ok(Created::New)
     }
 
-    async fn append(&self, id: &ExecutionId, event: &RecordedEvent) -> Result<(), StoreError> {
+    async fn append(&self, id: &ExecutionId, seq: u64, event: &RecordedEvent) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let (execution, _) = inner.executions.get_mut(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        if seq != execution.events.len() as u64 {
+            return Err(StoreError::Conflict(id.clone(), seq));
+        }
         execution.events.push(event.clone());
         Ok(())
     }
@@ -92,6 +95,19 @@ impl ExecutionStore for MemoryStore {
                 updated_at: *updated_at,
             });
         Ok(matching.take(filter.limit.unwrap_or(usize::MAX)).collect())
+    }
+
+    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.executions.len();
+        inner.executions.retain(|_, (e, updated_at)| !(e.status.is_final() && *updated_at < cutoff));
+        let ids: std::collections::HashSet<ExecutionId> = inner.executions.keys().cloned().collect();
+        inner.by_idempotency_key.retain(|_, id| ids.contains(id));
+        Ok(before - inner.executions.len())
+    }
+
+    fn kv(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn crate::sandbox::capabilities::kv::KvStore>> {
+        None
     }
 
     async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError> {

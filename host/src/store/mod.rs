@@ -5,17 +5,21 @@
 //! machine. The trait is deliberately narrow (create, append, set status,
 //! load, list) so that each backend is one file. Only the in-memory backend
 //! exists so far; SQLite (the embedded default) and PostgreSQL implement the
-//! same trait.
+//! same trait. [`open`] picks a backend from a URL (`memory`, `sqlite://PATH`).
 
 mod memory;
+mod sqlite;
 
 pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
 
 use crate::engine::{Event, ExecutionStatus};
 use crate::ids::ExecutionId;
 use crate::time::Timestamp;
 use crate::workflow::WorkflowDefinition;
+use crate::sandbox::capabilities::kv::KvStore;
 use async_trait::async_trait;
+use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -105,6 +109,9 @@ pub enum StoreError {
     /// No execution with this id.
     #[error("no execution `{0}`")]
     NotFound(ExecutionId),
+    /// Another driver appended this event number first: this one lost the execution.
+    #[error("execution `{0}` was advanced by another process (event {1} exists)")]
+    Conflict(ExecutionId, u64),
     /// The backend failed.
     #[error("execution store: {0}")]
     Backend(String),
@@ -115,8 +122,9 @@ pub enum StoreError {
 pub trait ExecutionStore: Send + Sync {
     /// Records a new execution (or finds the one with the same idempotency key).
     async fn create(&self, execution: NewExecution) -> Result<Created, StoreError>;
-    /// Appends an event to an execution's log; durable when it returns.
-    async fn append(&self, id: &ExecutionId, event: &RecordedEvent) -> Result<(), StoreError>;
+    /// Appends event number `seq` (from 0) to an execution's log; durable when
+    /// it returns. Fails with [`StoreError::Conflict`] when `seq` exists.
+    async fn append(&self, id: &ExecutionId, seq: u64, event: &RecordedEvent) -> Result<(), StoreError>;
     /// Records the execution's status (for listing; the log stays the truth).
     async fn set_status(&self, id: &ExecutionId, status: ExecutionStatus, at: Timestamp) -> Result<(), StoreError>;
     /// Loads an execution with its events.
@@ -125,4 +133,22 @@ pub trait ExecutionStore: Send + Sync {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError>;
     /// Ids of the executions not in a final status, oldest first.
     async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError>;
+    /// Deletes finished executions last updated before `cutoff`; returns how many.
+    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError>;
+    /// The store's kv backend, when it persists kv data itself.
+    fn kv(self: Arc<Self>) -> Option<Arc<dyn KvStore>>;
+}
+
+/// Opens the store a URL names: `memory`, or `sqlite://PATH` (created if missing).
+pub fn open(url: &str) -> Result<Arc<dyn ExecutionStore>, StoreError> {
+    if url == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(StoreError::Backend("`sqlite://` needs a file path, e.g. sqlite://./stepwise.db".into()));
+        }
+        return Ok(Arc::new(SqliteStore::open(std::path::Path::new(path))?));
+    }
+    Err(StoreError::Backend(format!("unknown store URL `{url}` (expected `memory` or `sqlite://PATH`)")))
 }

@@ -27,6 +27,7 @@ impl WorkflowBuilder {
                 name: name.to_string(),
                 description: None,
                 retry: None,
+                timeout_ms: None,
                 output: None,
                 steps: Vec::new(),
             },
@@ -36,6 +37,12 @@ impl WorkflowBuilder {
     /// Sets the description.
     pub fn description(mut self, description: &str) -> Self {
         self.definition.description = Some(description.to_string());
+        self
+    }
+
+    /// Sets the workflow's overall timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.definition.timeout_ms = Some(timeout.as_millis() as u64);
         self
     }
 
@@ -79,8 +86,15 @@ impl StepBuilder {
                 after: Vec::new(),
                 retry: None,
                 timeout_ms: None,
+                is_async: false,
             },
         }
+    }
+
+    /// Makes the step async: completed from outside after `invoke` returns.
+    pub fn asynchronous(mut self) -> Self {
+        self.definition.is_async = true;
+        self
     }
 
     /// Runs this step only after `step` succeeded.

@@ -23,6 +23,10 @@ pub struct WorkflowDefinition {
     /// Retry policy for every step that does not set its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// Wall-clock limit for the whole execution, in milliseconds: when it
+    /// elapses the execution rolls back (error kind `timed_out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
     /// The workflow's result: a JSON template over `$.input` and
     /// `$.steps.<id>.output`. When absent, the result is an object holding every
     /// step's output under its id.
@@ -56,9 +60,15 @@ pub struct StepDefinition {
     pub retry: Option<RetryPolicy>,
     /// Wall-clock limit for one attempt (and one compensation attempt), in
     /// milliseconds. It stops the guest's code, including time spent blocked
-    /// in host calls.
+    /// in host calls. For an async step, the time allowed between `invoke`
+    /// returning and the step being completed from outside.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Whether the step is completed from outside: `invoke` starts the work,
+    /// then the execution waits until `stepwise complete`/`fail` (or the API)
+    /// reports the result for this step.
+    #[serde(default, rename = "async", skip_serializing_if = "std::ops::Not::not")]
+    pub is_async: bool,
 }
 
 fn empty_object() -> Value {

@@ -64,8 +64,10 @@ pub struct Step {
     pub dependencies: Vec<usize>,
     /// Retry policy for invoke and compensate.
     pub retry: RetryPolicy,
-    /// Per-attempt wall-clock limit.
+    /// Per-attempt wall-clock limit (for an async step: the wait for completion).
     pub timeout: Option<Duration>,
+    /// Completed from outside after `invoke`.
+    pub is_async: bool,
 }
 
 impl Workflow {
@@ -134,6 +136,11 @@ impl Workflow {
         self.output.as_ref()
     }
 
+    /// The workflow's overall timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.definition.timeout_ms.map(Duration::from_millis)
+    }
+
     /// Every plugin the workflow uses, without duplicates.
     pub fn plugins(&self) -> BTreeSet<PluginName> {
         self.steps.iter().map(|step| step.plugin.clone()).collect()
@@ -172,6 +179,9 @@ fn validate(
     }
     if let Some(retry) = &definition.retry {
         check_retry(retry, None, problems);
+    }
+    if definition.timeout_ms == Some(0) {
+        problems.push(Problem::workflow(Some("timeout_ms"), "must be greater than 0"));
     }
     if definition.steps.is_empty() {
         problems.push(Problem::workflow(Some("steps"), "a workflow needs at least one step"));
@@ -261,6 +271,7 @@ fn validate_step(
         dependencies: dependencies.into_iter().collect(),
         retry,
         timeout: step.timeout_ms.map(Duration::from_millis),
+        is_async: step.is_async,
     })
 }
 

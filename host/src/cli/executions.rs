@@ -1,0 +1,217 @@
+//! Commands on recorded executions: resume, complete/fail async steps, list,
+//! show and purge.
+
+use super::{demo_engine, exit_code, PluginDirArg, StoreArg};
+use crate::engine::{ExecutionStatus, ExecutionView, TimelineKind};
+use crate::ids::{ExecutionId, StepId};
+use crate::store::ListFilter;
+use crate::time::Timestamp;
+use anyhow::{bail, Context, Result};
+use std::process::ExitCode;
+
+/// Arguments of `stepwise resume`.
+#[derive(clap::Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    plugins: PluginDirArg,
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+/// Arguments of `stepwise complete`.
+#[derive(clap::Args)]
+pub struct CompleteArgs {
+    /// The execution.
+    execution_id: String,
+    /// The async step.
+    step_id: String,
+    /// The step's output, as JSON.
+    #[arg(long)]
+    output: String,
+    #[command(flatten)]
+    plugins: PluginDirArg,
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+/// Arguments of `stepwise fail`.
+#[derive(clap::Args)]
+pub struct FailArgs {
+    /// The execution.
+    execution_id: String,
+    /// The async step.
+    step_id: String,
+    /// What went wrong.
+    #[arg(long)]
+    error: String,
+    #[command(flatten)]
+    plugins: PluginDirArg,
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+/// Subcommands of `stepwise executions`.
+#[derive(clap::Subcommand)]
+pub enum ExecutionsCommand {
+    /// List executions, newest first.
+    List {
+        /// Only executions with this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only executions of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        plugins: PluginDirArg,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Show one execution: a readable view, or its JSON with `--json`.
+    Show {
+        /// The execution.
+        execution_id: String,
+        /// Print the execution JSON (as `run` does).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        plugins: PluginDirArg,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Delete finished executions older than an age (e.g. `30d`, `12h`).
+    Purge {
+        /// Age of the last status change beyond which finished executions go.
+        #[arg(long)]
+        older_than: humantime::Duration,
+        #[command(flatten)]
+        plugins: PluginDirArg,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
+    let engine = demo_engine(&args.store, &args.plugins)?;
+    let resumed = engine.resume_all().await?;
+    let summary: Vec<_> = resumed
+        .iter()
+        .map(|e| serde_json::json!({"execution_id": e.execution_id, "workflow": e.workflow, "status": e.status}))
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn complete(args: CompleteArgs) -> Result<ExitCode> {
+    let output = serde_json::from_str(&args.output).context("invalid JSON in --output")?;
+    let engine = demo_engine(&args.store, &args.plugins)?;
+    let id = ExecutionId::new(args.execution_id);
+    let step = step_id(&args.step_id)?;
+    let execution = engine.complete_step(&id, &step, output).await?;
+    println!("{}", serde_json::to_string_pretty(&execution)?);
+    Ok(exit_code(execution.status))
+}
+
+pub async fn fail(args: FailArgs) -> Result<ExitCode> {
+    let engine = demo_engine(&args.store, &args.plugins)?;
+    let id = ExecutionId::new(args.execution_id);
+    let step = step_id(&args.step_id)?;
+    let execution = engine.fail_step(&id, &step, args.error).await?;
+    println!("{}", serde_json::to_string_pretty(&execution)?);
+    Ok(exit_code(execution.status))
+}
+
+fn step_id(text: &str) -> Result<StepId> {
+    if !StepId::is_valid(text) {
+        bail!("`{text}` is not a valid step id");
+    }
+    Ok(StepId::new(text))
+}
+
+fn parse_status(text: &str) -> Result<ExecutionStatus> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|_| {
+        anyhow::anyhow!("unknown status `{text}` (running, waiting, compensating, succeeded, compensated, failed)")
+    })
+}
+
+pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
+    match command {
+        ExecutionsCommand::List { status, workflow, limit, json, plugins, store } => {
+            let status = status.as_deref().map(parse_status).transpose()?;
+            let engine = demo_engine(&store, &plugins)?;
+            let filter = ListFilter { status, workflow, limit: Some(limit) };
+            let executions = engine.store().list(&filter).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&executions)?);
+            } else {
+                println!("{:<38} {:<24} {:<13} {:<25} UPDATED", "EXECUTION", "WORKFLOW", "STATUS", "CREATED");
+                for e in executions {
+                    println!(
+                        "{:<38} {:<24} {:<13} {:<25} {}",
+                        e.execution_id,
+                        e.workflow,
+                        e.status.as_str(),
+                        e.created_at.to_rfc3339(),
+                        e.updated_at.to_rfc3339()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ExecutionsCommand::Show { execution_id, json, plugins, store } => {
+            let engine = demo_engine(&store, &plugins)?;
+            let execution = engine.show(&ExecutionId::new(execution_id)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&execution)?);
+            } else {
+                print!("{}", readable(&execution));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ExecutionsCommand::Purge { older_than, plugins, store } => {
+            let engine = demo_engine(&store, &plugins)?;
+            let age: std::time::Duration = older_than.into();
+            let cutoff = Timestamp(Timestamp::now().0.saturating_sub(age.as_millis() as u64));
+            let purged = engine.store().purge_finished_before(cutoff).await?;
+            println!("purged {purged} finished execution(s) last updated before {}", cutoff.to_rfc3339());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The execution for people: header, steps, timeline.
+fn readable(execution: &ExecutionView) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "execution {}  workflow {}  status {}", execution.execution_id, execution.workflow, execution.status.as_str());
+    if let Some(error) = &execution.error {
+        let step = error.step.as_ref().map_or("workflow".to_string(), |s| format!("step {s}"));
+        let _ = writeln!(out, "error: {step}: {}", error.failure);
+    }
+    let _ = writeln!(out, "\n{:<20} {:<20} {:<19} {:>8}  ERROR", "STEP", "PLUGIN", "STATUS", "ATTEMPTS");
+    for step in &execution.steps {
+        let status = serde_json::to_value(step.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let error = step.error.as_ref().or(step.compensation_error.as_ref()).map(ToString::to_string).unwrap_or_default();
+        let _ = writeln!(out, "{:<20} {:<20} {:<19} {:>8}  {error}", step.id.as_str(), step.plugin.as_str(), status, step.attempts);
+    }
+    let _ = writeln!(out, "\ntimeline:");
+    for entry in &execution.events {
+        let detail = match &entry.kind {
+            TimelineKind::Log { step, level, message, .. } => format!("  {step} [{level:?}] {message}"),
+            other => {
+                let value = serde_json::to_value(other).unwrap_or_default();
+                let kind = value["type"].as_str().unwrap_or_default().to_string();
+                let step = value["step"].as_str().map(|s| format!(" {s}")).unwrap_or_default();
+                let attempt = value["attempt"].as_u64().map(|a| format!(" #{a}")).unwrap_or_default();
+                format!("{kind}{step}{attempt}")
+            }
+        };
+        let _ = writeln!(out, "  {} {detail}", entry.at.to_rfc3339());
+    }
+    out
+}

@@ -1,0 +1,129 @@
+//! The demo services' call ledger: every call, recorded before it is applied.
+//!
+//! The services rebuild their state by replaying it, so with the SQLite
+//! ledger their side effects survive a crash of the host like a real
+//! inventory's would; tests audit it to count side effects.
+
+use super::Caller;
+use crate::time::Timestamp;
+use rusqlite::{params, Connection};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// One recorded call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerEntry {
+    /// The service called.
+    pub service: String,
+    /// The method called.
+    pub method: String,
+    /// Its input.
+    pub input: Value,
+    /// The calling step's idempotency key.
+    pub idempotency_key: String,
+    /// When it was called.
+    pub at: Timestamp,
+}
+
+impl LedgerEntry {
+    /// An entry for a call happening now.
+    pub fn new(service: &str, method: &str, input: Value, caller: &Caller) -> Self {
+        Self {
+            service: service.to_string(),
+            method: method.to_string(),
+            input,
+            idempotency_key: caller.idempotency_key.clone(),
+            at: Timestamp::now(),
+        }
+    }
+}
+
+/// Where calls are recorded.
+pub trait Ledger: Send + Sync {
+    /// Records a call; durable when it returns.
+    fn record(&self, entry: LedgerEntry) -> Result<(), String>;
+    /// Every call to `service`, in order.
+    fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String>;
+}
+
+/// A ledger in memory.
+#[derive(Default)]
+pub struct MemoryLedger {
+    entries: Mutex<Vec<LedgerEntry>>,
+}
+
+impl Ledger for MemoryLedger {
+    fn record(&self, entry: LedgerEntry) -> Result<(), String> {
+        self.entries.lock().expect("ledger lock").push(entry);
+        Ok(())
+    }
+
+    fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String> {
+        Ok(self.entries.lock().expect("ledger lock").iter().filter(|e| e.service == service).cloned().collect())
+    }
+}
+
+/// A ledger in a SQLite file (table `demo_calls`), each call committed with fsync.
+pub struct SqliteLedger {
+    connection: Mutex<Connection>,
+}
+
+impl SqliteLedger {
+    /// Opens (creating the table if needed) the ledger in the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let fail = |e: rusqlite::Error| format!("demo ledger {}: {e}", path.display());
+        let connection = Connection::open(path).map_err(fail)?;
+        connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(fail)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                 CREATE TABLE IF NOT EXISTS demo_calls (
+                     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                     service TEXT NOT NULL,
+                     method TEXT NOT NULL,
+                     input TEXT NOT NULL,
+                     idempotency_key TEXT NOT NULL,
+                     at INTEGER NOT NULL
+                 );",
+            )
+            .map_err(fail)?;
+        Ok(Self { connection: Mutex::new(connection) })
+    }
+}
+
+impl Ledger for SqliteLedger {
+    fn record(&self, entry: LedgerEntry) -> Result<(), String> {
+        let connection = self.connection.lock().expect("ledger lock");
+        connection
+            .execute(
+                "INSERT INTO demo_calls (service, method, input, idempotency_key, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![entry.service, entry.method, entry.input.to_string(), entry.idempotency_key, entry.at.0 as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| format!("recording the call: {e}"))
+    }
+
+    fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String> {
+        let connection = self.connection.lock().expect("ledger lock");
+        let mut statement = connection
+            .prepare("SELECT method, input, idempotency_key, at FROM demo_calls WHERE service = ?1 ORDER BY seq")
+            .map_err(|e| e.to_string())?;
+        let rows = statement
+            .query_map(params![service], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, i64>(3)?))
+            })
+            .map_err(|e| e.to_string())?;
+        rows.map(|row| {
+            let (method, input, idempotency_key, at) = row.map_err(|e| e.to_string())?;
+            Ok(LedgerEntry {
+                service: service.to_string(),
+                method,
+                input: serde_json::from_str(&input).map_err(|e| e.to_string())?,
+                idempotency_key,
+                at: Timestamp(at as u64),
+            })
+        })
+        .collect()
+    }
+}

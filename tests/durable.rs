@@ -1,0 +1,414 @@
+//! Durable executions on the SQLite store: crash recovery (SIGKILL of real
+//! processes), resume, idempotent runs, async steps completed from another
+//! process, step and workflow timeouts, and broken database files.
+
+use rusqlite::{params, Connection};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use stepwise_test_support::*;
+
+/// A fresh directory for one test's database and workflow files.
+fn scratch(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stepwise-durable-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn store_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("stepwise.db").display())
+}
+
+/// `stepwise <args> --store <dir's db> --plugins <built plugins>`.
+fn cli(dir: &Path, args: &[&str]) -> Output {
+    let store = store_url(dir);
+    let plugins = plugins_dir().display().to_string();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--store", &store, "--plugins", &plugins]);
+    stepwise(&all)
+}
+
+fn json_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}); stderr: {}", String::from_utf8_lossy(&output.stderr)))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+const APPROVAL: &str = r#"
+name = "approval"
+[[steps]]
+id = "reserve"
+plugin = "reserve-inventory"
+input = { items = [{ sku = "A", quantity = 2 }] }
+[[steps]]
+id = "approve"
+plugin = "echo"
+async = true
+timeout_ms = 60000
+input = { ask = "manager", reservation = "$.steps.reserve.output.reservation_id" }
+[[steps]]
+id = "notify"
+plugin = "echo"
+input = { approved_by = "$.steps.approve.output.approved_by" }
+"#;
+
+#[test]
+fn an_async_step_is_completed_from_a_second_process() {
+    let dir = scratch("async-complete");
+    let workflow = write(&dir, "approval.toml", APPROVAL);
+    let started = cli(&dir, &["run", &workflow]);
+    assert_eq!(started.status.code(), Some(1), "waiting is not success");
+    let execution = json_of(&started);
+    assert_eq!(execution["status"], "waiting", "{execution:#}");
+    assert_eq!(step(&execution, "approve")["status"], "waiting");
+    assert_eq!(step(&execution, "notify")["status"], "pending");
+    let id = execution["execution_id"].as_str().unwrap();
+
+    let completed = cli(&dir, &["complete", id, "approve", "--output", r#"{"approved_by": "ana"}"#]);
+    assert_eq!(completed.status.code(), Some(0), "{}", String::from_utf8_lossy(&completed.stderr));
+    let execution = json_of(&completed);
+    assert_eq!(execution["status"], "succeeded");
+    assert_eq!(step(&execution, "notify")["output"]["approved_by"], "ana");
+
+    // Completing it again is refused with a clear error.
+    let again = cli(&dir, &["complete", id, "approve", "--output", "{}"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not waiting for completion (its status is `succeeded`)"));
+}
+
+#[test]
+fn an_async_step_failed_from_outside_rolls_the_execution_back() {
+    let dir = scratch("async-fail");
+    let workflow = write(&dir, "approval.toml", APPROVAL);
+    let execution = json_of(&cli(&dir, &["run", &workflow]));
+    let id = execution["execution_id"].as_str().unwrap();
+    let failed = cli(&dir, &["fail", id, "approve", "--error", "rejected by the manager"]);
+    let execution = json_of(&failed);
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    assert_eq!(execution["error"]["message"], "rejected by the manager");
+    assert_eq!(step(&execution, "reserve")["status"], "compensated");
+}
+
+#[test]
+fn an_async_step_that_is_not_completed_in_time_times_out_and_compensates() {
+    let dir = scratch("async-timeout");
+    let workflow = write(&dir, "approval.toml", &APPROVAL.replace("timeout_ms = 60000", "timeout_ms = 300"));
+    let execution = json_of(&cli(&dir, &["run", &workflow]));
+    assert_eq!(execution["status"], "waiting");
+    let id = execution["execution_id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(400));
+    // The deadline was stored: a later process fires it.
+    let resumed = cli(&dir, &["resume"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let execution = json_of(&cli(&dir, &["executions", "show", &id, "--json"]));
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    assert_eq!(step(&execution, "approve")["error"]["kind"], "timed_out");
+    assert_eq!(step(&execution, "reserve")["status"], "compensated");
+}
+
+#[test]
+fn a_workflow_timeout_rolls_back_after_running_steps_settle() {
+    let dir = scratch("workflow-timeout");
+    let workflow = write(
+        &dir,
+        "slow.toml",
+        r#"
+        name = "slow"
+        timeout_ms = 200
+        [[steps]]
+        id = "first"
+        plugin = "echo"
+        input = { n = 1 }
+        [[steps]]
+        id = "long"
+        plugin = "echo"
+        input = { sleep_ms = 600 }
+        after = ["first"]
+        [[steps]]
+        id = "never"
+        plugin = "echo"
+        after = ["long"]
+        "#,
+    );
+    let started = Instant::now();
+    let execution = json_of(&cli(&dir, &["run", &workflow]));
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    assert_eq!(execution["error"]["kind"], "timed_out");
+    assert!(execution["error"]["step"].is_null());
+    assert_eq!(events(&execution, "execution_timed_out").len(), 1);
+    assert_eq!(step(&execution, "never")["status"], "pending");
+    for id in ["first", "long"] {
+        assert_eq!(step(&execution, id)["status"], "compensated", "{id}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn the_same_idempotency_key_across_processes_returns_the_first_execution() {
+    let dir = scratch("idempotency");
+    let args = [
+        "run",
+        "guest-examples/workflows/accept-quote.toml",
+        "--input-file",
+        "guest-examples/workflows/accept-quote.input.json",
+        "--idempotency-key",
+        "quote-7",
+    ];
+    let first = json_of(&cli(&dir, &args));
+    let second = json_of(&cli(&dir, &args));
+    assert_eq!(first["execution_id"], second["execution_id"]);
+    let listed = json_of(&cli(&dir, &["executions", "list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let calls = ledger(&dir);
+    assert_eq!(calls.iter().filter(|c| c.method == "reserve").count(), 1, "the second run applied nothing");
+}
+
+#[test]
+fn executions_are_listed_filtered_shown_and_purged() {
+    let dir = scratch("inspect");
+    let quote = ["--input-file", "guest-examples/workflows/accept-quote.input.json"];
+    cli(&dir, &[&["run", "guest-examples/workflows/accept-quote.toml"][..], &quote[..]].concat());
+    cli(&dir, &[&["run", "guest-examples/workflows/accept-quote-declined.toml"][..], &quote[..]].concat());
+    let compensated = json_of(&cli(&dir, &["executions", "list", "--status", "compensated", "--json"]));
+    assert_eq!(compensated.as_array().unwrap().len(), 1);
+    assert_eq!(compensated[0]["workflow"], "accept-quote-declined");
+    let by_workflow = json_of(&cli(&dir, &["executions", "list", "--workflow", "accept-quote", "--json"]));
+    assert_eq!(by_workflow.as_array().unwrap().len(), 1);
+    let table = String::from_utf8(cli(&dir, &["executions", "list"]).stdout).unwrap();
+    assert!(table.contains("accept-quote-declined") && table.contains("compensated"), "{table}");
+
+    let id = compensated[0]["execution_id"].as_str().unwrap();
+    let view = String::from_utf8(cli(&dir, &["executions", "show", id]).stdout).unwrap();
+    assert!(view.contains("status compensated") && view.contains("order rejected: quote expired"), "{view}");
+    assert!(view.contains("compensation_started payment"), "{view}");
+
+    let bad = cli(&dir, &["executions", "list", "--status", "exploded"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown status `exploded`"));
+
+    let kept = cli(&dir, &["executions", "purge", "--older-than", "1h"]);
+    assert!(String::from_utf8_lossy(&kept.stdout).contains("purged 0"));
+    std::thread::sleep(Duration::from_millis(20));
+    let purged = cli(&dir, &["executions", "purge", "--older-than", "10ms"]);
+    assert!(String::from_utf8_lossy(&purged.stdout).contains("purged 2"), "{}", String::from_utf8_lossy(&purged.stdout));
+    assert_eq!(json_of(&cli(&dir, &["executions", "list", "--json"])), json!([]));
+}
+
+#[test]
+fn a_corrupted_database_file_gives_a_clear_error() {
+    let dir = scratch("corrupt");
+    std::fs::write(dir.join("stepwise.db"), vec![0x42u8; 8192]).unwrap();
+    let output = cli(&dir, &["executions", "list"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("stepwise.db") && message.contains("not a database"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+}
+
+#[test]
+fn a_locked_database_gives_a_clear_error() {
+    let dir = scratch("locked");
+    cli(&dir, &["executions", "list"]); // create it
+    let holder = Connection::open(dir.join("stepwise.db")).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE; INSERT INTO kv VALUES ('x', 'y', 'z');").unwrap();
+    let output = cli(&dir, &["run", "guest-examples/workflows/flaky.toml"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("stepwise.db") && message.contains("locked"), "{message}");
+    drop(holder);
+}
+
+/// One call the demo services recorded.
+struct Call {
+    service: String,
+    method: String,
+    id: String,
+    key: String,
+    at: u64,
+}
+
+fn ledger(dir: &Path) -> Vec<Call> {
+    let db = Connection::open(dir.join("stepwise.db")).unwrap();
+    let mut statement = db.prepare("SELECT service, method, input, idempotency_key, at FROM demo_calls ORDER BY seq").unwrap();
+    let rows = statement
+        .query_map([], |row| {
+            let input: String = row.get(2)?;
+            let input: Value = serde_json::from_str(&input).unwrap();
+            let id = input["reservation_id"].as_str().or(input["authorization_id"].as_str()).unwrap_or_default();
+            Ok(Call {
+                service: row.get(0)?,
+                method: row.get(1)?,
+                id: id.to_string(),
+                key: row.get(3)?,
+                at: row.get::<_, i64>(4)? as u64,
+            })
+        })
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+/// When each step of each execution had its completion (and its
+/// compensation) recorded: (execution, step, event type) -> time.
+fn recorded_completions(dir: &Path) -> HashMap<(String, String, String), u64> {
+    let db = Connection::open(dir.join("stepwise.db")).unwrap();
+    let mut statement = db.prepare("SELECT execution_id, at, event FROM events").unwrap();
+    let mut found = HashMap::new();
+    let rows = statement
+        .query_map(params![], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)))
+        .unwrap();
+    for row in rows {
+        let (execution, at, event) = row.unwrap();
+        let event: Value = serde_json::from_str(&event).unwrap();
+        let kind = event["type"].as_str().unwrap().to_string();
+        if kind == "attempt_succeeded" || kind == "compensation_succeeded" {
+            let step = event["step"].as_str().unwrap().to_string();
+            found.insert((execution, step, kind), at as u64);
+        }
+    }
+    found
+}
+
+fn kill_workflows(dir: &Path) -> [String; 2] {
+    let paced = |name: &str, reject: &str| {
+        format!(
+            r#"
+            name = "{name}"
+            [[steps]]
+            id = "cart"
+            plugin = "retrieve-cart"
+            input = {{ cart_id = "$.input.cart_id" }}
+            [[steps]]
+            id = "pause-1"
+            plugin = "echo"
+            input = {{ sleep_ms = 25 }}
+            after = ["cart"]
+            [[steps]]
+            id = "reserve"
+            plugin = "reserve-inventory"
+            input = {{ items = "$.steps.cart.output.items" }}
+            after = ["pause-1"]
+            [[steps]]
+            id = "pause-2"
+            plugin = "echo"
+            input = {{ sleep_ms = 25 }}
+            after = ["reserve"]
+            [[steps]]
+            id = "payment"
+            plugin = "authorize-payment"
+            input = {{ amount = "$.steps.cart.output.total", currency = "EUR" }}
+            after = ["pause-2"]
+            [[steps]]
+            id = "pause-3"
+            plugin = "echo"
+            input = {{ sleep_ms = 25 }}
+            after = ["payment"]
+            [[steps]]
+            id = "order"
+            plugin = "create-order"
+            input = {{ cart_id = "$.steps.cart.output.id", reservation_id = "$.steps.reserve.output.reservation_id", authorization_id = "$.steps.payment.output.authorization_id", total = "$.steps.cart.output.total"{reject} }}
+            after = ["pause-3"]
+            "#
+        )
+    };
+    [
+        write(dir, "crash-ok.toml", &paced("crash-ok", "")),
+        write(dir, "crash-declined.toml", &paced("crash-declined", ", reject_reason = \"declined\"")),
+    ]
+}
+
+/// Kills `stepwise run` with SIGKILL at pseudo-random points, 50 times,
+/// restarting each time; then checks that every execution ended, that no
+/// side effect was applied again after its completion was recorded, and that
+/// every rolled-back side effect was undone exactly once.
+#[test]
+fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
+    let runs: u64 = std::env::var("STEPWISE_CRASH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let dir = scratch("crash");
+    let workflows = kill_workflows(&dir);
+    let store = store_url(&dir);
+    let plugins = plugins_dir().display().to_string();
+    let mut seed: u64 = 0x5eed_1234;
+    let mut killed = 0;
+    for run in 0..runs {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(150 + (seed >> 33) % 900);
+        let workflow = &workflows[(run % 2) as usize];
+        let mut child = Command::new(stepwise_bin())
+            .args(["run", workflow, "--store", &store, "--plugins", &plugins])
+            .args(["--input", &format!(r#"{{"cart_id": "cart-{run}"}}"#)])
+            .current_dir(repo_root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    let resumed = cli(&dir, &["resume"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", String::from_utf8_lossy(&resumed.stderr));
+
+    let executions = json_of(&cli(&dir, &["executions", "list", "--limit", "1000", "--json"]));
+    let executions = executions.as_array().unwrap();
+    assert!(!executions.is_empty());
+    for execution in executions {
+        let status = execution["status"].as_str().unwrap();
+        let expected = if execution["workflow"] == "crash-ok" { "succeeded" } else { "compensated" };
+        assert_eq!(status, expected, "{execution}");
+    }
+
+    let calls = ledger(&dir);
+    let completions = recorded_completions(&dir);
+    let mut checked = 0;
+    for call in &calls {
+        let (execution, step) = call.key.split_once('/').unwrap();
+        let (kind, what) = match call.method.as_str() {
+            "reserve" | "authorize" => ("attempt_succeeded", "invoked"),
+            _ => ("compensation_succeeded", "compensated"),
+        };
+        if let Some(&recorded) = completions.get(&(execution.to_string(), step.to_string(), kind.to_string())) {
+            assert!(call.at <= recorded, "{} {} of {execution}/{step} {what} again after it was recorded", call.service, call.method);
+            checked += 1;
+        }
+    }
+    // Replay the ledger: per resource, how often it was really applied and undone.
+    let mut applied: HashMap<&str, (u32, u32, bool)> = HashMap::new();
+    for call in &calls {
+        let entry = applied.entry(&call.id).or_insert((0, 0, false));
+        match call.method.as_str() {
+            "reserve" | "authorize" if !entry.2 => *entry = (entry.0 + 1, entry.1, true),
+            "release" | "void" if entry.2 => *entry = (entry.0, entry.1 + 1, false),
+            _ => {}
+        }
+    }
+    for execution in executions {
+        let id = execution["execution_id"].as_str().unwrap();
+        let compensated = execution["status"] == "compensated";
+        for step in ["reserve", "payment"] {
+            let key = format!("{id}/{step}");
+            let ids: Vec<&str> = calls.iter().filter(|c| c.key == key).map(|c| c.id.as_str()).collect();
+            let Some(resource) = ids.first() else { continue };
+            assert!(ids.iter().all(|other| other == resource), "one resource per step");
+            let (done, undone, _) = applied[resource];
+            assert_eq!(done, 1, "{key}: applied {done} times");
+            assert_eq!(undone, u32::from(compensated), "{key}: undone {undone} times");
+        }
+    }
+    eprintln!(
+        "crash test: {runs} runs, {killed} killed mid-run, {} executions, {} service calls, {checked} checked against recorded completions",
+        executions.len(),
+        calls.len()
+    );
+    assert!(killed >= runs / 2, "most runs were killed mid-way ({killed} of {runs})");
+}
