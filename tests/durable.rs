@@ -288,7 +288,7 @@ fn kill_workflows(dir: &Path) -> [String; 2] {
             [[steps]]
             id = "pause-1"
             plugin = "echo"
-            input = {{ sleep_ms = 25 }}
+            input = {{ sleep_ms = 80 }}
             after = ["cart"]
             [[steps]]
             id = "reserve"
@@ -298,7 +298,7 @@ fn kill_workflows(dir: &Path) -> [String; 2] {
             [[steps]]
             id = "pause-2"
             plugin = "echo"
-            input = {{ sleep_ms = 25 }}
+            input = {{ sleep_ms = 80 }}
             after = ["reserve"]
             [[steps]]
             id = "payment"
@@ -308,7 +308,7 @@ fn kill_workflows(dir: &Path) -> [String; 2] {
             [[steps]]
             id = "pause-3"
             plugin = "echo"
-            input = {{ sleep_ms = 25 }}
+            input = {{ sleep_ms = 80 }}
             after = ["payment"]
             [[steps]]
             id = "order"
@@ -339,7 +339,7 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
     let mut killed = 0;
     for run in 0..runs {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let delay = Duration::from_millis(150 + (seed >> 33) % 900);
+        let delay = Duration::from_millis(250 + (seed >> 33) % 1200);
         let workflow = &workflows[(run % 2) as usize];
         let mut child = Command::new(stepwise_bin())
             .args(["run", workflow, "--store", &store, "--plugins", &plugins])
@@ -411,4 +411,45 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
         calls.len()
     );
     assert!(killed >= runs / 2, "most runs were killed mid-way ({killed} of {runs})");
+}
+
+/// Throughput of accept-quote on the SQLite store vs the in-memory store,
+/// measured in one run (ignored by default: a figure for the notes, not a
+/// check; `cargo test --release -p stepwise-tests --test durable -- --ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_sqlite_vs_memory() {
+    use std::sync::Arc;
+    use stepwise::engine::StartOptions;
+    use stepwise::store::{ExecutionStore, MemoryStore, SqliteStore};
+    let dir = scratch("throughput");
+    let host = demo_host();
+    let workflow = Arc::new(
+        stepwise::workflow::Workflow::load_file(&example_workflow("accept-quote.toml"), host.engine.registry().directory())
+            .unwrap(),
+    );
+    let input: Value =
+        serde_json::from_str(&std::fs::read_to_string(example_workflow("accept-quote.input.json")).unwrap()).unwrap();
+    let stores: Vec<(&str, Arc<dyn ExecutionStore>)> = vec![
+        ("memory", Arc::new(MemoryStore::new())),
+        ("sqlite", Arc::new(SqliteStore::open(&dir.join("bench.db")).unwrap())),
+    ];
+    for (name, store) in stores {
+        let engine = stepwise::engine::Engine::new(host.engine.registry().clone(), store);
+        for concurrency in [1usize, 64] {
+            let total = 2000;
+            let started = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..total {
+                if tasks.len() >= concurrency {
+                    tasks.join_next().await.unwrap().unwrap();
+                }
+                let (engine, workflow, input) = (engine.clone(), workflow.clone(), input.clone());
+                tasks.spawn(async move { engine.run(workflow, input, StartOptions::default()).await.unwrap() });
+            }
+            while tasks.join_next().await.is_some() {}
+            let rate = total as f64 / started.elapsed().as_secs_f64();
+            eprintln!("accept-quote on {name}, {concurrency} concurrent: {rate:.0} executions/s");
+        }
+    }
 }
