@@ -81,7 +81,9 @@ fn an_async_step_is_completed_from_a_second_process() {
     // Completing it again is refused with a clear error.
     let again = cli(&dir, &["complete", id, "approve", "--output", "{}"]);
     assert_eq!(again.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("is not waiting for completion (its status is `succeeded`)"));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not waiting for completion (its status is `succeeded`)")
+    );
 }
 
 #[test]
@@ -198,7 +200,11 @@ fn executions_are_listed_filtered_shown_and_purged() {
     assert!(String::from_utf8_lossy(&kept.stdout).contains("purged 0"));
     std::thread::sleep(Duration::from_millis(20));
     let purged = cli(&dir, &["executions", "purge", "--older-than", "10ms"]);
-    assert!(String::from_utf8_lossy(&purged.stdout).contains("purged 2"), "{}", String::from_utf8_lossy(&purged.stdout));
+    assert!(
+        String::from_utf8_lossy(&purged.stdout).contains("purged 2"),
+        "{}",
+        String::from_utf8_lossy(&purged.stdout)
+    );
     assert_eq!(json_of(&cli(&dir, &["executions", "list", "--json"])), json!([]));
 }
 
@@ -237,7 +243,8 @@ struct Call {
 
 fn ledger(dir: &Path) -> Vec<Call> {
     let db = Connection::open(dir.join("stepwise.db")).unwrap();
-    let mut statement = db.prepare("SELECT service, method, input, idempotency_key, at FROM demo_calls ORDER BY seq").unwrap();
+    let mut statement =
+        db.prepare("SELECT service, method, input, idempotency_key, at FROM demo_calls ORDER BY seq").unwrap();
     let rows = statement
         .query_map([], |row| {
             let input: String = row.get(2)?;
@@ -378,7 +385,12 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
             _ => ("compensation_succeeded", "compensated"),
         };
         if let Some(&recorded) = completions.get(&(execution.to_string(), step.to_string(), kind.to_string())) {
-            assert!(call.at <= recorded, "{} {} of {execution}/{step} {what} again after it was recorded", call.service, call.method);
+            assert!(
+                call.at <= recorded,
+                "{} {} of {execution}/{step} {what} again after it was recorded",
+                call.service,
+                call.method
+            );
             checked += 1;
         }
     }
@@ -425,8 +437,11 @@ async fn throughput_sqlite_vs_memory() {
     let dir = scratch("throughput");
     let host = demo_host();
     let workflow = Arc::new(
-        stepwise::workflow::Workflow::load_file(&example_workflow("accept-quote.toml"), host.engine.registry().directory())
-            .unwrap(),
+        stepwise::workflow::Workflow::load_file(
+            &example_workflow("accept-quote.toml"),
+            host.engine.registry().directory(),
+        )
+        .unwrap(),
     );
     let input: Value =
         serde_json::from_str(&std::fs::read_to_string(example_workflow("accept-quote.input.json")).unwrap()).unwrap();

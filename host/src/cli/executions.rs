@@ -188,16 +188,31 @@ pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
 fn readable(execution: &ExecutionView) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "execution {}  workflow {}  status {}", execution.execution_id, execution.workflow, execution.status.as_str());
+    let _ = writeln!(
+        out,
+        "execution {}  workflow {}  status {}",
+        execution.execution_id,
+        execution.workflow,
+        execution.status.as_str()
+    );
     if let Some(error) = &execution.error {
         let step = error.step.as_ref().map_or("workflow".to_string(), |s| format!("step {s}"));
         let _ = writeln!(out, "error: {step}: {}", error.failure);
     }
     let _ = writeln!(out, "\n{:<20} {:<20} {:<19} {:>8}  ERROR", "STEP", "PLUGIN", "STATUS", "ATTEMPTS");
     for step in &execution.steps {
-        let status = serde_json::to_value(step.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let error = step.error.as_ref().or(step.compensation_error.as_ref()).map(ToString::to_string).unwrap_or_default();
-        let _ = writeln!(out, "{:<20} {:<20} {:<19} {:>8}  {error}", step.id.as_str(), step.plugin.as_str(), status, step.attempts);
+        let status =
+            serde_json::to_value(step.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let error =
+            step.error.as_ref().or(step.compensation_error.as_ref()).map(ToString::to_string).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<20} {:<19} {:>8}  {error}",
+            step.id.as_str(),
+            step.plugin.as_str(),
+            status,
+            step.attempts
+        );
     }
     let _ = writeln!(out, "\ntimeline:");
     for entry in &execution.events {

@@ -83,12 +83,16 @@ fn demo_sandbox() -> anyhow::Result<std::sync::Arc<crate::sandbox::Sandbox>> {
 pub fn demo_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Result<crate::engine::Engine> {
     use anyhow::Context;
     use std::sync::Arc;
-    let execution_store = crate::store::open(&store.url).with_context(|| format!("opening the store `{}`", store.url))?;
+    let execution_store =
+        crate::store::open(&store.url).with_context(|| format!("opening the store `{}`", store.url))?;
     let ledger: Arc<dyn crate::services::ledger::Ledger> = match store.url.strip_prefix("sqlite://") {
-        Some(path) => Arc::new(crate::services::ledger::SqliteLedger::open(std::path::Path::new(path)).map_err(anyhow::Error::msg)?),
+        Some(path) => Arc::new(
+            crate::services::ledger::SqliteLedger::open(std::path::Path::new(path)).map_err(anyhow::Error::msg)?,
+        ),
         None => Arc::new(crate::services::ledger::MemoryLedger::default()),
     };
-    let kv = execution_store.clone().kv().unwrap_or_else(|| Arc::new(crate::sandbox::capabilities::kv::MemoryKv::default()));
+    let kv =
+        execution_store.clone().kv().unwrap_or_else(|| Arc::new(crate::sandbox::capabilities::kv::MemoryKv::default()));
     let sandbox = demo_sandbox_with(ledger, kv)?;
     let directory = crate::plugin::PluginDirectory::scan(&plugins.dir)
         .with_context(|| format!("reading the plugin directory {}", plugins.dir.display()))?;

@@ -166,7 +166,8 @@ impl Driver {
             Export::Invoke => Event::AttemptFailed { step: failed_step.clone(), attempt, failure, logs },
             Export::Compensate => Event::CompensationFailed { step: failed_step.clone(), attempt, failure, logs },
         };
-        let panicked = failed(StepFailure::new(FailureKind::Trap, "the host task running this call panicked"), Vec::new());
+        let panicked =
+            failed(StepFailure::new(FailureKind::Trap, "the host task running this call panicked"), Vec::new());
         let handle = self.tasks.spawn(async move {
             let outcome = sandbox.call(plugin.runtime(), call, timeout).await;
             match (export, outcome.result) {
@@ -177,7 +178,9 @@ impl Driver {
                     compensation: success.compensation,
                     logs: outcome.logs,
                 },
-                (Export::Compensate, Ok(_)) => Event::CompensationSucceeded { step: step_id, attempt, logs: outcome.logs },
+                (Export::Compensate, Ok(_)) => {
+                    Event::CompensationSucceeded { step: step_id, attempt, logs: outcome.logs }
+                }
                 (_, Err(failure)) => failed(failure, outcome.logs),
             }
         });

@@ -473,9 +473,7 @@ impl Machine {
     ) {
         let step = self.step_id(index);
         let policy = &self.workflow.steps()[index].retry;
-        let retry = self.status.is_forward()
-            && failure.kind.is_retryable(policy)
-            && attempt < policy.max_attempts;
+        let retry = self.status.is_forward() && failure.kind.is_retryable(policy) && attempt < policy.max_attempts;
         if retry {
             let delay = policy.backoff_before(attempt + 1);
             let due = at.plus(delay);
@@ -533,7 +531,8 @@ impl Machine {
         match timer {
             Timer::Retry { step, attempt } => {
                 let Some(index) = self.workflow.step_index(&step) else { return };
-                let due_now = matches!(self.steps[index].phase, StepPhase::RetryWaiting { attempt: a, .. } if a == attempt);
+                let due_now =
+                    matches!(self.steps[index].phase, StepPhase::RetryWaiting { attempt: a, .. } if a == attempt);
                 if due_now && self.status.is_forward() {
                     self.start_attempt(at, index, attempt, commands);
                     self.advance(at, commands);
@@ -541,7 +540,8 @@ impl Machine {
             }
             Timer::CompensationRetry { step, attempt } => {
                 let Some(index) = self.workflow.step_index(&step) else { return };
-                if matches!(self.steps[index].phase, StepPhase::CompensationRetryWaiting { attempt: a, .. } if a == attempt) {
+                if matches!(self.steps[index].phase, StepPhase::CompensationRetryWaiting { attempt: a, .. } if a == attempt)
+                {
                     self.start_compensation(index, attempt, commands);
                 }
             }
@@ -556,7 +556,8 @@ impl Machine {
             Timer::WorkflowTimeout => {
                 if self.status.is_forward() {
                     let timeout = self.workflow.timeout().unwrap_or_default();
-                    let message = format!("the workflow did not finish within its timeout of {} ms", timeout.as_millis());
+                    let message =
+                        format!("the workflow did not finish within its timeout of {} ms", timeout.as_millis());
                     self.record(at, TimelineKind::ExecutionTimedOut);
                     self.begin_rollback(at, None, StepFailure::new(FailureKind::TimedOut, message));
                     self.advance(at, commands);
@@ -624,7 +625,10 @@ impl Machine {
             self.finish_successfully(at, commands);
         }
         if self.status.is_forward() {
-            let busy = self.steps.iter().any(|s| matches!(s.phase, StepPhase::Running { .. } | StepPhase::RetryWaiting { .. }));
+            let busy = self
+                .steps
+                .iter()
+                .any(|s| matches!(s.phase, StepPhase::Running { .. } | StepPhase::RetryWaiting { .. }));
             self.status = if busy { ExecutionStatus::Running } else { ExecutionStatus::Waiting };
         }
         if self.status == ExecutionStatus::Compensating {

@@ -137,8 +137,7 @@ fn retryable_failure_arms_a_backoff_timer_then_retries_with_the_next_attempt() {
 fn exhausted_retries_fail_the_step_and_with_nothing_completed_the_saga_is_compensated() {
     let (mut machine, _) = start(chain(2), json!({"x": 1}));
     fail(&mut machine, "a", 1, FailureKind::Retryable);
-    machine
-        .apply(at(200), Event::TimerFired { timer: Timer::Retry { step: id("a"), attempt: 2 } });
+    machine.apply(at(200), Event::TimerFired { timer: Timer::Retry { step: id("a"), attempt: 2 } });
     let commands = fail(&mut machine, "a", 2, FailureKind::Retryable);
     assert_eq!(commands, vec![Command::Finish]);
     assert_eq!(machine.status(), ExecutionStatus::Compensated);

@@ -77,7 +77,12 @@ impl Engine {
     /// Runs `workflow` on `input` until it is final (or waits for an async
     /// step) and returns the execution. With an idempotency key already used,
     /// returns that execution instead (resuming it if it is unfinished).
-    pub async fn run(&self, workflow: Arc<Workflow>, input: Value, options: StartOptions) -> Result<ExecutionView, EngineError> {
+    pub async fn run(
+        &self,
+        workflow: Arc<Workflow>,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<ExecutionView, EngineError> {
         let plugins = driver::resolve_plugins(&self.registry, &workflow).await?;
         let id = ExecutionId::generate();
         let created = self
@@ -124,16 +129,31 @@ impl Engine {
     }
 
     /// Reports an async step done with `output`, then continues the execution.
-    pub async fn complete_step(&self, id: &ExecutionId, step: &StepId, output: Value) -> Result<ExecutionView, EngineError> {
+    pub async fn complete_step(
+        &self,
+        id: &ExecutionId,
+        step: &StepId,
+        output: Value,
+    ) -> Result<ExecutionView, EngineError> {
         self.finish_async_step(id, step, Event::AsyncStepSucceeded { step: step.clone(), output }).await
     }
 
     /// Reports an async step failed, then continues the execution (it rolls back).
-    pub async fn fail_step(&self, id: &ExecutionId, step: &StepId, message: String) -> Result<ExecutionView, EngineError> {
+    pub async fn fail_step(
+        &self,
+        id: &ExecutionId,
+        step: &StepId,
+        message: String,
+    ) -> Result<ExecutionView, EngineError> {
         self.finish_async_step(id, step, Event::AsyncStepFailed { step: step.clone(), message }).await
     }
 
-    async fn finish_async_step(&self, id: &ExecutionId, step: &StepId, event: Event) -> Result<ExecutionView, EngineError> {
+    async fn finish_async_step(
+        &self,
+        id: &ExecutionId,
+        step: &StepId,
+        event: Event,
+    ) -> Result<ExecutionView, EngineError> {
         let (machine, recorded) = self.replay(id).await?;
         if machine.workflow().step_index(step).is_none() {
             return Err(EngineError::NotWaiting(format!("execution `{id}` has no step `{step}`")));

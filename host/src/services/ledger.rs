@@ -111,7 +111,12 @@ impl Ledger for SqliteLedger {
             .map_err(|e| e.to_string())?;
         let rows = statement
             .query_map(params![service], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, i64>(3)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
             })
             .map_err(|e| e.to_string())?;
         rows.map(|row| {

@@ -15,13 +15,13 @@ pub use sqlite::SqliteStore;
 
 use crate::engine::{Event, ExecutionStatus};
 use crate::ids::ExecutionId;
+use crate::sandbox::capabilities::kv::KvStore;
 use crate::time::Timestamp;
 use crate::workflow::WorkflowDefinition;
-use crate::sandbox::capabilities::kv::KvStore;
 use async_trait::async_trait;
-use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// An execution about to start.
 #[derive(Clone, Debug)]

@@ -295,13 +295,7 @@ fn create(tx: &Connection, path: &Path, execution: &NewExecution) -> Result<Crea
     Ok(Created::New)
 }
 
-fn append(
-    tx: &Connection,
-    path: &Path,
-    id: &ExecutionId,
-    seq: u64,
-    event: &RecordedEvent,
-) -> Result<(), StoreError> {
+fn append(tx: &Connection, path: &Path, id: &ExecutionId, seq: u64, event: &RecordedEvent) -> Result<(), StoreError> {
     let text = serde_json::to_string(&event.event).map_err(|e| backend(path, e))?;
     match tx.execute(
         "INSERT INTO events (execution_id, seq, at, event) VALUES (?1, ?2, ?3, ?4)",
@@ -381,15 +375,20 @@ impl ExecutionStore for SqliteStore {
         })?;
         let Some((definition, input, idempotency_key, status, created_at)) = row else { return Ok(None) };
         let events: Vec<(i64, String)> = self.read(|db| {
-            let mut statement = db.prepare_cached("SELECT at, event FROM events WHERE execution_id = ?1 ORDER BY seq")?;
+            let mut statement =
+                db.prepare_cached("SELECT at, event FROM events WHERE execution_id = ?1 ORDER BY seq")?;
             let rows = statement.query_map(params![id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
             rows.collect()
         })?;
-        let corrupt = |what: &str, error: serde_json::Error| backend(&path, format!("execution {id}: corrupt {what}: {error}"));
+        let corrupt =
+            |what: &str, error: serde_json::Error| backend(&path, format!("execution {id}: corrupt {what}: {error}"));
         let events = events
             .into_iter()
             .map(|(at, text)| {
-                Ok(RecordedEvent { at: Timestamp(at as u64), event: serde_json::from_str(&text).map_err(|e| corrupt("event", e))? })
+                Ok(RecordedEvent {
+                    at: Timestamp(at as u64),
+                    event: serde_json::from_str(&text).map_err(|e| corrupt("event", e))?,
+                })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Some(StoredExecution {
@@ -411,9 +410,8 @@ impl ExecutionStore for SqliteStore {
                  ORDER BY created_at DESC, id DESC LIMIT ?3",
             )?;
             let limit = filter.limit.map_or(-1, |limit| limit as i64);
-            let rows = statement.query_map(
-                params![filter.status.map(|s| s.as_str()), filter.workflow, limit],
-                |row| {
+            let rows =
+                statement.query_map(params![filter.status.map(|s| s.as_str()), filter.workflow, limit], |row| {
                     Ok(ExecutionSummary {
                         execution_id: ExecutionId::new(row.get::<_, String>(0)?),
                         workflow: row.get(1)?,
@@ -421,8 +419,7 @@ impl ExecutionStore for SqliteStore {
                         created_at: Timestamp(row.get::<_, i64>(3)? as u64),
                         updated_at: Timestamp(row.get::<_, i64>(4)? as u64),
                     })
-                },
-            )?;
+                })?;
             rows.collect()
         })
     }
