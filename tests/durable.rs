@@ -439,7 +439,7 @@ async fn throughput_sqlite_vs_memory() {
     let workflow = Arc::new(
         stepwise::workflow::Workflow::load_file(
             &example_workflow("accept-quote.toml"),
-            host.engine.registry().directory(),
+            host.engine.registry().as_ref(),
         )
         .unwrap(),
     );

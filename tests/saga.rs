@@ -9,7 +9,7 @@ use stepwise_test_support::*;
 
 fn example(engine: &stepwise::engine::Engine, name: &str) -> std::sync::Arc<Workflow> {
     let path = example_workflow(name);
-    std::sync::Arc::new(Workflow::load_file(&path, engine.registry().directory()).expect("valid example"))
+    std::sync::Arc::new(Workflow::load_file(&path, engine.registry().as_ref()).expect("valid example"))
 }
 
 fn quote_input() -> serde_json::Value {
@@ -241,7 +241,7 @@ async fn a_trapping_guest_fails_its_step_and_the_host_keeps_serving() {
     let next = engine
         .run(
             std::sync::Arc::new(
-                Workflow::load_file(&example_workflow("accept-quote.toml"), engine.registry().directory()).unwrap(),
+                Workflow::load_file(&example_workflow("accept-quote.toml"), engine.registry().as_ref()).unwrap(),
             ),
             quote_input(),
             StartOptions::default(),

@@ -46,7 +46,7 @@ fn toml_inline(value: &Value) -> String {
 }
 
 fn quote_workflow(engine: &Engine) -> Arc<Workflow> {
-    Arc::new(Workflow::load_file(&example_workflow("accept-quote.toml"), engine.registry().directory()).unwrap())
+    Arc::new(Workflow::load_file(&example_workflow("accept-quote.toml"), engine.registry().as_ref()).unwrap())
 }
 
 fn quote_input() -> Value {
@@ -345,7 +345,7 @@ async fn an_invalid_manifest_is_refused_with_its_problem() {
 async fn side_effects_go_through_granted_services_once_and_are_undone_once() {
     let host = demo_host();
     let workflow = |name: &str| {
-        Arc::new(Workflow::load_file(&example_workflow(name), host.engine.registry().directory()).unwrap())
+        Arc::new(Workflow::load_file(&example_workflow(name), host.engine.registry().as_ref()).unwrap())
     };
     let ok = host.engine.run(workflow("accept-quote.toml"), quote_input(), StartOptions::default()).await.unwrap();
     assert_eq!(ok.to_json()["status"], "succeeded");

@@ -95,7 +95,7 @@ pub fn plugin_dir_with(label: &str, extra: &[(&str, &str, Option<&str>)]) -> Pat
 
 /// Validates a TOML workflow against the engine's plugins.
 pub fn workflow(engine: &Engine, toml: &str) -> Arc<Workflow> {
-    Arc::new(Workflow::from_toml("test.toml", toml, engine.registry().directory()).expect("valid workflow"))
+    Arc::new(Workflow::from_toml("test.toml", toml, engine.registry().as_ref()).expect("valid workflow"))
 }
 
 /// Runs a TOML workflow to its end and returns the execution JSON.

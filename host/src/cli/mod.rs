@@ -96,7 +96,8 @@ pub fn demo_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Result<c
     let sandbox = demo_sandbox_with(ledger, kv)?;
     let directory = crate::plugin::PluginDirectory::scan(&plugins.dir)
         .with_context(|| format!("reading the plugin directory {}", plugins.dir.display()))?;
-    let registry = Arc::new(crate::plugin::PluginRegistry::new(sandbox, directory));
+    let cache = crate::plugin::CodeCache::new(&crate::plugin::CodeCache::default_dir());
+    let registry = Arc::new(crate::plugin::PluginRegistry::with_cache(sandbox, directory, Some(cache)));
     Ok(crate::engine::Engine::new(registry, execution_store))
 }
 

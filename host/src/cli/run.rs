@@ -32,7 +32,7 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let input = read_input(&args)?;
     let engine = demo_engine(&args.store, &args.plugins)?;
-    let workflow = Workflow::load_file(&args.workflow, engine.registry().directory())?;
+    let workflow = Workflow::load_file(&args.workflow, engine.registry().as_ref())?;
     let resumed = engine.resume_all().await.context("resuming unfinished executions")?;
     if !resumed.is_empty() {
         eprintln!("resumed {} unfinished execution(s) first", resumed.len());

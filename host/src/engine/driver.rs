@@ -18,7 +18,7 @@ use crate::store::RecordedEvent;
 use crate::time::Timestamp;
 use crate::workflow::Workflow;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
@@ -26,11 +26,19 @@ use tokio::task::JoinSet;
 pub(super) type Plugins = HashMap<PluginName, Arc<LoadedPlugin>>;
 
 /// Loads every plugin of the workflow before the execution starts, so a
-/// broken plugin is reported up front rather than halfway through a saga.
-pub(super) async fn resolve_plugins(registry: &PluginRegistry, workflow: &Workflow) -> Result<Plugins, EngineError> {
+/// broken plugin is reported up front rather than halfway through a saga:
+/// the versions pinned in `pinned` (name -> content hash), else the current ones.
+pub(super) async fn resolve_plugins(
+    registry: &PluginRegistry,
+    workflow: &Workflow,
+    pinned: &BTreeMap<String, String>,
+) -> Result<Plugins, EngineError> {
     let mut plugins = HashMap::new();
     for name in workflow.plugins() {
-        let plugin = registry.get(name.as_str()).await?;
+        let plugin = match pinned.get(name.as_str()) {
+            Some(hash) => registry.get_pinned(name.as_str(), hash).await?,
+            None => registry.get(name.as_str()).await?,
+        };
         plugins.insert(name, plugin);
     }
     Ok(plugins)
@@ -74,7 +82,8 @@ impl Driver {
     pub(super) async fn run(mut self, outstanding: Vec<Command>) -> Result<ExecutionView, EngineError> {
         let mut queue = VecDeque::from(outstanding);
         if !self.machine.is_started() {
-            queue.extend(self.record(Event::ExecutionStarted).await?);
+            let plugins = self.plugins.iter().map(|(name, p)| (name.to_string(), p.hash.clone())).collect();
+            queue.extend(self.record(Event::ExecutionStarted { plugins }).await?);
         }
         loop {
             let mut finished = false;

@@ -8,13 +8,18 @@ use crate::sandbox::LogLine;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// Something that happened to an execution, in the order it was recorded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// The execution began.
-    ExecutionStarted,
+    /// The execution began, pinned to these plugin versions (name -> content hash).
+    ExecutionStarted {
+        /// The version of every plugin the execution uses, to the end.
+        #[serde(default)]
+        plugins: BTreeMap<String, String>,
+    },
     /// An attempt of `invoke` is about to be made.
     AttemptStarted {
         /// The step.

@@ -17,6 +17,7 @@ use crate::workflow::reference::Scope;
 use crate::workflow::Workflow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Status of an execution.
@@ -172,6 +173,7 @@ pub struct Machine {
     error: Option<ExecutionError>,
     started_at: Option<Timestamp>,
     finished_at: Option<Timestamp>,
+    plugins: BTreeMap<String, String>,
 }
 
 /// Step outputs and input, as seen by templates.
@@ -210,7 +212,13 @@ impl Machine {
             error: None,
             started_at: None,
             finished_at: None,
+            plugins: BTreeMap::new(),
         }
+    }
+
+    /// The plugin versions the execution is pinned to (name -> content hash).
+    pub fn plugins(&self) -> &BTreeMap<String, String> {
+        &self.plugins
     }
 
     /// The workflow being executed.
@@ -274,9 +282,10 @@ impl Machine {
     pub fn apply(&mut self, at: Timestamp, event: Event) -> Vec<Command> {
         let mut commands = Vec::new();
         match event {
-            Event::ExecutionStarted => {
+            Event::ExecutionStarted { plugins } => {
                 if self.started_at.is_none() {
                     self.started_at = Some(at);
+                    self.plugins = plugins;
                     self.record(at, TimelineKind::ExecutionStarted);
                     if let Some(timeout) = self.workflow.timeout() {
                         commands.push(Command::StartTimer { timer: Timer::WorkflowTimeout, due: at.plus(timeout) });

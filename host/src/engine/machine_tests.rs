@@ -36,7 +36,7 @@ fn at(ms: u64) -> Timestamp {
 
 fn start(workflow: Arc<Workflow>, input: Value) -> (Machine, Vec<Command>) {
     let mut machine = Machine::new(workflow, ExecutionId::new("e1"), input);
-    let commands = machine.apply(at(0), Event::ExecutionStarted);
+    let commands = machine.apply(at(0), Event::ExecutionStarted { plugins: Default::default() });
     (machine, commands)
 }
 
@@ -257,7 +257,7 @@ fn results_for_attempts_not_in_flight_are_ignored() {
 #[test]
 fn replaying_the_same_events_rebuilds_the_same_state_and_outstanding_work() {
     let (mut machine, _) = start(chain(3), json!({"x": 1}));
-    let mut log = vec![(at(0), Event::ExecutionStarted)];
+    let mut log = vec![(at(0), Event::ExecutionStarted { plugins: Default::default() })];
     let mut record = |machine: &mut Machine, when: Timestamp, event: Event| {
         log.push((when, event.clone()));
         machine.apply(when, event)

@@ -83,7 +83,7 @@ impl Engine {
         input: Value,
         options: StartOptions,
     ) -> Result<ExecutionView, EngineError> {
-        let plugins = driver::resolve_plugins(&self.registry, &workflow).await?;
+        let plugins = driver::resolve_plugins(&self.registry, &workflow, &Default::default()).await?;
         let id = ExecutionId::generate();
         let created = self
             .store
@@ -113,7 +113,7 @@ impl Engine {
             self.store.set_status(id, machine.status(), at).await?;
             return Ok(ExecutionView::of(&machine));
         }
-        let plugins = driver::resolve_plugins(&self.registry, machine.workflow()).await?;
+        let plugins = driver::resolve_plugins(&self.registry, machine.workflow(), machine.plugins()).await?;
         let outstanding = if machine.is_started() { machine.outstanding_commands() } else { Vec::new() };
         driver::Driver::new(self.clone(), machine, plugins, recorded).run(outstanding).await
     }
@@ -167,7 +167,7 @@ impl Engine {
                 status.unwrap_or_default()
             )));
         }
-        let plugins = driver::resolve_plugins(&self.registry, machine.workflow()).await?;
+        let plugins = driver::resolve_plugins(&self.registry, machine.workflow(), machine.plugins()).await?;
         let mut outstanding = machine.outstanding_commands();
         let mut machine = machine;
         let at = Timestamp::now();
@@ -187,7 +187,7 @@ impl Engine {
     async fn replay(&self, id: &ExecutionId) -> Result<(Machine, u64), EngineError> {
         let stored = self.store.load(id).await?.ok_or_else(|| EngineError::NotFound(id.clone()))?;
         let source = format!("stored definition of execution {id}");
-        let workflow = Workflow::from_definition(&source, stored.workflow, self.registry.directory())?;
+        let workflow = Workflow::from_definition(&source, stored.workflow, self.registry.as_ref())?;
         let mut machine = Machine::new(Arc::new(workflow), stored.id, stored.input);
         let count = stored.events.len() as u64;
         for recorded in stored.events {

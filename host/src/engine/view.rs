@@ -101,6 +101,8 @@ pub struct ExecutionView {
     /// When it finished.
     #[serde(serialize_with = "crate::time::rfc3339_opt")]
     pub finished_at: Option<Timestamp>,
+    /// The plugin versions it is pinned to: name -> content hash.
+    pub plugins: std::collections::BTreeMap<String, String>,
     /// Every step, in workflow order.
     pub steps: Vec<StepView>,
     /// The timeline.
@@ -138,6 +140,7 @@ impl ExecutionView {
             error: machine.error().cloned(),
             started_at: machine.started_at(),
             finished_at: machine.finished_at(),
+            plugins: machine.plugins().clone(),
             steps,
             events: machine.timeline().to_vec(),
         }

@@ -91,13 +91,25 @@ pub struct LimitOverrides {
 impl Manifest {
     /// Reads `<component stem>.toml` beside the component, if it exists.
     pub fn for_component(component: &Path) -> Result<Option<Self>, String> {
+        match Self::text_for_component(component)? {
+            Some(text) => Self::parse(&text, &component.with_extension("toml")).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The text of `<component stem>.toml` beside the component, if it exists.
+    pub fn text_for_component(component: &Path) -> Result<Option<String>, String> {
         let path = component.with_extension("toml");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(format!("manifest {}: {error}", path.display())),
-        };
-        toml::from_str(&text).map(Some).map_err(|error| format!("manifest {}: {}", path.display(), error.message()))
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(format!("manifest {}: {error}", path.display())),
+        }
+    }
+
+    /// Parses a manifest's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, String> {
+        toml::from_str(text).map_err(|error| format!("manifest {}: {}", path.display(), error.message()))
     }
 
     /// Checks the manifest against the plugin's name and the host's limits.

@@ -6,6 +6,7 @@
 //! provides) before any code runs; a refused component never reaches the
 //! engine. Calls themselves go through [`crate::sandbox`].
 
+mod cache;
 mod directory;
 mod manifest;
 mod registry;
@@ -13,7 +14,8 @@ mod world;
 
 pub use directory::PluginDirectory;
 pub use manifest::{Capabilities, LimitOverrides, Manifest, SecretSource};
-pub use registry::{LoadedPlugin, PluginRegistry};
+pub use cache::{CacheOutcome, CodeCache};
+pub use registry::{content_hash, LoadedPlugin, PluginRegistry, PluginStatus, RegistryStats};
 pub use world::{check_world, describe_component, ComponentDescription, CONTRACT_PACKAGE, CONTRACT_VERSION};
 
 use std::path::PathBuf;

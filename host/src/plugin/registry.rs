@@ -1,42 +1,92 @@
-//! The plugin registry: compiles each plugin on first use and keeps the
-//! compiled, linked code (`StepPre`) for every later call.
+//! The plugin registry: every plugin of the directory by name, the version
+//! new executions get (the current one), and every version loaded so far by
+//! content hash, so that an execution finishes on the code it started with.
+//!
+//! Loading compiles through the [`CodeCache`] (when one is configured) and
+//! archives each version there; [`PluginRegistry::reload`] swaps a plugin's
+//! current version only when the new file passes every check, and records
+//! the error otherwise, leaving the previous version serving.
 
+use super::cache::{CacheOutcome, CodeCache};
 use super::{check_world, Manifest, PluginDirectory, PluginError};
 use crate::ids::PluginName;
 use crate::sandbox::{limits::POOL_MAX_MEMORY_BYTES, Grants, Sandbox, SandboxedPlugin, StepPre};
+use crate::workflow::PluginCatalog;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use tokio::sync::OnceCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 use wasmtime::component::Component;
 
-/// A plugin compiled, checked against the step world, and linked.
+/// A plugin version compiled, checked against the step world, and linked.
 pub struct LoadedPlugin {
     /// Its name.
     pub name: PluginName,
     /// The file it was loaded from.
     pub path: PathBuf,
-    /// SHA-256 of the file's bytes, hex: identifies exactly this code.
+    /// SHA-256 of the component's bytes and its manifest, hex: identifies exactly this version.
     pub hash: String,
-    /// Size of the file in bytes.
+    /// Size of the component in bytes.
     pub size: u64,
     /// The manifest (the default, empty one when the plugin has none).
     pub manifest: Manifest,
+    /// Whether its compiled code came from the cache.
+    pub cache: Option<CacheOutcome>,
     runtime: SandboxedPlugin,
 }
 
+/// The content hash of a plugin version: its component and its manifest.
+pub fn content_hash(wasm: &[u8], manifest: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(wasm);
+    if let Some(manifest) = manifest {
+        hasher.update([0u8]);
+        hasher.update(manifest.as_bytes());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl LoadedPlugin {
-    /// Reads, compiles, checks and links a component file.
+    /// Reads, compiles, checks and links a component file and its manifest.
     pub fn load(sandbox: &Sandbox, name: &str, path: &Path) -> Result<Self, PluginError> {
+        Self::load_cached(sandbox, None, name, path)
+    }
+
+    /// Like [`LoadedPlugin::load`], compiling through (and archiving into) `cache`.
+    pub fn load_cached(sandbox: &Sandbox, cache: Option<&CodeCache>, name: &str, path: &Path) -> Result<Self, PluginError> {
+        let manifest = Manifest::text_for_component(path)
+            .map_err(|problem| PluginError::Manifest { path: path.to_path_buf(), problems: vec![problem] })?;
+        let wasm = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
+        Self::from_bytes(sandbox, cache, name, path, &wasm, manifest.as_deref())
+    }
+
+    /// Checks, compiles and links a version given as bytes; `path` names it in errors.
+    pub fn from_bytes(
+        sandbox: &Sandbox,
+        cache: Option<&CodeCache>,
+        name: &str,
+        path: &Path,
+        wasm: &[u8],
+        manifest_text: Option<&str>,
+    ) -> Result<Self, PluginError> {
         let manifest_error = |problems: Vec<String>| PluginError::Manifest { path: path.to_path_buf(), problems };
-        let manifest =
-            Manifest::for_component(path).map_err(|problem| manifest_error(vec![problem]))?.unwrap_or_default();
+        let manifest = match manifest_text {
+            Some(text) => Manifest::parse(text, &path.with_extension("toml")).map_err(|p| manifest_error(vec![p]))?,
+            None => Manifest::default(),
+        };
         let (grants, limits) = grants_and_limits(sandbox, name, &manifest).map_err(manifest_error)?;
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
-        let hash = hex(&Sha256::digest(&bytes));
-        let component = Component::from_binary(sandbox.engine(), &bytes)
-            .map_err(|error| PluginError::Compile { path: path.to_path_buf(), reason: format!("{error:#}") })?;
+        let hash = content_hash(wasm, manifest_text);
+        let compile_error = |error: wasmtime::Error| PluginError::Compile { path: path.to_path_buf(), reason: format!("{error:#}") };
+        let started = Instant::now();
+        let (component, outcome) = match cache {
+            Some(cache) => {
+                let (component, outcome) = cache.component(sandbox.engine(), &hash, wasm).map_err(compile_error)?;
+                (component, Some(outcome))
+            }
+            None => (Component::from_binary(sandbox.engine(), wasm).map_err(compile_error)?, None),
+        };
         let world_error = |problems: Vec<String>| PluginError::World { path: path.to_path_buf(), problems };
         let problems = check_world(sandbox.engine(), &component, &grants);
         if !problems.is_empty() {
@@ -48,13 +98,24 @@ impl LoadedPlugin {
             .map_err(|error| world_error(vec![format!("imports do not match the host's: {error:#}")]))?;
         let pre = StepPre::new(instance_pre)
             .map_err(|error| world_error(vec![format!("exports do not match the step world: {error:#}")]))?;
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        match outcome {
+            Some(CacheOutcome::Hit) => tracing::info!(plugin = name, "loaded from the compiled-code cache in {elapsed:.2} ms"),
+            _ => tracing::info!(plugin = name, "compiled in {elapsed:.1} ms"),
+        }
+        if let Some(cache) = cache {
+            if let Err(error) = cache.archive(&hash, wasm, manifest_text) {
+                tracing::warn!(plugin = name, "cannot archive the plugin version: {error}");
+            }
+        }
         let runtime = SandboxedPlugin { pre, limits, grants: Arc::new(grants) };
         Ok(Self {
             name: PluginName::new(name),
             path: path.to_path_buf(),
             hash,
-            size: bytes.len() as u64,
+            size: wasm.len() as u64,
             manifest,
+            cache: outcome,
             runtime,
         })
     }
@@ -62,6 +123,11 @@ impl LoadedPlugin {
     /// The plugin as the sandbox calls it: linked code, limits, grants.
     pub fn runtime(&self) -> &SandboxedPlugin {
         &self.runtime
+    }
+
+    /// The version from its manifest, if any.
+    pub fn version(&self) -> Option<&str> {
+        self.manifest.version.as_deref()
     }
 }
 
@@ -98,21 +164,73 @@ fn grants_and_limits(
     Ok((manifest.grants(name, config), manifest.limits(sandbox.limits())))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// What the registry knows about one plugin name.
+#[derive(Default)]
+struct Slot {
+    /// The component file in the plugin directory (none once deleted).
+    path: Option<PathBuf>,
+    /// The version new executions get.
+    current: Option<Arc<LoadedPlugin>>,
+    /// Why the file last failed to load, while the previous version (if any) serves.
+    error: Option<String>,
 }
 
-/// Plugins of one directory, compiled on first use.
+/// How a plugin stands, for listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginStatus {
+    /// Its name.
+    pub name: String,
+    /// Hash, version and size of the current version, if one is loaded.
+    pub current: Option<(String, Option<String>, u64)>,
+    /// The last load error, if the file on disk is broken.
+    pub error: Option<String>,
+    /// Whether the file is still in the directory.
+    pub present: bool,
+}
+
+/// Counters of the registry's work, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct RegistryStats {
+    /// Versions compiled from source.
+    pub compiled: AtomicU64,
+    /// Versions deserialized from the compiled-code cache.
+    pub cache_hits: AtomicU64,
+    /// Successful swaps of a plugin's current version.
+    pub swaps: AtomicU64,
+}
+
+/// The plugins of one directory.
 pub struct PluginRegistry {
     sandbox: Arc<Sandbox>,
-    directory: PluginDirectory,
-    loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<LoadedPlugin>>>>>,
+    dir: PathBuf,
+    cache: Option<CodeCache>,
+    slots: RwLock<BTreeMap<String, Slot>>,
+    versions: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    loading: tokio::sync::Mutex<()>,
+    stats: RegistryStats,
 }
 
 impl PluginRegistry {
-    /// A registry over the plugins of `directory`.
+    /// A registry over the plugins of `directory`, compiling without a disk cache.
     pub fn new(sandbox: Arc<Sandbox>, directory: PluginDirectory) -> Self {
-        Self { sandbox, directory, loaded: Mutex::new(HashMap::new()) }
+        Self::with_cache(sandbox, directory, None)
+    }
+
+    /// A registry over the plugins of `directory`, compiling through `cache`.
+    pub fn with_cache(sandbox: Arc<Sandbox>, directory: PluginDirectory, cache: Option<CodeCache>) -> Self {
+        let slots = directory
+            .plugins()
+            .map(|(name, path)| (name.to_string(), Slot { path: Some(path.to_path_buf()), ..Slot::default() }))
+            .collect();
+        Self {
+            sandbox,
+            dir: directory.dir().to_path_buf(),
+            cache,
+            slots: RwLock::new(slots),
+            versions: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+            stats: RegistryStats::default(),
+        }
     }
 
     /// The sandbox plugins run in.
@@ -120,27 +238,157 @@ impl PluginRegistry {
         &self.sandbox
     }
 
-    /// The directory the plugins come from.
-    pub fn directory(&self) -> &PluginDirectory {
-        &self.directory
+    /// The plugin directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    /// The compiled plugin `name`, compiling it (off the async threads) on first use.
+    /// The registry's counters.
+    pub fn stats(&self) -> &RegistryStats {
+        &self.stats
+    }
+
+    /// The current version of `name`, loading it on first use.
     pub async fn get(&self, name: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
+        if let Some(current) = self.slot(name, |slot| slot.current.clone()).flatten() {
+            return Ok(current);
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(current) = self.slot(name, |slot| slot.current.clone()).flatten() {
+            return Ok(current);
+        }
         let path = self
-            .directory
-            .path_of(name)
-            .ok_or_else(|| PluginError::NotFound { name: name.to_string(), dir: self.directory.dir().to_path_buf() })?
-            .to_path_buf();
-        let cell = self.loaded.lock().expect("registry lock poisoned").entry(name.to_string()).or_default().clone();
-        cell.get_or_try_init(|| async {
-            let sandbox = self.sandbox.clone();
-            let name = name.to_string();
-            tokio::task::spawn_blocking(move || LoadedPlugin::load(&sandbox, &name, &path).map(Arc::new))
-                .await
-                .expect("plugin compilation panicked")
+            .slot(name, |slot| slot.path.clone())
+            .flatten()
+            .ok_or_else(|| PluginError::NotFound { name: name.to_string(), dir: self.dir.clone() })?;
+        let loaded = self.load_file(name, &path).await;
+        let mut slots = self.slots.write().expect("registry lock poisoned");
+        let slot = slots.entry(name.to_string()).or_default();
+        match loaded {
+            Ok(plugin) => {
+                slot.current = Some(plugin.clone());
+                slot.error = None;
+                Ok(plugin)
+            }
+            Err(error) => {
+                slot.error = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// The version of `name` whose content hash is `hash`: loaded, current,
+    /// or archived in the cache. Executions use it to finish on the code they
+    /// started with.
+    pub async fn get_pinned(&self, name: &str, hash: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
+        if let Some(plugin) = self.versions.lock().expect("registry lock poisoned").get(hash) {
+            return Ok(plugin.clone());
+        }
+        if let Ok(current) = self.get(name).await {
+            if current.hash == hash {
+                return Ok(current);
+            }
+        }
+        let missing = || PluginError::Compile {
+            path: self.dir.join(format!("{name}.wasm")),
+            reason: format!("version {hash} is neither loaded nor archived in the plugin cache"),
+        };
+        let cache = self.cache.clone().ok_or_else(missing)?;
+        let archived = cache.archived(hash).map_err(|source| PluginError::Read { path: cache.dir().to_path_buf(), source })?;
+        let (wasm, manifest) = archived.ok_or_else(missing)?;
+        let (sandbox, name_owned, path) = (self.sandbox.clone(), name.to_string(), self.dir.join(format!("{name}.wasm")));
+        let plugin = tokio::task::spawn_blocking(move || {
+            LoadedPlugin::from_bytes(&sandbox, Some(&cache), &name_owned, &path, &wasm, manifest.as_deref())
         })
         .await
-        .cloned()
+        .expect("plugin compilation panicked")?;
+        Ok(self.remember(plugin))
+    }
+
+    /// Re-reads `name` from the directory (after it changed): on success its
+    /// new version becomes current; on failure the error is recorded and the
+    /// previous version keeps serving. A deleted file stops new executions
+    /// from using the plugin; versions in use stay loaded.
+    pub async fn reload(&self, name: &str) -> Result<(), PluginError> {
+        let path = self.dir.join(format!("{name}.wasm"));
+        let _loading = self.loading.lock().await;
+        if !path.is_file() {
+            let mut slots = self.slots.write().expect("registry lock poisoned");
+            slots.remove(name);
+            tracing::info!(plugin = name, "plugin removed: new executions can no longer use it");
+            return Ok(());
+        }
+        let loaded = self.load_file(name, &path).await;
+        let mut slots = self.slots.write().expect("registry lock poisoned");
+        let slot = slots.entry(name.to_string()).or_default();
+        slot.path = Some(path);
+        match loaded {
+            Ok(plugin) => {
+                let changed = slot.current.as_ref().is_none_or(|current| current.hash != plugin.hash);
+                if changed && slot.current.is_some() {
+                    self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(plugin = name, hash = %plugin.hash, "swapped in a new version");
+                }
+                slot.current = Some(plugin);
+                slot.error = None;
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(plugin = name, "keeping the previous version: {error}");
+                slot.error = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// Every plugin's status, by name.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        let slots = self.slots.read().expect("registry lock poisoned");
+        slots
+            .iter()
+            .map(|(name, slot)| PluginStatus {
+                name: name.clone(),
+                current: slot.current.as_ref().map(|p| (p.hash.clone(), p.manifest.version.clone(), p.size)),
+                error: slot.error.clone(),
+                present: slot.path.is_some(),
+            })
+            .collect()
+    }
+
+    /// Hashes of every version loaded in this process.
+    pub fn loaded_hashes(&self) -> Vec<String> {
+        self.versions.lock().expect("registry lock poisoned").keys().cloned().collect()
+    }
+
+    /// The compiled-code cache, if any.
+    pub fn cache(&self) -> Option<&CodeCache> {
+        self.cache.as_ref()
+    }
+
+    fn slot<T>(&self, name: &str, read: impl FnOnce(&Slot) -> T) -> Option<T> {
+        self.slots.read().expect("registry lock poisoned").get(name).map(read)
+    }
+
+    async fn load_file(&self, name: &str, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let (sandbox, cache, name_owned, path) = (self.sandbox.clone(), self.cache.clone(), name.to_string(), path.to_path_buf());
+        let plugin = tokio::task::spawn_blocking(move || LoadedPlugin::load_cached(&sandbox, cache.as_ref(), &name_owned, &path))
+            .await
+            .expect("plugin compilation panicked")?;
+        Ok(self.remember(plugin))
+    }
+
+    fn remember(&self, plugin: LoadedPlugin) -> Arc<LoadedPlugin> {
+        match plugin.cache {
+            Some(CacheOutcome::Hit) => self.stats.cache_hits.fetch_add(1, Ordering::Relaxed),
+            _ => self.stats.compiled.fetch_add(1, Ordering::Relaxed),
+        };
+        let mut versions = self.versions.lock().expect("registry lock poisoned");
+        versions.entry(plugin.hash.clone()).or_insert_with(|| Arc::new(plugin)).clone()
+    }
+}
+
+impl PluginCatalog for PluginRegistry {
+    fn contains_plugin(&self, name: &str) -> bool {
+        self.slot(name, |slot| slot.path.is_some() || slot.current.is_some()).unwrap_or(false)
     }
 }
