@@ -5,6 +5,7 @@
 #   build/plugins/<name>.wasm            valid step plugins (accept-quote steps and test steps)
 #   build/plugins/<name>.toml            their manifests, where they have one
 #   build/invalid-components/<name>.wasm components the host must refuse (tests only)
+#   build/variants/<name>.wasm           versions of one test plugin, for hot-reload tests
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,4 +38,8 @@ for step in retrieve-cart reserve-inventory authorize-payment create-order \
     fi
 done
 copy "$out/wrong_version.wasm" "$invalid/wrong-version.wasm"
+mkdir -p "$root/build/variants"
+for variant in versioned-v1 versioned-v2; do
+    copy "$out/${variant//-/_}.wasm" "$root/build/variants/$variant.wasm"
+done
 copy "$out/not-a-step.wasm" "$invalid/not-a-step.wasm"

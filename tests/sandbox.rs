@@ -344,9 +344,8 @@ async fn an_invalid_manifest_is_refused_with_its_problem() {
 #[tokio::test]
 async fn side_effects_go_through_granted_services_once_and_are_undone_once() {
     let host = demo_host();
-    let workflow = |name: &str| {
-        Arc::new(Workflow::load_file(&example_workflow(name), host.engine.registry().as_ref()).unwrap())
-    };
+    let workflow =
+        |name: &str| Arc::new(Workflow::load_file(&example_workflow(name), host.engine.registry().as_ref()).unwrap());
     let ok = host.engine.run(workflow("accept-quote.toml"), quote_input(), StartOptions::default()).await.unwrap();
     assert_eq!(ok.to_json()["status"], "succeeded");
     let inventory = host.inventory.snapshot();

@@ -23,4 +23,5 @@ pub mod sandbox;
 pub mod services;
 pub mod store;
 pub mod time;
+pub mod watch;
 pub mod workflow;

@@ -99,6 +99,10 @@ pub enum ExecutionsCommand {
 pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
     let engine = demo_engine(&args.store, &args.plugins)?;
     let resumed = engine.resume_all().await?;
+    let collected = engine.collect_plugin_garbage().await?;
+    if collected > 0 {
+        eprintln!("removed {collected} plugin cache file(s) no unfinished execution needs");
+    }
     let summary: Vec<_> = resumed
         .iter()
         .map(|e| serde_json::json!({"execution_id": e.execution_id, "workflow": e.workflow, "status": e.status}))

@@ -1,7 +1,7 @@
 //! `stepwise plugins`: list a plugin directory, validate or inspect a component file.
 
 use super::PluginDirArg;
-use crate::plugin::{describe_component, LoadedPlugin, Manifest, PluginDirectory};
+use crate::plugin::{describe_component, LoadedPlugin, Manifest, PluginDirectory, PluginRegistry};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -37,9 +37,11 @@ pub async fn run(command: PluginsCommand) -> Result<ExitCode> {
         PluginsCommand::List { plugins, json } => {
             let directory = PluginDirectory::scan(&plugins.dir)
                 .with_context(|| format!("reading the plugin directory {}", plugins.dir.display()))?;
+            let cache = crate::plugin::CodeCache::new(&crate::plugin::CodeCache::default_dir());
+            let registry = PluginRegistry::with_cache(sandbox, directory.clone(), Some(cache));
             let mut rows = Vec::new();
             for (name, path) in directory.plugins() {
-                let row = match LoadedPlugin::load(&sandbox, name, path) {
+                let row = match registry.get(name).await {
                     Ok(plugin) => json!({
                         "name": name, "file": path, "size": plugin.size, "hash": plugin.hash, "status": "ok",
                         "version": plugin.manifest.version, "capabilities": plugin.runtime().grants.names(),

@@ -12,7 +12,7 @@ use super::view::ExecutionView;
 use super::{Engine, EngineError};
 use crate::failure::{FailureKind, StepFailure};
 use crate::ids::PluginName;
-use crate::plugin::{LoadedPlugin, PluginRegistry};
+use crate::plugin::{LoadedPlugin, PluginError, PluginRegistry};
 use crate::sandbox::{Call, StepContext};
 use crate::store::RecordedEvent;
 use crate::time::Timestamp;
@@ -40,6 +40,23 @@ pub(super) async fn resolve_plugins(
             None => registry.get(name.as_str()).await?,
         };
         plugins.insert(name, plugin);
+    }
+    if pinned.is_empty() {
+        for step in workflow.steps() {
+            let Some(pin) = &step.plugin_version else { continue };
+            let version = plugins[&step.plugin].version();
+            let matches =
+                version.is_some_and(|v| v == pin || v.strip_prefix(pin.as_str()).is_some_and(|r| r.starts_with('.')));
+            if !matches {
+                return Err(PluginError::VersionMismatch {
+                    name: step.plugin.to_string(),
+                    version: version.map(str::to_string),
+                    pin: pin.clone(),
+                    step: step.id.to_string(),
+                }
+                .into());
+            }
+        }
     }
     Ok(plugins)
 }

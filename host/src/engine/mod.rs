@@ -44,6 +44,15 @@ pub enum EngineError {
     NotWaiting(String),
 }
 
+/// Accepts every plugin name: for re-validating stored definitions.
+struct AnyPlugin;
+
+impl crate::workflow::PluginCatalog for AnyPlugin {
+    fn contains_plugin(&self, _name: &str) -> bool {
+        true
+    }
+}
+
 /// Options for starting an execution.
 #[derive(Clone, Debug, Default)]
 pub struct StartOptions {
@@ -177,6 +186,21 @@ impl Engine {
         driver::Driver::new(self.clone(), machine, plugins, recorded + 1).run(outstanding).await
     }
 
+    /// Deletes archived plugin versions and compiled code that neither the
+    /// plugin directory's current files nor an unfinished execution needs;
+    /// returns how many cache files went.
+    pub async fn collect_plugin_garbage(&self) -> Result<usize, EngineError> {
+        let Some(cache) = self.registry.cache() else { return Ok(0) };
+        let mut keep: std::collections::HashSet<String> = self.registry.current_file_hashes().into_iter().collect();
+        for id in self.store.unfinished().await? {
+            let (machine, _) = self.replay(&id).await?;
+            keep.extend(machine.plugins().values().cloned());
+        }
+        cache
+            .retain(&keep)
+            .map_err(|e| EngineError::Store(crate::store::StoreError::Backend(format!("plugin cache: {e}"))))
+    }
+
     /// The execution as recorded so far.
     pub async fn show(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
         Ok(ExecutionView::of(&self.replay(id).await?.0))
@@ -187,7 +211,10 @@ impl Engine {
     async fn replay(&self, id: &ExecutionId) -> Result<(Machine, u64), EngineError> {
         let stored = self.store.load(id).await?.ok_or_else(|| EngineError::NotFound(id.clone()))?;
         let source = format!("stored definition of execution {id}");
-        let workflow = Workflow::from_definition(&source, stored.workflow, self.registry.as_ref())?;
+        // The definition was validated when the execution started; its plugins
+        // may since have left the directory while their pinned versions remain
+        // loadable, so only the structure is checked again here.
+        let workflow = Workflow::from_definition(&source, stored.workflow, &AnyPlugin)?;
         let mut machine = Machine::new(Arc::new(workflow), stored.id, stored.input);
         let count = stored.events.len() as u64;
         for recorded in stored.events {

@@ -105,7 +105,9 @@ impl CodeCache {
             // directory only the host writes to (see SECURITY.md).
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                Err(error) => tracing::warn!(path = %path.display(), "ignoring an unusable compiled-code file: {error}"),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), "ignoring an unusable compiled-code file: {error}")
+                }
             }
         }
         let compiled = engine.precompile_component(wasm)?;
@@ -148,7 +150,11 @@ fn engine_fingerprint(engine: &Engine) -> String {
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("cache paths have a parent");
     std::fs::create_dir_all(dir)?;
-    let temporary = dir.join(format!(".{}.{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), std::process::id()));
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
     std::fs::write(&temporary, bytes)?;
     std::fs::rename(&temporary, path)
 }

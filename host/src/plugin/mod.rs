@@ -12,9 +12,9 @@ mod manifest;
 mod registry;
 mod world;
 
+pub use cache::{CacheOutcome, CodeCache};
 pub use directory::PluginDirectory;
 pub use manifest::{Capabilities, LimitOverrides, Manifest, SecretSource};
-pub use cache::{CacheOutcome, CodeCache};
 pub use registry::{content_hash, LoadedPlugin, PluginRegistry, PluginStatus, RegistryStats};
 pub use world::{check_world, describe_component, ComponentDescription, CONTRACT_PACKAGE, CONTRACT_VERSION};
 
@@ -54,6 +54,18 @@ pub enum PluginError {
         path: PathBuf,
         /// What is wrong.
         problems: Vec<String>,
+    },
+    /// The plugin's current version is not the one a workflow step pins.
+    #[error("step `{step}` pins plugin `{name}@{pin}`, but the plugin is at version {}", version.as_deref().unwrap_or("(none: it has no manifest version)"))]
+    VersionMismatch {
+        /// The plugin.
+        name: String,
+        /// Its current version.
+        version: Option<String>,
+        /// The version the step pins.
+        pin: String,
+        /// The step.
+        step: String,
     },
     /// The component does not implement the step world.
     #[error("plugin file {} does not implement world `stepwise:step/step@0.1.0`: {}", path.display(), problems.join("; "))]

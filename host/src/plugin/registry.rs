@@ -55,7 +55,12 @@ impl LoadedPlugin {
     }
 
     /// Like [`LoadedPlugin::load`], compiling through (and archiving into) `cache`.
-    pub fn load_cached(sandbox: &Sandbox, cache: Option<&CodeCache>, name: &str, path: &Path) -> Result<Self, PluginError> {
+    pub fn load_cached(
+        sandbox: &Sandbox,
+        cache: Option<&CodeCache>,
+        name: &str,
+        path: &Path,
+    ) -> Result<Self, PluginError> {
         let manifest = Manifest::text_for_component(path)
             .map_err(|problem| PluginError::Manifest { path: path.to_path_buf(), problems: vec![problem] })?;
         let wasm = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
@@ -78,7 +83,8 @@ impl LoadedPlugin {
         };
         let (grants, limits) = grants_and_limits(sandbox, name, &manifest).map_err(manifest_error)?;
         let hash = content_hash(wasm, manifest_text);
-        let compile_error = |error: wasmtime::Error| PluginError::Compile { path: path.to_path_buf(), reason: format!("{error:#}") };
+        let compile_error =
+            |error: wasmtime::Error| PluginError::Compile { path: path.to_path_buf(), reason: format!("{error:#}") };
         let started = Instant::now();
         let (component, outcome) = match cache {
             Some(cache) => {
@@ -100,7 +106,9 @@ impl LoadedPlugin {
             .map_err(|error| world_error(vec![format!("exports do not match the step world: {error:#}")]))?;
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         match outcome {
-            Some(CacheOutcome::Hit) => tracing::info!(plugin = name, "loaded from the compiled-code cache in {elapsed:.2} ms"),
+            Some(CacheOutcome::Hit) => {
+                tracing::info!(plugin = name, "loaded from the compiled-code cache in {elapsed:.2} ms")
+            }
             _ => tracing::info!(plugin = name, "compiled in {elapsed:.1} ms"),
         }
         if let Some(cache) = cache {
@@ -294,9 +302,11 @@ impl PluginRegistry {
             reason: format!("version {hash} is neither loaded nor archived in the plugin cache"),
         };
         let cache = self.cache.clone().ok_or_else(missing)?;
-        let archived = cache.archived(hash).map_err(|source| PluginError::Read { path: cache.dir().to_path_buf(), source })?;
+        let archived =
+            cache.archived(hash).map_err(|source| PluginError::Read { path: cache.dir().to_path_buf(), source })?;
         let (wasm, manifest) = archived.ok_or_else(missing)?;
-        let (sandbox, name_owned, path) = (self.sandbox.clone(), name.to_string(), self.dir.join(format!("{name}.wasm")));
+        let (sandbox, name_owned, path) =
+            (self.sandbox.clone(), name.to_string(), self.dir.join(format!("{name}.wasm")));
         let plugin = tokio::task::spawn_blocking(move || {
             LoadedPlugin::from_bytes(&sandbox, Some(&cache), &name_owned, &path, &wasm, manifest.as_deref())
         })
@@ -355,6 +365,20 @@ impl PluginRegistry {
             .collect()
     }
 
+    /// Content hashes of the plugin files now in the directory (unreadable files are skipped).
+    pub fn current_file_hashes(&self) -> Vec<String> {
+        let paths: Vec<PathBuf> =
+            self.slots.read().expect("registry lock poisoned").values().filter_map(|s| s.path.clone()).collect();
+        paths
+            .iter()
+            .filter_map(|path| {
+                let wasm = std::fs::read(path).ok()?;
+                let manifest = Manifest::text_for_component(path).ok()?;
+                Some(content_hash(&wasm, manifest.as_deref()))
+            })
+            .collect()
+    }
+
     /// Hashes of every version loaded in this process.
     pub fn loaded_hashes(&self) -> Vec<String> {
         self.versions.lock().expect("registry lock poisoned").keys().cloned().collect()
@@ -370,10 +394,13 @@ impl PluginRegistry {
     }
 
     async fn load_file(&self, name: &str, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let (sandbox, cache, name_owned, path) = (self.sandbox.clone(), self.cache.clone(), name.to_string(), path.to_path_buf());
-        let plugin = tokio::task::spawn_blocking(move || LoadedPlugin::load_cached(&sandbox, cache.as_ref(), &name_owned, &path))
-            .await
-            .expect("plugin compilation panicked")?;
+        let (sandbox, cache, name_owned, path) =
+            (self.sandbox.clone(), self.cache.clone(), name.to_string(), path.to_path_buf());
+        let plugin = tokio::task::spawn_blocking(move || {
+            LoadedPlugin::load_cached(&sandbox, cache.as_ref(), &name_owned, &path)
+        })
+        .await
+        .expect("plugin compilation panicked")?;
         Ok(self.remember(plugin))
     }
 
@@ -390,5 +417,42 @@ impl PluginRegistry {
 impl PluginCatalog for PluginRegistry {
     fn contains_plugin(&self, name: &str) -> bool {
         self.slot(name, |slot| slot.path.is_some() || slot.current.is_some()).unwrap_or(false)
+    }
+}
+
+/// Keeps a registry in step with its directory; stops when dropped.
+pub struct PluginWatch {
+    _watcher: crate::watch::DirectoryWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PluginWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PluginRegistry {
+    /// Watches the plugin directory: a new or changed `<name>.wasm` or
+    /// `<name>.toml` is validated and compiled in the background, then
+    /// swapped in; a broken one is reported and the previous version keeps
+    /// serving; a deleted one stops new executions from using the plugin.
+    pub fn watch(self: &Arc<Self>) -> Result<PluginWatch, String> {
+        let (watcher, mut changes) =
+            crate::watch::watch(&self.dir).map_err(|e| format!("watching {}: {e}", self.dir.display()))?;
+        let registry = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            while let Some(paths) = changes.recv().await {
+                let Some(registry) = registry.upgrade() else { break };
+                for name in crate::watch::changed_stems(&paths, &["wasm", "toml"]) {
+                    if !PluginName::is_valid(&name) {
+                        continue;
+                    }
+                    // Errors are recorded in the plugin's status by `reload`.
+                    let _ = registry.reload(&name).await;
+                }
+            }
+        });
+        Ok(PluginWatch { _watcher: watcher, task })
     }
 }

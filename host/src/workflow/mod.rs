@@ -4,16 +4,19 @@
 //! that passed every check (plugins exist, references parse and name real
 //! steps, no duplicate ids, no cycles) with its dependency graph computed.
 //! The engine only ever sees a [`Workflow`]. This module does no I/O besides
-//! reading the file it is asked to load.
+//! reading the files it is asked to load ([`WorkflowDirectory`] keeps a
+//! directory of them loaded and hot-reloaded).
 
 mod builder;
 mod definition;
+mod directory;
 mod error;
 pub mod reference;
 pub mod template;
 
 pub use builder::{StepBuilder, WorkflowBuilder};
 pub use definition::{json_schema, RetryPolicy, StepDefinition, WorkflowDefinition};
+pub use directory::{WorkflowDirectory, WorkflowFileStatus, WorkflowWatch};
 pub use error::{Problem, WorkflowError};
 
 use crate::ids::{PluginName, StepId};
@@ -58,6 +61,8 @@ pub struct Step {
     pub id: StepId,
     /// The plugin implementing it.
     pub plugin: PluginName,
+    /// The plugin version it pins (`plugin = "name@1.2"`), if any.
+    pub plugin_version: Option<String>,
     /// Its input template.
     pub input: Template,
     /// Indices of the steps that must succeed first (sorted, no duplicates).
@@ -230,16 +235,20 @@ fn validate_step(
     problems: &mut Vec<Problem>,
 ) -> Option<Step> {
     let id = &step.id;
-    if step.plugin.contains('@') {
-        problems.push(Problem::step(
-            id,
-            "plugin",
-            format!("`{}`: version pins (`name@version`) are not supported yet", step.plugin),
-        ));
-    } else if !PluginName::is_valid(&step.plugin) {
-        problems.push(Problem::step(id, "plugin", format!("`{}` is not a valid plugin name", step.plugin)));
-    } else if !plugins.contains_plugin(&step.plugin) {
-        problems.push(Problem::step(id, "plugin", format!("unknown plugin `{}`", step.plugin)));
+    let (plugin_name, plugin_version) = match step.plugin.split_once('@') {
+        Some((name, version)) => (name, Some(version.to_string())),
+        None => (step.plugin.as_str(), None),
+    };
+    if !PluginName::is_valid(plugin_name) {
+        problems.push(Problem::step(id, "plugin", format!("`{plugin_name}` is not a valid plugin name")));
+    } else if !plugins.contains_plugin(plugin_name) {
+        problems.push(Problem::step(id, "plugin", format!("unknown plugin `{plugin_name}`")));
+    }
+    if let Some(version) = &plugin_version {
+        let valid = !version.is_empty() && version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !valid {
+            problems.push(Problem::step(id, "plugin", format!("`{}`: `{version}` is not a version", step.plugin)));
+        }
     }
     if step.timeout_ms == Some(0) {
         problems.push(Problem::step(id, "timeout_ms", "must be greater than 0"));
@@ -266,7 +275,8 @@ fn validate_step(
     }
     Some(Step {
         id: StepId::new(id),
-        plugin: PluginName::new(&step.plugin),
+        plugin: PluginName::new(plugin_name),
+        plugin_version,
         input: input?,
         dependencies: dependencies.into_iter().collect(),
         retry,
