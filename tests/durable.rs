@@ -346,7 +346,7 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
     let mut killed = 0;
     for run in 0..runs {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let delay = Duration::from_millis(250 + (seed >> 33) % 1200);
+        let delay = Duration::from_millis(10 + (seed >> 33) % 300);
         let workflow = &workflows[(run % 2) as usize];
         let mut child = Command::new(stepwise_bin())
             .args(["run", workflow, "--store", &store, "--plugins", &plugins])
