@@ -20,6 +20,7 @@ pub mod failure;
 pub mod ids;
 pub mod plugin;
 pub mod sandbox;
+pub mod server;
 pub mod services;
 pub mod store;
 pub mod time;

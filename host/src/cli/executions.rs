@@ -148,7 +148,7 @@ pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
         ExecutionsCommand::List { status, workflow, limit, json, plugins, store } => {
             let status = status.as_deref().map(parse_status).transpose()?;
             let engine = demo_engine(&store, &plugins)?;
-            let filter = ListFilter { status, workflow, limit: Some(limit) };
+            let filter = ListFilter { status, workflow, limit: Some(limit), before: None };
             let executions = engine.store().list(&filter).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&executions)?);

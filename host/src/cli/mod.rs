@@ -5,6 +5,7 @@
 mod executions;
 mod plugins;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Command {
     Plugins(plugins::PluginsCommand),
     /// Print the JSON Schema of workflow files.
     Schema,
+    /// Serve the HTTP API and web view, run events, schedules and deadlines.
+    Serve(serve::ServeArgs),
 }
 
 /// Where plugins are looked up: `--plugins`, else `$STEPWISE_PLUGINS`, else `./plugins`.
@@ -129,6 +132,7 @@ pub fn main() -> ExitCode {
             Command::Fail(args) => executions::fail(args).await,
             Command::Executions(command) => executions::run(command).await,
             Command::Plugins(command) => plugins::run(command).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Schema => {
                 println!("{}", serde_json::to_string_pretty(&crate::workflow::json_schema())?);
                 Ok(ExitCode::SUCCESS)

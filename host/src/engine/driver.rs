@@ -94,11 +94,17 @@ impl Driver {
         Self { engine, machine, plugins, next_seq, tasks: JoinSet::new(), in_flight: HashMap::new() }
     }
 
+    /// The execution this driver drives.
+    pub(super) fn execution_id(&self) -> &crate::ids::ExecutionId {
+        self.machine.execution_id()
+    }
+
     /// Starts the execution if it was not, performs `outstanding` work, and
     /// runs until it is final or waits for the outside world.
     pub(super) async fn run(mut self, outstanding: Vec<Command>) -> Result<ExecutionView, EngineError> {
         let mut queue = VecDeque::from(outstanding);
         if !self.machine.is_started() {
+            self.engine.metrics.executions_started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let plugins = self.plugins.iter().map(|(name, p)| (name.to_string(), p.hash.clone())).collect();
             queue.extend(self.record(Event::ExecutionStarted { plugins }).await?);
         }
@@ -131,6 +137,7 @@ impl Driver {
                 // Left: stale backoffs and deadlines, re-armed by whoever resumes.
                 self.tasks.abort_all();
                 if status.is_final() {
+                    self.engine.metrics.observe_finished(status);
                     let at = self.machine.finished_at().unwrap_or_else(Timestamp::now);
                     self.engine.store.set_status(self.machine.execution_id(), status, at).await?;
                 }
@@ -194,8 +201,16 @@ impl Driver {
         };
         let panicked =
             failed(StepFailure::new(FailureKind::Trap, "the host task running this call panicked"), Vec::new());
+        let metrics = self.engine.metrics.clone();
         let handle = self.tasks.spawn(async move {
+            let started = std::time::Instant::now();
             let outcome = sandbox.call(plugin.runtime(), call, timeout).await;
+            match export {
+                Export::Invoke => metrics.observe_attempt(outcome.result.is_ok(), started.elapsed()),
+                Export::Compensate => {
+                    metrics.compensation_attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             match (export, outcome.result) {
                 (Export::Invoke, Ok(success)) => Event::AttemptSucceeded {
                     step: step_id,

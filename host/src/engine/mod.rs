@@ -7,11 +7,13 @@
 mod driver;
 mod event;
 mod machine;
+mod metrics;
 mod timeline;
 mod view;
 
 pub use event::{Command, Event, Timer};
 pub use machine::{ExecutionError, ExecutionStatus, Machine, StepPhase, StepState};
+pub use metrics::{EngineMetrics, LATENCY_BUCKETS_MS};
 pub use timeline::{CallPhase, TimelineEntry, TimelineKind};
 pub use view::{ExecutionView, StepStatus, StepView};
 
@@ -44,6 +46,12 @@ pub enum EngineError {
     NotWaiting(String),
 }
 
+/// An execution ready to drive, or the one an idempotency key already names.
+enum Prepared {
+    New(driver::Driver),
+    Existing(ExecutionId),
+}
+
 /// Accepts every plugin name: for re-validating stored definitions.
 struct AnyPlugin;
 
@@ -65,12 +73,13 @@ pub struct StartOptions {
 pub struct Engine {
     registry: Arc<PluginRegistry>,
     store: Arc<dyn ExecutionStore>,
+    metrics: Arc<EngineMetrics>,
 }
 
 impl Engine {
     /// An engine over `registry` recording into `store`.
     pub fn new(registry: Arc<PluginRegistry>, store: Arc<dyn ExecutionStore>) -> Self {
-        Self { registry, store }
+        Self { registry, store, metrics: Arc::new(EngineMetrics::default()) }
     }
 
     /// The plugin registry.
@@ -83,15 +92,50 @@ impl Engine {
         &self.store
     }
 
+    /// The engine's counters.
+    pub fn metrics(&self) -> &Arc<EngineMetrics> {
+        &self.metrics
+    }
+
     /// Runs `workflow` on `input` until it is final (or waits for an async
     /// step) and returns the execution. With an idempotency key already used,
-    /// returns that execution instead (resuming it if it is unfinished).
+    /// returns that execution instead.
     pub async fn run(
         &self,
         workflow: Arc<Workflow>,
         input: Value,
         options: StartOptions,
     ) -> Result<ExecutionView, EngineError> {
+        match self.create(workflow, input, options).await? {
+            Prepared::Existing(existing) => self.show(&existing).await,
+            Prepared::New(driver) => driver.run(vec![]).await,
+        }
+    }
+
+    /// Records a new execution and drives it in the background; returns its id
+    /// at once (or the id of the execution started with the same idempotency
+    /// key). The task's result is the execution as it ended (or waits).
+    pub async fn start(
+        &self,
+        workflow: Arc<Workflow>,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<(ExecutionId, Option<tokio::task::JoinHandle<Result<ExecutionView, EngineError>>>), EngineError> {
+        match self.create(workflow, input, options).await? {
+            Prepared::Existing(existing) => Ok((existing, None)),
+            Prepared::New(driver) => {
+                let id = driver.execution_id().clone();
+                Ok((id, Some(tokio::spawn(driver.run(vec![])))))
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        workflow: Arc<Workflow>,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<Prepared, EngineError> {
         let plugins = driver::resolve_plugins(&self.registry, &workflow, &Default::default()).await?;
         let id = ExecutionId::generate();
         let created = self
@@ -104,11 +148,13 @@ impl Engine {
                 created_at: Timestamp::now(),
             })
             .await?;
-        if let Created::Existing(existing) = created {
-            return self.show(&existing).await;
-        }
-        let machine = Machine::new(workflow, id, input);
-        driver::Driver::new(self.clone(), machine, plugins, 0).run(vec![]).await
+        Ok(match created {
+            Created::Existing(existing) => Prepared::Existing(existing),
+            Created::New => {
+                let machine = Machine::new(workflow, id, input);
+                Prepared::New(driver::Driver::new(self.clone(), machine, plugins, 0))
+            }
+        })
     }
 
     /// Continues an unfinished execution from its recorded events: completed

@@ -58,6 +58,8 @@ pub struct StepView {
     pub id: StepId,
     /// Plugin name.
     pub plugin: PluginName,
+    /// Steps that must succeed before this one (from its references and `after`).
+    pub depends_on: Vec<StepId>,
     /// Status.
     pub status: StepStatus,
     /// `invoke` attempts made.
@@ -120,6 +122,7 @@ impl ExecutionView {
             .map(|(step, state)| StepView {
                 id: step.id.clone(),
                 plugin: step.plugin.clone(),
+                depends_on: step.dependencies.iter().map(|&i| machine.workflow().steps()[i].id.clone()).collect(),
                 status: state.phase.into(),
                 attempts: state.attempts,
                 output: state.output.clone(),

@@ -85,6 +85,7 @@ impl ExecutionStore for MemoryStore {
             .executions
             .values()
             .rev()
+            .filter(|(e, _)| filter.before.as_ref().is_none_or(|before| &e.id < before))
             .filter(|(e, _)| filter.status.is_none_or(|status| e.status == status))
             .filter(|(e, _)| filter.workflow.as_ref().is_none_or(|name| &e.workflow.name == name))
             .map(|(e, updated_at)| ExecutionSummary {
@@ -95,6 +96,14 @@ impl ExecutionStore for MemoryStore {
                 updated_at: *updated_at,
             });
         Ok(matching.take(filter.limit.unwrap_or(usize::MAX)).collect())
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
+        let mut counts: std::collections::BTreeMap<&'static str, (ExecutionStatus, u64)> = Default::default();
+        for (execution, _) in self.lock().executions.values() {
+            counts.entry(execution.status.as_str()).or_insert((execution.status, 0)).1 += 1;
+        }
+        Ok(counts.into_values().collect())
     }
 
     async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError> {

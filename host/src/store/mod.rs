@@ -101,6 +101,8 @@ pub struct ListFilter {
     pub workflow: Option<String>,
     /// At most this many (newest first).
     pub limit: Option<usize>,
+    /// Only executions older than this one (a page's cursor: the last execution of the previous page).
+    pub before: Option<ExecutionId>,
 }
 
 /// A store failure.
@@ -133,6 +135,8 @@ pub trait ExecutionStore: Send + Sync {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError>;
     /// Ids of the executions not in a final status, oldest first.
     async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError>;
+    /// How many executions have each status.
+    async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError>;
     /// Deletes finished executions last updated before `cutoff`; returns how many.
     async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError>;
     /// The store's kv backend, when it persists kv data itself.

@@ -406,12 +406,18 @@ impl ExecutionStore for SqliteStore {
         self.read(|db| {
             let mut statement = db.prepare_cached(
                 "SELECT id, workflow, status, created_at, updated_at FROM executions
-                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
-                 ORDER BY created_at DESC, id DESC LIMIT ?3",
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) AND (?4 IS NULL OR id < ?4)
+                 ORDER BY id DESC LIMIT ?3",
             )?;
             let limit = filter.limit.map_or(-1, |limit| limit as i64);
-            let rows =
-                statement.query_map(params![filter.status.map(|s| s.as_str()), filter.workflow, limit], |row| {
+            let rows = statement.query_map(
+                params![
+                    filter.status.map(|s| s.as_str()),
+                    filter.workflow,
+                    limit,
+                    filter.before.as_ref().map(|id| id.as_str())
+                ],
+                |row| {
                     Ok(ExecutionSummary {
                         execution_id: ExecutionId::new(row.get::<_, String>(0)?),
                         workflow: row.get(1)?,
@@ -419,7 +425,8 @@ impl ExecutionStore for SqliteStore {
                         created_at: Timestamp(row.get::<_, i64>(3)? as u64),
                         updated_at: Timestamp(row.get::<_, i64>(4)? as u64),
                     })
-                })?;
+                },
+            )?;
             rows.collect()
         })
     }
@@ -436,6 +443,15 @@ impl ExecutionStore for SqliteStore {
 
     async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
         SqliteStore::purge_finished_before(self, cutoff).await
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
+        self.read(|db| {
+            let mut statement = db.prepare_cached("SELECT status, COUNT(*) FROM executions GROUP BY status")?;
+            let rows = statement
+                .query_map([], |row| Ok((parse_status(&row.get::<_, String>(0)?), row.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        })
     }
 
     fn kv(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn KvStore>> {

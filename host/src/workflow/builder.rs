@@ -28,6 +28,8 @@ impl WorkflowBuilder {
                 description: None,
                 retry: None,
                 timeout_ms: None,
+                on_event: None,
+                schedule: None,
                 output: None,
                 steps: Vec::new(),
             },

@@ -27,6 +27,14 @@ pub struct WorkflowDefinition {
     /// elapses the execution rolls back (error kind `timed_out`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Run the workflow whenever this event is published (`POST /v1/events/{event}`),
+    /// with the event's payload as input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_event: Option<String>,
+    /// Run the workflow on this cron schedule (`sec min hour day month weekday [year]`, UTC)
+    /// while a server runs, with `{"scheduled_at": ...}` as input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// The workflow's result: a JSON template over `$.input` and
     /// `$.steps.<id>.output`. When absent, the result is an object holding every
     /// step's output under its id.

@@ -185,6 +185,23 @@ fn validate(
     if let Some(retry) = &definition.retry {
         check_retry(retry, None, problems);
     }
+    if let Some(schedule) = &definition.schedule {
+        if let Err(error) = <cron::Schedule as std::str::FromStr>::from_str(schedule) {
+            problems.push(Problem::workflow(
+                Some("schedule"),
+                format!("`{schedule}` is not a cron expression (sec min hour day month weekday [year]): {error}"),
+            ));
+        }
+    }
+    if let Some(event) = &definition.on_event {
+        let valid = !event.is_empty() && event.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !valid {
+            problems.push(Problem::workflow(
+                Some("on_event"),
+                format!("`{event}` is not a valid event name (letters, digits, `.`, `_`, `-`)"),
+            ));
+        }
+    }
     if definition.timeout_ms == Some(0) {
         problems.push(Problem::workflow(Some("timeout_ms"), "must be greater than 0"));
     }

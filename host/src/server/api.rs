@@ -1,0 +1,347 @@
+//! The HTTP API handlers (`/v1/...`). Each handler validates its input,
+//! calls the engine, and answers JSON; errors use [`ApiError`].
+
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::engine::{ExecutionStatus, StartOptions};
+use crate::ids::{ExecutionId, StepId};
+use crate::plugin::LoadedPlugin;
+use crate::store::ListFilter;
+use axum::body::Bytes;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+
+/// How long `?wait=true` (and step completion) waits for an execution to end before answering 202.
+const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the request body is not valid JSON: {error}"))
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => {
+            let key = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
+            if key.is_empty() || key.len() > 255 {
+                return Err(ApiError::bad_request("Idempotency-Key must be 1 to 255 characters"));
+            }
+            Ok(Some(key.to_string()))
+        }
+    }
+}
+
+/// Query of `POST /v1/workflows/{name}/executions`.
+#[derive(Deserialize, IntoParams)]
+pub struct StartQuery {
+    /// Wait (up to 30 s) for the execution to end and answer it whole.
+    #[serde(default)]
+    wait: bool,
+}
+
+/// An execution accepted but not finished yet.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    execution_id: String,
+    status: String,
+}
+
+/// Runs a workflow with the request body as input.
+#[utoipa::path(post, path = "/v1/workflows/{name}/executions", params(("name" = String, Path, description = "Workflow name"), StartQuery, ("Idempotency-Key" = Option<String>, Header, description = "Starting twice with the same key returns the first execution")), request_body(content = Object, description = "The workflow input"), responses((status = 200, description = "The execution, ended (with wait=true) or the one an idempotency key names", body = Object), (status = 202, description = "Started", body = Accepted), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn start_execution(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<StartQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let input = parse_body(&body)?;
+    let workflow = state.workflows.get(&name).ok_or_else(|| ApiError::not_found(format!("no workflow `{name}`")))?;
+    let options = StartOptions { idempotency_key: idempotency_key(&headers)? };
+    let (id, task) = state.engine.start(workflow, input, options).await?;
+    let Some(task) = task else {
+        let execution = state.engine.show(&id).await?;
+        return Ok((StatusCode::OK, Json(execution.to_json())));
+    };
+    if query.wait {
+        if let Ok(joined) = tokio::time::timeout(WAIT_LIMIT, task).await {
+            let execution = joined.map_err(|e| ApiError::internal(format!("the execution task failed: {e}")))??;
+            return Ok((StatusCode::OK, Json(execution.to_json())));
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"execution_id": id, "status": "running"}))))
+}
+
+/// One execution, as `stepwise run` prints it.
+#[utoipa::path(get, path = "/v1/executions/{id}", params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub async fn get_execution(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.engine.show(&ExecutionId::new(id)).await?.to_json()))
+}
+
+/// Query of `GET /v1/executions`.
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only this status.
+    status: Option<String>,
+    /// Only this workflow.
+    workflow: Option<String>,
+    /// Page size (default 50, at most 500).
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Executions, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/executions", params(ListQuery), responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
+pub async fn list_executions(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let status = match &query.status {
+        Some(text) => Some(serde_json::from_value::<ExecutionStatus>(Value::String(text.clone())).map_err(|_| {
+            ApiError::bad_request(format!(
+                "unknown status `{text}` (running, waiting, compensating, succeeded, compensated, failed)"
+            ))
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let filter =
+        ListFilter { status, workflow: query.workflow, limit: Some(limit), before: query.cursor.map(ExecutionId::new) };
+    let executions = state.engine.store().list(&filter).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let next_cursor = (executions.len() == limit).then(|| executions.last().map(|e| e.execution_id.clone())).flatten();
+    Ok(Json(json!({"executions": executions, "next_cursor": next_cursor})))
+}
+
+/// Body of a failure report.
+#[derive(Deserialize, ToSchema)]
+pub struct FailureReport {
+    /// What went wrong.
+    error: String,
+}
+
+/// Reports an async step done; the body is its output.
+#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/success", params(("id" = String, Path), ("step" = String, Path)), request_body(content = Object, description = "The step's output"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn step_success(
+    State(state): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let output = parse_body(&body)?;
+    let (id, step) = (ExecutionId::new(id), valid_step(&step)?);
+    let engine = state.engine.clone();
+    let (task_id, task_step) = (id.clone(), step.clone());
+    finish_step(id, tokio::spawn(async move { engine.complete_step(&task_id, &task_step, output).await })).await
+}
+
+/// Reports an async step failed; the execution rolls back.
+#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/failure", params(("id" = String, Path), ("step" = String, Path)), request_body = FailureReport, responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn step_failure(
+    State(state): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let report: FailureReport = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"error\": \"...\"}}: {e}"))
+    })?;
+    let (id, step) = (ExecutionId::new(id), valid_step(&step)?);
+    let engine = state.engine.clone();
+    let (task_id, task_step) = (id.clone(), step.clone());
+    finish_step(id, tokio::spawn(async move { engine.fail_step(&task_id, &task_step, report.error).await })).await
+}
+
+fn valid_step(step: &str) -> Result<StepId, ApiError> {
+    if !StepId::is_valid(step) {
+        return Err(ApiError::bad_request(format!("`{step}` is not a valid step id")));
+    }
+    Ok(StepId::new(step))
+}
+
+async fn finish_step(
+    id: ExecutionId,
+    task: tokio::task::JoinHandle<Result<crate::engine::ExecutionView, crate::engine::EngineError>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    match tokio::time::timeout(WAIT_LIMIT, task).await {
+        Ok(joined) => {
+            let execution = joined.map_err(|e| ApiError::internal(format!("the execution task failed: {e}")))??;
+            Ok((StatusCode::OK, Json(execution.to_json())))
+        }
+        Err(_) => Ok((StatusCode::ACCEPTED, Json(json!({"execution_id": id, "status": "running"})))),
+    }
+}
+
+/// The loaded workflows, and the files that failed to load.
+#[utoipa::path(get, path = "/v1/workflows", responses((status = 200, body = Object)))]
+pub async fn list_workflows(State(state): State<AppState>) -> impl IntoResponse {
+    let workflows: Vec<Value> = state
+        .workflows
+        .workflows()
+        .iter()
+        .map(|w| {
+            let d = w.definition();
+            json!({"name": d.name, "description": d.description, "on_event": d.on_event, "schedule": d.schedule,
+                   "steps": d.steps.iter().map(|s| json!({"id": s.id, "plugin": s.plugin})).collect::<Vec<_>>()})
+        })
+        .collect();
+    let errors: Vec<Value> = state
+        .workflows
+        .files()
+        .into_iter()
+        .filter_map(|(file, status)| status.error.map(|error| json!({"file": file, "error": error})))
+        .collect();
+    Json(json!({"workflows": workflows, "errors": errors}))
+}
+
+/// The plugins: current version, status, last load error.
+#[utoipa::path(get, path = "/v1/plugins", responses((status = 200, body = Object)))]
+pub async fn list_plugins(State(state): State<AppState>) -> impl IntoResponse {
+    let plugins: Vec<Value> = state
+        .engine
+        .registry()
+        .statuses()
+        .into_iter()
+        .map(|status| {
+            let (hash, version, size) = status.current.clone().map_or((None, None, None), |(h, v, s)| (Some(h), v, Some(s)));
+            let state = match (&status.current, &status.error) {
+                (_, Some(_)) if status.current.is_some() => "ok_previous_version",
+                (_, Some(_)) => "invalid",
+                (Some(_), None) => "ok",
+                (None, None) => "not_loaded",
+            };
+            json!({"name": status.name, "status": state, "hash": hash, "version": version, "size": size, "error": status.error})
+        })
+        .collect();
+    Json(json!({"plugins": plugins}))
+}
+
+/// Uploads a plugin (multipart: `component`, optional `manifest`): checked as a
+/// watched file would be, then written to the plugin directory and swapped in.
+#[utoipa::path(put, path = "/v1/plugins/{name}", params(("name" = String, Path)), request_body(content_type = "multipart/form-data", description = "`component` (the .wasm) and an optional `manifest` (TOML)"), responses((status = 201, body = Object), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn upload_plugin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    mut multipart: Multipart,
+) -> Result<impl IntoResponse, ApiError> {
+    if !crate::ids::PluginName::is_valid(&name) {
+        return Err(ApiError::bad_request(format!("`{name}` is not a valid plugin name")));
+    }
+    let (mut component, mut manifest) = (None, None);
+    while let Some(field) =
+        multipart.next_field().await.map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?
+    {
+        let part = field.name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?;
+        match part.as_str() {
+            "component" => component = Some(bytes),
+            "manifest" => {
+                manifest = Some(
+                    String::from_utf8(bytes.to_vec())
+                        .map_err(|_| ApiError::bad_request("the manifest is not UTF-8"))?,
+                )
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected part `{other}` (expected `component`, `manifest`)"
+                )))
+            }
+        }
+    }
+    let component = component.ok_or_else(|| ApiError::bad_request("missing the `component` part"))?;
+    let registry = state.engine.registry().clone();
+    let path = registry.dir().join(format!("{name}.wasm"));
+    let (checked_name, checked_path, checked_manifest, checked_component) =
+        (name.clone(), path.clone(), manifest.clone(), component.clone());
+    let sandbox = registry.sandbox().clone();
+    tokio::task::spawn_blocking(move || {
+        LoadedPlugin::from_bytes(
+            &sandbox,
+            None,
+            &checked_name,
+            &checked_path,
+            &checked_component,
+            checked_manifest.as_deref(),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("validation failed: {e}")))?
+    .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", error.to_string()))?;
+    write_plugin(&path, &component, manifest.as_deref())
+        .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
+    registry
+        .reload(&name)
+        .await
+        .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", error.to_string()))?;
+    let plugin = registry.get(&name).await.map_err(|error| ApiError::internal(error.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": name, "hash": plugin.hash, "version": plugin.version(), "size": plugin.size})),
+    ))
+}
+
+/// Writes a plugin's files, each beside its final name and renamed into place.
+fn write_plugin(path: &std::path::Path, component: &[u8], manifest: Option<&str>) -> std::io::Result<()> {
+    let manifest_path = path.with_extension("toml");
+    match manifest {
+        Some(text) => {
+            std::fs::write(path.with_extension("toml.partial"), text)?;
+            std::fs::rename(path.with_extension("toml.partial"), &manifest_path)?;
+        }
+        None if manifest_path.exists() => std::fs::remove_file(&manifest_path)?,
+        None => {}
+    }
+    std::fs::write(path.with_extension("wasm.partial"), component)?;
+    std::fs::rename(path.with_extension("wasm.partial"), path)
+}
+
+/// Publishes an event: every workflow with `on_event` equal to it runs with the body as input.
+#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), ("Idempotency-Key" = Option<String>, Header)), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn publish_event(
+    State(state): State<AppState>,
+    Path(event): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let payload = parse_body(&body)?;
+    let key = idempotency_key(&headers)?;
+    let mut started = Vec::new();
+    for workflow in state.workflows.workflows() {
+        if workflow.definition().on_event.as_deref() != Some(event.as_str()) {
+            continue;
+        }
+        let name = workflow.name().to_string();
+        let options = StartOptions { idempotency_key: key.as_ref().map(|key| format!("event:{event}:{key}:{name}")) };
+        let (id, _task) = state.engine.start(workflow, payload.clone(), options).await?;
+        started.push(json!({"workflow": name, "execution_id": id}));
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"event": event, "executions": started}))))
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Object)))]
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let text = super::metrics::render(&state).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}

@@ -1,0 +1,60 @@
+//! `GET /metrics`: Prometheus text exposition of the engine's counters, the
+//! executions by status, and the plugin registry's work.
+
+use super::AppState;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+/// Renders every metric as Prometheus text.
+pub async fn render(state: &AppState) -> Result<String, crate::store::StoreError> {
+    let metrics = state.engine.metrics();
+    let mut out = String::new();
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+
+    let _ = writeln!(out, "# HELP stepwise_executions Executions in the store, by status.");
+    let _ = writeln!(out, "# TYPE stepwise_executions gauge");
+    for (status, count) in state.engine.store().count_by_status().await? {
+        let _ = writeln!(out, "stepwise_executions{{status=\"{}\"}} {count}", status.as_str());
+    }
+    let _ = writeln!(out, "# HELP stepwise_executions_started_total Executions started by this process.");
+    let _ = writeln!(out, "# TYPE stepwise_executions_started_total counter");
+    let _ = writeln!(out, "stepwise_executions_started_total {}", load(&metrics.executions_started));
+    let _ = writeln!(out, "# HELP stepwise_executions_finished_total Executions this process drove to a final status.");
+    let _ = writeln!(out, "# TYPE stepwise_executions_finished_total counter");
+    for (status, counter) in [
+        ("succeeded", &metrics.executions_succeeded),
+        ("compensated", &metrics.executions_compensated),
+        ("failed", &metrics.executions_failed),
+    ] {
+        let _ = writeln!(out, "stepwise_executions_finished_total{{status=\"{status}\"}} {}", load(counter));
+    }
+    let _ = writeln!(out, "# HELP stepwise_step_attempts_total Step invoke attempts, by outcome.");
+    let _ = writeln!(out, "# TYPE stepwise_step_attempts_total counter");
+    let _ =
+        writeln!(out, "stepwise_step_attempts_total{{outcome=\"succeeded\"}} {}", load(&metrics.attempts_succeeded));
+    let _ = writeln!(out, "stepwise_step_attempts_total{{outcome=\"failed\"}} {}", load(&metrics.attempts_failed));
+    let _ = writeln!(out, "# HELP stepwise_compensation_attempts_total Compensate attempts.");
+    let _ = writeln!(out, "# TYPE stepwise_compensation_attempts_total counter");
+    let _ = writeln!(out, "stepwise_compensation_attempts_total {}", load(&metrics.compensation_attempts));
+
+    let (buckets, count, sum) = metrics.latency();
+    let _ = writeln!(out, "# HELP stepwise_step_latency_seconds Duration of step invoke attempts.");
+    let _ = writeln!(out, "# TYPE stepwise_step_latency_seconds histogram");
+    for (bound_ms, cumulative) in buckets {
+        let _ =
+            writeln!(out, "stepwise_step_latency_seconds_bucket{{le=\"{}\"}} {cumulative}", bound_ms as f64 / 1000.0);
+    }
+    let _ = writeln!(out, "stepwise_step_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "stepwise_step_latency_seconds_sum {sum}");
+    let _ = writeln!(out, "stepwise_step_latency_seconds_count {count}");
+
+    let stats = state.engine.registry().stats();
+    let _ = writeln!(out, "# HELP stepwise_plugin_loads_total Plugin versions loaded, by how.");
+    let _ = writeln!(out, "# TYPE stepwise_plugin_loads_total counter");
+    let _ = writeln!(out, "stepwise_plugin_loads_total{{source=\"compiled\"}} {}", load(&stats.compiled));
+    let _ = writeln!(out, "stepwise_plugin_loads_total{{source=\"cache\"}} {}", load(&stats.cache_hits));
+    let _ = writeln!(out, "# HELP stepwise_plugin_swaps_total Hot swaps of a plugin's current version.");
+    let _ = writeln!(out, "# TYPE stepwise_plugin_swaps_total counter");
+    let _ = writeln!(out, "stepwise_plugin_swaps_total {}", load(&stats.swaps));
+    Ok(out)
+}

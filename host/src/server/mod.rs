@@ -1,0 +1,177 @@
+//! The long-running host: the HTTP API (axum), event subscribers, cron
+//! schedules, deadlines and retention, and a web view of executions.
+//!
+//! It owns no saga logic: handlers call the [`Engine`]; background tasks
+//! (see [`scheduler`]) start scheduled workflows, fire the deadlines of
+//! waiting executions and purge old ones. Plugins and workflows are watched
+//! and hot-reloaded while it runs.
+
+mod api;
+mod error;
+mod metrics;
+pub mod scheduler;
+mod web;
+
+pub use error::ApiError;
+
+use crate::engine::Engine;
+use crate::workflow::WorkflowDirectory;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::OpenApi;
+
+/// Largest JSON request body.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+/// Largest plugin upload.
+pub const MAX_UPLOAD_BODY: usize = 64 << 20;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// The watched workflow directory.
+    pub workflows: Arc<WorkflowDirectory>,
+    /// The bearer token writes need (`None`: writes are open, only with `--no-auth`).
+    pub token: Option<Arc<str>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Stepwise", description = "A workflow engine whose steps are sandboxed WebAssembly components"),
+    paths(
+        api::start_execution,
+        api::get_execution,
+        api::list_executions,
+        api::step_success,
+        api::step_failure,
+        api::list_workflows,
+        api::list_plugins,
+        api::upload_plugin,
+        api::publish_event,
+        api::healthz,
+        api::metrics
+    ),
+    components(schemas(error::ErrorBody, error::ErrorDetail, api::Accepted, api::FailureReport)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of the API, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The router: API, metrics, OpenAPI, web view, JSON errors for everything else.
+pub fn router(state: AppState) -> Router {
+    let uploads = Router::new()
+        .route("/v1/plugins/{name}", put(api::upload_plugin))
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BODY));
+    Router::new()
+        .route("/v1/workflows", get(api::list_workflows))
+        .route("/v1/workflows/{name}/executions", post(api::start_execution))
+        .route("/v1/executions", get(api::list_executions))
+        .route("/v1/executions/{id}", get(api::get_execution))
+        .route("/v1/executions/{id}/steps/{step}/success", post(api::step_success))
+        .route("/v1/executions/{id}/steps/{step}/failure", post(api::step_failure))
+        .route("/v1/plugins", get(api::list_plugins))
+        .route("/v1/events/{event}", post(api::publish_event))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .merge(uploads)
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/", get(web::index))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept this method",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Writes (anything but GET/HEAD) need `Authorization: Bearer <token>`.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if let (false, Some(token)) = (reads, &state.token) {
+        let presented = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        if presented != Some(token.as_ref()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint needs `Authorization: Bearer <token>`",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// How the server runs.
+pub struct ServeOptions {
+    /// Where to listen.
+    pub addr: std::net::SocketAddr,
+    /// The bearer token for writes.
+    pub token: Option<String>,
+    /// Finished executions older than this are purged hourly.
+    pub retention: Option<Duration>,
+}
+
+/// Serves until SIGINT/SIGTERM: resumes unfinished executions, watches the
+/// plugin and workflow directories, runs schedules, deadlines and retention.
+/// In-flight executions are durable: the next start resumes them.
+pub async fn serve(engine: Engine, workflows: Arc<WorkflowDirectory>, options: ServeOptions) -> anyhow::Result<()> {
+    let _plugin_watch = engine.registry().watch().map_err(anyhow::Error::msg)?;
+    let _workflow_watch = workflows.watch().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(options.addr).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    eprintln!("stepwise serving on http://{}", listener.local_addr()?);
+    let state = AppState { engine: engine.clone(), workflows: workflows.clone(), token: options.token.map(Arc::from) };
+    let background = scheduler::spawn(engine, workflows, options.retention);
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    background.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: executions in flight resume on the next start");
+}

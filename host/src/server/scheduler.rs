@@ -1,0 +1,106 @@
+//! The server's background work: resuming unfinished executions at start,
+//! starting workflows on their cron schedules, firing the deadlines of
+//! waiting executions, and purging old finished executions.
+
+use crate::engine::{Engine, ExecutionStatus, StartOptions};
+use crate::store::ListFilter;
+use crate::time::Timestamp;
+use crate::workflow::WorkflowDirectory;
+use chrono::{DateTime, Utc};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often schedules and deadlines are checked.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Starts the background work; abort the handle to stop it.
+pub fn spawn(
+    engine: Engine,
+    workflows: Arc<WorkflowDirectory>,
+    retention: Option<Duration>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let resumer = engine.clone();
+        tokio::spawn(async move {
+            match resumer.resume_all().await {
+                Ok(resumed) if !resumed.is_empty() => tracing::info!("resumed {} unfinished executions", resumed.len()),
+                Ok(_) => {}
+                Err(error) => tracing::error!("resuming unfinished executions: {error}"),
+            }
+        });
+        let mut last_check = Utc::now();
+        let mut last_purge: Option<std::time::Instant> = None;
+        let mut ticker = tokio::time::interval(TICK);
+        let mut ticks: u64 = 0;
+        loop {
+            ticker.tick().await;
+            ticks += 1;
+            let now = Utc::now();
+            run_due_schedules(&engine, &workflows, last_check, now).await;
+            last_check = now;
+            if ticks % 4 == 0 {
+                fire_deadlines(&engine).await;
+            }
+            if let Some(age) = retention {
+                if last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+                    last_purge = Some(std::time::Instant::now());
+                    let cutoff = Timestamp(Timestamp::now().0.saturating_sub(age.as_millis() as u64));
+                    match engine.store().purge_finished_before(cutoff).await {
+                        Ok(purged) => tracing::info!("retention: purged {purged} finished executions"),
+                        Err(error) => tracing::error!("retention: {error}"),
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The slots of `schedule` in `(after, until]`.
+pub fn due_slots(schedule: &str, after: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    match cron::Schedule::from_str(schedule) {
+        Ok(schedule) => schedule.after(&after).take_while(|slot| *slot <= until).take(100).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Starts each scheduled workflow once per slot that came due. A slot's
+/// idempotency key makes a slot run at most once, even across restarts;
+/// slots missed while no server ran are not run.
+async fn run_due_schedules(engine: &Engine, workflows: &WorkflowDirectory, after: DateTime<Utc>, until: DateTime<Utc>) {
+    for workflow in workflows.workflows() {
+        let Some(schedule) = workflow.definition().schedule.clone() else { continue };
+        for slot in due_slots(&schedule, after, until) {
+            let at = slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let options = StartOptions { idempotency_key: Some(format!("schedule:{}:{at}", workflow.name())) };
+            let input = serde_json::json!({"scheduled_at": at});
+            if let Err(error) = engine.start(workflow.clone(), input, options).await {
+                tracing::error!(workflow = workflow.name(), "scheduled run at {at}: {error}");
+            }
+        }
+    }
+}
+
+/// Resumes waiting executions, which fires the deadlines that passed.
+async fn fire_deadlines(engine: &Engine) {
+    let filter = ListFilter { status: Some(ExecutionStatus::Waiting), workflow: None, limit: Some(1000), before: None };
+    let Ok(waiting) = engine.store().list(&filter).await else { return };
+    for execution in waiting {
+        if let Err(error) = engine.resume(&execution.execution_id).await {
+            tracing::warn!(execution = %execution.execution_id, "firing deadlines: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_those_in_the_window() {
+        let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let slots = due_slots("*/10 * * * * *", start, start + chrono::Duration::seconds(35));
+        assert_eq!(slots.len(), 3);
+        assert!(due_slots("not cron", start, start + chrono::Duration::seconds(35)).is_empty());
+    }
+}
