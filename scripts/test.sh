@@ -8,6 +8,11 @@ cd "$root"
 started=$(date +%s)
 
 scripts/build-guests.sh
+# The web view is tested in headless Chromium (Debian's package).
+if ! command -v chromium > /dev/null; then
+    echo "installing chromium for the web view test" >&2
+    apt-get update -qq && apt-get install -y -qq chromium > /dev/null
+fi
 cargo fmt --all -- --check
 cargo fmt --manifest-path guest-examples/rust/Cargo.toml --all -- --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings

@@ -1,0 +1,450 @@
+//! The server as clients see it: a real `stepwise serve` process on a
+//! loopback port, a real HTTP client. Every endpoint's success and error
+//! paths, auth, events, schedules, async steps over HTTP, plugin upload,
+//! a burst of concurrent requests, and the web view in headless Chromium.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use stepwise_test_support::*;
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// A `stepwise serve` child process; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    dir: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const WORKFLOWS: &[(&str, &str)] = &[
+    ("quote.toml", include_str!("../guest-examples/workflows/accept-quote.toml")),
+    ("declined.toml", include_str!("../guest-examples/workflows/accept-quote-declined.toml")),
+    (
+        "audit.toml",
+        "name = \"audit\"\non_event = \"order.placed\"\n[[steps]]\nid = \"record\"\nplugin = \"echo\"\ninput = { order = \"$.input.order_id\" }\n",
+    ),
+    (
+        "notify.toml",
+        "name = \"notify\"\non_event = \"order.placed\"\n[[steps]]\nid = \"send\"\nplugin = \"echo\"\ninput = { to = \"$.input.email\" }\n",
+    ),
+    (
+        "approval.toml",
+        "name = \"approval\"\n[[steps]]\nid = \"ask\"\nplugin = \"echo\"\nasync = true\n[[steps]]\nid = \"after\"\nplugin = \"echo\"\ninput = { approved = \"$.steps.ask.output.approved\" }\n",
+    ),
+    ("versioned.toml", "name = \"versioned\"\n[[steps]]\nid = \"only\"\nplugin = \"versioned\"\n"),
+];
+
+impl Server {
+    fn start(label: &str, extra_workflows: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("stepwise-server-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["plugins", "workflows"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        for entry in std::fs::read_dir(plugins_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.join("plugins").join(path.file_name().unwrap())).unwrap();
+        }
+        std::fs::copy(repo_root().join("build/variants/versioned-v1.wasm"), dir.join("plugins/versioned.wasm"))
+            .unwrap();
+        for (name, text) in WORKFLOWS.iter().chain(extra_workflows) {
+            std::fs::write(dir.join("workflows").join(name), text).unwrap();
+        }
+        let mut child = Command::new(stepwise_bin())
+            .args(["serve", "--addr", "127.0.0.1:0", "--token", TOKEN])
+            .arg("--plugins")
+            .arg(dir.join("plugins"))
+            .arg("--workflows")
+            .arg(dir.join("workflows"))
+            .arg("--store")
+            .arg(format!("sqlite://{}", dir.join("server.db").display()))
+            .env("STEPWISE_CACHE", dir.join("cache"))
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = loop {
+            let line = lines.next().expect("the server exited before listening").unwrap();
+            if let Some(url) = line.strip_prefix("stepwise serving on ") {
+                break url.to_string();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        let client = reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap();
+        Server { child, base, dir, client }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self.client.post(self.url(path)).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn wait_final(&self, id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let (_, execution) = self.get(&format!("/v1/executions/{id}")).await;
+            if ["succeeded", "compensated", "failed"].contains(&execution["status"].as_str().unwrap_or_default()) {
+                return execution;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{id} did not finish: {execution}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn quote_input() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(example_workflow("accept-quote.input.json")).unwrap()).unwrap()
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_api_success_and_error_paths() {
+    let server = Server::start("api", &[]);
+    // Run and wait.
+    let (status, execution) = server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(execution["status"], "succeeded");
+    let id = execution["execution_id"].as_str().unwrap().to_string();
+    // Run without waiting: 202 with the id.
+    let (status, accepted) = server.post("/v1/workflows/accept-quote-declined/executions", quote_input()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let declined = server.wait_final(accepted["execution_id"].as_str().unwrap()).await;
+    assert_eq!(declined["status"], "compensated");
+    // Idempotency-Key returns the same execution.
+    let keyed = |key: &'static str| {
+        server
+            .client
+            .post(server.url("/v1/workflows/accept-quote/executions?wait=true"))
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", key)
+            .json(&quote_input())
+            .send()
+    };
+    let first: Value = keyed("k-1").await.unwrap().json().await.unwrap();
+    let second: Value = keyed("k-1").await.unwrap().json().await.unwrap();
+    assert_eq!(first["execution_id"], second["execution_id"]);
+
+    // Get one, list, filter, paginate.
+    let (status, fetched) = server.get(&format!("/v1/executions/{id}")).await;
+    assert_eq!((status, fetched["execution_id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    let (_, all) = server.get("/v1/executions").await;
+    assert_eq!(all["executions"].as_array().unwrap().len(), 3);
+    let (_, compensated) = server.get("/v1/executions?status=compensated").await;
+    assert_eq!(compensated["executions"].as_array().unwrap().len(), 1);
+    let (_, by_workflow) = server.get("/v1/executions?workflow=accept-quote").await;
+    assert_eq!(by_workflow["executions"].as_array().unwrap().len(), 2);
+    let (_, page) = server.get("/v1/executions?limit=2").await;
+    assert_eq!(page["executions"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = server.get(&format!("/v1/executions?limit=2&cursor={cursor}")).await;
+    assert_eq!(rest["executions"].as_array().unwrap().len(), 1);
+    assert!(rest["next_cursor"].is_null());
+
+    // Errors.
+    let (status, body) = server.get("/v1/executions/no-such-id").await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    let (status, body) = server.get("/v1/executions?status=exploded").await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (status, body) = server.get("/v1/executions?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = server.post("/v1/workflows/no-such-workflow/executions", json!({})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    let (status, body) = server.get("/v2/whatever").await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    let response = server
+        .client
+        .post(server.url("/v1/workflows/accept-quote/executions"))
+        .bearer_auth(TOKEN)
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&response.json().await.unwrap()), "invalid_json");
+    let response = server.client.delete(server.url("/v1/executions")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // An oversized body: the server answers 413 and closes the connection, so a client of its own.
+    let big = "x".repeat(2 << 20);
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/events/big"))
+        .bearer_auth(TOKEN)
+        .body(format!("\"{big}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&response.json().await.unwrap()), "payload_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_without_the_token_are_refused_and_reads_are_open() {
+    let server = Server::start("auth", &[]);
+    for (path, request) in [
+        (
+            "/v1/workflows/accept-quote/executions",
+            server.client.post(server.url("/v1/workflows/accept-quote/executions")),
+        ),
+        ("/v1/events/order.placed", server.client.post(server.url("/v1/events/order.placed"))),
+        ("/v1/executions/x/steps/ask/success", server.client.post(server.url("/v1/executions/x/steps/ask/success"))),
+        ("/v1/plugins/echo", server.client.put(server.url("/v1/plugins/echo"))),
+    ] {
+        let response = request.bearer_auth("wrong-token").json(&json!({})).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(error_code(&response.json().await.unwrap()), "unauthorized");
+    }
+    let response = server.client.post(server.url("/v1/events/order.placed")).json(&json!({})).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "no token at all");
+    for path in ["/healthz", "/v1/executions", "/v1/workflows", "/v1/plugins", "/metrics", "/openapi.json", "/"] {
+        assert_eq!(server.client.get(server.url(path)).send().await.unwrap().status(), StatusCode::OK, "{path}");
+    }
+    let (_, health) = server.get("/healthz").await;
+    assert_eq!(health, json!({"status": "ok"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_runs_every_subscribed_workflow() {
+    let server = Server::start("events", &[]);
+    let (status, published) =
+        server.post("/v1/events/order.placed", json!({"order_id": "o-1", "email": "a@b.c"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let started = published["executions"].as_array().unwrap();
+    let mut workflows: Vec<&str> = started.iter().map(|e| e["workflow"].as_str().unwrap()).collect();
+    workflows.sort();
+    assert_eq!(workflows, vec!["audit", "notify"]);
+    for execution in started {
+        let done = server.wait_final(execution["execution_id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "succeeded");
+        assert_eq!(done["input"]["order_id"], "o-1", "the payload is the input");
+    }
+    let (_, none) = server.post("/v1/events/nobody.listens", json!({})).await;
+    assert_eq!(none["executions"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_schedule_fires_once_per_slot() {
+    let every_second = "name = \"tick\"\nschedule = \"* * * * * *\"\n[[steps]]\nid = \"beat\"\nplugin = \"echo\"\ninput = { at = \"$.input.scheduled_at\" }\n";
+    let server = Server::start("cron", &[("tick.toml", every_second)]);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (_, listed) = server.get("/v1/executions?workflow=tick").await;
+    let runs = listed["executions"].as_array().unwrap();
+    assert!((2..=5).contains(&runs.len()), "{} runs in 3.5 s", runs.len());
+    let mut slots = Vec::new();
+    for run in runs {
+        let execution = server.wait_final(run["execution_id"].as_str().unwrap()).await;
+        slots.push(execution["input"]["scheduled_at"].as_str().unwrap().to_string());
+    }
+    let unique: std::collections::BTreeSet<&String> = slots.iter().collect();
+    assert_eq!(unique.len(), slots.len(), "no slot ran twice: {slots:?}");
+    let (_, workflows) = server.get("/v1/workflows").await;
+    assert!(workflows["workflows"].as_array().unwrap().iter().any(|w| w["schedule"] == "* * * * * *"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_step_is_completed_over_http() {
+    let server = Server::start("async", &[]);
+    let (_, execution) = server.post("/v1/workflows/approval/executions?wait=true", json!({})).await;
+    assert_eq!(execution["status"], "waiting");
+    let id = execution["execution_id"].as_str().unwrap();
+    let (status, done) =
+        server.post(&format!("/v1/executions/{id}/steps/ask/success"), json!({"approved": true})).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(step(&done, "after")["output"]["approved"], true);
+    let (status, body) = server.post(&format!("/v1/executions/{id}/steps/ask/success"), json!({})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "not_waiting"));
+
+    let (_, other) = server.post("/v1/workflows/approval/executions?wait=true", json!({})).await;
+    let id = other["execution_id"].as_str().unwrap();
+    let (status, failed) =
+        server.post(&format!("/v1/executions/{id}/steps/ask/failure"), json!({"error": "declined"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(failed["status"], "compensated");
+    let (status, body) = server.post(&format!("/v1/executions/{id}/steps/ask/failure"), json!({"nope": 1})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"));
+    let (status, _) = server.post("/v1/executions/missing/steps/ask/success", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn upload(server: &Server, name: &str, component: Vec<u8>, manifest: Option<&str>) -> (StatusCode, Value) {
+    let mut form = reqwest::multipart::Form::new().part("component", reqwest::multipart::Part::bytes(component));
+    if let Some(manifest) = manifest {
+        form = form.text("manifest", manifest.to_string());
+    }
+    let response = server
+        .client
+        .put(server.url(&format!("/v1/plugins/{name}")))
+        .bearer_auth(TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_plugin_is_used_at_once() {
+    let server = Server::start("upload", &[]);
+    let (_, before) = server.post("/v1/workflows/versioned/executions?wait=true", json!({})).await;
+    assert_eq!(step(&before, "only")["output"]["version"], "v1");
+    let v2 = std::fs::read(repo_root().join("build/variants/versioned-v2.wasm")).unwrap();
+    let (status, uploaded) = upload(&server, "versioned", v2, Some("version = \"2.0.0\"\n")).await;
+    assert_eq!(status, StatusCode::CREATED, "{uploaded}");
+    assert_eq!(uploaded["version"], "2.0.0");
+    let (_, after) = server.post("/v1/workflows/versioned/executions?wait=true", json!({})).await;
+    assert_eq!(step(&after, "only")["output"]["version"], "v2", "used at once");
+    let (_, plugins) = server.get("/v1/plugins").await;
+    let versioned = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "versioned").unwrap().clone();
+    assert_eq!(versioned["version"], "2.0.0");
+
+    // An invalid upload is refused and changes nothing.
+    let (status, body) = upload(&server, "versioned", b"not wasm".to_vec(), None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin"));
+    let not_a_step = std::fs::read(invalid_component("not-a-step")).unwrap();
+    let (status, body) = upload(&server, "versioned", not_a_step, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["message"].as_str().unwrap().contains("missing export `invoke`"));
+    let (_, still) = server.post("/v1/workflows/versioned/executions?wait=true", json!({})).await;
+    assert_eq!(step(&still, "only")["output"]["version"], "v2");
+    assert!(Path::new(&server.dir.join("plugins/versioned.toml")).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_openapi_describe_the_server() {
+    let server = Server::start("metrics", &[]);
+    server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
+    let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for metric in [
+        "stepwise_executions{status=\"succeeded\"} 1",
+        "stepwise_step_attempts_total{outcome=\"succeeded\"} 4",
+        "stepwise_step_latency_seconds_count 4",
+        "stepwise_plugin_loads_total{source=\"compiled\"}",
+    ] {
+        assert!(text.contains(metric), "missing {metric} in:\n{text}");
+    }
+    let (_, openapi) = server.get("/openapi.json").await;
+    for path in [
+        "/v1/workflows/{name}/executions",
+        "/v1/executions/{id}",
+        "/v1/events/{event}",
+        "/v1/plugins/{name}",
+        "/metrics",
+    ] {
+        assert!(openapi["paths"][path].is_object(), "openapi lacks {path}");
+    }
+}
+
+/// 2,000 execution requests at once: none lost, every one final. Reports
+/// throughput and p99 request latency (a figure, not a check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_2000_concurrent_requests_loses_nothing() {
+    let server = std::sync::Arc::new(Server::start("burst", &[]));
+    let total = 2000;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let server = server.clone();
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let mut input = quote_input();
+            input["cart_id"] = json!(format!("burst-{i}"));
+            let (status, body) = server.post("/v1/workflows/accept-quote/executions", input).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            (body["execution_id"].as_str().unwrap().to_string(), sent.elapsed())
+        });
+    }
+    let mut ids = Vec::new();
+    let mut latencies = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        let (id, latency) = result.unwrap();
+        ids.push(id);
+        latencies.push(latency);
+    }
+    let accepted = started.elapsed();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), total);
+    for id in &ids {
+        assert_eq!(server.wait_final(id).await["status"], "succeeded");
+    }
+    let finished = started.elapsed();
+    latencies.sort();
+    let p99 = latencies[total * 99 / 100];
+    eprintln!(
+        "burst: {total} requests accepted in {:.2} s, all succeeded after {:.2} s ({:.0} executions/s), request p99 {} ms",
+        accepted.as_secs_f64(),
+        finished.as_secs_f64(),
+        total as f64 / finished.as_secs_f64(),
+        p99.as_millis()
+    );
+    let (_, counted) = server.get("/v1/executions?status=succeeded&limit=500").await;
+    assert_eq!(counted["executions"].as_array().unwrap().len(), 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_shows_a_compensated_execution() {
+    let server = Server::start("web", &[]);
+    let (_, execution) = server.post("/v1/workflows/accept-quote-declined/executions?wait=true", quote_input()).await;
+    assert_eq!(execution["status"], "compensated");
+    let id = execution["execution_id"].as_str().unwrap();
+    let profile = server.dir.join("chromium-profile");
+    let output = Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(server.url(&format!("/#/executions/{id}")))
+        .output()
+        .expect("running chromium");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(dom.contains("accept-quote-declined"), "{dom}");
+    for (step_id, status) in
+        [("cart", "compensated"), ("reserve", "compensated"), ("payment", "compensated"), ("order", "failed")]
+    {
+        let node = format!("data-step=\"{step_id}\" data-status=\"{status}\"");
+        assert!(dom.contains(&node), "the graph lacks {node}");
+    }
+    assert!(dom.contains("order rejected: quote expired"), "the error is shown");
+    assert!(dom.contains("compensation_started"), "the timeline is shown");
+    // The list page with a status filter.
+    let output = Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(server.url("/#/?status=compensated"))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(dom.contains(id) && dom.contains("data-status=\"compensated\""), "{dom}");
+}
+
+fn chromium() -> &'static str {
+    if Path::new("/usr/bin/chromium").exists() {
+        "/usr/bin/chromium"
+    } else {
+        "chromium"
+    }
+}
