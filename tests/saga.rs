@@ -2,7 +2,6 @@
 //! reverse-order compensation, failing compensations, concurrency, traps and deadlines.
 
 use serde_json::json;
-use std::time::Instant;
 use stepwise::engine::StartOptions;
 use stepwise::workflow::Workflow;
 use stepwise_test_support::*;
@@ -188,13 +187,11 @@ async fn a_compensation_that_recovers_on_retry_still_compensates_cleanly() {
 #[tokio::test]
 async fn independent_steps_run_at_the_same_time() {
     let engine = engine();
-    let started = Instant::now();
     let execution = engine
         .run(example(&engine, "branches.toml"), json!({"sleep_ms": 400}), StartOptions::default())
         .await
         .unwrap()
         .to_json();
-    let elapsed = started.elapsed();
     assert_eq!(execution["status"], "succeeded", "{execution:#}");
     assert_eq!(execution["output"]["joined"], json!({"inventory": "inventory", "payment": "payment"}));
     let ordered: Vec<(String, String)> = execution["events"]
@@ -212,7 +209,6 @@ async fn independent_steps_run_at_the_same_time() {
     let branch_start =
         millis(&step(&execution, "inventory")["started_at"]).min(millis(&step(&execution, "payment")["started_at"]));
     assert!(branch_end - branch_start < 800, "two 400 ms branches overlapped: {} ms", branch_end - branch_start);
-    assert!(elapsed.as_millis() < 2000, "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -279,9 +275,9 @@ async fn a_step_timeout_stops_a_guest_blocked_in_a_host_call() {
         timeout_ms = 200
         retry = { max_attempts = 1 }
     "#;
-    let started = Instant::now();
     let execution = run(&engine, toml, json!({})).await;
-    assert!(started.elapsed().as_millis() < 3000, "the 10 s sleep was cut short: {:?}", started.elapsed());
+    let duration = step_duration_ms(&execution, "sleepy");
+    assert!(duration < 2500, "the 10 s sleep was cut short at the 200 ms timeout, after {duration} ms");
     assert_eq!(execution["status"], "compensated", "{execution:#}");
     assert_eq!(step(&execution, "sleepy")["error"]["kind"], "deadline_exceeded");
 }

@@ -85,10 +85,8 @@ fn observed(execution: &Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infinite_loop_runs_out_of_fuel() {
     let engine = engine();
-    let started = Instant::now();
     let execution = attack_beside_healthy_run(&engine, "hostile", json!({"attack": "loop"})).await;
     assert_contained(&execution, "fuel_exhausted");
-    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,11 +100,11 @@ async fn an_infinite_loop_with_ample_fuel_is_stopped_at_its_deadline() {
         )],
     );
     let engine = demo_host_in(&dir).engine;
-    let started = Instant::now();
     let execution = attack_beside_healthy_run(&engine, "hostile-slow", json!({"attack": "loop"})).await;
     let message = assert_contained(&execution, "deadline_exceeded");
-    assert!(started.elapsed().as_millis() < 3000, "{:?}", started.elapsed());
-    assert!(!message.is_empty());
+    let duration = step_duration_ms(&execution, "attack");
+    assert!(duration < 2000, "the 200 ms deadline stopped the loop after {duration} ms");
+    assert!(message.contains("200 ms") || message.contains("interrupt"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

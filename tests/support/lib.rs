@@ -143,6 +143,13 @@ pub fn step<'a>(execution: &'a Value, id: &str) -> &'a Value {
     execution["steps"].as_array().expect("steps").iter().find(|s| s["id"] == id).expect("step exists")
 }
 
+/// How long a step took, from its first start to its end, in milliseconds
+/// (compilation and scheduling before the step are not counted).
+pub fn step_duration_ms(execution: &Value, id: &str) -> u64 {
+    let step = step(execution, id);
+    millis(&step["finished_at"]) - millis(&step["started_at"])
+}
+
 /// Milliseconds since the epoch of an RFC 3339 timestamp in the execution JSON.
 pub fn millis(timestamp: &Value) -> u64 {
     let text = timestamp.as_str().expect("timestamp string");

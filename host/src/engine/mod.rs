@@ -48,7 +48,7 @@ pub enum EngineError {
 
 /// An execution ready to drive, or the one an idempotency key already names.
 enum Prepared {
-    New(driver::Driver),
+    New(Box<driver::Driver>),
     Existing(ExecutionId),
 }
 
@@ -152,7 +152,7 @@ impl Engine {
             Created::Existing(existing) => Prepared::Existing(existing),
             Created::New => {
                 let machine = Machine::new(workflow, id, input);
-                Prepared::New(driver::Driver::new(self.clone(), machine, plugins, 0))
+                Prepared::New(Box::new(driver::Driver::new(self.clone(), machine, plugins, 0)))
             }
         })
     }

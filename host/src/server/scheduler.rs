@@ -39,7 +39,7 @@ pub fn spawn(
             let now = Utc::now();
             run_due_schedules(&engine, &workflows, last_check, now).await;
             last_check = now;
-            if ticks % 4 == 0 {
+            if ticks.is_multiple_of(4) {
                 fire_deadlines(&engine).await;
             }
             if let Some(age) = retention {
