@@ -29,7 +29,11 @@ pub fn spawn(
                 Err(error) => tracing::error!("resuming unfinished executions: {error}"),
             }
         });
+        // Catch up: the latest slot of each schedule that came due while no
+        // server ran is run now, once (its idempotency key makes a slot that
+        // already ran a no-op); older missed slots are not replayed.
         let mut last_check = Utc::now();
+        catch_up_schedules(&engine, &workflows, last_check).await;
         let mut last_purge: Option<std::time::Instant> = None;
         let mut ticker = tokio::time::interval(TICK);
         let mut ticks: u64 = 0;
@@ -64,6 +68,33 @@ pub fn due_slots(schedule: &str, after: DateTime<Utc>, until: DateTime<Utc>) -> 
     }
 }
 
+async fn catch_up_schedules(engine: &Engine, workflows: &WorkflowDirectory, now: DateTime<Utc>) {
+    for workflow in workflows.workflows() {
+        let Some(schedule) = workflow.definition().schedule.clone() else { continue };
+        let recent = due_slots_all(&schedule, now - chrono::Duration::days(1), now);
+        if let Some(latest) = recent.last() {
+            start_slot(engine, &workflow, *latest).await;
+        }
+    }
+}
+
+/// Every slot of `schedule` in `(after, until]` (for catch-up, unbounded by count).
+fn due_slots_all(schedule: &str, after: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    match cron::Schedule::from_str(schedule) {
+        Ok(schedule) => schedule.after(&after).take_while(|slot| *slot <= until).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn start_slot(engine: &Engine, workflow: &Arc<crate::workflow::Workflow>, slot: DateTime<Utc>) {
+    let at = slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let options = StartOptions { idempotency_key: Some(format!("schedule:{}:{at}", workflow.name())) };
+    let input = serde_json::json!({"scheduled_at": at});
+    if let Err(error) = engine.start(workflow.clone(), input, options).await {
+        tracing::error!(workflow = workflow.name(), "scheduled run at {at}: {error}");
+    }
+}
+
 /// Starts each scheduled workflow once per slot that came due. A slot's
 /// idempotency key makes a slot run at most once, even across restarts;
 /// slots missed while no server ran are not run.
@@ -71,12 +102,7 @@ async fn run_due_schedules(engine: &Engine, workflows: &WorkflowDirectory, after
     for workflow in workflows.workflows() {
         let Some(schedule) = workflow.definition().schedule.clone() else { continue };
         for slot in due_slots(&schedule, after, until) {
-            let at = slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let options = StartOptions { idempotency_key: Some(format!("schedule:{}:{at}", workflow.name())) };
-            let input = serde_json::json!({"scheduled_at": at});
-            if let Err(error) = engine.start(workflow.clone(), input, options).await {
-                tracing::error!(workflow = workflow.name(), "scheduled run at {at}: {error}");
-            }
+            start_slot(engine, &workflow, slot).await;
         }
     }
 }
