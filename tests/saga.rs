@@ -328,7 +328,7 @@ async fn a_missing_referenced_value_fails_the_step_without_running_it() {
 async fn the_same_idempotency_key_returns_the_first_execution() {
     let engine = engine();
     let workflow = example(&engine, "accept-quote.toml");
-    let options = StartOptions { idempotency_key: Some("quote-42".into()) };
+    let options = StartOptions { idempotency_key: Some("quote-42".into()), ..Default::default() };
     let first = engine.run(workflow.clone(), quote_input(), options.clone()).await.unwrap();
     let second = engine.run(workflow, quote_input(), options).await.unwrap();
     assert_eq!(first.execution_id, second.execution_id);

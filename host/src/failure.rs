@@ -35,6 +35,10 @@ pub enum FailureKind {
     Unavailable,
     /// An async step was not completed, or the workflow did not finish, in time.
     TimedOut,
+    /// A `when` condition, a `transform` or a `for_each` could not be evaluated.
+    Expression,
+    /// A rollback was requested from outside (an operator, or the parent execution).
+    Cancelled,
 }
 
 impl FailureKind {
@@ -52,7 +56,9 @@ impl FailureKind {
             | FailureKind::InputTooLarge
             | FailureKind::InputMapping
             | FailureKind::OutputMapping
-            | FailureKind::TimedOut => false,
+            | FailureKind::TimedOut
+            | FailureKind::Expression
+            | FailureKind::Cancelled => false,
         }
     }
 }

@@ -60,6 +60,18 @@ impl StepId {
     }
 }
 
+impl StepId {
+    /// Whether `label` names a unit: a step id, or `step[index]` / `hook[plugin]`.
+    pub fn is_valid_label(label: &str) -> bool {
+        match label.strip_suffix(']').and_then(|rest| rest.split_once('[')) {
+            Some((id, inner)) => {
+                Self::is_valid(id) && (inner.chars().all(|c| c.is_ascii_digit()) && !inner.is_empty() || Self::is_valid(inner))
+            }
+            None => Self::is_valid(label),
+        }
+    }
+}
+
 impl fmt::Display for StepId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

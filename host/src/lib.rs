@@ -12,6 +12,7 @@
 //! - [`sandbox`]: the wasmtime engine, linker, limits and host capabilities;
 //! - [`engine`]: the saga state machine and the driver that performs its commands;
 //! - [`store`]: the execution log (`ExecutionStore`);
+//! - [`tenants`]: which hook handlers each tenant binds;
 //! - [`cli`]: the `stepwise` command line.
 
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod sandbox;
 pub mod server;
 pub mod services;
 pub mod store;
+pub mod tenants;
 pub mod time;
 pub mod watch;
 pub mod workflow;

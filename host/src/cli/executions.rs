@@ -1,8 +1,9 @@
-//! Commands on recorded executions: resume, complete/fail async steps, list,
-//! show and purge.
+//! Commands on recorded executions: resume, complete/fail async steps,
+//! cancel (roll back), list, show and purge.
 
 use super::{demo_engine, exit_code, PluginDirArg, StoreArg};
-use crate::engine::{ExecutionStatus, ExecutionView, TimelineKind};
+use crate::engine::{ExecutionStatus, ExecutionView, StepStatus, TimelineKind};
+use crate::failure::StepFailure;
 use crate::ids::{ExecutionId, StepId};
 use crate::store::ListFilter;
 use crate::time::Timestamp;
@@ -44,6 +45,20 @@ pub struct FailArgs {
     /// What went wrong.
     #[arg(long)]
     error: String,
+    #[command(flatten)]
+    plugins: PluginDirArg,
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+/// Arguments of `stepwise cancel`.
+#[derive(clap::Args)]
+pub struct CancelArgs {
+    /// The execution.
+    execution_id: String,
+    /// Why, recorded in the execution.
+    #[arg(long, default_value = "cancelled by an operator")]
+    reason: String,
     #[command(flatten)]
     plugins: PluginDirArg,
     #[command(flatten)]
@@ -130,9 +145,16 @@ pub async fn fail(args: FailArgs) -> Result<ExitCode> {
     Ok(exit_code(execution.status))
 }
 
+pub async fn cancel(args: CancelArgs) -> Result<ExitCode> {
+    let engine = demo_engine(&args.store, &args.plugins)?;
+    let execution = engine.rollback(&ExecutionId::new(args.execution_id), &args.reason).await?;
+    println!("{}", serde_json::to_string_pretty(&execution)?);
+    Ok(exit_code(execution.status))
+}
+
 fn step_id(text: &str) -> Result<StepId> {
-    if !StepId::is_valid(text) {
-        bail!("`{text}` is not a valid step id");
+    if !StepId::is_valid_label(text) {
+        bail!("`{text}` is not a valid step id (`step`, `step[3]` or `hook[plugin]`)");
     }
     Ok(StepId::new(text))
 }
@@ -203,20 +225,52 @@ fn readable(execution: &ExecutionView) -> String {
         let step = error.step.as_ref().map_or("workflow".to_string(), |s| format!("step {s}"));
         let _ = writeln!(out, "error: {step}: {}", error.failure);
     }
-    let _ = writeln!(out, "\n{:<20} {:<20} {:<19} {:>8}  ERROR", "STEP", "PLUGIN", "STATUS", "ATTEMPTS");
+    if let Some(tenant) = &execution.tenant {
+        let _ = writeln!(out, "tenant: {tenant}");
+    }
+    if let Some(parent) = &execution.parent_execution_id {
+        let _ = writeln!(out, "parent execution: {parent}");
+    }
+    let _ = writeln!(out, "\n{:<24} {:<24} {:<19} {:>8}  ERROR / NOTE", "STEP", "RUNS", "STATUS", "ATTEMPTS");
+    let row = |out: &mut String, id: &str, runs: &str, status: StepStatus, attempts: u32, note: String| {
+        let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let _ = writeln!(out, "{id:<24} {runs:<24} {status:<19} {attempts:>8}  {note}");
+    };
+    let problem = |error: Option<&StepFailure>, compensation: Option<&StepFailure>| {
+        error.or(compensation).map(ToString::to_string).unwrap_or_default()
+    };
     for step in &execution.steps {
-        let status =
-            serde_json::to_value(step.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let error =
-            step.error.as_ref().or(step.compensation_error.as_ref()).map(ToString::to_string).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{:<20} {:<20} {:<19} {:>8}  {error}",
-            step.id.as_str(),
-            step.plugin.as_str(),
-            status,
-            step.attempts
-        );
+        let runs = match (&step.plugin, &step.workflow, &step.transform) {
+            (Some(plugin), _, _) => plugin.to_string(),
+            (_, Some(workflow), _) => format!("workflow {workflow}"),
+            _ => "transform".to_string(),
+        };
+        let mut note = problem(step.error.as_ref(), step.compensation_error.as_ref());
+        if let Some(reason) = &step.skip_reason {
+            note = format!("skipped: {reason}");
+        }
+        if !step.child_execution_ids.is_empty() {
+            let children: Vec<&str> = step.child_execution_ids.iter().map(|id| id.as_str()).collect();
+            note = format!("{note} children: {}", children.join(", ")).trim().to_string();
+        }
+        row(&mut out, step.id.as_str(), &runs, step.status, step.attempts, note);
+        for element in step.elements.iter().flatten() {
+            let note = problem(element.error.as_ref(), element.compensation_error.as_ref());
+            row(&mut out, &format!("  {}", element.id), "", element.status, element.attempts, note);
+        }
+    }
+    for hook in &execution.hooks {
+        let note = match (&hook.skip_reason, hook.handlers.is_empty()) {
+            (Some(reason), _) => format!("skipped: {reason}"),
+            (None, true) => "no handlers for this tenant".to_string(),
+            (None, false) => String::new(),
+        };
+        row(&mut out, &format!("hook {}", hook.name), "", hook.status, 0, note);
+        for handler in &hook.handlers {
+            let note = problem(handler.error.as_ref(), handler.compensation_error.as_ref());
+            let runs = handler.plugin.clone().unwrap_or_default();
+            row(&mut out, &format!("  {}", handler.id), &runs, handler.status, handler.attempts, note);
+        }
     }
     let _ = writeln!(out, "\ntimeline:");
     for entry in &execution.events {

@@ -32,6 +32,9 @@ enum Command {
     Complete(executions::CompleteArgs),
     /// Report an async step failed; the execution rolls back.
     Fail(executions::FailArgs),
+    /// Roll an execution back: running steps settle, then every completed
+    /// step is compensated in reverse order (also after it succeeded).
+    Cancel(executions::CancelArgs),
     /// List, show and purge recorded executions.
     #[command(subcommand)]
     Executions(executions::ExecutionsCommand),
@@ -50,6 +53,28 @@ pub struct PluginDirArg {
     /// Directory of plugin components (`<name>.wasm`).
     #[arg(long = "plugins", env = "STEPWISE_PLUGINS", default_value = "plugins")]
     pub dir: PathBuf,
+}
+
+/// Where tenants' hook handler bindings are: `--tenants`, else `$STEPWISE_TENANTS`,
+/// else `./tenants` when it exists (no bindings otherwise).
+#[derive(clap::Args, Clone)]
+pub struct TenantDirArg {
+    /// Directory of tenant files (`<tenant>.toml`, binding plugins to hooks).
+    #[arg(id = "tenants_dir", long = "tenants", env = "STEPWISE_TENANTS")]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl TenantDirArg {
+    /// Loads the bindings; a named directory must exist and every file in it must be valid.
+    pub fn load(&self) -> anyhow::Result<std::sync::Arc<crate::tenants::TenantBindings>> {
+        use crate::tenants::TenantBindings;
+        let dir = match &self.dir {
+            Some(dir) => dir.clone(),
+            None if std::path::Path::new("tenants").is_dir() => std::path::PathBuf::from("tenants"),
+            None => return Ok(std::sync::Arc::new(TenantBindings::none())),
+        };
+        Ok(std::sync::Arc::new(TenantBindings::load(&dir).map_err(anyhow::Error::msg)?))
+    }
 }
 
 /// Which execution store to use: `--store`, else `$STEPWISE_STORE`, else `sqlite://stepwise.db`.
@@ -130,6 +155,7 @@ pub fn main() -> ExitCode {
             Command::Resume(args) => executions::resume(args).await,
             Command::Complete(args) => executions::complete(args).await,
             Command::Fail(args) => executions::fail(args).await,
+            Command::Cancel(args) => executions::cancel(args).await,
             Command::Executions(command) => executions::run(command).await,
             Command::Plugins(command) => plugins::run(command).await,
             Command::Serve(args) => serve::run(args).await,

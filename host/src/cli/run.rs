@@ -2,7 +2,7 @@
 
 use super::{demo_engine, exit_code, PluginDirArg, StoreArg};
 use crate::engine::StartOptions;
-use crate::workflow::Workflow;
+use crate::workflow::{DirectoryCatalog, NoWorkflows, Workflow, WorkflowCatalog};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -27,17 +27,36 @@ pub struct RunArgs {
     /// Starting twice with the same key returns the first execution.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// The tenant the execution runs for: the hook handlers its tenant file binds run.
+    #[arg(long)]
+    tenant: Option<String>,
+    #[command(flatten)]
+    tenants: super::TenantDirArg,
+    /// Where the workflows it runs as children are (default: the workflow file's directory).
+    #[arg(long)]
+    workflows: Option<PathBuf>,
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let input = read_input(&args)?;
-    let engine = demo_engine(&args.store, &args.plugins)?;
-    let workflow = Workflow::load_file(&args.workflow, engine.registry().as_ref())?;
+    let engine = demo_engine(&args.store, &args.plugins)?.with_tenants(args.tenants.load()?);
+    let workflows_dir = match &args.workflows {
+        Some(dir) => dir.clone(),
+        None => args.workflow.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let dir = if workflows_dir.as_os_str().is_empty() { PathBuf::from(".") } else { workflows_dir };
+    let catalog: Box<dyn WorkflowCatalog> = match DirectoryCatalog::scan(&dir) {
+        Ok(catalog) => Box::new(catalog),
+        Err(error) if args.workflows.is_some() => bail!("reading the workflow directory {}: {error}", dir.display()),
+        // The workflow file's own directory is unreadable: loading the file says why.
+        Err(_) => Box::new(NoWorkflows),
+    };
+    let workflow = Workflow::load_file_with(&args.workflow, engine.registry().as_ref(), catalog.as_ref())?;
     let resumed = engine.resume_all().await.context("resuming unfinished executions")?;
     if !resumed.is_empty() {
         eprintln!("resumed {} unfinished execution(s) first", resumed.len());
     }
-    let options = StartOptions { idempotency_key: args.idempotency_key };
+    let options = StartOptions { idempotency_key: args.idempotency_key, tenant: args.tenant };
     let execution = engine.run(Arc::new(workflow), input, options).await?;
     println!("{}", serde_json::to_string_pretty(&execution)?);
     Ok(exit_code(execution.status))

@@ -21,6 +21,8 @@ pub struct ServeArgs {
     plugins: PluginDirArg,
     #[command(flatten)]
     store: StoreArg,
+    #[command(flatten)]
+    tenants: super::TenantDirArg,
     /// Bearer token that every write endpoint requires.
     #[arg(long, env = "STEPWISE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -39,7 +41,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     if args.token.as_deref().is_some_and(|token| token.len() < 16) {
         bail!("the bearer token must be at least 16 characters");
     }
-    let engine = demo_engine(&args.store, &args.plugins)?;
+    let engine = demo_engine(&args.store, &args.plugins)?.with_tenants(args.tenants.load()?);
     let workflows = WorkflowDirectory::load(&args.workflows, engine.registry().clone())
         .with_context(|| format!("reading the workflow directory {}", args.workflows.display()))?;
     for (file, status) in workflows.files() {

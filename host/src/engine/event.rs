@@ -1,11 +1,18 @@
 //! Events (what happened) and commands (what to do next): the vocabulary
 //! between the saga state machine and its driver. Events are what the store
 //! records; replaying them through the machine rebuilds an execution.
+//!
+//! Events name the unit they concern by its stable label: the step id for a
+//! plain step, `<step>[<index>]` for a fan-out element and `<hook>[<plugin>]`
+//! for a hook handler (see [`super::machine::Unit`]).
 
 use crate::failure::StepFailure;
 use crate::ids::StepId;
 use crate::sandbox::LogLine;
+use crate::tenants::HandlerBinding;
 use crate::time::Timestamp;
+use crate::workflow::WorkflowDefinition;
+use super::machine::Unit;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -14,11 +21,18 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// The execution began, pinned to these plugin versions (name -> content hash).
+    /// The execution began, pinned to these plugin versions (name -> content
+    /// hash), hook handlers and child workflow definitions.
     ExecutionStarted {
         /// The version of every plugin the execution uses, to the end.
         #[serde(default)]
         plugins: BTreeMap<String, String>,
+        /// The tenant's handlers of each hook, in the order they run.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        handlers: BTreeMap<String, Vec<HandlerBinding>>,
+        /// The definitions of the workflows it runs as children.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        workflows: BTreeMap<String, WorkflowDefinition>,
     },
     /// An attempt of `invoke` is about to be made.
     AttemptStarted {
@@ -97,6 +111,21 @@ pub enum Event {
         /// What went wrong.
         message: String,
     },
+    /// The child execution of a workflow step waits for the outside world
+    /// (an async step of its own); the step finishes when the child does.
+    ChildWaiting {
+        /// The step (or element).
+        step: StepId,
+        /// The attempt whose child waits.
+        attempt: u32,
+    },
+    /// Someone (an operator, or the parent execution rolling back) asked for
+    /// the execution to be rolled back: steps in flight settle, then every
+    /// completed step is compensated, even after the execution succeeded.
+    RollbackRequested {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A timer the machine asked for.
@@ -137,19 +166,19 @@ impl Timer {
 /// What the driver must do next.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Call `invoke` on the step's plugin.
+    /// Call `invoke` on the unit's plugin (or start its child workflow).
     Invoke {
-        /// Index of the step in the workflow.
-        step: usize,
+        /// The unit.
+        unit: Unit,
         /// Attempt number.
         attempt: u32,
         /// The rendered input.
         input: Value,
     },
-    /// Call `compensate` on the step's plugin.
+    /// Call `compensate` on the unit's plugin (or roll back its child workflow).
     Compensate {
-        /// Index of the step in the workflow.
-        step: usize,
+        /// The unit.
+        unit: Unit,
         /// Compensation attempt number.
         attempt: u32,
         /// Compensation data, or the step's output when it returned none.

@@ -34,9 +34,13 @@ fn at(ms: u64) -> Timestamp {
     Timestamp(1_000_000 + ms)
 }
 
+fn started_event() -> Event {
+    Event::ExecutionStarted { plugins: Default::default(), handlers: Default::default(), workflows: Default::default() }
+}
+
 fn start(workflow: Arc<Workflow>, input: Value) -> (Machine, Vec<Command>) {
     let mut machine = Machine::new(workflow, ExecutionId::new("e1"), input);
-    let commands = machine.apply(at(0), Event::ExecutionStarted { plugins: Default::default() });
+    let commands = machine.apply(at(0), started_event());
     (machine, commands)
 }
 
@@ -66,7 +70,7 @@ fn invoked(commands: &[Command]) -> Vec<(usize, u32, Value)> {
     commands
         .iter()
         .filter_map(|c| match c {
-            Command::Invoke { step, attempt, input } => Some((*step, *attempt, input.clone())),
+            Command::Invoke { unit, attempt, input } => Some((unit.node, *attempt, input.clone())),
             _ => None,
         })
         .collect()
@@ -76,7 +80,7 @@ fn compensating(commands: &[Command]) -> Vec<(usize, Value)> {
     commands
         .iter()
         .filter_map(|c| match c {
-            Command::Compensate { step, data, .. } => Some((*step, data.clone())),
+            Command::Compensate { unit, data, .. } => Some((unit.node, data.clone())),
             _ => None,
         })
         .collect()
@@ -121,7 +125,7 @@ fn retryable_failure_arms_a_backoff_timer_then_retries_with_the_next_attempt() {
         commands,
         vec![Command::StartTimer { timer: timer.clone(), due: at(2).plus(std::time::Duration::from_millis(100)) }]
     );
-    assert_eq!(machine.steps()[0].phase, StepPhase::RetryWaiting { attempt: 2, due: at(102) });
+    assert_eq!(machine.unit(Unit::single(0)).phase, StepPhase::RetryWaiting { attempt: 2, due: at(102) });
 
     let commands = machine.apply(at(102), Event::TimerFired { timer: timer.clone() });
     assert_eq!(invoked(&commands), vec![(0, 2, json!({"x": 1}))]);
@@ -141,8 +145,8 @@ fn exhausted_retries_fail_the_step_and_with_nothing_completed_the_saga_is_compen
     let commands = fail(&mut machine, "a", 2, FailureKind::Retryable);
     assert_eq!(commands, vec![Command::Finish]);
     assert_eq!(machine.status(), ExecutionStatus::Compensated);
-    assert_eq!(machine.steps()[0].phase, StepPhase::Failed);
-    assert_eq!(machine.steps()[0].attempts, 2);
+    assert_eq!(machine.unit(Unit::single(0)).phase, StepPhase::Failed);
+    assert_eq!(machine.unit(Unit::single(0)).attempts, 2);
 }
 
 #[test]
@@ -198,8 +202,8 @@ fn a_failing_compensation_is_retried_then_the_execution_fails_but_other_steps_ar
     assert_eq!(compensating(&commands), vec![(0, json!({"v": 1}))]);
     assert_eq!(compensated(&mut machine, "a", 1), vec![Command::Finish]);
     assert_eq!(machine.status(), ExecutionStatus::Failed);
-    assert_eq!(machine.steps()[1].phase, StepPhase::CompensationFailed);
-    assert_eq!(machine.steps()[1].compensation_attempts, 2);
+    assert_eq!(machine.unit(Unit::single(1)).phase, StepPhase::CompensationFailed);
+    assert_eq!(machine.unit(Unit::single(1)).compensation_attempts, 2);
 }
 
 #[test]
@@ -219,7 +223,7 @@ fn running_steps_settle_before_compensation_and_steps_waiting_to_retry_are_cance
     fail(&mut machine, "flaky", 1, FailureKind::Retryable);
     let commands = fail(&mut machine, "bad", 1, FailureKind::Permanent);
     assert!(commands.is_empty(), "slow is still running: {commands:?}");
-    assert_eq!(machine.steps()[1].phase, StepPhase::Cancelled);
+    assert_eq!(machine.unit(Unit::single(1)).phase, StepPhase::Cancelled);
     // The slow step completes after the failure: it is compensated.
     let commands = machine.apply(
         at(5),
@@ -236,7 +240,7 @@ fn running_steps_settle_before_compensation_and_steps_waiting_to_retry_are_cance
 fn a_missing_input_path_fails_the_step_permanently() {
     let (mut machine, _) = start(chain(3), json!({"x": 1}));
     let commands = succeed(&mut machine, "a", 1, json!({"no_v": true}), None);
-    let step = &machine.steps()[1];
+    let step = &machine.unit(Unit::single(1));
     assert_eq!(step.phase, StepPhase::Failed);
     assert_eq!(step.error.as_ref().unwrap().kind, FailureKind::InputMapping);
     assert!(step.error.as_ref().unwrap().message.contains("$.steps.a.output.v"));
@@ -249,7 +253,7 @@ fn results_for_attempts_not_in_flight_are_ignored() {
     let stale =
         Event::AttemptSucceeded { step: id("b"), attempt: 1, output: json!(1), compensation: None, logs: vec![] };
     assert!(machine.apply(at(1), stale).is_empty());
-    assert_eq!(machine.steps()[1].phase, StepPhase::Pending);
+    assert_eq!(machine.nodes()[1].phase, NodePhase::Pending);
     let unknown = Event::AttemptStarted { step: id("nope"), attempt: 1 };
     assert!(machine.apply(at(1), unknown).is_empty());
 }
@@ -257,7 +261,7 @@ fn results_for_attempts_not_in_flight_are_ignored() {
 #[test]
 fn replaying_the_same_events_rebuilds_the_same_state_and_outstanding_work() {
     let (mut machine, _) = start(chain(3), json!({"x": 1}));
-    let mut log = vec![(at(0), Event::ExecutionStarted { plugins: Default::default() })];
+    let mut log = vec![(at(0), started_event())];
     let mut record = |machine: &mut Machine, when: Timestamp, event: Event| {
         log.push((when, event.clone()));
         machine.apply(when, event)
@@ -280,7 +284,7 @@ fn replaying_the_same_events_rebuilds_the_same_state_and_outstanding_work() {
     for (when, event) in log {
         replayed.apply(when, event);
     }
-    assert_eq!(replayed.steps(), machine.steps());
+    assert_eq!(replayed.nodes(), machine.nodes());
     assert_eq!(replayed.timeline(), machine.timeline());
     // b was in flight when the log ends: it is the work to resume, same attempt.
     assert_eq!(invoked(&replayed.outstanding_commands()), vec![(1, 1, json!({"from_a": 1}))]);

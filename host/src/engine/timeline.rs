@@ -2,7 +2,7 @@
 //! retried or compensated, with the lines the guests logged.
 
 use crate::failure::StepFailure;
-use crate::ids::StepId;
+use crate::ids::{ExecutionId, StepId};
 use crate::sandbox::LogLevel;
 use crate::time::Timestamp;
 use serde::Serialize;
@@ -66,6 +66,35 @@ pub enum TimelineKind {
     },
     /// The workflow's timeout elapsed.
     ExecutionTimedOut,
+    /// A rollback was requested from outside (an operator, or the parent execution).
+    RollbackRequested {
+        /// Why.
+        reason: String,
+    },
+    /// A fan-out step or a hook expanded into its units (elements, handlers).
+    StepExpanded {
+        /// The step or hook.
+        step: StepId,
+        /// How many units it runs.
+        units: usize,
+    },
+    /// A step or hook was skipped: its condition was false, or it needs the
+    /// output of a skipped step.
+    StepSkipped {
+        /// The step or hook.
+        step: StepId,
+        /// Why.
+        reason: String,
+    },
+    /// A workflow step's child execution waits for the outside world.
+    ChildWaiting {
+        /// The step (or element).
+        step: StepId,
+        /// The attempt.
+        attempt: u32,
+        /// The child execution.
+        child: ExecutionId,
+    },
     /// A step succeeded.
     StepSucceeded {
         /// The step.

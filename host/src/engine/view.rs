@@ -1,24 +1,31 @@
 //! The execution as JSON: what `stepwise run` prints and the API returns.
+//!
+//! Steps and hooks are listed apart. A plain step shows its one unit's
+//! attempts, output and errors; a fan-out step adds its `elements`, a hook
+//! its `handlers`, a workflow step the `child_execution_ids` it started.
 
-use super::machine::{ExecutionError, ExecutionStatus, Machine, StepPhase};
+use super::machine::{ExecutionError, ExecutionStatus, Machine, NodePhase, NodeState, StepPhase, StepState, Unit};
 use super::timeline::TimelineEntry;
 use crate::failure::StepFailure;
 use crate::ids::{ExecutionId, PluginName, StepId};
 use crate::time::Timestamp;
+use crate::workflow::StepKind;
 use serde::Serialize;
 use serde_json::Value;
 
-/// A step's status as shown to people.
+/// A step's (or unit's) status as shown to people.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Not started.
     Pending,
+    /// Its condition was false, or a step whose output it needs was skipped.
+    Skipped,
     /// An attempt is in flight.
     Running,
     /// Waiting to retry after a failed attempt.
     Retrying,
-    /// An async step waiting to be completed from outside.
+    /// An async step (or a child execution) waiting for the outside world.
     Waiting,
     /// Succeeded (and not rolled back).
     Succeeded,
@@ -40,7 +47,7 @@ impl From<StepPhase> for StepStatus {
             StepPhase::Pending => Self::Pending,
             StepPhase::Running { .. } => Self::Running,
             StepPhase::RetryWaiting { .. } => Self::Retrying,
-            StepPhase::Waiting { .. } => Self::Waiting,
+            StepPhase::Waiting { .. } | StepPhase::ChildWaiting { .. } => Self::Waiting,
             StepPhase::Succeeded => Self::Succeeded,
             StepPhase::Failed => Self::Failed,
             StepPhase::Cancelled => Self::Cancelled,
@@ -51,22 +58,60 @@ impl From<StepPhase> for StepStatus {
     }
 }
 
-/// One step in the execution JSON.
+/// The status of a node from its phase and its units: the most telling one
+/// (a failure over work in flight over a finished rollback over success).
+fn node_status(node: &NodeState) -> StepStatus {
+    match &node.phase {
+        NodePhase::Pending => return StepStatus::Pending,
+        NodePhase::Skipped { .. } => return StepStatus::Skipped,
+        NodePhase::Failed if node.elements.is_empty() => return StepStatus::Failed,
+        _ => {}
+    }
+    if let [only] = node.elements.as_slice() {
+        return only.phase.into();
+    }
+    let statuses: Vec<StepStatus> = node.elements.iter().map(|e| e.phase.into()).collect();
+    for status in [
+        StepStatus::Failed,
+        StepStatus::CompensationFailed,
+        StepStatus::Compensating,
+        StepStatus::Running,
+        StepStatus::Retrying,
+        StepStatus::Waiting,
+        StepStatus::Compensated,
+    ] {
+        if statuses.contains(&status) {
+            return status;
+        }
+    }
+    match node.phase {
+        NodePhase::Succeeded => StepStatus::Succeeded,
+        _ if statuses.contains(&StepStatus::Cancelled) => StepStatus::Cancelled,
+        _ => StepStatus::Running,
+    }
+}
+
+/// One unit in the execution JSON: a fan-out element or a hook handler.
 #[derive(Clone, Debug, Serialize)]
-pub struct StepView {
-    /// Step id.
+pub struct UnitView {
+    /// Its stable id: `step[3]` or `hook[plugin]`.
     pub id: StepId,
-    /// Plugin name.
-    pub plugin: PluginName,
-    /// Steps that must succeed before this one (from its references and `after`).
-    pub depends_on: Vec<StepId>,
+    /// A fan-out element's position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// A hook handler's plugin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// A hook handler's priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
     /// Status.
     pub status: StepStatus,
     /// `invoke` attempts made.
     pub attempts: u32,
     /// Output, once succeeded.
     pub output: Option<Value>,
-    /// Compensation data the step returned, if any.
+    /// Compensation data it returned, if any.
     pub compensation_data: Option<Value>,
     /// The last `invoke` failure.
     pub error: Option<StepFailure>,
@@ -80,6 +125,89 @@ pub struct StepView {
     /// When it succeeded or failed.
     #[serde(serialize_with = "crate::time::rfc3339_opt")]
     pub finished_at: Option<Timestamp>,
+    /// The child executions its attempts started (workflow steps).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub child_execution_ids: Vec<ExecutionId>,
+}
+
+/// One step in the execution JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepView {
+    /// Step id.
+    pub id: StepId,
+    /// `plugin`, `workflow` or `transform`.
+    pub kind: &'static str,
+    /// Plugin name (plugin steps).
+    pub plugin: Option<PluginName>,
+    /// The child workflow (workflow steps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// The expression (transform steps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
+    /// Its condition, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Steps and hooks that must settle before this one (its references and `after`).
+    pub depends_on: Vec<StepId>,
+    /// Status.
+    pub status: StepStatus,
+    /// Why it was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
+    /// `invoke` attempts made (over every element of a fan-out).
+    pub attempts: u32,
+    /// Output, once succeeded (a fan-out: the element outputs, in order).
+    pub output: Option<Value>,
+    /// Compensation data the step returned, if any.
+    pub compensation_data: Option<Value>,
+    /// The last failure (a fan-out: the element's that failed).
+    pub error: Option<StepFailure>,
+    /// `compensate` attempts made.
+    pub compensation_attempts: u32,
+    /// The last `compensate` failure.
+    pub compensation_error: Option<StepFailure>,
+    /// When it started.
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    pub started_at: Option<Timestamp>,
+    /// When it succeeded, failed or was skipped.
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    pub finished_at: Option<Timestamp>,
+    /// A fan-out's elements, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elements: Option<Vec<UnitView>>,
+    /// The child executions it started (workflow steps).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub child_execution_ids: Vec<ExecutionId>,
+}
+
+/// One hook point in the execution JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct HookView {
+    /// Hook name.
+    pub name: StepId,
+    /// Its condition, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Steps and hooks that must settle before it runs.
+    pub depends_on: Vec<StepId>,
+    /// Status (`succeeded` with no handlers when the tenant bound none).
+    pub status: StepStatus,
+    /// Why it was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
+    /// The handler outputs, in order, once succeeded.
+    pub output: Option<Value>,
+    /// A failure of the hook itself (its condition).
+    pub error: Option<StepFailure>,
+    /// The tenant's handlers, in the order they run.
+    pub handlers: Vec<UnitView>,
+    /// When it started.
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    pub started_at: Option<Timestamp>,
+    /// When it finished.
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    pub finished_at: Option<Timestamp>,
 }
 
 /// The execution JSON.
@@ -91,6 +219,12 @@ pub struct ExecutionView {
     pub workflow: String,
     /// Status.
     pub status: ExecutionStatus,
+    /// The tenant it runs for, if any.
+    pub tenant: Option<String>,
+    /// The execution that runs this one as a workflow step, if any.
+    pub parent_execution_id: Option<ExecutionId>,
+    /// The child executions its workflow steps started.
+    pub child_execution_ids: Vec<ExecutionId>,
     /// The input it was started with.
     pub input: Value,
     /// The workflow output (when succeeded).
@@ -107,37 +241,123 @@ pub struct ExecutionView {
     pub plugins: std::collections::BTreeMap<String, String>,
     /// Every step, in workflow order.
     pub steps: Vec<StepView>,
+    /// Every hook point, in workflow order.
+    pub hooks: Vec<HookView>,
     /// The timeline.
     pub events: Vec<TimelineEntry>,
+}
+
+fn unit_view(machine: &Machine, unit: Unit, state: &StepState) -> UnitView {
+    let step = &machine.workflow().steps()[unit.node];
+    let handler = if step.is_hook() { machine.handler(unit) } else { None };
+    UnitView {
+        id: machine.label(unit),
+        index: step.for_each.as_ref().map(|_| unit.element),
+        plugin: handler.map(|h| h.plugin.clone()),
+        priority: handler.map(|h| h.priority),
+        status: state.phase.into(),
+        attempts: state.attempts,
+        output: state.output.clone(),
+        compensation_data: state.compensation_data.clone(),
+        error: state.error.clone(),
+        compensation_attempts: state.compensation_attempts,
+        compensation_error: state.compensation_error.clone(),
+        started_at: state.started_at,
+        finished_at: state.finished_at,
+        child_execution_ids: child_ids(machine, unit, state),
+    }
+}
+
+fn child_ids(machine: &Machine, unit: Unit, state: &StepState) -> Vec<ExecutionId> {
+    match machine.workflow().steps()[unit.node].kind {
+        StepKind::Workflow(_) => (1..=state.attempts).map(|a| machine.child_execution_id(unit, a)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn units(machine: &Machine, node: usize) -> Vec<UnitView> {
+    machine.nodes()[node]
+        .elements
+        .iter()
+        .enumerate()
+        .map(|(element, state)| unit_view(machine, Unit { node, element }, state))
+        .collect()
+}
+
+fn skip_reason(node: &NodeState) -> Option<String> {
+    match &node.phase {
+        NodePhase::Skipped { reason } => Some(reason.clone()),
+        _ => None,
+    }
+}
+
+fn step_view(machine: &Machine, node: usize) -> StepView {
+    let workflow = machine.workflow();
+    let step = &workflow.steps()[node];
+    let state = &machine.nodes()[node];
+    let elements = units(machine, node);
+    let (kind, workflow_name, transform) = match &step.kind {
+        StepKind::Plugin { .. } | StepKind::Hook => ("plugin", None, None),
+        StepKind::Workflow(name) => ("workflow", Some(name.clone()), None),
+        StepKind::Transform(expression) => ("transform", None, Some(expression.source().to_string())),
+    };
+    let single = (step.for_each.is_none()).then(|| state.elements.first()).flatten();
+    let failed = state.elements.iter().find(|e| e.phase == StepPhase::Failed);
+    StepView {
+        id: step.id.clone(),
+        kind,
+        plugin: step.plugin().cloned(),
+        workflow: workflow_name,
+        transform,
+        when: step.when.as_ref().map(|w| w.source().to_string()),
+        depends_on: step.dependencies.iter().map(|&i| workflow.steps()[i].id.clone()).collect(),
+        status: node_status(state),
+        skip_reason: skip_reason(state),
+        attempts: state.elements.iter().map(|e| e.attempts).sum(),
+        output: state.output.clone(),
+        compensation_data: single.and_then(|e| e.compensation_data.clone()),
+        error: state.error.clone().or_else(|| failed.and_then(|e| e.error.clone())),
+        compensation_attempts: state.elements.iter().map(|e| e.compensation_attempts).sum(),
+        compensation_error: state.elements.iter().find_map(|e| e.compensation_error.clone()),
+        started_at: state.started_at,
+        finished_at: single.and_then(|e| e.finished_at).or(state.finished_at),
+        child_execution_ids: elements.iter().flat_map(|e| e.child_execution_ids.clone()).collect(),
+        elements: step.for_each.as_ref().map(|_| elements),
+    }
+}
+
+fn hook_view(machine: &Machine, node: usize) -> HookView {
+    let workflow = machine.workflow();
+    let step = &workflow.steps()[node];
+    let state = &machine.nodes()[node];
+    HookView {
+        name: step.id.clone(),
+        when: step.when.as_ref().map(|w| w.source().to_string()),
+        depends_on: step.dependencies.iter().map(|&i| workflow.steps()[i].id.clone()).collect(),
+        status: node_status(state),
+        skip_reason: skip_reason(state),
+        output: state.output.as_ref().and_then(|o| o.get("output")).cloned(),
+        error: state.error.clone(),
+        handlers: units(machine, node),
+        started_at: state.started_at,
+        finished_at: state.finished_at,
+    }
 }
 
 impl ExecutionView {
     /// The view of a machine's current state.
     pub fn of(machine: &Machine) -> Self {
-        let steps = machine
-            .workflow()
-            .steps()
-            .iter()
-            .zip(machine.steps())
-            .map(|(step, state)| StepView {
-                id: step.id.clone(),
-                plugin: step.plugin.clone(),
-                depends_on: step.dependencies.iter().map(|&i| machine.workflow().steps()[i].id.clone()).collect(),
-                status: state.phase.into(),
-                attempts: state.attempts,
-                output: state.output.clone(),
-                compensation_data: state.compensation_data.clone(),
-                error: state.error.clone(),
-                compensation_attempts: state.compensation_attempts,
-                compensation_error: state.compensation_error.clone(),
-                started_at: state.started_at,
-                finished_at: state.finished_at,
-            })
-            .collect();
+        let workflow = machine.workflow();
+        let (hooks, steps): (Vec<usize>, Vec<usize>) =
+            (0..workflow.steps().len()).partition(|&node| workflow.steps()[node].is_hook());
+        let steps: Vec<StepView> = steps.into_iter().map(|node| step_view(machine, node)).collect();
         Self {
             execution_id: machine.execution_id().clone(),
-            workflow: machine.workflow().name().to_string(),
+            workflow: workflow.name().to_string(),
             status: machine.status(),
+            tenant: machine.origin().tenant.clone(),
+            parent_execution_id: machine.origin().parent.clone(),
+            child_execution_ids: steps.iter().flat_map(|s| s.child_execution_ids.clone()).collect(),
             input: machine.input().clone(),
             output: machine.output().cloned(),
             error: machine.error().cloned(),
@@ -145,6 +365,7 @@ impl ExecutionView {
             finished_at: machine.finished_at(),
             plugins: machine.plugins().clone(),
             steps,
+            hooks: hooks.into_iter().map(|node| hook_view(machine, node)).collect(),
             events: machine.timeline().to_vec(),
         }
     }

@@ -133,6 +133,8 @@ pub struct HostState {
     pub(crate) plugin: Arc<Grants>,
     pub(crate) resources: HostResources,
     pub(crate) caller: Caller,
+    /// The kv namespace: the plugin's name, prefixed by the tenant's (`tenant/plugin`).
+    pub(crate) kv_namespace: String,
     http: WasiHttpCtx,
     http_policy: HttpPolicy,
 }
@@ -156,7 +158,12 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .build();
         let http_policy = HttpPolicy::new(plugin.http_hosts.clone());
+        let kv_namespace = match &caller.tenant {
+            Some(tenant) => format!("{tenant}/{}", plugin.plugin),
+            None => plugin.plugin.clone(),
+        };
         Self {
+            kv_namespace,
             wasi,
             http: WasiHttpCtx::new(),
             http_policy,

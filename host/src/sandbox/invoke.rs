@@ -68,8 +68,15 @@ enum Returned {
 
 impl Sandbox {
     /// Calls `invoke` or `compensate` on a fresh instance of `plugin`, within
-    /// its limits and `deadline` (the plugin's default deadline when `None`).
-    pub async fn call(&self, plugin: &SandboxedPlugin, call: Call, deadline: Option<Duration>) -> CallOutcome {
+    /// its limits and `deadline` (the plugin's default deadline when `None`),
+    /// on behalf of `tenant` (which namespaces the plugin's kv data).
+    pub async fn call(
+        &self,
+        plugin: &SandboxedPlugin,
+        call: Call,
+        deadline: Option<Duration>,
+        tenant: Option<&str>,
+    ) -> CallOutcome {
         let limits = &plugin.limits;
         let deadline = deadline.unwrap_or(limits.deadline);
         let payload_len = match &call {
@@ -98,6 +105,7 @@ impl Sandbox {
             execution_id: ctx.execution_id.clone(),
             step_id: ctx.step_id.clone(),
             idempotency_key: ctx.idempotency_key.clone(),
+            tenant: tenant.map(str::to_string),
         };
         let state = HostState::new(limits, logs.clone(), &stdio, plugin.grants.clone(), self.resources.clone(), caller);
         let mut store = Store::new(&self.engine, state);

@@ -48,6 +48,8 @@ pub struct StartQuery {
     /// Wait (up to 30 s) for the execution to end and answer it whole.
     #[serde(default)]
     wait: bool,
+    /// The tenant the execution runs for: its hook handlers run.
+    tenant: Option<String>,
 }
 
 /// An execution accepted but not finished yet.
@@ -68,7 +70,7 @@ pub async fn start_execution(
 ) -> Result<impl IntoResponse, ApiError> {
     let input = parse_body(&body)?;
     let workflow = state.workflows.get(&name).ok_or_else(|| ApiError::not_found(format!("no workflow `{name}`")))?;
-    let options = StartOptions { idempotency_key: idempotency_key(&headers)? };
+    let options = StartOptions { idempotency_key: idempotency_key(&headers)?, tenant: query.tenant.clone() };
     let (id, task) = state.engine.start(workflow, input, options).await?;
     let Some(task) = task else {
         let execution = state.engine.show(&id).await?;
@@ -151,6 +153,36 @@ pub async fn step_success(
     finish_step(id, tokio::spawn(async move { engine.complete_step(&task_id, &task_step, output).await })).await
 }
 
+/// Body of a cancellation (optional).
+#[derive(Deserialize, ToSchema, Default)]
+pub struct CancelRequest {
+    /// Why, recorded in the execution.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Rolls an execution back: running steps settle, then every completed step
+/// is compensated in reverse order, even when the execution had succeeded.
+#[utoipa::path(post, path = "/v1/executions/{id}/cancel", params(("id" = String, Path)), request_body(content = CancelRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn cancel_execution(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"reason\": \"...\"}}: {e}"))
+        })?
+    };
+    let reason = request.reason.unwrap_or_else(|| "cancelled through the API".to_string());
+    let id = ExecutionId::new(id);
+    let engine = state.engine.clone();
+    let task_id = id.clone();
+    finish_step(id, tokio::spawn(async move { engine.rollback(&task_id, &reason).await })).await
+}
+
 /// Reports an async step failed; the execution rolls back.
 #[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/failure", params(("id" = String, Path), ("step" = String, Path)), request_body = FailureReport, responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn step_failure(
@@ -168,8 +200,8 @@ pub async fn step_failure(
 }
 
 fn valid_step(step: &str) -> Result<StepId, ApiError> {
-    if !StepId::is_valid(step) {
-        return Err(ApiError::bad_request(format!("`{step}` is not a valid step id")));
+    if !StepId::is_valid_label(step) {
+        return Err(ApiError::bad_request(format!("`{step}` is not a valid step id (`step`, `step[3]` or `hook[plugin]`)")));
     }
     Ok(StepId::new(step))
 }
@@ -197,7 +229,8 @@ pub async fn list_workflows(State(state): State<AppState>) -> impl IntoResponse 
         .map(|w| {
             let d = w.definition();
             json!({"name": d.name, "description": d.description, "on_event": d.on_event, "schedule": d.schedule,
-                   "steps": d.steps.iter().map(|s| json!({"id": s.id, "plugin": s.plugin})).collect::<Vec<_>>()})
+                   "steps": d.steps.iter().map(|s| json!({"id": s.id, "plugin": s.plugin, "workflow": s.workflow, "transform": s.transform})).collect::<Vec<_>>(),
+                   "hooks": d.hooks.iter().map(|h| json!({"name": h.name})).collect::<Vec<_>>()})
         })
         .collect();
     let errors: Vec<Value> = state
@@ -310,11 +343,19 @@ fn write_plugin(path: &std::path::Path, component: &[u8], manifest: Option<&str>
     std::fs::rename(path.with_extension("wasm.partial"), path)
 }
 
+/// Query of `POST /v1/events/{event}`.
+#[derive(Deserialize, IntoParams)]
+pub struct EventQuery {
+    /// The tenant the triggered executions run for.
+    tenant: Option<String>,
+}
+
 /// Publishes an event: every workflow with `on_event` equal to it runs with the body as input.
-#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), ("Idempotency-Key" = Option<String>, Header)), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), EventQuery, ("Idempotency-Key" = Option<String>, Header)), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn publish_event(
     State(state): State<AppState>,
     Path(event): Path<String>,
+    Query(query): Query<EventQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -326,7 +367,10 @@ pub async fn publish_event(
             continue;
         }
         let name = workflow.name().to_string();
-        let options = StartOptions { idempotency_key: key.as_ref().map(|key| format!("event:{event}:{key}:{name}")) };
+        let options = StartOptions {
+            idempotency_key: key.as_ref().map(|key| format!("event:{event}:{key}:{name}")),
+            tenant: query.tenant.clone(),
+        };
         let (id, _task) = state.engine.start(workflow, payload.clone(), options).await?;
         started.push(json!({"workflow": name, "execution_id": id}));
     }

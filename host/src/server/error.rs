@@ -70,6 +70,7 @@ impl From<crate::engine::EngineError> for ApiError {
             EngineError::Store(StoreError::Conflict(..)) => {
                 Self::new(StatusCode::CONFLICT, "conflict", error.to_string())
             }
+            EngineError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
             EngineError::Plugin(_) | EngineError::Workflow(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin_or_workflow", error.to_string())
             }

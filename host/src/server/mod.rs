@@ -51,6 +51,7 @@ pub struct AppState {
         api::list_executions,
         api::step_success,
         api::step_failure,
+        api::cancel_execution,
         api::list_workflows,
         api::list_plugins,
         api::upload_plugin,
@@ -58,7 +59,7 @@ pub struct AppState {
         api::healthz,
         api::metrics
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail, api::Accepted, api::FailureReport)),
+    components(schemas(error::ErrorBody, error::ErrorDetail, api::Accepted, api::FailureReport, api::CancelRequest)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions/{id}", get(api::get_execution))
         .route("/v1/executions/{id}/steps/{step}/success", post(api::step_success))
         .route("/v1/executions/{id}/steps/{step}/failure", post(api::step_failure))
+        .route("/v1/executions/{id}/cancel", post(api::cancel_execution))
         .route("/v1/plugins", get(api::list_plugins))
         .route("/v1/events/{event}", post(api::publish_event))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
@@ -175,11 +177,12 @@ pub struct ServeOptions {
 }
 
 /// Serves until SIGINT/SIGTERM: resumes unfinished executions, watches the
-/// plugin and workflow directories, runs schedules, deadlines and retention.
+/// plugin, workflow and tenant directories, runs schedules, deadlines and retention.
 /// In-flight executions are durable: the next start resumes them.
 pub async fn serve(engine: Engine, workflows: Arc<WorkflowDirectory>, options: ServeOptions) -> anyhow::Result<()> {
     let _plugin_watch = engine.registry().watch().map_err(anyhow::Error::msg)?;
     let _workflow_watch = workflows.watch().map_err(anyhow::Error::msg)?;
+    let _tenant_watch = engine.tenants().watch().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(options.addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
     eprintln!("stepwise serving on http://{}", listener.local_addr()?);

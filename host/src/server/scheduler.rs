@@ -88,7 +88,7 @@ fn due_slots_all(schedule: &str, after: DateTime<Utc>, until: DateTime<Utc>) -> 
 
 async fn start_slot(engine: &Engine, workflow: &Arc<crate::workflow::Workflow>, slot: DateTime<Utc>) {
     let at = slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let options = StartOptions { idempotency_key: Some(format!("schedule:{}:{at}", workflow.name())) };
+    let options = StartOptions { idempotency_key: Some(format!("schedule:{}:{at}", workflow.name())), tenant: None };
     let input = serde_json::json!({"scheduled_at": at});
     if let Err(error) = engine.start(workflow.clone(), input, options).await {
         tracing::error!(workflow = workflow.name(), "scheduled run at {at}: {error}");

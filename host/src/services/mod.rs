@@ -24,6 +24,8 @@ pub struct Caller {
     pub step_id: String,
     /// The step's idempotency key (the same across retries).
     pub idempotency_key: String,
+    /// The tenant the execution runs for, if any.
+    pub tenant: Option<String>,
 }
 
 /// A service plugins can call by name.

@@ -49,6 +49,8 @@ impl ExecutionStore for MemoryStore {
             workflow: execution.workflow,
             input: execution.input,
             idempotency_key: execution.idempotency_key,
+            tenant: execution.tenant,
+            parent: execution.parent,
             status: ExecutionStatus::Running,
             created_at: execution.created_at,
             events: Vec::new(),

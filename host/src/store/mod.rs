@@ -3,9 +3,9 @@
 //! The engine writes each event here before acting on it; resuming an
 //! execution is loading its events and replaying them through the state
 //! machine. The trait is deliberately narrow (create, append, set status,
-//! load, list) so that each backend is one file. Only the in-memory backend
-//! exists so far; SQLite (the embedded default) and PostgreSQL implement the
-//! same trait. [`open`] picks a backend from a URL (`memory`, `sqlite://PATH`).
+//! load, list) so that each backend is one file: SQLite (the embedded
+//! default) and in memory (tests, `--store memory`). [`open`] picks a backend
+//! from a URL (`memory`, `sqlite://PATH`).
 
 mod memory;
 mod sqlite;
@@ -34,6 +34,10 @@ pub struct NewExecution {
     pub input: Value,
     /// A caller-chosen key: a second start with the same key returns the first execution.
     pub idempotency_key: Option<String>,
+    /// The tenant it runs for.
+    pub tenant: Option<String>,
+    /// The execution that runs it as a workflow step.
+    pub parent: Option<ExecutionId>,
     /// When it was created.
     pub created_at: Timestamp,
 }
@@ -67,6 +71,10 @@ pub struct StoredExecution {
     pub input: Value,
     /// Its idempotency key.
     pub idempotency_key: Option<String>,
+    /// The tenant it runs for.
+    pub tenant: Option<String>,
+    /// The execution that runs it as a workflow step.
+    pub parent: Option<ExecutionId>,
     /// Its last recorded status.
     pub status: ExecutionStatus,
     /// When it was created.

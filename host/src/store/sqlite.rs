@@ -50,6 +50,9 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (namespace, key)
     ) WITHOUT ROWID;",
+    // 3: tenants and child executions.
+    "ALTER TABLE executions ADD COLUMN tenant TEXT;
+    ALTER TABLE executions ADD COLUMN parent_id TEXT;",
 ];
 
 /// How many write requests one transaction takes at most.
@@ -280,15 +283,18 @@ fn create(tx: &Connection, path: &Path, execution: &NewExecution) -> Result<Crea
     }
     let definition = serde_json::to_string(&execution.workflow).map_err(|e| backend(path, e))?;
     tx.execute(
-        "INSERT INTO executions (id, workflow, definition, input, idempotency_key, status, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?6)",
+        "INSERT INTO executions
+            (id, workflow, definition, input, idempotency_key, status, created_at, updated_at, tenant, parent_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?6, ?7, ?8)",
         params![
             execution.id.as_str(),
             execution.workflow.name,
             definition,
             execution.input.to_string(),
             execution.idempotency_key,
-            execution.created_at.0 as i64
+            execution.created_at.0 as i64,
+            execution.tenant,
+            execution.parent.as_ref().map(|p| p.as_str()),
         ],
     )
     .map_err(|e| backend(path, e))?;
@@ -359,21 +365,24 @@ impl ExecutionStore for SqliteStore {
         let path = self.path.clone();
         let row = self.read(|db| {
             db.query_row(
-                "SELECT definition, input, idempotency_key, status, created_at FROM executions WHERE id = ?1",
+                "SELECT definition, input, idempotency_key, status, created_at, tenant, parent_id
+                 FROM executions WHERE id = ?1",
                 params![id.as_str()],
                 |row| {
                     Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
+                        (row.get::<_, String>(0)?, row.get::<_, String>(1)?),
                         row.get::<_, Option<String>>(2)?,
                         row.get::<_, String>(3)?,
                         row.get::<_, i64>(4)?,
+                        (row.get::<_, Option<String>>(5)?, row.get::<_, Option<String>>(6)?),
                     ))
                 },
             )
             .optional()
         })?;
-        let Some((definition, input, idempotency_key, status, created_at)) = row else { return Ok(None) };
+        let Some(((definition, input), idempotency_key, status, created_at, (tenant, parent))) = row else {
+            return Ok(None);
+        };
         let events: Vec<(i64, String)> = self.read(|db| {
             let mut statement =
                 db.prepare_cached("SELECT at, event FROM events WHERE execution_id = ?1 ORDER BY seq")?;
@@ -396,6 +405,8 @@ impl ExecutionStore for SqliteStore {
             workflow: serde_json::from_str(&definition).map_err(|e| corrupt("definition", e))?,
             input: serde_json::from_str(&input).map_err(|e| corrupt("input", e))?,
             idempotency_key,
+            tenant,
+            parent: parent.map(ExecutionId::new),
             status: parse_status(&status),
             created_at: Timestamp(created_at as u64),
             events,

@@ -43,6 +43,39 @@ pub struct WorkflowDefinition {
     /// The steps, in any order: dependencies come from references and `after`.
     #[serde(default)]
     pub steps: Vec<StepDefinition>,
+    /// Hook points: places in the graph where each tenant's own handlers
+    /// (plugins bound in the tenant's binding file) run, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookDefinition>,
+}
+
+/// A hook point: the handlers the execution's tenant bound to it run here,
+/// one after another (lower `priority` first, then by plugin name), each on
+/// the rendered `input`. Referable as `$.hooks.<name>.output` (the list of
+/// handler outputs, in order) and `$.hooks.<name>.handlers.<plugin>.output`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HookDefinition {
+    /// Name of the hook (`[a-z][a-z0-9_-]*`), unique among steps and hooks.
+    pub name: String,
+    /// What handlers of this hook are for, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The input every handler receives: a JSON template, as for steps.
+    #[serde(default = "empty_object")]
+    pub input: Value,
+    /// Steps that must succeed before the hook runs, besides those its input references.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// A CEL condition; when false the hook is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// How a failing handler is retried (defaults as for steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Wall-clock limit for one handler call, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// One step of a workflow.
@@ -51,8 +84,31 @@ pub struct WorkflowDefinition {
 pub struct StepDefinition {
     /// Id of the step, unique in the workflow (`[a-z][a-z0-9_-]*`).
     pub id: String,
-    /// Name of the plugin (component) that implements the step.
-    pub plugin: String,
+    /// Name of the plugin (component) that implements the step, optionally
+    /// pinned to a version (`name@1.2`). Exactly one of `plugin`, `workflow`
+    /// and `transform` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Runs another workflow (by name) as this step: a child execution whose
+    /// output is the step's output, rolled back when this execution compensates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Computes the step's output in the host with a CEL expression over
+    /// `input`, `steps` and `hooks`: no plugin, no compensation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
+    /// A CEL condition over `input`, `steps` and `hooks`; when false the step
+    /// is `skipped`, and so is every step that needs its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// A reference to an array (`$.steps.cart.output.items`): the step runs once
+    /// per element (`$.item`, `$.index` in its input) and its output is the list
+    /// of element outputs, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
+    /// With `for_each`: how many elements run at once (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     /// The step's input: a JSON template. Strings starting with `$.` are
     /// references (`$.input.cart_id`, `$.steps.cart.output.items[0]`) replaced
     /// by the value they name; `$$` escapes a literal `$`.

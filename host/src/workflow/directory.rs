@@ -1,8 +1,10 @@
 //! A directory of workflow files, kept loaded and (with [`WorkflowDirectory::watch`])
 //! hot-reloaded: a changed file is validated first, and a broken one never
 //! replaces the good version of its workflow; its error is kept for listings.
+//! The files of a directory see each other: a step may run any workflow of
+//! the directory as a child (`workflow = "name"`).
 
-use super::{PluginCatalog, Workflow};
+use super::{PluginCatalog, Workflow, WorkflowCatalog, WorkflowDefinition};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -27,19 +29,56 @@ pub struct WorkflowDirectory {
 struct State {
     workflows: BTreeMap<String, Arc<Workflow>>,
     files: BTreeMap<PathBuf, WorkflowFileStatus>,
+    /// The current content of every file that parses, valid or not.
+    parsed: BTreeMap<PathBuf, WorkflowDefinition>,
+}
+
+/// The workflow files of a directory, parsed (not validated), by workflow
+/// name: where `stepwise run` finds the children of the workflow it runs.
+pub struct DirectoryCatalog {
+    definitions: BTreeMap<String, WorkflowDefinition>,
+}
+
+impl DirectoryCatalog {
+    /// Reads every `*.toml` of `dir`; files that do not parse are left out
+    /// (a step naming their workflow is refused as unknown).
+    pub fn scan(dir: &Path) -> std::io::Result<Self> {
+        let mut definitions = BTreeMap::new();
+        for file in toml_files(dir)? {
+            let Ok(text) = std::fs::read_to_string(&file) else { continue };
+            if let Ok(definition) = Workflow::parse_toml(&file.display().to_string(), &text) {
+                definitions.insert(definition.name.clone(), definition);
+            }
+        }
+        Ok(Self { definitions })
+    }
+}
+
+impl WorkflowCatalog for DirectoryCatalog {
+    fn workflow_definition(&self, name: &str) -> Option<WorkflowDefinition> {
+        self.definitions.get(name).cloned()
+    }
+}
+
+fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("toml"))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 impl WorkflowDirectory {
     /// Loads every `*.toml` of `dir`, validating against `plugins`.
     pub fn load(dir: &Path, plugins: Arc<dyn PluginCatalog + Send + Sync>) -> std::io::Result<Self> {
         let directory = Self { dir: dir.to_path_buf(), plugins, state: RwLock::new(State::default()) };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("toml"))
-            .collect();
-        files.sort();
-        for file in files {
-            directory.reload_file(&file);
+        {
+            let mut state = directory.state.write().expect("workflow lock poisoned");
+            for file in toml_files(dir)? {
+                state.read_file(&file);
+            }
+            state.revalidate(directory.plugins.as_ref());
         }
         Ok(directory)
     }
@@ -65,32 +104,12 @@ impl WorkflowDirectory {
     }
 
     /// Re-reads one file: a valid one replaces its workflow; an invalid one is
-    /// recorded and the previous version keeps serving; a deleted one removes it.
+    /// recorded and the previous version keeps serving; a deleted one removes
+    /// it. Every workflow is then checked again, since children may have changed.
     pub fn reload_file(&self, path: &Path) {
-        let loaded = if path.is_file() { Some(Workflow::load_file(path, self.plugins.as_ref())) } else { None };
         let mut state = self.state.write().expect("workflow lock poisoned");
-        let previous = state.files.get(path).and_then(|status| status.workflow.clone());
-        match loaded {
-            None => {
-                if let Some(name) = previous {
-                    state.workflows.remove(&name);
-                }
-                state.files.remove(path);
-            }
-            Some(Ok(workflow)) => {
-                let name = workflow.name().to_string();
-                if let Some(previous) = previous.filter(|previous| previous != &name) {
-                    state.workflows.remove(&previous);
-                }
-                state.workflows.insert(name.clone(), Arc::new(workflow));
-                state.files.insert(path.to_path_buf(), WorkflowFileStatus { workflow: Some(name), error: None });
-            }
-            Some(Err(error)) => {
-                tracing::warn!(file = %path.display(), "keeping the previous version of the workflow: {error}");
-                let status = state.files.entry(path.to_path_buf()).or_default();
-                status.error = Some(error.to_string());
-            }
-        }
+        state.read_file(path);
+        state.revalidate(self.plugins.as_ref());
     }
 
     /// Watches the directory and reloads changed files; stops when the handle drops.
@@ -123,5 +142,59 @@ pub struct WorkflowWatch {
 impl Drop for WorkflowWatch {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+impl State {
+    /// Parses one file into `parsed` (or records why it does not parse, or forgets it if deleted).
+    fn read_file(&mut self, path: &Path) {
+        if !path.is_file() {
+            if let Some(name) = self.files.remove(path).and_then(|status| status.workflow) {
+                self.workflows.remove(&name);
+            }
+            self.parsed.remove(path);
+            return;
+        }
+        let source = path.display().to_string();
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|error| format!("invalid workflow {source}: cannot read the file: {error}"))
+            .and_then(|text| Workflow::parse_toml(&source, &text).map_err(|error| error.to_string()));
+        match parsed {
+            Ok(definition) => {
+                self.parsed.insert(path.to_path_buf(), definition);
+            }
+            Err(error) => {
+                tracing::warn!(file = %path.display(), "keeping the previous version of the workflow: {error}");
+                self.parsed.remove(path);
+                self.files.entry(path.to_path_buf()).or_default().error = Some(error);
+            }
+        }
+    }
+
+    /// Validates every parsed file against the plugins and the other files.
+    fn revalidate(&mut self, plugins: &(dyn PluginCatalog + Send + Sync)) {
+        let catalog: BTreeMap<String, WorkflowDefinition> =
+            self.parsed.values().map(|definition| (definition.name.clone(), definition.clone())).collect();
+        for (path, definition) in &self.parsed {
+            let source = path.display().to_string();
+            match Workflow::from_definition_with(&source, definition.clone(), plugins, &catalog) {
+                Ok(workflow) => {
+                    let name = workflow.name().to_string();
+                    let status = self.files.entry(path.clone()).or_default();
+                    if let Some(previous) = status.workflow.replace(name.clone()).filter(|previous| previous != &name) {
+                        self.workflows.remove(&previous);
+                    }
+                    status.error = None;
+                    self.workflows.insert(name, Arc::new(workflow));
+                }
+                Err(error) => {
+                    let status = self.files.entry(path.clone()).or_default();
+                    if status.error.as_deref() != Some(&error.to_string()) {
+                        tracing::warn!(file = %path.display(), "keeping the previous version of the workflow: {error}");
+                    }
+                    status.error = Some(error.to_string());
+                }
+            }
+        }
     }
 }

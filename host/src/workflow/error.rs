@@ -14,8 +14,10 @@ pub struct WorkflowError {
 /// One problem in a workflow definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// The step concerned, if any.
+    /// The step (or hook) concerned, if any.
     pub step: Option<String>,
+    /// Whether `step` names a hook.
+    pub hook: bool,
     /// The field concerned (`input.cart_id`, `retry.max_attempts`), if any.
     pub field: Option<String>,
     /// What is wrong.
@@ -25,20 +27,26 @@ pub struct Problem {
 impl Problem {
     /// A problem with the workflow as a whole.
     pub fn workflow(field: Option<&str>, message: impl Into<String>) -> Self {
-        Self { step: None, field: field.map(str::to_string), message: message.into() }
+        Self { step: None, hook: false, field: field.map(str::to_string), message: message.into() }
     }
 
     /// A problem with one field of one step.
     pub fn step(step: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { step: Some(step.to_string()), field: Some(field.into()), message: message.into() }
+        Self { step: Some(step.to_string()), hook: false, field: Some(field.into()), message: message.into() }
+    }
+
+    /// A problem with one field of one hook.
+    pub fn hook(hook: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { step: Some(hook.to_string()), hook: true, field: Some(field.into()), message: message.into() }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.hook { "hook" } else { "step" };
         match (&self.step, &self.field) {
-            (Some(step), Some(field)) => write!(f, "step `{step}`, field `{field}`: ")?,
-            (Some(step), None) => write!(f, "step `{step}`: ")?,
+            (Some(step), Some(field)) => write!(f, "{what} `{step}`, field `{field}`: ")?,
+            (Some(step), None) => write!(f, "{what} `{step}`: ")?,
             (None, Some(field)) => write!(f, "field `{field}`: ")?,
             (None, None) => {}
         }

@@ -1,7 +1,9 @@
-//! References inside input templates: `$.input.cart_id`, `$.steps.cart.output.items[0]`.
+//! References inside input templates: `$.input.cart_id`, `$.steps.cart.output.items[0]`,
+//! `$.hooks.validate-cart.output`, `$.item.sku` and `$.index` (in a fan-out element).
 //!
-//! A reference names a root (the workflow input, or the output of a step) and a
-//! path of object keys and array indices below it. This module parses and
+//! A reference names a root (the workflow input, the output of a step, the
+//! result of a hook, the element of a fan-out) and a path of object keys and
+//! array indices below it. This module parses and
 //! resolves references; it knows nothing about which steps exist (validation
 //! does) or when outputs become available (the engine does).
 
@@ -16,6 +18,13 @@ pub enum Root {
     Input,
     /// `$.steps.<id>.output`: the output of a step.
     StepOutput(StepId),
+    /// `$.hooks.<name>`: a hook's result, `{"output": [..], "handlers": {"<plugin>": {"output": ..}}}`;
+    /// the path below starts with `output` or `handlers`.
+    Hook(StepId),
+    /// `$.item`: the element of a fan-out step (`for_each`) being run.
+    Item,
+    /// `$.index`: the position of that element, from 0.
+    Index,
 }
 
 /// One hop below the root.
@@ -39,10 +48,15 @@ pub struct Reference {
 
 /// Values a reference can be resolved against.
 pub trait Scope {
+    /// The value a root names, if it has one here (a step without output yet,
+    /// `$.item` outside a fan-out element: none).
+    fn value(&self, root: &Root) -> Option<&Value>;
+
     /// The execution's input.
-    fn input(&self) -> &Value;
-    /// The output of a step, if it has one yet.
-    fn step_output(&self, step: &StepId) -> Option<&Value>;
+    fn input(&self) -> &Value {
+        static NULL: Value = Value::Null;
+        self.value(&Root::Input).unwrap_or(&NULL)
+    }
 }
 
 impl Reference {
@@ -54,6 +68,40 @@ impl Reference {
         let first = cursor.key()?;
         let root = match first.as_str() {
             "input" => Root::Input,
+            "item" => Root::Item,
+            "index" => {
+                if !cursor.is_done() {
+                    return Err(format!("malformed reference `{text}`: `$.index` is a number and has no fields"));
+                }
+                Root::Index
+            }
+            "hooks" => {
+                let hook = cursor.key()?;
+                if !StepId::is_valid(&hook) {
+                    return Err(format!("malformed reference `{text}`: `{hook}` is not a valid hook name"));
+                }
+                let next = if cursor.is_done() { String::new() } else { cursor.key()? };
+                match next.as_str() {
+                    "output" => {}
+                    "handlers" => {
+                        let plugin = if cursor.is_done() { String::new() } else { cursor.key()? };
+                        let output = if cursor.is_done() { String::new() } else { cursor.key()? };
+                        if plugin.is_empty() || output != "output" {
+                            return Err(format!(
+                                "malformed reference `{text}`: expected `$.hooks.{hook}.handlers.<plugin>.output`"
+                            ));
+                        }
+                        let path = vec![Segment::Key(next), Segment::Key(plugin), Segment::Key(output)];
+                        return Self::finish(text, Root::Hook(StepId::new(&hook)), path, cursor);
+                    }
+                    _ => {
+                        return Err(format!(
+                            "malformed reference `{text}`: expected `output` or `handlers` after `$.hooks.{hook}`"
+                        ))
+                    }
+                }
+                return Self::finish(text, Root::Hook(StepId::new(&hook)), vec![Segment::Key(next)], cursor);
+            }
             "steps" => {
                 let step = cursor.key()?;
                 if !StepId::is_valid(&step) {
@@ -73,11 +121,16 @@ impl Reference {
             }
             other => {
                 return Err(format!(
-                    "malformed reference `{text}`: unknown root `{other}` (expected `$.input` or `$.steps.<id>.output`)"
+                    "malformed reference `{text}`: unknown root `{other}` (expected `$.input`, `$.steps.<id>.output`, \
+                     `$.hooks.<name>.output`, `$.item` or `$.index`)"
                 ))
             }
         };
-        let mut path = Vec::new();
+        Self::finish(text, root, Vec::new(), cursor)
+    }
+
+    /// Reads the rest of the path after `path`.
+    fn finish(text: &str, root: Root, mut path: Vec<Segment>, mut cursor: PathCursor<'_>) -> Result<Self, String> {
         while !cursor.is_done() {
             path.push(cursor.segment()?);
         }
@@ -92,19 +145,27 @@ impl Reference {
     /// The step this reference reads from, if any.
     pub fn step(&self) -> Option<&StepId> {
         match &self.root {
-            Root::Input => None,
             Root::StepOutput(step) => Some(step),
+            _ => None,
+        }
+    }
+
+    /// The hook this reference reads from, if any.
+    pub fn hook(&self) -> Option<&StepId> {
+        match &self.root {
+            Root::Hook(hook) => Some(hook),
+            _ => None,
         }
     }
 
     /// Looks the reference up in `scope`; the error says which part is missing.
     pub fn resolve<'a>(&self, scope: &'a dyn Scope) -> Result<&'a Value, String> {
-        let mut value = match &self.root {
-            Root::Input => scope.input(),
-            Root::StepOutput(step) => {
-                scope.step_output(step).ok_or_else(|| format!("`{}`: step `{step}` has no output", self.text))?
-            }
-        };
+        let mut value = scope.value(&self.root).ok_or_else(|| match &self.root {
+            Root::Input => format!("`{}`: the execution has no input", self.text),
+            Root::StepOutput(step) => format!("`{}`: step `{step}` has no output", self.text),
+            Root::Hook(hook) => format!("`{}`: hook `{hook}` has no result", self.text),
+            Root::Item | Root::Index => format!("`{}`: only a fan-out step (`for_each`) has an element", self.text),
+        })?;
         for segment in &self.path {
             let next = match segment {
                 Segment::Key(key) => value.get(key.as_str()),
@@ -200,11 +261,12 @@ mod tests {
     struct TestScope(Value, Value);
 
     impl Scope for TestScope {
-        fn input(&self) -> &Value {
-            &self.0
-        }
-        fn step_output(&self, step: &StepId) -> Option<&Value> {
-            (step.as_str() == "cart").then_some(&self.1)
+        fn value(&self, root: &Root) -> Option<&Value> {
+            match root {
+                Root::Input => Some(&self.0),
+                Root::StepOutput(step) => (step.as_str() == "cart").then_some(&self.1),
+                _ => None,
+            }
         }
     }
 
@@ -218,6 +280,13 @@ mod tests {
         assert_eq!(step.root, Root::StepOutput(StepId::new("cart")));
         assert_eq!(step.path, vec![Segment::Key("items".into()), Segment::Index(2), Segment::Key("sku".into())]);
         assert_eq!(Reference::parse("$.steps.cart.output").unwrap().path, vec![]);
+
+        let hook = Reference::parse("$.hooks.validate-cart.handlers.cart-limit.output.ok").unwrap();
+        assert_eq!(hook.root, Root::Hook(StepId::new("validate-cart")));
+        assert_eq!(hook.path.len(), 4);
+        assert_eq!(Reference::parse("$.hooks.validate-cart.output[0]").unwrap().path.len(), 2);
+        assert_eq!(Reference::parse("$.item.sku").unwrap().root, Root::Item);
+        assert_eq!(Reference::parse("$.index").unwrap().root, Root::Index);
     }
 
     #[test]
@@ -231,6 +300,9 @@ mod tests {
             ("$.input.items[x]", "not an array index"),
             ("$.input.items[1", "unclosed `[`"),
             ("$.input..x", "empty name"),
+            ("$.hooks.check", "expected `output` or `handlers`"),
+            ("$.hooks.check.handlers.limit", "expected `$.hooks.check.handlers.<plugin>.output`"),
+            ("$.index.x", "has no fields"),
             ("$.input.a b", "expected `.`"),
         ] {
             let error = Reference::parse(text).unwrap_err();

@@ -131,11 +131,13 @@ mod tests {
     struct Outputs(Value, Value);
 
     impl Scope for Outputs {
-        fn input(&self) -> &Value {
-            &self.0
-        }
-        fn step_output(&self, step: &StepId) -> Option<&Value> {
-            (step.as_str() == "cart").then_some(&self.1)
+        fn value(&self, root: &crate::workflow::reference::Root) -> Option<&Value> {
+            use crate::workflow::reference::Root;
+            match root {
+                Root::Input => Some(&self.0),
+                Root::StepOutput(step) => (step.as_str() == "cart").then_some(&self.1),
+                _ => None,
+            }
         }
     }
 

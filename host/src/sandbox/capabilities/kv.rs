@@ -1,7 +1,8 @@
 //! `stepwise:step/kv`: a key-value store private to each plugin.
 //!
-//! The namespace is chosen by the host (the plugin's name), never by the
-//! guest, so a plugin cannot name another plugin's keys. Quotas bound keys,
+//! The namespace is chosen by the host (the plugin's name, prefixed by the
+//! execution's tenant: `tenant/plugin`), never by the guest, so a plugin
+//! cannot name another plugin's keys, nor one tenant's handler another's. Quotas bound keys,
 //! values and entries per namespace.
 
 use super::Capability;
@@ -73,15 +74,15 @@ pub struct Kv;
 
 impl kv::Host for HostState {
     fn get(&mut self, key: String) -> Option<String> {
-        self.resources.kv.get(&self.plugin.plugin, &key).ok().flatten()
+        self.resources.kv.get(&self.kv_namespace, &key).ok().flatten()
     }
 
     fn set(&mut self, key: String, value: String) -> Result<(), String> {
-        self.resources.kv.set(&self.plugin.plugin, &key, &value)
+        self.resources.kv.set(&self.kv_namespace, &key, &value)
     }
 
     fn delete(&mut self, key: String) -> bool {
-        self.resources.kv.delete(&self.plugin.plugin, &key).unwrap_or(false)
+        self.resources.kv.delete(&self.kv_namespace, &key).unwrap_or(false)
     }
 }
 
