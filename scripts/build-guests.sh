@@ -28,7 +28,7 @@ copy() { # copy <cargo artifact> <destination>, only when it changed
 }
 
 for step in retrieve-cart reserve-inventory authorize-payment create-order \
-            echo flaky fail panic compensate-fails hostile; do
+            echo flaky fail panic compensate-fails hostile cart-limit enrich-cart; do
     copy "$out/${step//-/_}.wasm" "$plugins/$step.wasm"
     # A plugin's manifest (plugin.toml in its crate) lands beside its component.
     if [ -f "$guests/$step/plugin.toml" ]; then

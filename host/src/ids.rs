@@ -65,7 +65,8 @@ impl StepId {
     pub fn is_valid_label(label: &str) -> bool {
         match label.strip_suffix(']').and_then(|rest| rest.split_once('[')) {
             Some((id, inner)) => {
-                Self::is_valid(id) && (inner.chars().all(|c| c.is_ascii_digit()) && !inner.is_empty() || Self::is_valid(inner))
+                Self::is_valid(id)
+                    && (inner.chars().all(|c| c.is_ascii_digit()) && !inner.is_empty() || Self::is_valid(inner))
             }
             None => Self::is_valid(label),
         }

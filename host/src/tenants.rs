@@ -77,7 +77,8 @@ impl TenantBindings {
     /// naming the file, the handler and the field.
     pub fn load(dir: &Path) -> Result<Self, String> {
         let bindings = Self { dir: Some(dir.to_path_buf()), ..Self::default() };
-        let entries = std::fs::read_dir(dir).map_err(|e| format!("reading the tenant directory {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("reading the tenant directory {}: {e}", dir.display()))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("toml"))
@@ -184,7 +185,9 @@ fn read_tenant_file(path: &Path) -> Result<(String, Vec<HandlerEntry>), String> 
     })?;
     let mut seen = std::collections::BTreeSet::new();
     for (position, entry) in parsed.handlers.iter().enumerate() {
-        let problem = |field: &str, message: String| format!("invalid tenant file {file}: handlers[{position}].{field}: {message}");
+        let problem = |field: &str, message: String| {
+            format!("invalid tenant file {file}: handlers[{position}].{field}: {message}")
+        };
         if !StepId::is_valid(&entry.hook) {
             return Err(problem("hook", format!("`{}` is not a valid hook name", entry.hook)));
         }
@@ -197,7 +200,10 @@ fn read_tenant_file(path: &Path) -> Result<(String, Vec<HandlerEntry>), String> 
             }
         }
         if !seen.insert((entry.hook.clone(), entry.plugin.clone(), entry.workflow.clone())) {
-            return Err(problem("plugin", format!("plugin `{}` is bound to hook `{}` twice", entry.plugin, entry.hook)));
+            return Err(problem(
+                "plugin",
+                format!("plugin `{}` is bound to hook `{}` twice", entry.plugin, entry.hook),
+            ));
         }
     }
     Ok((tenant, parsed.handlers))
@@ -219,10 +225,12 @@ mod tests {
 
     #[test]
     fn handlers_run_by_priority_then_name_and_only_for_their_tenant_and_workflow() {
-        let dir = dir_with("order", &[
-            (
-                "acme.toml",
-                r#"
+        let dir = dir_with(
+            "order",
+            &[
+                (
+                    "acme.toml",
+                    r#"
                 [[handlers]]
                 hook = "validate-cart"
                 plugin = "zeta"
@@ -238,9 +246,10 @@ mod tests {
                 plugin = "other-flow"
                 workflow = "refund"
                 "#,
-            ),
-            ("globex.toml", ""),
-        ]);
+                ),
+                ("globex.toml", ""),
+            ],
+        );
         let bindings = TenantBindings::load(&dir).unwrap();
         let order: Vec<String> =
             bindings.handlers("acme", "accept-quote", "validate-cart").into_iter().map(|h| h.plugin).collect();
@@ -253,9 +262,15 @@ mod tests {
     #[test]
     fn broken_files_are_refused_naming_file_handler_and_field() {
         for (text, expected) in [
-            ("[[handlers]]\nhook = \"h\"\nplugin = \"Bad Name\"\n", "handlers[0].plugin: `Bad Name` is not a valid plugin name"),
+            (
+                "[[handlers]]\nhook = \"h\"\nplugin = \"Bad Name\"\n",
+                "handlers[0].plugin: `Bad Name` is not a valid plugin name",
+            ),
             ("[[handlers]]\nhook = \"h\"\nplugin = \"p\"\nprio = 1\n", "line 4: unknown field `prio`"),
-            ("[[handlers]]\nhook = \"h\"\nplugin = \"p\"\n[[handlers]]\nhook = \"h\"\nplugin = \"p\"\n", "bound to hook `h` twice"),
+            (
+                "[[handlers]]\nhook = \"h\"\nplugin = \"p\"\n[[handlers]]\nhook = \"h\"\nplugin = \"p\"\n",
+                "bound to hook `h` twice",
+            ),
         ] {
             let dir = dir_with(&format!("broken-{}", expected.len()), &[("acme.toml", text)]);
             let error = TenantBindings::load(&dir).err().expect("refused");

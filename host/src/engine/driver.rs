@@ -133,7 +133,6 @@ impl Driver {
             queue.extend(self.record(started).await?);
         }
         loop {
-            let mut finished = false;
             while let Some(command) = queue.pop_front() {
                 match command {
                     Command::Invoke { unit, attempt, input } => {
@@ -155,12 +154,14 @@ impl Driver {
                         queue.extend(self.record(Event::TimerFired { timer }).await?);
                     }
                     Command::StartTimer { timer, due } => self.spawn_timer(timer, due),
-                    Command::Finish => finished = true,
+                    // The status says when the execution is over: a `Finish`
+                    // left from before a rollback request must not end it.
+                    Command::Finish => {}
                 }
             }
             let status = self.machine.status();
             let busy = self.in_flight.values().any(|task| !matches!(task, Task::Deadline));
-            if finished || status.is_final() || (status == ExecutionStatus::Waiting && !busy) {
+            if status.is_final() || (status == ExecutionStatus::Waiting && !busy) {
                 return self.end().await;
             }
             let event = match self.tasks.join_next_with_id().await {
@@ -208,9 +209,9 @@ impl Driver {
     /// A child that still waits, reported again on resume: nothing to record.
     fn is_stale_child_wait(&self, event: &Event) -> bool {
         let Event::ChildWaiting { step, .. } = event else { return false };
-        self.machine.unit_of(step).is_some_and(|unit| {
-            !matches!(self.machine.unit(unit).phase, StepPhase::Running { .. })
-        })
+        self.machine
+            .unit_of(step)
+            .is_some_and(|unit| !matches!(self.machine.unit(unit).phase, StepPhase::Running { .. }))
     }
 
     /// Writes the event to the store, then applies it.

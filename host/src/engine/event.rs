@@ -6,13 +6,13 @@
 //! plain step, `<step>[<index>]` for a fan-out element and `<hook>[<plugin>]`
 //! for a hook handler (see [`super::machine::Unit`]).
 
+use super::machine::Unit;
 use crate::failure::StepFailure;
 use crate::ids::StepId;
 use crate::sandbox::LogLine;
 use crate::tenants::HandlerBinding;
 use crate::time::Timestamp;
 use crate::workflow::WorkflowDefinition;
-use super::machine::Unit;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -103,12 +103,7 @@ pub struct Engine {
 impl Engine {
     /// An engine over `registry` recording into `store`, with no tenant bindings.
     pub fn new(registry: Arc<PluginRegistry>, store: Arc<dyn ExecutionStore>) -> Self {
-        Self {
-            registry,
-            store,
-            metrics: Arc::new(EngineMetrics::default()),
-            tenants: Arc::new(TenantBindings::none()),
-        }
+        Self { registry, store, metrics: Arc::new(EngineMetrics::default()), tenants: Arc::new(TenantBindings::none()) }
     }
 
     /// The same engine with tenants' hook handlers from `tenants`.
@@ -219,8 +214,7 @@ impl Engine {
         Ok(match created {
             Created::Existing(existing) => Prepared::Existing(existing),
             Created::New => {
-                let pinned =
-                    Pinned { plugins: BTreeMap::new(), handlers, workflows: workflow.children().clone() };
+                let pinned = Pinned { plugins: BTreeMap::new(), handlers, workflows: workflow.children().clone() };
                 let machine = Machine::new(workflow, id, input).with_origin(origin).with_pinned(pinned);
                 Prepared::New(Box::new(driver::Driver::new(self.clone(), machine, plugins, 0)))
             }

@@ -201,7 +201,9 @@ pub async fn step_failure(
 
 fn valid_step(step: &str) -> Result<StepId, ApiError> {
     if !StepId::is_valid_label(step) {
-        return Err(ApiError::bad_request(format!("`{step}` is not a valid step id (`step`, `step[3]` or `hook[plugin]`)")));
+        return Err(ApiError::bad_request(format!(
+            "`{step}` is not a valid step id (`step`, `step[3]` or `hook[plugin]`)"
+        )));
     }
     Ok(StepId::new(step))
 }

@@ -138,10 +138,12 @@ fn walk(node: &IdedExpr, bound: &mut Vec<String>, found: &mut Found) {
         Expr::Ident(name) => match name.as_str() {
             "input" => {}
             "item" | "index" => found.uses_element = true,
-            "steps" | "hooks" => found.problems.push(format!(
-                "`{name}` must be followed by an id: `{name}.cart` or `{name}[\"validate-cart\"]`"
-            )),
-            other => found.problems.push(format!("unknown variable `{other}` (expected one of {})", VARIABLES.join(", "))),
+            "steps" | "hooks" => found
+                .problems
+                .push(format!("`{name}` must be followed by an id: `{name}.cart` or `{name}[\"validate-cart\"]`")),
+            other => {
+                found.problems.push(format!("unknown variable `{other}` (expected one of {})", VARIABLES.join(", ")))
+            }
         },
         Expr::Select(select) => {
             if let Some(root) = unbound_root(&select.operand, bound) {
@@ -288,8 +290,8 @@ mod tests {
 
     #[test]
     fn integers_from_json_mix_with_integer_literals() {
-        let expression = Expression::compile("{'double': input.total * 2, 'qs': steps.cart.output.items.map(i, i.q)}")
-            .unwrap();
+        let expression =
+            Expression::compile("{'double': input.total * 2, 'qs': steps.cart.output.items.map(i, i.q)}").unwrap();
         assert_eq!(expression.evaluate(&scope()).unwrap(), json!({"double": 240, "qs": [1, 2]}));
     }
 

@@ -299,7 +299,7 @@ fn resolve_children(
 ) {
     for step in &definition.steps {
         let Some(name) = &step.workflow else { continue };
-        if !StepId::is_valid(name) {
+        if !StepId::is_valid(name) || step.plugin.is_some() || step.transform.is_some() {
             continue; // reported by `validate`
         }
         if stack.contains(name) {
@@ -410,12 +410,8 @@ fn validate(
     }
 
     // Steps, then hooks, share one id space and one index.
-    let nodes: Vec<Node<'_>> = definition
-        .steps
-        .iter()
-        .map(Node::Step)
-        .chain(definition.hooks.iter().map(Node::Hook))
-        .collect();
+    let nodes: Vec<Node<'_>> =
+        definition.steps.iter().map(Node::Step).chain(definition.hooks.iter().map(Node::Hook)).collect();
     let mut index = HashMap::new();
     for (position, node) in nodes.iter().enumerate() {
         let id = node.id();
@@ -427,7 +423,8 @@ fn validate(
             ));
         } else if index.insert(StepId::new(id), position).is_some() {
             let what = if node.is_hook() { "hook name" } else { "step id" };
-            problems.push(node.problem(node.id_field(), format!("duplicate {what} `{id}` (steps and hooks share ids)")));
+            problems
+                .push(node.problem(node.id_field(), format!("duplicate {what} `{id}` (steps and hooks share ids)")));
         }
     }
     let graph = Graph { nodes: &nodes, index: &index };
@@ -668,7 +665,11 @@ fn validate_step(
             })
         }
         _ => {
-            problems.push(Problem::step(id, "plugin", "a step needs exactly one of `plugin`, `workflow` or `transform`"));
+            problems.push(Problem::step(
+                id,
+                "plugin",
+                "a step needs exactly one of `plugin`, `workflow` or `transform`",
+            ));
             None
         }
     };
@@ -715,7 +716,12 @@ fn validate_step(
     })
 }
 
-fn validate_plugin(id: &str, plugin: &str, plugins: &dyn PluginCatalog, problems: &mut Vec<Problem>) -> Option<StepKind> {
+fn validate_plugin(
+    id: &str,
+    plugin: &str,
+    plugins: &dyn PluginCatalog,
+    problems: &mut Vec<Problem>,
+) -> Option<StepKind> {
     let (name, version) = match plugin.split_once('@') {
         Some((name, version)) => (name, Some(version.to_string())),
         None => (plugin, None),

@@ -172,3 +172,115 @@ fn builder_and_file_produce_the_same_definition() {
     assert_eq!(built.definition(), file.definition());
     assert_eq!(built.steps()[1].dependencies, vec![0]);
 }
+
+fn base(extra: &str) -> String {
+    format!("name = \"q\"\n[[steps]]\nid = \"cart\"\nplugin = \"retrieve-cart\"\n{extra}")
+}
+
+#[test]
+fn composition_errors_name_the_file_the_step_or_hook_and_the_field() {
+    for (extra, expected) in [
+        (
+            "[[steps]]\nid = \"a\"\nplugin = \"echo\"\nwhen = \"input.x >\"\n",
+            "flow.toml: step `a`, field `when`: `input.x >` is not a valid CEL expression",
+        ),
+        (
+            "[[steps]]\nid = \"a\"\nplugin = \"echo\"\nwhen = \"order.total > 1\"\n",
+            "step `a`, field `when`: `order.total > 1`: unknown variable `order`",
+        ),
+        (
+            "[[steps]]\nid = \"a\"\ntransform = \"steps.nope.output\"\n",
+            "step `a`, field `transform`: `$.steps.nope.output`: unknown step `nope`",
+        ),
+        (
+            "[[steps]]\nid = \"a\"\nplugin = \"echo\"\ninput = { c = \"$.hooks.check.output\" }\n",
+            "step `a`, field `input.c`: `$.hooks.check.output`: unknown hook `check`",
+        ),
+        (
+            "[[steps]]\nid = \"a\"\nplugin = \"echo\"\nfor_each = \"items\"\n",
+            "step `a`, field `for_each`: `items` is not a reference",
+        ),
+        (
+            "[[steps]]\nid = \"a\"\nplugin = \"echo\"\ninput = { x = \"$.item\" }\n",
+            "step `a`, field `input.x`: `$.item`: `$.item` and `$.index` exist only in a step with `for_each`",
+        ),
+        (
+            "[[steps]]\nid = \"a\"\nplugin = \"echo\"\nmax_concurrency = 2\n",
+            "step `a`, field `max_concurrency`: needs `for_each`",
+        ),
+        (
+            "[[steps]]\nid = \"a\"\nplugin = \"echo\"\nworkflow = \"w\"\n",
+            "step `a`, field `plugin`: a step needs exactly one of `plugin`, `workflow` or `transform`",
+        ),
+        ("[[steps]]\nid = \"a\"\nworkflow = \"nope\"\n", "step `a`, field `workflow`: unknown workflow `nope`"),
+        (
+            "[[hooks]]\nname = \"check\"\ninput = \"$.steps.nope.output\"\n",
+            "hook `check`, field `input`: `$.steps.nope.output`: unknown step `nope`",
+        ),
+        ("[[hooks]]\nname = \"cart\"\n", "hook `cart`, field `name`: duplicate hook name `cart`"),
+        (
+            "[[hooks]]\nname = \"check\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\ninput = { c = \"$.steps.check.output\" }\n",
+            "`check` is a hook: read it as `$.hooks.check.output`",
+        ),
+    ] {
+        let error = only_problem(&base(extra));
+        assert!(error.contains(expected), "{extra}\n{error}");
+    }
+}
+
+#[test]
+fn a_workflow_that_nests_itself_through_its_children_is_refused() {
+    let child = |name: &str, runs: &str| {
+        Workflow::parse_toml("x", &format!("name = \"{name}\"\n[[steps]]\nid = \"s\"\nworkflow = \"{runs}\"\n"))
+            .unwrap()
+    };
+    let catalog: std::collections::BTreeMap<String, WorkflowDefinition> =
+        [("b".to_string(), child("b", "c")), ("c".to_string(), child("c", "a"))].into_iter().collect();
+    let error = Workflow::from_definition_with("a.toml", child("a", "b"), &plugins(), &catalog).unwrap_err();
+    assert!(
+        error.to_string().contains("a.toml: step `s`, field `workflow`: workflow `a` nests itself: a -> b -> c -> a"),
+        "{error}"
+    );
+    let direct = Workflow::from_definition_with("a.toml", child("a", "a"), &plugins(), &catalog).unwrap_err();
+    assert!(direct.to_string().contains("workflow `a` nests itself: a -> a"), "{direct}");
+}
+
+#[test]
+fn children_are_validated_and_pinned_transitively() {
+    let parse = |text: &str| Workflow::parse_toml("x", text).unwrap();
+    let catalog: std::collections::BTreeMap<String, WorkflowDefinition> = [
+        ("b".to_string(), parse("name = \"b\"\n[[steps]]\nid = \"s\"\nworkflow = \"c\"\n")),
+        ("c".to_string(), parse("name = \"c\"\n[[steps]]\nid = \"s\"\nplugin = \"echo\"\n")),
+    ]
+    .into_iter()
+    .collect();
+    let parent = parse("name = \"a\"\n[[steps]]\nid = \"s\"\nworkflow = \"b\"\n");
+    let workflow = Workflow::from_definition_with("a.toml", parent, &plugins(), &catalog).unwrap();
+    assert_eq!(workflow.children().keys().collect::<Vec<_>>(), vec!["b", "c"]);
+
+    let broken: std::collections::BTreeMap<String, WorkflowDefinition> =
+        [("b".to_string(), parse("name = \"b\"\n[[steps]]\nid = \"s\"\nplugin = \"stripe\"\n"))].into_iter().collect();
+    let error = Workflow::from_definition_with(
+        "a.toml",
+        parse("name = \"a\"\n[[steps]]\nid = \"s\"\nworkflow = \"b\"\n"),
+        &plugins(),
+        &broken,
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("child workflow `b` is invalid")
+            && error.to_string().contains("unknown plugin `stripe`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn conditions_and_hooks_add_dependencies_like_references() {
+    let workflow = load(&base(
+        "[[hooks]]\nname = \"check\"\ninput = \"$.steps.cart.output\"\n[[steps]]\nid = \"pay\"\nplugin = \"echo\"\nwhen = \"hooks.check.output.size() == 0 && steps['cart'].output.total > 0\"\n",
+    ))
+    .unwrap();
+    let pay = &workflow.steps()[workflow.step_index(&StepId::new("pay")).unwrap()];
+    assert_eq!(pay.data_dependencies, vec![0, 2]);
+    assert!(workflow.steps()[2].is_hook());
+}
