@@ -7,8 +7,10 @@ use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 use stepwise::engine::{Engine, StartOptions};
 use stepwise::plugin::{PluginDirectory, PluginRegistry};
+use stepwise::sandbox::capabilities::kv::MemoryKv;
 use stepwise::sandbox::{HostResources, Limits, Sandbox};
 use stepwise::services::demo::{self, Inventory, Payments};
+use stepwise::services::ledger::MemoryLedger;
 use stepwise::store::MemoryStore;
 use stepwise::workflow::Workflow;
 
@@ -37,6 +39,14 @@ pub fn invalid_component(name: &str) -> PathBuf {
     repo_root().join("build/invalid-components").join(format!("{name}.wasm"))
 }
 
+/// A fresh scratch directory for one test.
+pub fn scratch_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stepwise-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+    dir
+}
+
 /// An example workflow file under `guest-examples/workflows/`.
 pub fn example_workflow(name: &str) -> PathBuf {
     repo_root().join("guest-examples/workflows").join(name)
@@ -50,18 +60,24 @@ pub struct DemoHost {
     pub inventory: Arc<Inventory>,
     /// The `payments` service the plugins call.
     pub payments: Arc<Payments>,
+    /// The kv store behind the `kv` capability.
+    pub kv: Arc<MemoryKv>,
+    /// Every call the services received, in order.
+    pub ledger: Arc<MemoryLedger>,
 }
 
 /// A demo host over the plugins of `dir`, with an in-memory store.
 pub fn demo_host_in(dir: &Path) -> DemoHost {
-    let inventory = Arc::new(Inventory::new());
-    let payments = Arc::new(Payments::new());
+    let ledger = Arc::new(MemoryLedger::default());
+    let inventory = Arc::new(Inventory::with_ledger(ledger.clone()).expect("an in-memory ledger"));
+    let payments = Arc::new(Payments::with_ledger(ledger.clone()).expect("an in-memory ledger"));
     let services = demo::registry(inventory.clone(), payments.clone());
-    let resources = HostResources { services: Arc::new(services), ..Default::default() };
+    let kv = Arc::new(MemoryKv::default());
+    let resources = HostResources { services: Arc::new(services), kv: kv.clone() };
     let sandbox = Sandbox::with_resources(Limits::default(), resources).expect("creating the sandbox");
     let directory = PluginDirectory::scan(dir).expect("scanning the plugin directory");
     let engine = Engine::new(Arc::new(PluginRegistry::new(sandbox, directory)), Arc::new(MemoryStore::new()));
-    DemoHost { engine, inventory, payments }
+    DemoHost { engine, inventory, payments, kv, ledger }
 }
 
 /// A demo host over the built plugins.

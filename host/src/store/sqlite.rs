@@ -83,7 +83,7 @@ impl<T> Reply<T> {
 }
 
 enum WriteRequest {
-    Create(NewExecution, Reply<Created>),
+    Create(Box<NewExecution>, Reply<Created>),
     Append(ExecutionId, u64, RecordedEvent, Reply<()>),
     SetStatus(ExecutionId, ExecutionStatus, Timestamp, Reply<()>),
     KvSet(String, String, String, Reply<()>),
@@ -348,7 +348,7 @@ fn parse_status(text: &str) -> ExecutionStatus {
 #[async_trait]
 impl ExecutionStore for SqliteStore {
     async fn create(&self, execution: NewExecution) -> Result<Created, StoreError> {
-        self.write(|reply| WriteRequest::Create(execution, reply)).await
+        self.write(|reply| WriteRequest::Create(Box::new(execution), reply)).await
     }
 
     async fn append(&self, id: &ExecutionId, seq: u64, event: &RecordedEvent) -> Result<(), StoreError> {

@@ -125,7 +125,6 @@ fn render_node(node: &Node, scope: &dyn Scope) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::StepId;
     use serde_json::json;
 
     struct Outputs(Value, Value);
