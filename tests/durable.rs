@@ -340,14 +340,40 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
     let runs: u64 = std::env::var("STEPWISE_CRASH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let dir = scratch("crash");
     let workflows = kill_workflows(&dir);
-    let store = store_url(&dir);
+    let killed = kill_at_random_points(&dir, &workflows, runs);
+    let resumed = cli(&dir, &["resume"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", String::from_utf8_lossy(&resumed.stderr));
+
+    let executions = json_of(&cli(&dir, &["executions", "list", "--limit", "1000", "--json"]));
+    let executions = executions.as_array().unwrap();
+    assert!(!executions.is_empty());
+    for execution in executions {
+        let status = execution["status"].as_str().unwrap();
+        let expected = if execution["workflow"] == "crash-ok" { "succeeded" } else { "compensated" };
+        assert_eq!(status, expected, "{execution}");
+    }
+
+    let (calls, checked) = audit_side_effects(&dir, executions, &|execution| execution["status"] == "compensated");
+    eprintln!(
+        "crash test: {runs} runs, {killed} killed mid-run, {} executions, {} service calls, {checked} checked against recorded completions",
+        executions.len(),
+        calls
+    );
+    assert!(killed >= runs / 2, "most runs were killed mid-way ({killed} of {runs})");
+}
+
+/// Runs `stepwise run` `runs` times, alternating `workflows`, each killed
+/// with SIGKILL after a pseudo-random delay unless it ended first; returns
+/// how many were killed mid-run.
+fn kill_at_random_points(dir: &Path, workflows: &[String], runs: u64) -> u64 {
+    let store = store_url(dir);
     let plugins = plugins_dir().display().to_string();
     let mut seed: u64 = 0x5eed_1234;
     let mut killed = 0;
     for run in 0..runs {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let delay = Duration::from_millis(10 + (seed >> 33) % 300);
-        let workflow = &workflows[(run % 2) as usize];
+        let workflow = &workflows[(run % workflows.len() as u64) as usize];
         let mut child = Command::new(stepwise_bin())
             .args(["run", workflow, "--store", &store, "--plugins", &plugins])
             .args(["--input", &format!(r#"{{"cart_id": "cart-{run}"}}"#)])
@@ -363,18 +389,91 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
         }
         child.wait().unwrap();
     }
+    killed
+}
+
+/// Kills `stepwise run` in the middle of a fan-out whose elements are child
+/// executions that reserve stock; after `resume`, every element's side effect
+/// was applied once, and undone once exactly when the parent rolled back.
+#[test]
+fn sigkill_in_the_middle_of_a_fan_out_never_applies_an_elements_side_effect_twice() {
+    let runs: u64 = std::env::var("STEPWISE_CRASH_RUNS").ok().and_then(|v| v.parse::<u64>().ok()).map_or(16, |n| n / 3);
+    let dir = scratch("crash-fan-out");
+    write(
+        &dir,
+        "paced-reserve.toml",
+        r#"
+        name = "paced-reserve"
+        [[steps]]
+        id = "pause"
+        plugin = "echo"
+        input = { sleep_ms = 100 }
+        [[steps]]
+        id = "reserve"
+        plugin = "reserve-inventory"
+        input = { items = ["$.input.item"] }
+        after = ["pause"]
+        "#,
+    );
+    let fan_out = |name: &str, reject: &str| {
+        format!(
+            r#"
+            name = "{name}"
+            [[steps]]
+            id = "cart"
+            plugin = "retrieve-cart"
+            input = {{ cart_id = "$.input.cart_id" }}
+            [[steps]]
+            id = "lines"
+            workflow = "paced-reserve"
+            for_each = "$.steps.cart.output.items"
+            max_concurrency = 2
+            input = {{ item = "$.item" }}
+            [[steps]]
+            id = "order"
+            plugin = "create-order"
+            input = {{ cart_id = "$.steps.cart.output.id", reservation_id = "r", authorization_id = "a", total = 1{reject} }}
+            after = ["lines"]
+            "#
+        )
+    };
+    let workflows = [
+        write(&dir, "fan-ok.toml", &fan_out("fan-ok", "")),
+        write(&dir, "fan-declined.toml", &fan_out("fan-declined", ", reject_reason = \"declined\"")),
+    ];
+    let killed = kill_at_random_points(&dir, &workflows, runs);
     let resumed = cli(&dir, &["resume"]);
     assert_eq!(resumed.status.code(), Some(0), "{}", String::from_utf8_lossy(&resumed.stderr));
 
     let executions = json_of(&cli(&dir, &["executions", "list", "--limit", "1000", "--json"]));
     let executions = executions.as_array().unwrap();
-    assert!(!executions.is_empty());
+    let by_id: HashMap<String, &Value> =
+        executions.iter().map(|e| (e["execution_id"].as_str().unwrap().to_string(), e)).collect();
+    // A child's id starts with its parent's: `<parent>.lines-<index>.<attempt>`.
+    let top = |execution: &'_ Value| -> Value {
+        let id = execution["execution_id"].as_str().unwrap();
+        id.split_once('.').and_then(|(parent, _)| by_id.get(parent)).map_or(execution.clone(), |p| (*p).clone())
+    };
+    let mut elements = 0;
     for execution in executions {
-        let status = execution["status"].as_str().unwrap();
-        let expected = if execution["workflow"] == "crash-ok" { "succeeded" } else { "compensated" };
-        assert_eq!(status, expected, "{execution}");
+        let expected = if top(execution)["workflow"] == "fan-ok" { "succeeded" } else { "compensated" };
+        assert_eq!(execution["status"], expected, "{execution}");
+        elements += usize::from(execution["workflow"] == "paced-reserve");
     }
+    let rolled_back = |execution: &Value| top(execution)["status"] == "compensated";
+    let (calls, checked) = audit_side_effects(&dir, executions, &rolled_back);
+    eprintln!(
+        "fan-out crash test: {runs} runs, {killed} killed, {elements} element executions, {calls} service calls, {checked} checked"
+    );
+    assert!(elements > 0 && checked > 0);
+    assert!(killed >= runs / 2, "most runs were killed mid-way ({killed} of {runs})");
+}
 
+/// Checks the service ledger against the recorded events: no side effect
+/// applied again after its completion was recorded, and every resource of a
+/// `reserve`/`payment` step applied once and undone once exactly when
+/// `compensated(execution)`. Returns the number of calls and of checks made.
+fn audit_side_effects(dir: &Path, executions: &[Value], compensated: &dyn Fn(&Value) -> bool) -> (usize, usize) {
     let calls = ledger(&dir);
     let completions = recorded_completions(&dir);
     let mut checked = 0;
@@ -406,7 +505,7 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
     }
     for execution in executions {
         let id = execution["execution_id"].as_str().unwrap();
-        let compensated = execution["status"] == "compensated";
+        let compensated = compensated(execution);
         for step in ["reserve", "payment"] {
             let key = format!("{id}/{step}");
             let ids: Vec<&str> = calls.iter().filter(|c| c.key == key).map(|c| c.id.as_str()).collect();
@@ -417,12 +516,7 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
             assert_eq!(undone, u32::from(compensated), "{key}: undone {undone} times");
         }
     }
-    eprintln!(
-        "crash test: {runs} runs, {killed} killed mid-run, {} executions, {} service calls, {checked} checked against recorded completions",
-        executions.len(),
-        calls.len()
-    );
-    assert!(killed >= runs / 2, "most runs were killed mid-way ({killed} of {runs})");
+    (calls.len(), checked)
 }
 
 /// Throughput of accept-quote on the SQLite store vs the in-memory store,
