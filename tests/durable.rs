@@ -474,8 +474,8 @@ fn sigkill_in_the_middle_of_a_fan_out_never_applies_an_elements_side_effect_twic
 /// `reserve`/`payment` step applied once and undone once exactly when
 /// `compensated(execution)`. Returns the number of calls and of checks made.
 fn audit_side_effects(dir: &Path, executions: &[Value], compensated: &dyn Fn(&Value) -> bool) -> (usize, usize) {
-    let calls = ledger(&dir);
-    let completions = recorded_completions(&dir);
+    let calls = ledger(dir);
+    let completions = recorded_completions(dir);
     let mut checked = 0;
     for call in &calls {
         let (execution, step) = call.key.split_once('/').unwrap();
