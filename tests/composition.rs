@@ -268,3 +268,61 @@ async fn a_child_that_rolls_back_fails_its_step_and_the_retry_policy_reruns_the_
 fn step_of<'a>(execution: &'a Value, id: &str) -> &'a Value {
     step(execution, id)
 }
+
+fn parent_and_child(engine: &Engine, child: &str, parent: &str) -> Arc<Workflow> {
+    let catalog: BTreeMap<String, _> =
+        [("child".to_string(), Workflow::parse_toml("child.toml", child).unwrap())].into();
+    let definition = Workflow::parse_toml("parent.toml", parent).unwrap();
+    Arc::new(Workflow::from_definition_with("parent.toml", definition, engine.registry().as_ref(), &catalog).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_waiting_on_an_async_step_holds_its_parent_until_it_is_completed() {
+    let (_host, engine) = host("child-async");
+    let workflow = parent_and_child(
+        &engine,
+        "name = \"child\"\n[[steps]]\nid = \"approve\"\nplugin = \"echo\"\nasync = true\n",
+        r#"
+        name = "parent"
+        [[steps]]
+        id = "approval"
+        workflow = "child"
+        [[steps]]
+        id = "after"
+        plugin = "echo"
+        input = { approved = "$.steps.approval.output.approve" }
+        "#,
+    );
+    let parent = run_as(&engine, &workflow, json!({}), None).await;
+    assert_eq!(parent["status"], "waiting", "{parent:#}");
+    assert_eq!(step_of(&parent, "approval")["status"], "waiting");
+    let child_id = stepwise::ids::ExecutionId::new(parent["child_execution_ids"][0].as_str().unwrap());
+    assert_eq!(engine.show(&child_id).await.unwrap().to_json()["status"], "waiting");
+
+    // Completing the child's async step finishes the child, then the parent carries on.
+    let child =
+        engine.complete_step(&child_id, &stepwise::ids::StepId::new("approve"), json!({"by": "ana"})).await.unwrap();
+    assert_eq!(child.to_json()["status"], "succeeded");
+    let parent_id = stepwise::ids::ExecutionId::new(parent["execution_id"].as_str().unwrap());
+    let parent = engine.show(&parent_id).await.unwrap().to_json();
+    assert_eq!(parent["status"], "succeeded", "{parent:#}");
+    assert_eq!(step_of(&parent, "after")["output"]["approved"], json!({"by": "ana"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_rollback_compensates_a_succeeded_execution_and_its_children() {
+    let (host, engine) = host("cancel");
+    let workflow = example(&engine, "place-order.toml");
+    let done = run_as(&engine, &workflow, quote("to-cancel", 1000), None).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let id = stepwise::ids::ExecutionId::new(done["execution_id"].as_str().unwrap());
+    let cancelled = engine.rollback(&id, "customer changed their mind").await.unwrap().to_json();
+    assert_eq!(cancelled["status"], "compensated", "{cancelled:#}");
+    assert_eq!(cancelled["error"]["kind"], "cancelled");
+    assert_eq!(event_steps(&cancelled, "step_compensated"), vec!["ship", "quote"]);
+    assert_eq!(calls(&host, "inventory", "release").len(), 1);
+    assert_eq!(calls(&host, "payments", "void").len(), 1);
+    // Asking again changes nothing.
+    let again = engine.rollback(&id, "again").await.unwrap().to_json();
+    assert_eq!(again["events"].as_array().unwrap().len(), cancelled["events"].as_array().unwrap().len());
+}

@@ -55,9 +55,10 @@ impl Server {
 
     /// Starts a server on `dir` (its plugins, workflows and store), e.g. again after a stop.
     fn start_in(dir: PathBuf, extra_workflows: &[(&str, &str)]) -> Self {
-        for sub in ["plugins", "workflows"] {
+        for sub in ["plugins", "workflows", "tenants"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
+        std::fs::copy(repo_root().join("guest-examples/tenants/acme.toml"), dir.join("tenants/acme.toml")).unwrap();
         for entry in std::fs::read_dir(plugins_dir()).unwrap() {
             let path = entry.unwrap().path();
             std::fs::copy(&path, dir.join("plugins").join(path.file_name().unwrap())).unwrap();
@@ -73,6 +74,8 @@ impl Server {
             .arg(dir.join("plugins"))
             .arg("--workflows")
             .arg(dir.join("workflows"))
+            .arg("--tenants")
+            .arg(dir.join("tenants"))
             .arg("--store")
             .arg(format!("sqlite://{}", dir.join("server.db").display()))
             .env("STEPWISE_CACHE", dir.join("cache"))
@@ -457,4 +460,34 @@ fn chromium() -> &'static str {
     } else {
         "chromium"
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_hook_handlers_run_over_http_and_an_execution_can_be_cancelled() {
+    let server = Server::start("tenants", &[]);
+    let mut big = quote_input();
+    big["items"] = json!([{"sku": "TV", "quantity": 1, "unit_price": 50000}]);
+    let (status, vetoed) =
+        server.post("/v1/workflows/accept-quote/executions?wait=true&tenant=acme", big.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(vetoed["status"], "compensated", "{vetoed:#}");
+    assert_eq!(vetoed["tenant"], "acme");
+    assert_eq!(vetoed["hooks"][0]["handlers"].as_array().unwrap().len(), 2);
+
+    let (status, error) = server.post("/v1/workflows/accept-quote/executions?tenant=Not%20Valid", big).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&error), "bad_request");
+
+    let (_, done) = server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
+    assert_eq!(done["status"], "succeeded");
+    let id = done["execution_id"].as_str().unwrap();
+    let unauthorized = server.client.post(server.url(&format!("/v1/executions/{id}/cancel"))).send().await.unwrap();
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    let (status, cancelled) =
+        server.post(&format!("/v1/executions/{id}/cancel"), json!({"reason": "customer cancelled"})).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "compensated");
+    assert_eq!(cancelled["error"]["message"], "customer cancelled");
+    let (status, _) = server.post("/v1/executions/no-such-id/cancel", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
