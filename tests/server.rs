@@ -44,6 +44,8 @@ const WORKFLOWS: &[(&str, &str)] = &[
         "name = \"approval\"\n[[steps]]\nid = \"ask\"\nplugin = \"echo\"\nasync = true\n[[steps]]\nid = \"after\"\nplugin = \"echo\"\ninput = { approved = \"$.steps.ask.output.approved\" }\n",
     ),
     ("versioned.toml", "name = \"versioned\"\n[[steps]]\nid = \"only\"\nplugin = \"versioned\"\n"),
+    ("place-order.toml", include_str!("../guest-examples/workflows/place-order.toml")),
+    ("reserve-each.toml", include_str!("../guest-examples/workflows/reserve-each.toml")),
 ];
 
 impl Server {
@@ -452,6 +454,51 @@ async fn the_web_view_shows_a_compensated_execution() {
         .unwrap();
     let dom = String::from_utf8_lossy(&output.stdout);
     assert!(dom.contains(id) && dom.contains("data-status=\"compensated\""), "{dom}");
+}
+
+/// The DOM of a page of the web view once its script ran, from headless Chromium.
+fn dump_dom(server: &Server, path: &str) -> String {
+    let profile = server.dir.join(format!("chromium-profile-{}", path.len()));
+    let output = Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(server.url(path))
+        .output()
+        .expect("running chromium");
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_shows_hooks_skipped_steps_fan_out_elements_and_child_executions() {
+    let server = Server::start("web-composition", &[]);
+    let mut input = quote_input();
+    input["refuse_shipping"] = json!(true);
+    let (_, parent) = server.post("/v1/workflows/place-order/executions?wait=true&tenant=acme", input).await;
+    assert_eq!(parent["status"], "compensated", "{parent:#}");
+    let child = parent["child_execution_ids"][0].as_str().unwrap();
+    let dom = dump_dom(&server, &format!("/#/executions/{}", parent["execution_id"].as_str().unwrap()));
+    assert!(dom.contains("tenant <b id=\"tenant\">acme</b>"), "{dom}");
+    assert!(dom.contains(&format!("href=\"#/executions/{child}\"")), "the child is linked: {dom}");
+    assert!(dom.contains("data-step=\"ship\" data-status=\"skipped\""), "{dom}");
+    assert!(dom.contains("skipped: condition"), "the skip reason is shown");
+    assert!(dom.contains("data-step=\"quote\" data-status=\"compensated\""));
+
+    let dom = dump_dom(&server, &format!("/#/executions/{child}"));
+    assert!(dom.contains("child of"), "{dom}");
+    for handler in ["validate-cart[enrich-cart]", "validate-cart[cart-limit]"] {
+        assert!(dom.contains(&format!("<tr class=\"unit handler\" data-step=\"{handler}\">")), "{handler}: {dom}");
+    }
+    assert!(dom.contains("enrich-cart (priority 10)"));
+
+    let (_, fan_out) = server.post("/v1/workflows/reserve-each/executions?wait=true", quote_input()).await;
+    assert_eq!(fan_out["status"], "succeeded", "{fan_out:#}");
+    let dom = dump_dom(&server, &format!("/#/executions/{}", fan_out["execution_id"].as_str().unwrap()));
+    for element in ["reserve[0]", "reserve[1]"] {
+        assert!(dom.contains(&format!("<tr class=\"unit element\" data-step=\"{element}\">")), "{element}: {dom}");
+    }
+    assert!(dom.contains("2 elements"), "the graph counts the elements");
 }
 
 fn chromium() -> &'static str {
