@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Builds every example and test guest component from source.
+# Builds every example and test guest component from source: Rust, JavaScript,
+# Python and WAT.
 #
 # Output (idempotent: cargo skips up-to-date crates, unchanged files are not copied):
 #   build/plugins/<name>.wasm            valid step plugins (accept-quote steps and test steps)
 #   build/plugins/<name>.toml            their manifests, where they have one
 #   build/invalid-components/<name>.wasm components the host must refuse (tests only)
 #   build/variants/<name>.wasm           versions of one test plugin, for hot-reload tests
+#   build/plugins/js-*.wasm, py-*.wasm, wat-echo.wasm  JavaScript, Python and WAT guests
+#
+# Installs what it needs: the wasm32-wasip2 Rust target, the npm packages of
+# guest-examples/js (npm ci), componentize-py in build/python-venv.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +33,7 @@ copy() { # copy <cargo artifact> <destination>, only when it changed
 }
 
 for step in retrieve-cart reserve-inventory authorize-payment create-order \
-            echo flaky fail panic compensate-fails hostile cart-limit enrich-cart; do
+            echo flaky fail panic compensate-fails hostile cart-limit enrich-cart cart-total; do
     copy "$out/${step//-/_}.wasm" "$plugins/$step.wasm"
     # A plugin's manifest (plugin.toml in its crate) lands beside its component.
     if [ -f "$guests/$step/plugin.toml" ]; then
@@ -43,3 +48,36 @@ for variant in versioned-v1 versioned-v2; do
     copy "$out/${variant//-/_}.wasm" "$root/build/variants/$variant.wasm"
 done
 copy "$out/not-a-step.wasm" "$invalid/not-a-step.wasm"
+
+# JavaScript guests and the WAT guest: componentize-js (SpiderMonkey) and the
+# wasm-tools bundled in jco, from npm, pinned by package-lock.json.
+js="$root/guest-examples/js"
+if [ ! -f "$js/node_modules/.package-lock.json" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
+    echo "installing the JavaScript toolchain (npm ci in guest-examples/js)" >&2
+    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+node "$js/build.mjs" "$plugins"
+
+# Python guests: componentize-py from PyPI, pinned, in a virtual environment.
+python="$root/guest-examples/python"
+venv="$root/build/python-venv"
+if [ ! -x "$venv/bin/componentize-py" ] || [ "$python/requirements.txt" -nt "$venv/.installed" ]; then
+    echo "installing the Python toolchain (componentize-py in build/python-venv)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$python/requirements.txt"
+    touch "$venv/.installed"
+fi
+# step directory -> the smallest world that has what the step imports
+for entry in authorize_payment:step-services cart_total:step-log; do
+    step="${entry%%:*}" world="${entry#*:}" name="py-${step//_/-}"
+    out="$plugins/$name.wasm"
+    if [ ! -f "$out" ] || [ -n "$(find "$python/$step" "$root/wit" -newer "$out" -name '*.py' -o -newer "$out" -name '*.wit' | head -1)" ]; then
+        started=$(date +%s)
+        "$venv/bin/componentize-py" --quiet -d "$root/wit" -w "$world" componentize -p "$python/$step" app -o "$out.partial"
+        mv "$out.partial" "$out"
+        echo "built $name ($(stat -c %s "$out") bytes) in $(( $(date +%s) - started )) s" >&2
+    fi
+    if [ -f "$python/$step/$name.toml" ]; then
+        copy "$python/$step/$name.toml" "$plugins/$name.toml"
+    fi
+done

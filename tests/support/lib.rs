@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 use stepwise::engine::{Engine, StartOptions};
-use stepwise::plugin::{PluginDirectory, PluginRegistry};
+use stepwise::plugin::{CodeCache, PluginDirectory, PluginRegistry};
 use stepwise::sandbox::capabilities::kv::MemoryKv;
 use stepwise::sandbox::{HostResources, Limits, Sandbox};
 use stepwise::services::demo::{self, Inventory, Payments};
@@ -76,7 +76,11 @@ pub fn demo_host_in(dir: &Path) -> DemoHost {
     let resources = HostResources { services: Arc::new(services), kv: kv.clone() };
     let sandbox = Sandbox::with_resources(Limits::default(), resources).expect("creating the sandbox");
     let directory = PluginDirectory::scan(dir).expect("scanning the plugin directory");
-    let engine = Engine::new(Arc::new(PluginRegistry::new(sandbox, directory)), Arc::new(MemoryStore::new()));
+    // Compiled code is cached across tests: the JavaScript and Python guests
+    // (12-18 MB) take seconds to compile.
+    let cache = CodeCache::new(&repo_root().join("target/test-code-cache"));
+    let registry = PluginRegistry::with_cache(sandbox, directory, Some(cache));
+    let engine = Engine::new(Arc::new(registry), Arc::new(MemoryStore::new()));
     DemoHost { engine, inventory, payments, kv, ledger }
 }
 

@@ -15,7 +15,10 @@ pub struct Ticker {
 }
 
 impl Ticker {
-    /// Starts a thread that increments the engine's epoch every [`TICK`].
+    /// Starts a thread that increments the engine's epoch once per [`TICK`]
+    /// of wall-clock time. A sleep that overshoots (a loaded machine) is
+    /// made up with several increments, so deadlines track the wall clock
+    /// rather than the number of times the thread happened to wake up.
     pub fn start(engine: &Engine) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.weak();
@@ -23,11 +26,15 @@ impl Ticker {
         std::thread::Builder::new()
             .name("stepwise-epoch".into())
             .spawn(move || {
+                let started = std::time::Instant::now();
+                let mut ticked: u128 = 0;
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
-                    match engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    let Some(engine) = engine.upgrade() else { break };
+                    let due = started.elapsed().as_nanos() / TICK.as_nanos();
+                    while ticked < due {
+                        engine.increment_epoch();
+                        ticked += 1;
                     }
                 }
             })

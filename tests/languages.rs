@@ -1,0 +1,119 @@
+//! Steps in Rust, JavaScript (componentize-js), Python (componentize-py)
+//! and raw WAT, in one workflow: data flows between them, compensations
+//! run in each language, errors map to the contract, and the sandbox stops
+//! runaway guests whatever their runtime.
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use stepwise::engine::StartOptions;
+use stepwise::services::ledger::Ledger;
+use stepwise::workflow::Workflow;
+use stepwise_test_support::*;
+
+fn quote_input() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(example_workflow("accept-quote.input.json")).unwrap()).unwrap()
+}
+
+fn logs(execution: &Value, contains: &str) -> Vec<String> {
+    events(execution, "log")
+        .iter()
+        .filter(|e| e["message"].as_str().unwrap_or_default().contains(contains))
+        .map(|e| format!("{}: {}", e["step"].as_str().unwrap_or_default(), e["message"].as_str().unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_mixes_rust_javascript_and_python_steps() {
+    let host = demo_host();
+    let workflow = Arc::new(
+        Workflow::load_file(&example_workflow("accept-quote-polyglot.toml"), host.engine.registry().as_ref()).unwrap(),
+    );
+    let execution = host.engine.run(workflow, quote_input(), StartOptions::default()).await.unwrap().to_json();
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+    assert!(execution["output"]["reservation_id"].as_str().unwrap().starts_with("res_"));
+    assert!(execution["output"]["authorization_id"].as_str().unwrap().starts_with("auth_"));
+    assert_eq!(logs(&execution, "(JavaScript)").len(), 1);
+    assert_eq!(logs(&execution, "(Python)").len(), 1);
+    let payments = host.payments.snapshot();
+    assert_eq!(payments.authorizations_applied, 1);
+    assert_eq!(host.inventory.snapshot().reserves_applied, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_failure_runs_compensations_in_all_three_languages_in_reverse_order() {
+    let host = demo_host();
+    let workflow = Arc::new(
+        Workflow::load_file(&example_workflow("accept-quote-polyglot-declined.toml"), host.engine.registry().as_ref())
+            .unwrap(),
+    );
+    let execution = host.engine.run(workflow, quote_input(), StartOptions::default()).await.unwrap().to_json();
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    assert_eq!(event_steps(&execution, "step_compensated"), vec!["payment", "reserve", "cart"]);
+    assert_eq!(logs(&execution, "voided").len(), 1, "Python compensated: {:?}", logs(&execution, ""));
+    assert_eq!(logs(&execution, "released reservation").len(), 1, "JavaScript compensated");
+    assert_eq!(logs(&execution, "nothing to undo").len(), 1, "Rust compensated");
+    assert_eq!(host.ledger.entries("payments").unwrap().iter().filter(|e| e.method == "void").count(), 1);
+    assert_eq!(host.ledger.entries("inventory").unwrap().iter().filter(|e| e.method == "release").count(), 1);
+    assert!(host.inventory.snapshot().reservations.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_and_permanent_errors_map_the_same_in_every_language() {
+    let engine = engine();
+    for plugin in ["cart-total", "js-cart-total", "py-cart-total"] {
+        for (kind, attempts) in [("retryable", 2), ("permanent", 1)] {
+            let toml = format!(
+                "name = \"errors\"\n[[steps]]\nid = \"s\"\nplugin = \"{plugin}\"\ninput = {{ fail = \"{kind}\" }}\nretry = {{ max_attempts = 2, initial_backoff_ms = 5 }}\n"
+            );
+            let execution = run(&engine, &toml, json!({})).await;
+            let step = step(&execution, "s");
+            assert_eq!(step["error"]["kind"], kind, "{plugin}: {execution:#}");
+            assert_eq!(step["attempts"], attempts, "{plugin} {kind}");
+            assert!(step["error"]["message"].as_str().unwrap().contains("failed as asked"), "{plugin}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_step_gives_the_same_result_in_every_language_and_in_raw_wat() {
+    let engine = engine();
+    let cart = quote_input();
+    let mut outputs = Vec::new();
+    for plugin in ["cart-total", "js-cart-total", "py-cart-total"] {
+        let toml = format!("name = \"total\"\n[[steps]]\nid = \"s\"\nplugin = \"{plugin}\"\ninput = \"$.input\"\n");
+        let execution = run(&engine, &toml, cart.clone()).await;
+        assert_eq!(execution["status"], "succeeded", "{plugin}: {execution:#}");
+        outputs.push(step(&execution, "s")["output"].clone());
+    }
+    assert_eq!(outputs[0], json!({"total": 6200, "units": 3, "lines": 2}));
+    assert!(outputs.iter().all(|output| output == &outputs[0]), "{outputs:?}");
+
+    let toml = "name = \"raw\"\n[[steps]]\nid = \"s\"\nplugin = \"wat-echo\"\ninput = { echo = \"$.input.cart_id\" }\n";
+    let execution = run(&engine, toml, cart).await;
+    assert_eq!(step(&execution, "s")["output"], json!({"echo": "cart_01HQ"}), "{execution:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loops_in_javascript_and_python_are_stopped_by_the_same_limits() {
+    let host = demo_host();
+    let healthy =
+        Arc::new(Workflow::load_file(&example_workflow("accept-quote.toml"), host.engine.registry().as_ref()).unwrap());
+    for plugin in ["js-cart-total", "py-cart-total"] {
+        // Their manifests' fuel (300 M) runs out in well under a second; a
+        // step timeout shorter than that stops the loop at its deadline instead.
+        for (limit, expected) in [("", "fuel_exhausted"), ("timeout_ms = 20\n", "deadline_exceeded")] {
+            let toml = format!(
+                "name = \"spin\"\n[[steps]]\nid = \"s\"\nplugin = \"{plugin}\"\ninput = {{ spin = true }}\nretry = {{ max_attempts = 1 }}\n{limit}"
+            );
+            let spinning = workflow(&host.engine, &toml);
+            let (spun, ok) = tokio::join!(
+                host.engine.run(spinning, json!({}), StartOptions::default()),
+                host.engine.run(healthy.clone(), quote_input(), StartOptions::default())
+            );
+            let spun = spun.unwrap().to_json();
+            assert_eq!(step(&spun, "s")["error"]["kind"], expected, "{plugin}: {spun:#}");
+            assert_eq!(spun["status"], "compensated");
+            assert_eq!(ok.unwrap().to_json()["status"], "succeeded", "the host keeps serving beside {plugin}");
+        }
+    }
+}
