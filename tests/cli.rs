@@ -195,3 +195,50 @@ fn schema_describes_the_workflow_format() {
         serde_json::from_str(&std::fs::read_to_string(repo_root().join("workflow.schema.json")).unwrap()).unwrap();
     assert_eq!(schema, committed, "workflow.schema.json is stale: regenerate it with `stepwise schema`");
 }
+
+#[test]
+fn new_creates_step_projects_that_build_and_run_in_every_language() {
+    let dir = scratch_dir("new");
+    for lang in ["rust", "js", "python"] {
+        let name = format!("hello-{lang}");
+        let output = stepwise(&["new", &name, "--lang", lang, "--dir", dir.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let project = dir.join(&name);
+        for file in ["wit/step.wit", "workflow.toml", "build.sh"] {
+            assert!(project.join(file).is_file(), "{lang}: {file}");
+        }
+        // Reuse the toolchains scripts/build-guests.sh installed (same pinned
+        // versions): the Rust target directory, the npm packages, the venv.
+        match lang {
+            "js" => std::os::unix::fs::symlink(
+                repo_root().join("guest-examples/js/node_modules"),
+                project.join("node_modules"),
+            ),
+            "python" => std::os::unix::fs::symlink(repo_root().join("build/python-venv"), project.join(".venv")),
+            _ => Ok(()),
+        }
+        .unwrap();
+        let built = std::process::Command::new(project.join("build.sh"))
+            .env("CARGO_TARGET_DIR", repo_root().join("guest-examples/rust/target"))
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{lang}: {}", String::from_utf8_lossy(&built.stderr));
+        let plugins = project.display().to_string();
+        let run = stepwise(&[
+            "run",
+            project.join("workflow.toml").to_str().unwrap(),
+            "--plugins",
+            &plugins,
+            "--input",
+            r#"{"name": "Ada"}"#,
+        ]);
+        assert_eq!(run.status.code(), Some(0), "{lang}: {}", stderr(&run));
+        let execution: Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(execution["output"]["greet"]["greeting"], "Hello, Ada!", "{lang}");
+    }
+    let again = stepwise(&["new", "hello-rust", "--lang", "rust", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("exists already"), "{}", stderr(&again));
+    let invalid = stepwise(&["new", "Bad Name", "--lang", "js", "--dir", dir.to_str().unwrap()]);
+    assert!(stderr(&invalid).contains("not a valid step name"), "{}", stderr(&invalid));
+}

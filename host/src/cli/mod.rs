@@ -3,6 +3,7 @@
 //! 2 invalid input or setup). Errors go to stderr, results to stdout.
 
 mod executions;
+pub mod new;
 mod plugins;
 mod run;
 mod serve;
@@ -43,6 +44,8 @@ enum Command {
     Plugins(plugins::PluginsCommand),
     /// Print the JSON Schema of workflow files.
     Schema,
+    /// Create a ready-to-build step project in Rust, JavaScript or Python.
+    New(new::NewArgs),
     /// Serve the HTTP API and web view, run events, schedules and deadlines.
     Serve(serve::ServeArgs),
 }
@@ -159,6 +162,7 @@ pub fn main() -> ExitCode {
             Command::Executions(command) => executions::run(command).await,
             Command::Plugins(command) => plugins::run(command).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::New(args) => new::run(args),
             Command::Schema => {
                 println!("{}", serde_json::to_string_pretty(&crate::workflow::json_schema())?);
                 Ok(ExitCode::SUCCESS)

@@ -1,0 +1,95 @@
+//! `stepwise new <name> --lang rust|js|python`: a ready-to-build step project.
+//!
+//! The project holds the WIT contract, the step's source with its bindings
+//! set up, a `build.sh` that installs the language's toolchain from its
+//! registry and builds `<name>.wasm`, and a `workflow.toml` to try it with
+//! `stepwise run workflow.toml --plugins .`.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// A language a step project can be created in.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Language {
+    /// Rust with wit-bindgen, for `wasm32-wasip2`.
+    Rust,
+    /// JavaScript with componentize-js.
+    Js,
+    /// Python with componentize-py.
+    Python,
+}
+
+/// Arguments of `stepwise new`.
+#[derive(clap::Args)]
+pub struct NewArgs {
+    /// The step plugin's name (`[a-z][a-z0-9_-]*`); also the project directory.
+    name: String,
+    /// The language of the step.
+    #[arg(long, value_enum)]
+    lang: Language,
+    /// Where to create the project directory (default: the current directory).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+const WIT: &str = include_str!("../../../wit/step.wit");
+const WORKFLOW: &str = include_str!("templates/workflow.toml");
+
+/// The files of a project: path inside it, content, whether it is executable.
+fn files(lang: Language) -> Vec<(&'static str, &'static str, bool)> {
+    match lang {
+        Language::Rust => vec![
+            ("Cargo.toml", include_str!("templates/rust/Cargo.toml"), false),
+            ("src/lib.rs", include_str!("templates/rust/lib.rs"), false),
+            ("build.sh", include_str!("templates/rust/build.sh"), true),
+        ],
+        Language::Js => vec![
+            ("package.json", include_str!("templates/js/package.json"), false),
+            ("step.js", include_str!("templates/js/step.js"), false),
+            ("build.mjs", include_str!("templates/js/build.mjs"), false),
+            ("build.sh", include_str!("templates/js/build.sh"), true),
+        ],
+        Language::Python => vec![
+            ("app.py", include_str!("templates/python/app.py"), false),
+            ("requirements.txt", include_str!("templates/python/requirements.txt"), false),
+            ("build.sh", include_str!("templates/python/build.sh"), true),
+        ],
+    }
+}
+
+/// Creates the project `dir/name` for `lang`; refuses an existing directory.
+pub fn create(name: &str, lang: Language, dir: &Path) -> Result<PathBuf> {
+    if !crate::ids::PluginName::is_valid(name) {
+        bail!("`{name}` is not a valid step name (lowercase letters, digits, `-`, `_`, starting with a letter)");
+    }
+    let project = dir.join(name);
+    if project.exists() {
+        bail!("{} exists already: choose another name or directory", project.display());
+    }
+    let fill = |text: &str| text.replace("{{name}}", name).replace("{{crate}}", &name.replace('-', "_"));
+    let mut all = files(lang);
+    all.push(("wit/step.wit", WIT, false));
+    all.push(("workflow.toml", WORKFLOW, false));
+    for (path, text, executable) in all {
+        let target = project.join(path);
+        std::fs::create_dir_all(target.parent().expect("a file in the project"))?;
+        std::fs::write(&target, fill(text)).with_context(|| format!("writing {}", target.display()))?;
+        if executable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    Ok(project)
+}
+
+pub fn run(args: NewArgs) -> Result<ExitCode> {
+    let project = create(&args.name, args.lang, &args.dir)?;
+    println!("created {}", project.display());
+    println!("build it:  {}/build.sh", project.display());
+    println!(
+        "try it:    stepwise run {0}/workflow.toml --plugins {0} --store memory --input '{{\"name\": \"Ada\"}}'",
+        project.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
