@@ -13,8 +13,10 @@
 //! - [`engine`]: the saga state machine and the driver that performs its commands;
 //! - [`store`]: the execution log (`ExecutionStore`);
 //! - [`tenants`]: which hook handlers each tenant binds;
-//! - [`cli`]: the `stepwise` command line.
+//! - [`cli`]: the `stepwise` command line;
+//! - [`bench`]: the performance harness (`stepwise bench`).
 
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod failure;

@@ -2,6 +2,7 @@
 //! outcomes to exit codes (0 succeeded, 1 the execution did not succeed,
 //! 2 invalid input or setup). Errors go to stderr, results to stdout.
 
+mod bench;
 mod executions;
 pub mod new;
 mod plugins;
@@ -46,6 +47,8 @@ enum Command {
     Schema,
     /// Create a ready-to-build step project in Rust, JavaScript or Python.
     New(new::NewArgs),
+    /// Measure the engine: isolated steps vs native, sagas per second, per-step cost, loads, hot swap.
+    Bench(bench::BenchArgs),
     /// Serve the HTTP API and web view, run events, schedules and deadlines.
     Serve(serve::ServeArgs),
 }
@@ -148,6 +151,9 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Bench(args) = cli.command {
+        return bench::run(args).unwrap_or_else(fail);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(anyhow::anyhow!(error).context("starting the async runtime")),
@@ -163,6 +169,7 @@ pub fn main() -> ExitCode {
             Command::Plugins(command) => plugins::run(command).await,
             Command::Serve(args) => serve::run(args).await,
             Command::New(args) => new::run(args),
+            Command::Bench(_) => unreachable!("handled before the runtime starts"),
             Command::Schema => {
                 println!("{}", serde_json::to_string_pretty(&crate::workflow::json_schema())?);
                 Ok(ExitCode::SUCCESS)

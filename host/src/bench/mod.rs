@@ -1,0 +1,170 @@
+//! `stepwise bench`: the performance harness. Each measurement runs beside
+//! its baseline in the same process (the same step compiled natively, one
+//! worker vs two, 4 steps vs 64), warms up, repeats at least three times and
+//! reports medians, p99s and ratios, as a table and as `--json`.
+//!
+//! It measures the real thing: compiled guests from the plugin directory,
+//! the engine with its state machine and driver, the in-memory and the
+//! durable SQLite store, the compiled-code cache and the directory watcher.
+//! Timing assertions do not belong here (nor in tests): `--quick` only proves
+//! that every measurement runs.
+
+mod cart;
+mod measure;
+mod stats;
+
+pub use cart::{native_cart_total, sample_cart};
+pub use stats::{median_of, Samples};
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every measurement, by the name `--only` takes.
+pub const MEASUREMENTS: [&str; 7] =
+    ["isolated_step", "throughput", "accept_quote_memory", "accept_quote_sqlite", "chain", "load", "hot_swap"];
+
+/// How the benchmark runs.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// The plugin directory holding the built guests (`build/plugins`).
+    pub plugins: PathBuf,
+    /// Time per repetition of a timed loop.
+    pub seconds: f64,
+    /// Repetitions of each measurement (at least 3).
+    pub repetitions: usize,
+    /// Only this measurement.
+    pub only: Option<String>,
+    /// A smoke run: tiny loops, proves every measurement runs.
+    pub quick: bool,
+}
+
+impl BenchOptions {
+    fn wants(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == name)
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(if self.quick { 0.05 } else { self.seconds })
+    }
+}
+
+/// Runs the measurements and returns the report (the `--json` document).
+pub fn run(options: &BenchOptions) -> anyhow::Result<Value> {
+    if let Some(only) = &options.only {
+        if !MEASUREMENTS.contains(&only.as_str()) {
+            anyhow::bail!("unknown measurement `{only}` (one of {})", MEASUREMENTS.join(", "));
+        }
+    }
+    let scratch = std::env::temp_dir().join(format!("stepwise-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let result = measure::all(options, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let mut report = result?;
+    report["machine"] = machine();
+    report["options"] = json!({"seconds": options.seconds, "repetitions": options.repetitions, "quick": options.quick});
+    Ok(report)
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
+        info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+    });
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu": cpu,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+/// The report as a readable table.
+pub fn table(report: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let f = |v: &Value| {
+        v.as_f64().map_or("-".to_string(), |x| if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") })
+    };
+    let machine = &report["machine"];
+    let _ = writeln!(
+        out,
+        "machine: {} cores, {} ({} build)",
+        machine["nproc"],
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["build"].as_str().unwrap_or("?")
+    );
+    if let Some(steps) = report["isolated_steps"].as_array() {
+        let _ = writeln!(out, "\nisolated step (fresh instance + invoke, ~1 KB cart)");
+        let _ = writeln!(
+            out,
+            "  {:<8} {:>10} {:>10} {:>12} {:>9} {:>13}",
+            "lang", "median us", "p99 us", "native us", "ratio", "overhead us"
+        );
+        for step in steps {
+            let _ = writeln!(
+                out,
+                "  {:<8} {:>10} {:>10} {:>12} {:>9} {:>13}",
+                step["lang"].as_str().unwrap_or(""),
+                f(&step["median_us"]),
+                f(&step["p99_us"]),
+                f(&step["native_median_us"]),
+                f(&step["ratio_to_native"]),
+                f(&step["overhead_us"])
+            );
+        }
+    }
+    let throughput = &report["isolated_step"];
+    if throughput.get("one_thread_per_s").is_some() {
+        let _ = writeln!(
+            out,
+            "\nisolated invocations/s: 1 thread {}, 2 threads {} (scaling {}x)",
+            f(&throughput["one_thread_per_s"]),
+            f(&throughput["two_threads_per_s"]),
+            f(&throughput["scaling"])
+        );
+    }
+    for (key, title) in [
+        ("accept_quote_memory", "accept-quote, in-memory store"),
+        ("accept_quote_sqlite", "accept-quote, SQLite (fsync'd)"),
+    ] {
+        let row = &report[key];
+        if row.is_object() {
+            let _ = writeln!(
+                out,
+                "\n{title}: sequential {} exec/s (p50 {} us, p99 {} us); 64 concurrent {} exec/s (p50 {} us, p99 {} us)",
+                f(&row["seq_exec_per_s"]),
+                f(&row["seq_p50_us"]),
+                f(&row["seq_p99_us"]),
+                f(&row["c64_exec_per_s"]),
+                f(&row["c64_p50_us"]),
+                f(&row["c64_p99_us"])
+            );
+        }
+    }
+    if let Some(chain) = report["chain_us_per_step"].as_object() {
+        let sizes: Vec<String> =
+            chain.iter().filter(|(k, _)| k.parse::<u32>().is_ok()).map(|(k, v)| format!("{k}: {} us", f(v))).collect();
+        let _ = writeln!(out, "\nchain, per step: {} (64 vs 4: {}x)", sizes.join(", "), f(&chain["ratio_64_to_4"]));
+    }
+    if let Some(load) = report["load"].as_object() {
+        let _ = writeln!(out, "\nload per guest (compile+check+link vs cached):");
+        for (guest, row) in load {
+            let _ = writeln!(
+                out,
+                "  {guest:<20} cold {} ms, cached {} ms, {} bytes",
+                f(&row["cold_compile_ms"]),
+                f(&row["cached_load_ms"]),
+                row["size_bytes"]
+            );
+        }
+    }
+    if report["hot_swap_ms"].is_number() {
+        let _ = writeln!(
+            out,
+            "\nhot swap (file written -> first execution on the new version): {} ms",
+            f(&report["hot_swap_ms"])
+        );
+    }
+    out
+}

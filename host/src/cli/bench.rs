@@ -1,0 +1,55 @@
+//! `stepwise bench`: runs the performance harness ([`crate::bench`]).
+
+use crate::bench::{self, BenchOptions};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `stepwise bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The directory of built guests (`scripts/build-guests.sh` fills it).
+    #[arg(long, default_value = "build/plugins")]
+    plugins: PathBuf,
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A smoke run (tiny loops): proves that every measurement runs.
+    #[arg(long)]
+    quick: bool,
+    /// Run one measurement only.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bench::MEASUREMENTS))]
+    only: Option<String>,
+    /// Seconds per repetition of a timed loop.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Repetitions of each measurement (at least 3).
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
+}
+
+/// Runs outside the command line's async runtime: each measurement builds
+/// the runtime it needs (one worker, two workers).
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    if args.repetitions < 3 {
+        bail!("--repetitions must be at least 3");
+    }
+    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
+        bail!("--seconds must be a positive number");
+    }
+    let options = BenchOptions {
+        plugins: args.plugins,
+        seconds: args.seconds,
+        repetitions: args.repetitions,
+        only: args.only,
+        quick: args.quick,
+    };
+    let report = bench::run(&options)?;
+    print!("{}", bench::table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
