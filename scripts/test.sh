@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what it needs
-# (idempotently), builds every guest from source, checks formatting and
-# lints, then runs the unit and integration tests.
+# (idempotently), builds every guest from source (Rust, JavaScript, Python,
+# WAT), checks formatting and lints, runs the unit and integration tests and
+# a smoke run of the benchmark.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -18,5 +19,8 @@ cargo fmt --manifest-path guest-examples/rust/Cargo.toml --all -- --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 cargo build --quiet -p stepwise --bin stepwise
 cargo test --workspace
+# The benchmark harness, as a smoke run (it asserts no timing; figures come
+# from `cargo run --release -p stepwise -- bench`, see README "Performance").
+target/debug/stepwise bench --quick --json build/bench-quick.json > /dev/null
 
 echo "test suite wall time: $(( $(date +%s) - started )) s"
