@@ -179,8 +179,15 @@ fn executions_are_listed_filtered_shown_and_purged() {
     let quote = ["--input-file", "guest-examples/workflows/accept-quote.input.json"];
     cli(&dir, &[&["run", "guest-examples/workflows/accept-quote.toml"][..], &quote[..]].concat());
     cli(&dir, &[&["run", "guest-examples/workflows/accept-quote-declined.toml"][..], &quote[..]].concat());
+    cli(&dir, &[&["run", "guest-examples/workflows/accept-quote-declined.toml"][..], &quote[..]].concat());
+    // Each definition is stored once, however many executions run it.
+    let definitions = || -> i64 {
+        let db = Connection::open(dir.join("stepwise.db")).unwrap();
+        db.query_row("SELECT COUNT(*) FROM definitions", [], |row| row.get(0)).unwrap()
+    };
+    assert_eq!(definitions(), 2);
     let compensated = json_of(&cli(&dir, &["executions", "list", "--status", "compensated", "--json"]));
-    assert_eq!(compensated.as_array().unwrap().len(), 1);
+    assert_eq!(compensated.as_array().unwrap().len(), 2);
     assert_eq!(compensated[0]["workflow"], "accept-quote-declined");
     let by_workflow = json_of(&cli(&dir, &["executions", "list", "--workflow", "accept-quote", "--json"]));
     assert_eq!(by_workflow.as_array().unwrap().len(), 1);
@@ -201,11 +208,12 @@ fn executions_are_listed_filtered_shown_and_purged() {
     std::thread::sleep(Duration::from_millis(20));
     let purged = cli(&dir, &["executions", "purge", "--older-than", "10ms"]);
     assert!(
-        String::from_utf8_lossy(&purged.stdout).contains("purged 2"),
+        String::from_utf8_lossy(&purged.stdout).contains("purged 3"),
         "{}",
         String::from_utf8_lossy(&purged.stdout)
     );
     assert_eq!(json_of(&cli(&dir, &["executions", "list", "--json"])), json!([]));
+    assert_eq!(definitions(), 0, "definitions no execution uses are purged too");
 }
 
 #[test]

@@ -203,7 +203,7 @@ impl Engine {
             .store
             .create(NewExecution {
                 id: id.clone(),
-                workflow: workflow.definition().clone(),
+                workflow: workflow.record().clone(),
                 input: input.clone(),
                 idempotency_key: options.idempotency_key,
                 tenant: options.tenant,
@@ -400,7 +400,7 @@ impl Engine {
         // The definition was validated when the execution started; its plugins
         // may since have left the directory while their pinned versions remain
         // loadable, so only the structure is checked again here.
-        let workflow = Workflow::revalidate_stored(&source, stored.workflow)?;
+        let workflow = Workflow::revalidate_stored(&source, Arc::unwrap_or_clone(stored.workflow))?;
         let origin = Origin { tenant: stored.tenant, parent: stored.parent };
         let mut machine = Machine::new(Arc::new(workflow), stored.id, stored.input).with_origin(origin);
         let count = stored.events.len() as u64;

@@ -46,7 +46,7 @@ impl ExecutionStore for MemoryStore {
         }
         let stored = StoredExecution {
             id: execution.id.clone(),
-            workflow: execution.workflow,
+            workflow: execution.workflow.definition,
             input: execution.input,
             idempotency_key: execution.idempotency_key,
             tenant: execution.tenant,

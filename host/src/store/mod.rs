@@ -17,7 +17,7 @@ use crate::engine::{Event, ExecutionStatus};
 use crate::ids::ExecutionId;
 use crate::sandbox::capabilities::kv::KvStore;
 use crate::time::Timestamp;
-use crate::workflow::WorkflowDefinition;
+use crate::workflow::{DefinitionRecord, WorkflowDefinition};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,7 +29,7 @@ pub struct NewExecution {
     /// Its id.
     pub id: ExecutionId,
     /// The definition it runs (stored so that a resumed execution runs the same one).
-    pub workflow: WorkflowDefinition,
+    pub workflow: DefinitionRecord,
     /// Its input.
     pub input: Value,
     /// A caller-chosen key: a second start with the same key returns the first execution.
@@ -66,7 +66,7 @@ pub struct StoredExecution {
     /// Its id.
     pub id: ExecutionId,
     /// The definition it runs.
-    pub workflow: WorkflowDefinition,
+    pub workflow: Arc<WorkflowDefinition>,
     /// Its input.
     pub input: Value,
     /// Its idempotency key.

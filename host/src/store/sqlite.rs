@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Schema migrations, applied in order; `user_version` counts those applied.
@@ -53,6 +53,12 @@ const MIGRATIONS: &[&str] = &[
     // 3: tenants and child executions.
     "ALTER TABLE executions ADD COLUMN tenant TEXT;
     ALTER TABLE executions ADD COLUMN parent_id TEXT;",
+    // 4: one copy of each definition; `executions.definition` holds `@<hash>`
+    // (or, in rows written before, the definition itself).
+    "CREATE TABLE definitions (
+        hash TEXT PRIMARY KEY,
+        definition TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// How many write requests one transaction takes at most.
@@ -260,6 +266,14 @@ fn apply(tx: &mut rusqlite::Transaction<'_>, path: &Path, request: WriteRequest)
                     "DELETE FROM executions WHERE status IN ('succeeded', 'compensated', 'failed') AND updated_at < ?1",
                     params![cutoff.0 as i64],
                 )
+                .and_then(|purged| {
+                    savepoint.execute(
+                        "DELETE FROM definitions WHERE NOT EXISTS
+                         (SELECT 1 FROM executions WHERE executions.definition = '@' || definitions.hash)",
+                        [],
+                    )?;
+                    Ok(purged)
+                })
                 .map_err(|e| backend(path, e));
             settle(reply, result)
         }
@@ -281,14 +295,18 @@ fn create(tx: &Connection, path: &Path, execution: &NewExecution) -> Result<Crea
             return Ok(Created::Existing(ExecutionId::new(existing)));
         }
     }
-    let definition = serde_json::to_string(&execution.workflow).map_err(|e| backend(path, e))?;
+    let record = &execution.workflow;
+    tx.prepare_cached("INSERT OR IGNORE INTO definitions (hash, definition) VALUES (?1, ?2)")
+        .and_then(|mut statement| statement.execute(params![record.hash.as_ref(), record.json.as_ref()]))
+        .map_err(|e| backend(path, e))?;
+    let definition = format!("@{}", record.hash);
     tx.execute(
         "INSERT INTO executions
             (id, workflow, definition, input, idempotency_key, status, created_at, updated_at, tenant, parent_id)
          VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?6, ?7, ?8)",
         params![
             execution.id.as_str(),
-            execution.workflow.name,
+            record.definition.name,
             definition,
             execution.input.to_string(),
             execution.idempotency_key,
@@ -383,6 +401,12 @@ impl ExecutionStore for SqliteStore {
         let Some(((definition, input), idempotency_key, status, created_at, (tenant, parent))) = row else {
             return Ok(None);
         };
+        let definition = match definition.strip_prefix('@') {
+            Some(hash) => self.read(|db| {
+                db.query_row("SELECT definition FROM definitions WHERE hash = ?1", params![hash], |row| row.get(0))
+            })?,
+            None => definition,
+        };
         let events: Vec<(i64, String)> = self.read(|db| {
             let mut statement =
                 db.prepare_cached("SELECT at, event FROM events WHERE execution_id = ?1 ORDER BY seq")?;
@@ -402,7 +426,7 @@ impl ExecutionStore for SqliteStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Some(StoredExecution {
             id: id.clone(),
-            workflow: serde_json::from_str(&definition).map_err(|e| corrupt("definition", e))?,
+            workflow: Arc::new(serde_json::from_str(&definition).map_err(|e| corrupt("definition", e))?),
             input: serde_json::from_str(&input).map_err(|e| corrupt("input", e))?,
             idempotency_key,
             tenant,

@@ -26,6 +26,7 @@ use crate::ids::{PluginName, StepId};
 use reference::{Reference, Root};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use template::Template;
 
@@ -72,11 +73,34 @@ impl WorkflowCatalog for BTreeMap<String, WorkflowDefinition> {
 /// Default number of fan-out elements that run at once.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
 
+/// A definition as executions record it: shared, serialized once, and named
+/// by the SHA-256 of its JSON (so a store keeps one copy per version).
+#[derive(Clone, Debug)]
+pub struct DefinitionRecord {
+    /// The definition.
+    pub definition: Arc<WorkflowDefinition>,
+    /// Its JSON.
+    pub json: Arc<str>,
+    /// SHA-256 of `json`, hex.
+    pub hash: Arc<str>,
+}
+
+impl DefinitionRecord {
+    /// Serializes and hashes `definition`.
+    pub fn new(definition: Arc<WorkflowDefinition>) -> Self {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_string(definition.as_ref()).expect("a definition serializes to JSON");
+        let hash: String = Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        Self { definition, json: Arc::from(json), hash: Arc::from(hash) }
+    }
+}
+
 /// A validated workflow, ready to execute.
 #[derive(Debug)]
 pub struct Workflow {
     name: String,
-    definition: WorkflowDefinition,
+    definition: Arc<WorkflowDefinition>,
+    record: std::sync::OnceLock<DefinitionRecord>,
     steps: Vec<Step>,
     output: Option<Template>,
     index: HashMap<StepId, usize>,
@@ -234,9 +258,15 @@ impl Workflow {
         }
         stack.pop();
         match validated {
-            Some((steps, output, index)) if problems.is_empty() => {
-                Ok(Self { name: definition.name.clone(), definition, steps, output, index, children })
-            }
+            Some((steps, output, index)) if problems.is_empty() => Ok(Self {
+                name: definition.name.clone(),
+                definition: Arc::new(definition),
+                record: std::sync::OnceLock::new(),
+                steps,
+                output,
+                index,
+                children,
+            }),
             _ => Err(WorkflowError { source_name: source_name.to_string(), problems }),
         }
     }
@@ -254,6 +284,11 @@ impl Workflow {
     /// The definition it was validated from (stored with each execution).
     pub fn definition(&self) -> &WorkflowDefinition {
         &self.definition
+    }
+
+    /// The definition as executions record it (serialized and hashed once).
+    pub fn record(&self) -> &DefinitionRecord {
+        self.record.get_or_init(|| DefinitionRecord::new(self.definition.clone()))
     }
 
     /// The nodes, in definition order: the steps, then the hooks.
