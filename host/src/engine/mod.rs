@@ -143,7 +143,7 @@ impl Engine {
     ) -> Result<ExecutionView, EngineError> {
         match self.create(workflow, input, options, None).await? {
             Prepared::Existing(existing) => self.show(&existing).await,
-            Prepared::New(driver) => driver.run(vec![]).await,
+            Prepared::New(driver) => driver.run(vec![], vec![]).await,
         }
     }
 
@@ -160,7 +160,7 @@ impl Engine {
             Prepared::Existing(existing) => Ok((existing, None)),
             Prepared::New(driver) => {
                 let id = driver.execution_id().clone();
-                Ok((id, Some(tokio::spawn(driver.run(vec![])))))
+                Ok((id, Some(tokio::spawn(driver.run(vec![], vec![])))))
             }
         }
     }
@@ -237,7 +237,7 @@ impl Engine {
             let options = StartOptions { idempotency_key: Some(format!("child:{}", child.id)), tenant: child.tenant };
             match engine.create(Arc::new(workflow), child.input, options, Some((child.id, child.parent))).await? {
                 Prepared::Existing(existing) => engine.resume_driver(&existing, true).await,
-                Prepared::New(driver) => driver.inside_parent().run(vec![]).await,
+                Prepared::New(driver) => driver.inside_parent().run(vec![], vec![]).await,
             }
         })
     }
@@ -289,7 +289,7 @@ impl Engine {
         let outstanding = if machine.is_started() { machine.outstanding_commands() } else { Vec::new() };
         let driver = driver::Driver::new(self.clone(), machine, plugins, recorded);
         let driver = if inside_parent { driver.inside_parent() } else { driver };
-        driver.run(outstanding).await
+        driver.run(vec![], outstanding).await
     }
 
     /// The plugins a replayed execution uses: the pinned versions (or, for an
@@ -357,15 +357,10 @@ impl Engine {
     async fn deliver(&self, id: &ExecutionId, event: Event, inside_parent: bool) -> Result<ExecutionView, EngineError> {
         let (machine, recorded) = self.replay(id).await?;
         let plugins = self.pinned_plugins(&machine).await?;
-        let mut outstanding = machine.outstanding_commands();
-        let mut machine = machine;
-        let at = Timestamp::now();
-        let recorded_event = crate::store::RecordedEvent { at, event };
-        self.store.append(id, recorded, &recorded_event).await?;
-        outstanding.extend(machine.apply(at, recorded_event.event));
-        let driver = driver::Driver::new(self.clone(), machine, plugins, recorded + 1);
+        let outstanding = machine.outstanding_commands();
+        let driver = driver::Driver::new(self.clone(), machine, plugins, recorded);
         let driver = if inside_parent { driver.inside_parent() } else { driver };
-        driver.run(outstanding).await
+        driver.run(vec![event], outstanding).await
     }
 
     /// Deletes archived plugin versions and compiled code that neither the

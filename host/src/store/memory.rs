@@ -59,13 +59,23 @@ impl ExecutionStore for MemoryStore {
         Ok(Created::New)
     }
 
-    async fn append(&self, id: &ExecutionId, seq: u64, event: &RecordedEvent) -> Result<(), StoreError> {
+    async fn append(
+        &self,
+        id: &ExecutionId,
+        seq: u64,
+        events: Vec<RecordedEvent>,
+        status: Option<(ExecutionStatus, Timestamp)>,
+    ) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let (execution, _) = inner.executions.get_mut(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let (execution, updated_at) = inner.executions.get_mut(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
         if seq != execution.events.len() as u64 {
             return Err(StoreError::Conflict(id.clone(), seq));
         }
-        execution.events.push(event.clone());
+        execution.events.extend(events);
+        if let Some((status, at)) = status {
+            execution.status = status;
+            *updated_at = at;
+        }
         Ok(())
     }
 

@@ -132,9 +132,17 @@ pub enum StoreError {
 pub trait ExecutionStore: Send + Sync {
     /// Records a new execution (or finds the one with the same idempotency key).
     async fn create(&self, execution: NewExecution) -> Result<Created, StoreError>;
-    /// Appends event number `seq` (from 0) to an execution's log; durable when
-    /// it returns. Fails with [`StoreError::Conflict`] when `seq` exists.
-    async fn append(&self, id: &ExecutionId, seq: u64, event: &RecordedEvent) -> Result<(), StoreError>;
+    /// Appends `events`, numbered from `seq` (the log's first event is 0), to
+    /// an execution's log, and records `status` when given: all or nothing,
+    /// durable when it returns. Fails with [`StoreError::Conflict`] when `seq`
+    /// exists (another driver advanced the execution).
+    async fn append(
+        &self,
+        id: &ExecutionId,
+        seq: u64,
+        events: Vec<RecordedEvent>,
+        status: Option<(ExecutionStatus, Timestamp)>,
+    ) -> Result<(), StoreError>;
     /// Records the execution's status (for listing; the log stays the truth).
     async fn set_status(&self, id: &ExecutionId, status: ExecutionStatus, at: Timestamp) -> Result<(), StoreError>;
     /// Loads an execution with its events.

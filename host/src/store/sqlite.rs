@@ -88,9 +88,17 @@ impl<T> Reply<T> {
     }
 }
 
+/// Events (and maybe a status) for one execution, written together.
+struct Append {
+    id: ExecutionId,
+    seq: u64,
+    events: Vec<RecordedEvent>,
+    status: Option<(ExecutionStatus, Timestamp)>,
+}
+
 enum WriteRequest {
     Create(Box<NewExecution>, Reply<Created>),
-    Append(ExecutionId, u64, RecordedEvent, Reply<()>),
+    Append(Box<Append>, Reply<()>),
     SetStatus(ExecutionId, ExecutionStatus, Timestamp, Reply<()>),
     KvSet(String, String, String, Reply<()>),
     KvDelete(String, String, Reply<bool>),
@@ -218,7 +226,7 @@ fn never<T>() -> Result<T, StoreError> {
 fn apply_failed(request: WriteRequest) -> Settled {
     match request {
         WriteRequest::Create(_, reply) => settle(reply, never()).1,
-        WriteRequest::Append(_, _, _, reply) => settle(reply, never()).1,
+        WriteRequest::Append(_, reply) => settle(reply, never()).1,
         WriteRequest::SetStatus(_, _, _, reply) => settle(reply, never()).1,
         WriteRequest::KvSet(_, _, _, reply) => settle(reply, never()).1,
         WriteRequest::KvDelete(_, _, reply) => settle(reply, never()).1,
@@ -239,17 +247,8 @@ fn apply(tx: &mut rusqlite::Transaction<'_>, path: &Path, request: WriteRequest)
     };
     let (ok, settled) = match request {
         WriteRequest::Create(execution, reply) => settle(reply, create(&savepoint, path, &execution)),
-        WriteRequest::Append(id, seq, event, reply) => settle(reply, append(&savepoint, path, &id, seq, &event)),
-        WriteRequest::SetStatus(id, status, at, reply) => {
-            let result = savepoint
-                .execute(
-                    "UPDATE executions SET status = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![id.as_str(), status.as_str(), at.0 as i64],
-                )
-                .map_err(|e| backend(path, e))
-                .and_then(|rows| if rows == 1 { Ok(()) } else { Err(StoreError::NotFound(id.clone())) });
-            settle(reply, result)
-        }
+        WriteRequest::Append(request, reply) => settle(reply, append(&savepoint, path, &request)),
+        WriteRequest::SetStatus(id, status, at, reply) => settle(reply, set_status(&savepoint, path, &id, status, at)),
         WriteRequest::KvSet(namespace, key, value, reply) => {
             settle(reply, kv_set(&savepoint, &namespace, &key, &value).map_err(StoreError::Backend))
         }
@@ -319,12 +318,46 @@ fn create(tx: &Connection, path: &Path, execution: &NewExecution) -> Result<Crea
     Ok(Created::New)
 }
 
-fn append(tx: &Connection, path: &Path, id: &ExecutionId, seq: u64, event: &RecordedEvent) -> Result<(), StoreError> {
+fn set_status(
+    tx: &Connection,
+    path: &Path,
+    id: &ExecutionId,
+    status: ExecutionStatus,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let rows = tx
+        .prepare_cached("UPDATE executions SET status = ?2, updated_at = ?3 WHERE id = ?1")
+        .and_then(|mut statement| statement.execute(params![id.as_str(), status.as_str(), at.0 as i64]))
+        .map_err(|e| backend(path, e))?;
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(id.clone()))
+    }
+}
+
+fn append(tx: &Connection, path: &Path, request: &Append) -> Result<(), StoreError> {
+    for (offset, event) in request.events.iter().enumerate() {
+        append_one(tx, path, &request.id, request.seq + offset as u64, event)?;
+    }
+    if let Some((status, at)) = request.status {
+        set_status(tx, path, &request.id, status, at)?;
+    }
+    Ok(())
+}
+
+fn append_one(
+    tx: &Connection,
+    path: &Path,
+    id: &ExecutionId,
+    seq: u64,
+    event: &RecordedEvent,
+) -> Result<(), StoreError> {
     let text = serde_json::to_string(&event.event).map_err(|e| backend(path, e))?;
-    match tx.execute(
-        "INSERT INTO events (execution_id, seq, at, event) VALUES (?1, ?2, ?3, ?4)",
-        params![id.as_str(), seq as i64, event.at.0 as i64, text],
-    ) {
+    let inserted = tx
+        .prepare_cached("INSERT INTO events (execution_id, seq, at, event) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut statement| statement.execute(params![id.as_str(), seq as i64, event.at.0 as i64, text]));
+    match inserted {
         Ok(_) => Ok(()),
         Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::ConstraintViolation => {
             let exists: bool = tx
@@ -369,9 +402,15 @@ impl ExecutionStore for SqliteStore {
         self.write(|reply| WriteRequest::Create(Box::new(execution), reply)).await
     }
 
-    async fn append(&self, id: &ExecutionId, seq: u64, event: &RecordedEvent) -> Result<(), StoreError> {
-        let (id, event) = (id.clone(), event.clone());
-        self.write(|reply| WriteRequest::Append(id, seq, event, reply)).await
+    async fn append(
+        &self,
+        id: &ExecutionId,
+        seq: u64,
+        events: Vec<RecordedEvent>,
+        status: Option<(ExecutionStatus, Timestamp)>,
+    ) -> Result<(), StoreError> {
+        let request = Box::new(Append { id: id.clone(), seq, events, status });
+        self.write(|reply| WriteRequest::Append(request, reply)).await
     }
 
     async fn set_status(&self, id: &ExecutionId, status: ExecutionStatus, at: Timestamp) -> Result<(), StoreError> {
