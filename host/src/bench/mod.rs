@@ -143,8 +143,9 @@ pub fn table(report: &Value) -> String {
         }
     }
     if let Some(chain) = report["chain_us_per_step"].as_object() {
-        let sizes: Vec<String> =
-            chain.iter().filter(|(k, _)| k.parse::<u32>().is_ok()).map(|(k, v)| format!("{k}: {} us", f(v))).collect();
+        let mut sizes: Vec<(u32, &Value)> = chain.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
+        sizes.sort_by_key(|(n, _)| *n);
+        let sizes: Vec<String> = sizes.iter().map(|(n, v)| format!("{n} steps {} us", f(v))).collect();
         let _ = writeln!(out, "\nchain, per step: {} (64 vs 4: {}x)", sizes.join(", "), f(&chain["ratio_64_to_4"]));
     }
     if let Some(load) = report["load"].as_object() {
