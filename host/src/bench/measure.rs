@@ -385,7 +385,7 @@ fn hot_swap(options: &BenchOptions, scratch: &Path) -> Result<f64> {
     rt.block_on(async {
         let _watch = registry.watch().map_err(anyhow::Error::msg)?;
         let version = |execution: &crate::engine::ExecutionView| {
-            execution.steps[0].output.as_ref().and_then(|o| o["version"].as_str().map(str::to_string))
+            execution.steps[0].run.output.as_ref().and_then(|o| o["version"].as_str().map(str::to_string))
         };
         engine.run(workflow.clone(), json!({}), StartOptions::default()).await?;
         for repetition in 0..options.repetitions.max(3) {

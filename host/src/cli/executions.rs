@@ -245,18 +245,18 @@ fn readable(execution: &ExecutionView) -> String {
             (_, Some(workflow), _) => format!("workflow {workflow}"),
             _ => "transform".to_string(),
         };
-        let mut note = problem(step.error.as_ref(), step.compensation_error.as_ref());
+        let mut note = problem(step.run.error.as_ref(), step.run.compensation_error.as_ref());
         if let Some(reason) = &step.skip_reason {
             note = format!("skipped: {reason}");
         }
-        if !step.child_execution_ids.is_empty() {
-            let children: Vec<&str> = step.child_execution_ids.iter().map(|id| id.as_str()).collect();
+        if !step.run.child_execution_ids.is_empty() {
+            let children: Vec<&str> = step.run.child_execution_ids.iter().map(|id| id.as_str()).collect();
             note = format!("{note} children: {}", children.join(", ")).trim().to_string();
         }
-        row(&mut out, step.id.as_str(), &runs, step.status, step.attempts, note);
+        row(&mut out, step.id.as_str(), &runs, step.run.status, step.run.attempts, note);
         for element in step.elements.iter().flatten() {
-            let note = problem(element.error.as_ref(), element.compensation_error.as_ref());
-            row(&mut out, &format!("  {}", element.id), "", element.status, element.attempts, note);
+            let note = problem(element.run.error.as_ref(), element.run.compensation_error.as_ref());
+            row(&mut out, &format!("  {}", element.id), "", element.run.status, element.run.attempts, note);
         }
     }
     for hook in &execution.hooks {
@@ -267,9 +267,9 @@ fn readable(execution: &ExecutionView) -> String {
         };
         row(&mut out, &format!("hook {}", hook.name), "", hook.status, 0, note);
         for handler in &hook.handlers {
-            let note = problem(handler.error.as_ref(), handler.compensation_error.as_ref());
+            let note = problem(handler.run.error.as_ref(), handler.run.compensation_error.as_ref());
             let runs = handler.plugin.clone().unwrap_or_default();
-            row(&mut out, &format!("  {}", handler.id), &runs, handler.status, handler.attempts, note);
+            row(&mut out, &format!("  {}", handler.id), &runs, handler.run.status, handler.run.attempts, note);
         }
     }
     let _ = writeln!(out, "\ntimeline:");

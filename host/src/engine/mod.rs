@@ -17,7 +17,7 @@ pub use machine::{
 };
 pub use metrics::{EngineMetrics, LATENCY_BUCKETS_MS};
 pub use timeline::{CallPhase, TimelineEntry, TimelineKind};
-pub use view::{ExecutionView, HookView, StepStatus, StepView, UnitView};
+pub use view::{ExecutionView, HookView, RunView, StepStatus, StepView, UnitView};
 
 use crate::ids::{ExecutionId, PluginName, StepId};
 use crate::plugin::{PluginError, PluginRegistry};

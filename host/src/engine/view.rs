@@ -91,6 +91,34 @@ fn node_status(node: &NodeState) -> StepStatus {
     }
 }
 
+/// How one unit (or a whole step) ran: status, attempts, results, timings.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunView {
+    /// Status.
+    pub status: StepStatus,
+    /// `invoke` attempts made (a fan-out step: over every element).
+    pub attempts: u32,
+    /// Output, once succeeded (a fan-out step: the element outputs, in order).
+    pub output: Option<Value>,
+    /// Compensation data it returned, if any.
+    pub compensation_data: Option<Value>,
+    /// The last `invoke` failure (a fan-out step: the failed element's).
+    pub error: Option<StepFailure>,
+    /// `compensate` attempts made.
+    pub compensation_attempts: u32,
+    /// The last `compensate` failure.
+    pub compensation_error: Option<StepFailure>,
+    /// When it started.
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    pub started_at: Option<Timestamp>,
+    /// When it succeeded, failed or was skipped.
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    pub finished_at: Option<Timestamp>,
+    /// The child executions its attempts started (workflow steps).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub child_execution_ids: Vec<ExecutionId>,
+}
+
 /// One unit in the execution JSON: a fan-out element or a hook handler.
 #[derive(Clone, Debug, Serialize)]
 pub struct UnitView {
@@ -105,29 +133,9 @@ pub struct UnitView {
     /// A hook handler's priority.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
-    /// Status.
-    pub status: StepStatus,
-    /// `invoke` attempts made.
-    pub attempts: u32,
-    /// Output, once succeeded.
-    pub output: Option<Value>,
-    /// Compensation data it returned, if any.
-    pub compensation_data: Option<Value>,
-    /// The last `invoke` failure.
-    pub error: Option<StepFailure>,
-    /// `compensate` attempts made.
-    pub compensation_attempts: u32,
-    /// The last `compensate` failure.
-    pub compensation_error: Option<StepFailure>,
-    /// When its first attempt started.
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
-    pub started_at: Option<Timestamp>,
-    /// When it succeeded or failed.
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
-    pub finished_at: Option<Timestamp>,
-    /// The child executions its attempts started (workflow steps).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub child_execution_ids: Vec<ExecutionId>,
+    /// How it ran.
+    #[serde(flatten)]
+    pub run: RunView,
 }
 
 /// One step in the execution JSON.
@@ -150,35 +158,15 @@ pub struct StepView {
     pub when: Option<String>,
     /// Steps and hooks that must settle before this one (its references and `after`).
     pub depends_on: Vec<StepId>,
-    /// Status.
-    pub status: StepStatus,
     /// Why it was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
-    /// `invoke` attempts made (over every element of a fan-out).
-    pub attempts: u32,
-    /// Output, once succeeded (a fan-out: the element outputs, in order).
-    pub output: Option<Value>,
-    /// Compensation data the step returned, if any.
-    pub compensation_data: Option<Value>,
-    /// The last failure (a fan-out: the element's that failed).
-    pub error: Option<StepFailure>,
-    /// `compensate` attempts made.
-    pub compensation_attempts: u32,
-    /// The last `compensate` failure.
-    pub compensation_error: Option<StepFailure>,
-    /// When it started.
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
-    pub started_at: Option<Timestamp>,
-    /// When it succeeded, failed or was skipped.
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
-    pub finished_at: Option<Timestamp>,
+    /// How it ran.
+    #[serde(flatten)]
+    pub run: RunView,
     /// A fan-out's elements, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elements: Option<Vec<UnitView>>,
-    /// The child executions it started (workflow steps).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub child_execution_ids: Vec<ExecutionId>,
 }
 
 /// One hook point in the execution JSON.
@@ -255,16 +243,18 @@ fn unit_view(machine: &Machine, unit: Unit, state: &StepState) -> UnitView {
         index: step.for_each.as_ref().map(|_| unit.element),
         plugin: handler.map(|h| h.plugin.clone()),
         priority: handler.map(|h| h.priority),
-        status: state.phase.into(),
-        attempts: state.attempts,
-        output: state.output.clone(),
-        compensation_data: state.compensation_data.clone(),
-        error: state.error.clone(),
-        compensation_attempts: state.compensation_attempts,
-        compensation_error: state.compensation_error.clone(),
-        started_at: state.started_at,
-        finished_at: state.finished_at,
-        child_execution_ids: child_ids(machine, unit, state),
+        run: RunView {
+            status: state.phase.into(),
+            attempts: state.attempts,
+            output: state.output.clone(),
+            compensation_data: state.compensation_data.clone(),
+            error: state.error.clone(),
+            compensation_attempts: state.compensation_attempts,
+            compensation_error: state.compensation_error.clone(),
+            started_at: state.started_at,
+            finished_at: state.finished_at,
+            child_execution_ids: child_ids(machine, unit, state),
+        },
     }
 }
 
@@ -311,17 +301,19 @@ fn step_view(machine: &Machine, node: usize) -> StepView {
         transform,
         when: step.when.as_ref().map(|w| w.source().to_string()),
         depends_on: step.dependencies.iter().map(|&i| workflow.steps()[i].id.clone()).collect(),
-        status: node_status(state),
         skip_reason: skip_reason(state),
-        attempts: state.elements.iter().map(|e| e.attempts).sum(),
-        output: state.output.clone(),
-        compensation_data: single.and_then(|e| e.compensation_data.clone()),
-        error: state.error.clone().or_else(|| failed.and_then(|e| e.error.clone())),
-        compensation_attempts: state.elements.iter().map(|e| e.compensation_attempts).sum(),
-        compensation_error: state.elements.iter().find_map(|e| e.compensation_error.clone()),
-        started_at: state.started_at,
-        finished_at: single.and_then(|e| e.finished_at).or(state.finished_at),
-        child_execution_ids: elements.iter().flat_map(|e| e.child_execution_ids.clone()).collect(),
+        run: RunView {
+            status: node_status(state),
+            attempts: state.elements.iter().map(|e| e.attempts).sum(),
+            output: state.output.clone(),
+            compensation_data: single.and_then(|e| e.compensation_data.clone()),
+            error: state.error.clone().or_else(|| failed.and_then(|e| e.error.clone())),
+            compensation_attempts: state.elements.iter().map(|e| e.compensation_attempts).sum(),
+            compensation_error: state.elements.iter().find_map(|e| e.compensation_error.clone()),
+            started_at: state.started_at,
+            finished_at: single.and_then(|e| e.finished_at).or(state.finished_at),
+            child_execution_ids: elements.iter().flat_map(|e| e.run.child_execution_ids.clone()).collect(),
+        },
         elements: step.for_each.as_ref().map(|_| elements),
     }
 }
@@ -357,7 +349,7 @@ impl ExecutionView {
             status: machine.status(),
             tenant: machine.origin().tenant.clone(),
             parent_execution_id: machine.origin().parent.clone(),
-            child_execution_ids: steps.iter().flat_map(|s| s.child_execution_ids.clone()).collect(),
+            child_execution_ids: steps.iter().flat_map(|s| s.run.child_execution_ids.clone()).collect(),
             input: machine.input().clone(),
             output: machine.output().cloned(),
             error: machine.error().cloned(),
