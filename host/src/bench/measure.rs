@@ -44,7 +44,7 @@ struct Host {
 }
 
 impl Host {
-    fn new(options: &BenchOptions, scratch: &Path) -> Result<Self> {
+    fn new(options: &BenchOptions) -> Result<Self> {
         use crate::services::demo;
         let inventory = demo::Inventory::with_ledger(Arc::new(Discard)).map_err(anyhow::Error::msg)?;
         let payments = demo::Payments::with_ledger(Arc::new(Discard)).map_err(anyhow::Error::msg)?;
@@ -56,7 +56,6 @@ impl Host {
         })?;
         // The persistent cache `stepwise` itself uses: a second run does not
         // compile again (cold compiles are measured apart, in `loads`).
-        let _ = scratch;
         let cache = CodeCache::new(&CodeCache::default_dir());
         Ok(Self { registry: Arc::new(PluginRegistry::with_cache(sandbox, directory, Some(cache))) })
     }
@@ -72,7 +71,7 @@ fn runtime(workers: usize) -> Result<tokio::runtime::Runtime> {
 
 /// Runs every measurement `options` asks for.
 pub fn all(options: &BenchOptions, scratch: &Path) -> Result<Value> {
-    let host = Host::new(options, scratch)?;
+    let host = Host::new(options)?;
     let mut report = json!({});
     if options.wants("isolated_step") || options.wants("throughput") {
         let steps = isolated_steps(&host, options)?;

@@ -260,12 +260,9 @@ impl Engine {
     pub async fn rollback(&self, id: &ExecutionId, reason: &str) -> Result<ExecutionView, EngineError> {
         let (machine, _) = self.replay(id).await?;
         match machine.status() {
-            ExecutionStatus::Compensated | ExecutionStatus::Failed | ExecutionStatus::Compensating => {
-                if machine.status() == ExecutionStatus::Compensating {
-                    return self.resume_driver(id, true).await;
-                }
-                Ok(ExecutionView::of(&machine))
-            }
+            ExecutionStatus::Compensated | ExecutionStatus::Failed => Ok(ExecutionView::of(&machine)),
+            // Already rolling back (its driver stopped): carry on.
+            ExecutionStatus::Compensating => self.resume_driver(id, true).await,
             _ => self.deliver(id, Event::RollbackRequested { reason: reason.to_string() }, true).await,
         }
     }

@@ -370,12 +370,9 @@ fn resolve_children(
                 children.insert(name.clone(), child);
             }
             Err(error) => {
-                let nested = error.problems.iter().any(|p| p.message.contains("nests itself"));
-                let message = if nested {
-                    error.problems.iter().find(|p| p.message.contains("nests itself")).map(|p| p.message.clone())
-                } else {
-                    None
-                };
+                // A cycle found deeper down is reported as such; any other problem as an invalid child.
+                let message =
+                    error.problems.iter().find(|p| p.message.contains("nests itself")).map(|p| p.message.clone());
                 problems.push(Problem::step(
                     &step.id,
                     "workflow",
