@@ -245,12 +245,7 @@ async fn a_child_that_rolls_back_fails_its_step_and_the_retry_policy_reruns_the_
         input = { key = "$.input.key" }
         retry = { max_attempts = 2, initial_backoff_ms = 10 }
     "#;
-    let catalog: BTreeMap<String, _> =
-        [("child".to_string(), Workflow::parse_toml("child.toml", child).unwrap())].into_iter().collect();
-    let definition = Workflow::parse_toml("parent.toml", parent).unwrap();
-    let workflow = Arc::new(
-        Workflow::from_definition_with("parent.toml", definition, engine.registry().as_ref(), &catalog).unwrap(),
-    );
+    let workflow = parent_and_child(&engine, child, parent);
     let execution = run_as(&engine, &workflow, json!({"key": "k-1"}), None).await;
     assert_eq!(execution["status"], "compensated", "{execution:#}");
     let step = step_of(&execution, "run-child");

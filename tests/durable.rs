@@ -12,10 +12,7 @@ use stepwise_test_support::*;
 
 /// A fresh directory for one test's database and workflow files.
 fn scratch(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stepwise-durable-{label}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir(&format!("durable-{label}"))
 }
 
 fn store_url(dir: &Path) -> String {

@@ -16,8 +16,7 @@ use stepwise::workflow::{Workflow, WorkflowDirectory};
 use stepwise_test_support::*;
 
 fn scratch(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stepwise-reload-{label}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch_dir(&format!("reload-{label}"));
     std::fs::create_dir_all(dir.join("plugins")).unwrap();
     dir
 }

@@ -97,9 +97,7 @@ pub fn engine() -> Engine {
 /// A fresh plugin directory holding every built plugin plus `extra` plugins:
 /// (name, built plugin whose component to copy, manifest text or none).
 pub fn plugin_dir_with(label: &str, extra: &[(&str, &str, Option<&str>)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stepwise-plugins-{label}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("creating a plugin directory");
+    let dir = scratch_dir(&format!("plugins-{label}"));
     for entry in std::fs::read_dir(plugins_dir()).expect("listing plugins") {
         let path = entry.expect("entry").path();
         std::fs::copy(&path, dir.join(path.file_name().expect("file name"))).expect("copying a plugin");

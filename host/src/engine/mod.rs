@@ -174,15 +174,13 @@ impl Engine {
         options: StartOptions,
         child: Option<(ExecutionId, ExecutionId)>,
     ) -> Result<Prepared, EngineError> {
+        let mut handlers = BTreeMap::new();
         if let Some(tenant) = &options.tenant {
             if !crate::tenants::is_valid_tenant(tenant) {
                 return Err(EngineError::Invalid(format!(
                     "`{tenant}` is not a valid tenant (lowercase letters, digits, `-`, `_`, at most 64)"
                 )));
             }
-        }
-        let mut handlers = BTreeMap::new();
-        if let Some(tenant) = &options.tenant {
             for hook in workflow.steps().iter().filter(|step| step.is_hook()) {
                 let bound = self.tenants.handlers(tenant, workflow.name(), hook.id.as_str());
                 if !bound.is_empty() {
