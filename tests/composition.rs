@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use stepwise::engine::{Engine, StartOptions};
-use stepwise::sandbox::capabilities::kv::KvStore;
 use stepwise::services::ledger::Ledger;
+use stepwise::store::kv::KvStore;
 use stepwise::tenants::TenantBindings;
 use stepwise::workflow::{DirectoryCatalog, Workflow};
 use stepwise_test_support::*;
@@ -208,7 +208,8 @@ async fn a_nested_workflow_is_rolled_back_by_its_parent_in_the_childs_reverse_or
     let children = parent["child_execution_ids"].as_array().unwrap();
     assert_eq!(children.len(), 1);
 
-    let child = engine.show(&stepwise::ids::ExecutionId::new(children[0].as_str().unwrap())).await.unwrap().to_json();
+    let child =
+        engine.show(&stepwise::journal::ExecutionId::new(children[0].as_str().unwrap())).await.unwrap().to_json();
     assert_eq!(child["parent_execution_id"], parent["execution_id"]);
     assert_eq!(child["tenant"], "acme", "the child runs for its parent's tenant");
     assert_eq!(child["status"], "compensated");
@@ -254,7 +255,7 @@ async fn a_child_that_rolls_back_fails_its_step_and_the_retry_policy_reruns_the_
     let children = step["child_execution_ids"].as_array().unwrap();
     assert_eq!(children.len(), 2, "one child execution per attempt");
     for child in children {
-        let child = engine.show(&stepwise::ids::ExecutionId::new(child.as_str().unwrap())).await.unwrap().to_json();
+        let child = engine.show(&stepwise::journal::ExecutionId::new(child.as_str().unwrap())).await.unwrap().to_json();
         assert_eq!(child["status"], "compensated");
         assert_eq!(child["parent_execution_id"], execution["execution_id"]);
     }
@@ -291,14 +292,13 @@ async fn a_child_waiting_on_an_async_step_holds_its_parent_until_it_is_completed
     let parent = run_as(&engine, &workflow, json!({}), None).await;
     assert_eq!(parent["status"], "waiting", "{parent:#}");
     assert_eq!(step_of(&parent, "approval")["status"], "waiting");
-    let child_id = stepwise::ids::ExecutionId::new(parent["child_execution_ids"][0].as_str().unwrap());
+    let child_id = stepwise::journal::ExecutionId::new(parent["child_execution_ids"][0].as_str().unwrap());
     assert_eq!(engine.show(&child_id).await.unwrap().to_json()["status"], "waiting");
 
     // Completing the child's async step finishes the child, then the parent carries on.
-    let child =
-        engine.complete_step(&child_id, &stepwise::ids::StepId::new("approve"), json!({"by": "ana"})).await.unwrap();
-    assert_eq!(child.to_json()["status"], "succeeded");
-    let parent_id = stepwise::ids::ExecutionId::new(parent["execution_id"].as_str().unwrap());
+    let child = complete(&engine, &child_id, "approve", json!({"by": "ana"})).await;
+    assert_eq!(child["status"], "succeeded");
+    let parent_id = stepwise::journal::ExecutionId::new(parent["execution_id"].as_str().unwrap());
     let parent = engine.show(&parent_id).await.unwrap().to_json();
     assert_eq!(parent["status"], "succeeded", "{parent:#}");
     assert_eq!(step_of(&parent, "after")["output"]["approved"], json!({"by": "ana"}));
@@ -310,14 +310,14 @@ async fn an_operator_rollback_compensates_a_succeeded_execution_and_its_children
     let workflow = example(&engine, "place-order.toml");
     let done = run_as(&engine, &workflow, quote("to-cancel", 1000), None).await;
     assert_eq!(done["status"], "succeeded", "{done:#}");
-    let id = stepwise::ids::ExecutionId::new(done["execution_id"].as_str().unwrap());
-    let cancelled = engine.rollback(&id, "customer changed their mind").await.unwrap().to_json();
+    let id = stepwise::journal::ExecutionId::new(done["execution_id"].as_str().unwrap());
+    let cancelled = cancel(&engine, &id, "customer changed their mind").await;
     assert_eq!(cancelled["status"], "compensated", "{cancelled:#}");
     assert_eq!(cancelled["error"]["kind"], "cancelled");
     assert_eq!(event_steps(&cancelled, "step_compensated"), vec!["ship", "quote"]);
     assert_eq!(calls(&host, "inventory", "release").len(), 1);
     assert_eq!(calls(&host, "payments", "void").len(), 1);
     // Asking again changes nothing.
-    let again = engine.rollback(&id, "again").await.unwrap().to_json();
+    let again = cancel(&engine, &id, "again").await;
     assert_eq!(again["events"].as_array().unwrap().len(), cancelled["events"].as_array().unwrap().len());
 }

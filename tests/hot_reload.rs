@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stepwise::engine::{Engine, ExecutionStatus, StartOptions};
-use stepwise::ids::StepId;
+use stepwise::engine::{Engine, StartOptions};
+use stepwise::journal::ExecutionStatus;
 use stepwise::plugin::{CodeCache, PluginDirectory, PluginRegistry};
 use stepwise::sandbox::{Limits, Sandbox};
 use stepwise::store::MemoryStore;
@@ -113,8 +113,8 @@ async fn in_flight_executions_finish_on_the_version_they_started_with() {
 
     // The in-flight executions finish on v1, compensation-free and all.
     for execution in &in_flight {
-        let id = stepwise::ids::ExecutionId::new(execution["execution_id"].as_str().unwrap());
-        let done = engine.complete_step(&id, &StepId::new("gate"), json!({"opened": true})).await.unwrap().to_json();
+        let id = stepwise::journal::ExecutionId::new(execution["execution_id"].as_str().unwrap());
+        let done = complete(&engine, &id, "gate", json!({"opened": true})).await;
         assert_eq!(done["status"], "succeeded", "{done:#}");
         assert_eq!(version_of(&done, "first"), "v1");
         assert_eq!(version_of(&done, "last"), "v1", "finished on the version it started with");
@@ -122,7 +122,7 @@ async fn in_flight_executions_finish_on_the_version_they_started_with() {
     }
     // New executions use v2 from start to end.
     let fresh = engine.run(gated.clone(), json!({"n": 1000}), StartOptions::default()).await.unwrap();
-    let fresh = engine.complete_step(&fresh.execution_id, &StepId::new("gate"), json!({})).await.unwrap().to_json();
+    let fresh = complete(&engine, &fresh.execution_id, "gate", json!({})).await;
     assert_eq!((version_of(&fresh, "first"), version_of(&fresh, "last")), ("v2".into(), "v2".into()));
     assert_ne!(fresh["plugins"]["versioned"], json!(v1_hash));
 
@@ -155,8 +155,7 @@ async fn in_flight_executions_finish_on_the_version_they_started_with() {
     .await;
     let refused = engine.run(single.clone(), json!({}), StartOptions::default()).await;
     assert!(refused.unwrap_err().to_string().contains("unknown plugin `versioned`"));
-    let finished =
-        engine.complete_step(&pending.execution_id, &StepId::new("gate"), json!({})).await.unwrap().to_json();
+    let finished = complete(&engine, &pending.execution_id, "gate", json!({})).await;
     assert_eq!(finished["status"], "succeeded");
     assert_eq!(version_of(&finished, "last"), "v2");
     assert!(registry.stats().swaps.load(Ordering::Relaxed) >= 2);

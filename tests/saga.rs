@@ -332,7 +332,7 @@ async fn the_same_idempotency_key_returns_the_first_execution() {
     let first = engine.run(workflow.clone(), quote_input(), options.clone()).await.unwrap();
     let second = engine.run(workflow, quote_input(), options).await.unwrap();
     assert_eq!(first.execution_id, second.execution_id);
-    assert_eq!(second.status, stepwise::engine::ExecutionStatus::Succeeded);
+    assert_eq!(second.status, stepwise::journal::ExecutionStatus::Succeeded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

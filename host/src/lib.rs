@@ -7,11 +7,14 @@
 //! compensates the completed steps in reverse order (a saga).
 //!
 //! Module map (see DESIGN.md):
+//! - [`journal`]: the execution log's vocabulary (ids, events, statuses), a leaf
+//!   every other module speaks and that imports none of them;
 //! - [`workflow`]: definitions (file format, Rust builder), validation, the step graph;
 //! - [`plugin`]: finding, validating and compiling step components;
 //! - [`sandbox`]: the wasmtime engine, linker, limits and host capabilities;
-//! - [`engine`]: the saga state machine and the driver that performs its commands;
-//! - [`store`]: the execution log (`ExecutionStore`);
+//! - [`engine`]: the saga state machine and the one owner per live execution that
+//!   records its events and performs its commands;
+//! - [`store`]: where executions are persisted (`ExecutionStore`): logs, claims, inbox, timers;
 //! - [`tenants`]: which hook handlers each tenant binds;
 //! - [`cli`]: the `stepwise` command line;
 //! - [`bench`]: the performance harness (`stepwise bench`).
@@ -19,14 +22,12 @@
 pub mod bench;
 pub mod cli;
 pub mod engine;
-pub mod failure;
-pub mod ids;
+pub mod journal;
 pub mod plugin;
 pub mod sandbox;
 pub mod server;
 pub mod services;
 pub mod store;
 pub mod tenants;
-pub mod time;
 pub mod watch;
 pub mod workflow;

@@ -16,20 +16,13 @@
 //! execution runs the handlers it started with. This module only reads and
 //! checks the files; it knows nothing about running them.
 
-use crate::ids::{PluginName, StepId};
-use serde::{Deserialize, Serialize};
+use crate::journal::ids::{PluginName, StepId};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-/// One handler pinned to a hook for an execution: a plugin and its place in the order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandlerBinding {
-    /// The plugin run as the handler.
-    pub plugin: String,
-    /// Its priority (lower runs first).
-    pub priority: i32,
-}
+pub use crate::journal::HandlerBinding;
 
 /// A tenant file as written.
 #[derive(Debug, Deserialize)]
@@ -131,7 +124,7 @@ impl TenantBindings {
         let mut handlers: Vec<HandlerBinding> = entries
             .iter()
             .filter(|entry| entry.hook == hook && entry.workflow.as_deref().is_none_or(|w| w == workflow))
-            .map(|entry| HandlerBinding { plugin: entry.plugin.clone(), priority: entry.priority })
+            .map(|entry| HandlerBinding { plugin: PluginName::new(&entry.plugin), priority: entry.priority })
             .collect();
         handlers.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.plugin.cmp(&b.plugin)));
         handlers.dedup_by(|a, b| a.plugin == b.plugin);
@@ -251,8 +244,11 @@ mod tests {
             ],
         );
         let bindings = TenantBindings::load(&dir).unwrap();
-        let order: Vec<String> =
-            bindings.handlers("acme", "accept-quote", "validate-cart").into_iter().map(|h| h.plugin).collect();
+        let order: Vec<String> = bindings
+            .handlers("acme", "accept-quote", "validate-cart")
+            .into_iter()
+            .map(|h| h.plugin.to_string())
+            .collect();
         assert_eq!(order, vec!["first", "alpha", "zeta"]);
         assert_eq!(bindings.handlers("acme", "refund", "validate-cart").len(), 4);
         assert!(bindings.handlers("globex", "accept-quote", "validate-cart").is_empty());

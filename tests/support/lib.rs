@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 use stepwise::engine::{Engine, StartOptions};
+use stepwise::journal::ExecutionId;
 use stepwise::plugin::{CodeCache, PluginDirectory, PluginRegistry};
-use stepwise::sandbox::capabilities::kv::MemoryKv;
 use stepwise::sandbox::{HostResources, Limits, Sandbox};
 use stepwise::services::demo::{self, Inventory, Payments};
 use stepwise::services::ledger::MemoryLedger;
+use stepwise::store::kv::MemoryKv;
 use stepwise::store::MemoryStore;
 use stepwise::workflow::Workflow;
 
@@ -120,6 +121,20 @@ pub fn workflow(engine: &Engine, toml: &str) -> Arc<Workflow> {
 pub async fn run(engine: &Engine, toml: &str, input: Value) -> Value {
     let execution = engine.run(workflow(engine, toml), input, StartOptions::default()).await.expect("execution ran");
     execution.to_json()
+}
+
+/// Reports an async step (`step` may be `step[3]` or `hook[plugin]`) done
+/// with `output`, and returns the execution JSON once it rests.
+pub async fn complete(engine: &Engine, id: &ExecutionId, step: &str, output: Value) -> Value {
+    let step = step.parse().expect("a valid step id");
+    let delivery = engine.complete_step(id, &step, output, None).await.expect("the completion is accepted");
+    delivery.settling.wait().await.expect("the execution rests").to_json()
+}
+
+/// Rolls an execution back and returns its JSON once it rests.
+pub async fn cancel(engine: &Engine, id: &ExecutionId, reason: &str) -> Value {
+    let delivery = engine.cancel(id, reason).await.expect("the cancel is accepted");
+    delivery.settling.wait().await.expect("the execution rests").to_json()
 }
 
 /// The `stepwise` binary, built once per test process.

@@ -5,9 +5,9 @@ use super::stats::{median_of, Samples};
 use super::BenchOptions;
 use crate::engine::{Engine, StartOptions};
 use crate::plugin::{CodeCache, LoadedPlugin, PluginDirectory, PluginRegistry};
-use crate::sandbox::capabilities::kv::MemoryKv;
 use crate::sandbox::{Call, HostResources, Limits, Sandbox, StepContext};
 use crate::services::ledger::{Ledger, LedgerEntry};
+use crate::store::kv::MemoryKv;
 use crate::store::{ExecutionStore, MemoryStore, SqliteStore};
 use crate::workflow::Workflow;
 use anyhow::{anyhow, Context, Result};
@@ -236,7 +236,7 @@ fn saga_loop(
                 while started.elapsed() < duration || latencies.is_empty() {
                     let began = Instant::now();
                     let execution = engine.run(workflow.clone(), input.clone(), StartOptions::default()).await?;
-                    if execution.status != crate::engine::ExecutionStatus::Succeeded {
+                    if execution.status != crate::journal::ExecutionStatus::Succeeded {
                         anyhow::bail!("{} ended {}: {:?}", workflow.name(), execution.status.as_str(), execution.error);
                     }
                     latencies.push(began.elapsed());

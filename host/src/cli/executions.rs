@@ -2,12 +2,10 @@
 //! cancel (roll back), list, show and purge.
 
 use super::{demo_engine, exit_code, PluginDirArg, StoreArg};
-use crate::engine::{ExecutionStatus, ExecutionView, StepStatus, TimelineKind};
-use crate::failure::StepFailure;
-use crate::ids::{ExecutionId, StepId};
+use crate::engine::{Delivery, Engine, ExecutionView, StepStatus, TimelineKind};
+use crate::journal::{ExecutionId, ExecutionStatus, StepFailure, Timestamp, UnitId};
 use crate::store::ListFilter;
-use crate::time::Timestamp;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use std::process::ExitCode;
 
 /// Arguments of `stepwise resume`.
@@ -29,6 +27,9 @@ pub struct CompleteArgs {
     /// The step's output, as JSON.
     #[arg(long)]
     output: String,
+    /// The same report again with the same key gets the same answer.
+    #[arg(long)]
+    idempotency_key: Option<String>,
     #[command(flatten)]
     plugins: PluginDirArg,
     #[command(flatten)]
@@ -45,6 +46,9 @@ pub struct FailArgs {
     /// What went wrong.
     #[arg(long)]
     error: String,
+    /// The same report again with the same key gets the same answer.
+    #[arg(long)]
+    idempotency_key: Option<String>,
     #[command(flatten)]
     plugins: PluginDirArg,
     #[command(flatten)]
@@ -113,56 +117,70 @@ pub enum ExecutionsCommand {
 
 pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
     let engine = demo_engine(&args.store, &args.plugins)?;
-    let resumed = engine.resume_all().await?;
-    let collected = engine.collect_plugin_garbage().await?;
-    if collected > 0 {
-        eprintln!("removed {collected} plugin cache file(s) no unfinished execution needs");
+    let resumed = engine.resume_all().await;
+    let collected = engine.collect_plugin_garbage().await;
+    engine.shutdown().await;
+    let resumed = resumed?;
+    if collected? > 0 {
+        eprintln!("removed plugin cache files no unfinished execution needs");
     }
     let summary: Vec<_> = resumed
         .iter()
-        .map(|e| serde_json::json!({"execution_id": e.execution_id, "workflow": e.workflow, "status": e.status}))
+        .map(|result| match result {
+            Ok(e) => serde_json::json!({"execution_id": e.execution_id, "workflow": e.workflow, "status": e.status}),
+            Err(error) => {
+                eprintln!("warning: {error}");
+                serde_json::json!({"error": error.to_string()})
+            }
+        })
         .collect();
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn complete(args: CompleteArgs) -> Result<ExitCode> {
-    let output = serde_json::from_str(&args.output).context("invalid JSON in --output")?;
+    let output = crate::journal::json::parse_bounded(&args.output)
+        .map_err(|e| anyhow::anyhow!("invalid JSON in --output: {e}"))?;
     let engine = demo_engine(&args.store, &args.plugins)?;
     let id = ExecutionId::new(args.execution_id);
-    let step = step_id(&args.step_id)?;
-    let execution = engine.complete_step(&id, &step, output).await?;
-    println!("{}", serde_json::to_string_pretty(&execution)?);
-    Ok(exit_code(execution.status))
+    let step = unit_id(&args.step_id)?;
+    let delivered = engine.complete_step(&id, &step, output, args.idempotency_key).await;
+    print_settled(&engine, delivered).await
 }
 
 pub async fn fail(args: FailArgs) -> Result<ExitCode> {
     let engine = demo_engine(&args.store, &args.plugins)?;
     let id = ExecutionId::new(args.execution_id);
-    let step = step_id(&args.step_id)?;
-    let execution = engine.fail_step(&id, &step, args.error).await?;
-    println!("{}", serde_json::to_string_pretty(&execution)?);
-    Ok(exit_code(execution.status))
+    let step = unit_id(&args.step_id)?;
+    let delivered = engine.fail_step(&id, &step, args.error, args.idempotency_key).await;
+    print_settled(&engine, delivered).await
 }
 
 pub async fn cancel(args: CancelArgs) -> Result<ExitCode> {
     let engine = demo_engine(&args.store, &args.plugins)?;
-    let execution = engine.rollback(&ExecutionId::new(args.execution_id), &args.reason).await?;
+    let delivered = engine.cancel(&ExecutionId::new(args.execution_id), &args.reason).await;
+    print_settled(&engine, delivered).await
+}
+
+/// Waits until the execution an accepted event went to rests, prints it and
+/// lets go of this process's claims.
+async fn print_settled(engine: &Engine, delivered: Result<Delivery, crate::engine::EngineError>) -> Result<ExitCode> {
+    let settled = match delivered {
+        Ok(delivery) => delivery.settling.wait().await,
+        Err(error) => Err(error),
+    };
+    engine.shutdown().await;
+    let execution = settled?;
     println!("{}", serde_json::to_string_pretty(&execution)?);
     Ok(exit_code(execution.status))
 }
 
-fn step_id(text: &str) -> Result<StepId> {
-    if !StepId::is_valid_label(text) {
-        bail!("`{text}` is not a valid step id (`step`, `step[3]` or `hook[plugin]`)");
-    }
-    Ok(StepId::new(text))
+fn unit_id(text: &str) -> Result<UnitId> {
+    text.parse().map_err(|error: crate::journal::unit::InvalidUnitId| anyhow::anyhow!(error))
 }
 
 fn parse_status(text: &str) -> Result<ExecutionStatus> {
-    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|_| {
-        anyhow::anyhow!("unknown status `{text}` (running, waiting, compensating, succeeded, compensated, failed)")
-    })
+    text.parse().map_err(|error: crate::journal::status::UnknownStatus| anyhow::anyhow!(error))
 }
 
 pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
@@ -268,7 +286,7 @@ fn readable(execution: &ExecutionView) -> String {
         row(&mut out, &format!("hook {}", hook.name), "", hook.status, 0, note);
         for handler in &hook.handlers {
             let note = problem(handler.run.error.as_ref(), handler.run.compensation_error.as_ref());
-            let runs = handler.plugin.clone().unwrap_or_default();
+            let runs = handler.plugin.as_ref().map(|plugin| plugin.to_string()).unwrap_or_default();
             row(&mut out, &format!("  {}", handler.id), &runs, handler.run.status, handler.run.attempts, note);
         }
     }

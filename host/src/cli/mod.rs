@@ -95,7 +95,7 @@ pub struct StoreArg {
 /// (`inventory`, `payments`) recording their calls in `ledger`, and `kv`.
 fn demo_sandbox_with(
     ledger: std::sync::Arc<dyn crate::services::ledger::Ledger>,
-    kv: std::sync::Arc<dyn crate::sandbox::capabilities::kv::KvStore>,
+    kv: std::sync::Arc<dyn crate::store::kv::KvStore>,
 ) -> anyhow::Result<std::sync::Arc<crate::sandbox::Sandbox>> {
     use crate::services::demo;
     use std::sync::Arc;
@@ -109,7 +109,7 @@ fn demo_sandbox_with(
 /// A sandbox with in-memory services, for commands that run no execution.
 fn demo_sandbox() -> anyhow::Result<std::sync::Arc<crate::sandbox::Sandbox>> {
     let ledger = std::sync::Arc::new(crate::services::ledger::MemoryLedger::default());
-    demo_sandbox_with(ledger, std::sync::Arc::new(crate::sandbox::capabilities::kv::MemoryKv::default()))
+    demo_sandbox_with(ledger, std::sync::Arc::new(crate::store::kv::MemoryKv::default()))
 }
 
 /// The engine of the command-line host: the store `store`, plugins from
@@ -125,8 +125,7 @@ pub fn demo_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Result<c
         ),
         None => Arc::new(crate::services::ledger::MemoryLedger::default()),
     };
-    let kv =
-        execution_store.clone().kv().unwrap_or_else(|| Arc::new(crate::sandbox::capabilities::kv::MemoryKv::default()));
+    let kv = execution_store.clone().kv().unwrap_or_else(|| Arc::new(crate::store::kv::MemoryKv::default()));
     let sandbox = demo_sandbox_with(ledger, kv)?;
     let directory = crate::plugin::PluginDirectory::scan(&plugins.dir)
         .with_context(|| format!("reading the plugin directory {}", plugins.dir.display()))?;
@@ -136,8 +135,8 @@ pub fn demo_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Result<c
 }
 
 /// Exit code for an execution: 0 when it succeeded, 1 otherwise.
-fn exit_code(status: crate::engine::ExecutionStatus) -> ExitCode {
-    if status == crate::engine::ExecutionStatus::Succeeded {
+fn exit_code(status: crate::journal::ExecutionStatus) -> ExitCode {
+    if status == crate::journal::ExecutionStatus::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

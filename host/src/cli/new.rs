@@ -60,7 +60,7 @@ fn files(lang: Language) -> Vec<(&'static str, &'static str, bool)> {
 
 /// Creates the project `dir/name` for `lang`; refuses an existing directory.
 pub fn create(name: &str, lang: Language, dir: &Path) -> Result<PathBuf> {
-    if !crate::ids::PluginName::is_valid(name) {
+    if !crate::journal::ids::PluginName::is_valid(name) {
         bail!("`{name}` is not a valid step name (lowercase letters, digits, `-`, `_`, starting with a letter)");
     }
     let project = dir.join(name);

@@ -55,9 +55,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let resumed = engine.resume_all().await.context("resuming unfinished executions")?;
     if !resumed.is_empty() {
         eprintln!("resumed {} unfinished execution(s) first", resumed.len());
+        for error in resumed.iter().filter_map(|result| result.as_ref().err()) {
+            eprintln!("warning: {error}");
+        }
     }
     let options = StartOptions { idempotency_key: args.idempotency_key, tenant: args.tenant };
-    let execution = engine.run(Arc::new(workflow), input, options).await?;
+    let execution = engine.run(Arc::new(workflow), input, options).await;
+    engine.shutdown().await;
+    let execution = execution?;
     println!("{}", serde_json::to_string_pretty(&execution)?);
     Ok(exit_code(execution.status))
 }
@@ -71,7 +76,7 @@ fn read_input(args: &RunArgs) -> Result<Value> {
         ),
         (None, None) => ("{}".to_string(), String::new()),
     };
-    match serde_json::from_str(&text) {
+    match crate::journal::json::parse_bounded(&text) {
         Ok(value) => Ok(value),
         Err(error) => bail!("invalid JSON in {source}: {error}"),
     }

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Purge finished executions older than this (e.g. `30d`), hourly.
     #[arg(long)]
     retention: Option<humantime::Duration>,
+    /// How long this host's claims on executions hold without a heartbeat
+    /// (another host takes them over after that).
+    #[arg(long, default_value = "10s")]
+    lease: humantime::Duration,
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -49,7 +53,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             eprintln!("warning: {} is not loaded: {error}", file.display());
         }
     }
-    let options = ServeOptions { addr: args.addr, token: args.token, retention: args.retention.map(Into::into) };
+    let options = ServeOptions {
+        addr: args.addr,
+        token: args.token,
+        retention: args.retention.map(Into::into),
+        lease: args.lease.into(),
+    };
     serve(engine, Arc::new(workflows), options).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 //! executions), kept in atomics so that the hot path only increments them.
 //! The server renders them as Prometheus text.
 
-use super::ExecutionStatus;
+use crate::journal::ExecutionStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -26,6 +26,15 @@ pub struct EngineMetrics {
     pub attempts_failed: AtomicU64,
     /// `compensate` attempts made.
     pub compensation_attempts: AtomicU64,
+    /// Executions this host claimed (to start driving them after a rest,
+    /// a crash or another host's death).
+    pub claims: AtomicU64,
+    /// Claims that took an execution over from a host whose lease expired.
+    pub takeovers: AtomicU64,
+    /// Appends the store refused because another host had claimed the execution.
+    pub fencing_refusals: AtomicU64,
+    /// Executions that could not be loaded and were marked `failed`.
+    pub executions_unloadable: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,

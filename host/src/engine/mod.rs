@@ -1,41 +1,61 @@
-//! The executor: a pure saga state machine ([`machine`]) and the driver that
-//! performs its commands ([`driver`]): Wasm calls, timers and store writes.
+//! The executor: a pure saga state machine ([`machine`]) and, per live
+//! execution, one owner ([`owner`]) that records its events and performs its
+//! commands (Wasm calls, child executions, timers).
 //!
-//! [`Engine`] is the entry point: start an execution of a validated workflow,
-//! resume one from the store, or read one back as JSON.
+//! [`Engine`] is the entry point: start an execution of a validated
+//! workflow, deliver events to one from outside (complete or fail an async
+//! step, cancel), read one, or resume what a crash left unfinished. Every
+//! path that changes an execution goes through its owner's mailbox
+//! ([`live`]); an execution owned by another process is reached through the
+//! store's inbox ([`forward`]). Nothing here replays a live execution to
+//! drive it, and reading a live execution asks its owner.
 
-mod driver;
-mod event;
+mod calls;
+mod command;
+mod forward;
+mod host;
+mod intake;
+mod live;
 mod machine;
 mod metrics;
+mod outside;
+mod owner;
+mod plugins;
+#[cfg(test)]
+mod simulation;
 mod timeline;
 mod view;
 
-pub use event::{Command, Event, Timer};
+pub use command::Command;
+pub use host::DEFAULT_LEASE;
 pub use machine::{
-    ExecutionError, ExecutionStatus, Machine, NodePhase, NodeState, Origin, Pinned, StepPhase, StepState, Target, Unit,
+    is_retryable, ExecutionError, Machine, NodePhase, NodeState, Origin, Pinned, StepPhase, StepState, Target, Unit,
 };
 pub use metrics::{EngineMetrics, LATENCY_BUCKETS_MS};
+pub use outside::{Answer, Outside, Refusal};
 pub use timeline::{CallPhase, TimelineEntry, TimelineKind};
 pub use view::{ExecutionView, HookView, RunView, StepStatus, StepView, UnitView};
 
-use crate::ids::{ExecutionId, PluginName, StepId};
+use crate::journal::{Event, ExecutionId, ExecutionStatus, PluginName, Timestamp, UnitId, LOG_VERSION};
 use crate::plugin::{PluginError, PluginRegistry};
-use crate::store::{Created, ExecutionStore, NewExecution, StoreError};
+use crate::store::{Created, ExecutionStore, NewExecution, Ownership, StoreError};
 use crate::tenants::TenantBindings;
-use crate::time::Timestamp;
 use crate::workflow::{Workflow, WorkflowDefinition, WorkflowError};
+use owner::{Message, Owner};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// A boxed future of an execution's view: engine calls that recurse through
-/// child executions (a parent runs its child, a child resumes its parent).
+/// child executions (a parent runs its child, which may roll back its own).
 type BoxedRun = Pin<Box<dyn Future<Output = Result<ExecutionView, EngineError>> + Send>>;
 
-/// Why the engine could not start, resume or show an execution. A step
+/// Why the engine could not start, change or show an execution. A step
 /// failing is not an engine error: it is part of the execution's result.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -51,18 +71,33 @@ pub enum EngineError {
     /// No such execution.
     #[error("no execution `{0}`")]
     NotFound(ExecutionId),
+    /// The workflow has no such step.
+    #[error("{0}")]
+    NoSuchStep(String),
     /// A completion was reported for a step that is not waiting for one.
     #[error("{0}")]
     NotWaiting(String),
     /// The start options are invalid (a tenant name, a missing child definition).
     #[error("{0}")]
     Invalid(String),
+    /// The execution cannot be loaded (its log or definition is unreadable);
+    /// it was marked `failed` with this reason.
+    #[error("execution `{0}` cannot be loaded: {1}")]
+    Unloadable(ExecutionId, String),
+    /// The execution's owner stopped before it rested (its store failed, or
+    /// another host took it over).
+    #[error("{0}")]
+    Lost(String),
 }
 
-/// An execution ready to drive, or the one an idempotency key already names.
-enum Prepared {
-    New(Box<driver::Driver>),
-    Existing(ExecutionId),
+impl From<Refusal> for EngineError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotWaiting(message) => EngineError::NotWaiting(message),
+            Refusal::NoSuchStep(message) => EngineError::NoSuchStep(message),
+            Refusal::NoSuchExecution(message) | Refusal::Unavailable(message) => EngineError::Lost(message),
+        }
+    }
 }
 
 /// Options for starting an execution.
@@ -91,6 +126,39 @@ pub(crate) struct ChildRun {
     pub input: Value,
 }
 
+/// The execution once its owner rests (it is over, or waits for the outside world).
+pub struct Settling(oneshot::Receiver<Result<ExecutionView, EngineError>>);
+
+impl Settling {
+    /// Waits for it.
+    pub async fn wait(self) -> Result<ExecutionView, EngineError> {
+        self.0.await.unwrap_or_else(|_| Err(EngineError::Lost("the execution's owner stopped".into())))
+    }
+}
+
+/// An outside event the owner took: how, and the execution once it rests.
+pub struct Delivery {
+    /// How the event was taken.
+    pub answer: Answer,
+    /// The execution once its owner rests.
+    pub settling: Settling,
+}
+
+/// An execution ready to drive, or the one an idempotency key already names.
+enum Prepared {
+    /// Created with its first step recorded: the owner and the commands to perform.
+    New(Box<Owner>, Vec<Command>),
+    Existing(ExecutionId),
+}
+
+/// An execution rebuilt from its log.
+pub(crate) struct Replayed {
+    machine: Machine,
+    events: u64,
+    status: ExecutionStatus,
+    owner: Option<Ownership>,
+}
+
 /// Runs workflows: plugins from a registry, executions recorded in a store.
 #[derive(Clone)]
 pub struct Engine {
@@ -98,17 +166,35 @@ pub struct Engine {
     store: Arc<dyn ExecutionStore>,
     metrics: Arc<EngineMetrics>,
     tenants: Arc<TenantBindings>,
+    live: Arc<live::LiveTable>,
+    host: Arc<host::Host>,
 }
 
 impl Engine {
-    /// An engine over `registry` recording into `store`, with no tenant bindings.
+    /// An engine over `registry` recording into `store`, with no tenant
+    /// bindings and the default lease.
     pub fn new(registry: Arc<PluginRegistry>, store: Arc<dyn ExecutionStore>) -> Self {
-        Self { registry, store, metrics: Arc::new(EngineMetrics::default()), tenants: Arc::new(TenantBindings::none()) }
+        Self {
+            registry,
+            store,
+            metrics: Arc::new(EngineMetrics::default()),
+            tenants: Arc::new(TenantBindings::none()),
+            live: Arc::new(live::LiveTable::default()),
+            host: Arc::new(host::Host::new(DEFAULT_LEASE, None)),
+        }
     }
 
     /// The same engine with tenants' hook handlers from `tenants`.
     pub fn with_tenants(mut self, tenants: Arc<TenantBindings>) -> Self {
         self.tenants = tenants;
+        self
+    }
+
+    /// The same engine as a host whose claims hold for `lease` without a
+    /// heartbeat, serving HTTP at `address` (for `GET /v1/hosts`). Set before
+    /// the engine starts anything.
+    pub fn with_host(mut self, lease: Duration, address: Option<String>) -> Self {
+        self.host = Arc::new(host::Host::new(lease, address));
         self
     }
 
@@ -132,41 +218,62 @@ impl Engine {
         &self.metrics
     }
 
-    /// Runs `workflow` on `input` until it is final (or waits for an async
-    /// step) and returns the execution. With an idempotency key already used,
-    /// returns that execution instead.
+    /// This process's host id in the store.
+    pub fn host_id(&self) -> &crate::store::HostId {
+        self.host.id()
+    }
+
+    /// How many executions this process drives now.
+    pub fn live_executions(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Stops this process as a host: the store forgets it and everything it
+    /// owns can be claimed at once. Executions still live here are left to
+    /// whoever claims them next (their calls are made again, same keys).
+    pub async fn shutdown(&self) {
+        self.host.stop(self).await;
+    }
+
+    /// Runs `workflow` on `input` until it rests (it is over, or waits for an
+    /// async step) and returns the execution. With an idempotency key
+    /// already used, returns that execution as it is.
     pub async fn run(
         &self,
         workflow: Arc<Workflow>,
         input: Value,
         options: StartOptions,
     ) -> Result<ExecutionView, EngineError> {
-        match self.create(workflow, input, options, None).await? {
-            Prepared::Existing(existing) => self.show(&existing).await,
-            Prepared::New(driver) => driver.run(vec![], vec![]).await,
+        match self.start(workflow, input, options).await? {
+            (_, Some(settling)) => settling.wait().await,
+            (existing, None) => self.show(&existing).await,
         }
     }
 
-    /// Records a new execution and drives it in the background; returns its id
-    /// at once (or the id of the execution started with the same idempotency
-    /// key). The task's result is the execution as it ended (or waits).
+    /// Records a new execution and drives it in the background; returns its
+    /// id at once (or the id of the execution started with the same
+    /// idempotency key, with no [`Settling`]).
     pub async fn start(
         &self,
         workflow: Arc<Workflow>,
         input: Value,
         options: StartOptions,
-    ) -> Result<(ExecutionId, Option<tokio::task::JoinHandle<Result<ExecutionView, EngineError>>>), EngineError> {
+    ) -> Result<(ExecutionId, Option<Settling>), EngineError> {
         match self.create(workflow, input, options, None).await? {
             Prepared::Existing(existing) => Ok((existing, None)),
-            Prepared::New(driver) => {
-                let id = driver.execution_id().clone();
-                Ok((id, Some(tokio::spawn(driver.run(vec![], vec![])))))
+            Prepared::New(mut owner, commands) => {
+                let id = owner.execution_id().clone();
+                let (settled, settling) = oneshot::channel();
+                owner.wait_for_rest(settled);
+                tokio::spawn(owner.run_created(commands));
+                Ok((id, Some(Settling(settling))))
             }
         }
     }
 
-    /// Pins the plugins, hook handlers and child workflows of a new execution,
-    /// records it, and returns its driver.
+    /// Pins the plugins, hook handlers and child workflows of a new
+    /// execution, records it (owned by this host), and returns its owner
+    /// with the event that starts it.
     async fn create(
         &self,
         workflow: Arc<Workflow>,
@@ -174,6 +281,7 @@ impl Engine {
         options: StartOptions,
         child: Option<(ExecutionId, ExecutionId)>,
     ) -> Result<Prepared, EngineError> {
+        crate::journal::json::check_depth(&input).map_err(|error| EngineError::Invalid(format!("input: {error}")))?;
         let mut handlers = BTreeMap::new();
         if let Some(tenant) = &options.tenant {
             if !crate::tenants::is_valid_tenant(tenant) {
@@ -189,42 +297,75 @@ impl Engine {
             }
         }
         let mut names = workflow.plugins();
-        names.extend(handlers.values().flatten().map(|handler| PluginName::new(&handler.plugin)));
-        let plugins = driver::resolve_plugins(&self.registry, &names, &Default::default()).await?;
-        driver::check_version_pins(&workflow, &plugins)?;
+        names.extend(handlers.values().flatten().map(|handler| handler.plugin.clone()));
+        let plugins = plugins::resolve(&self.registry, &names, &Default::default()).await?;
+        plugins::check_version_pins(&workflow, &plugins)?;
+        self.host.ensure_registered(self).await?;
         let (id, parent) = match child {
             Some((id, parent)) => (id, Some(parent)),
             None => (ExecutionId::generate(), None),
         };
         let origin = Origin { tenant: options.tenant.clone(), parent: parent.clone() };
+        let workflows: BTreeMap<String, Value> = workflow
+            .children()
+            .iter()
+            .map(|(name, definition)| (name.clone(), serde_json::to_value(definition).expect("definitions serialize")))
+            .collect();
+        let started = Event::ExecutionStarted {
+            plugins: plugins.iter().map(|(name, plugin)| (name.to_string(), plugin.hash.clone())).collect(),
+            handlers,
+            workflows,
+            log_version: LOG_VERSION,
+        };
+        // The execution and its first step are one write: there is no
+        // moment at which it exists without its start recorded.
+        let record = workflow.record().clone();
+        let mut machine = Machine::new(workflow, id.clone(), input.clone()).with_origin(origin);
+        let now = Timestamp::now();
+        let mut first = intake::Batch::default();
+        intake::record(&mut machine, now, started, &mut first);
+        let status = machine.status();
+        let next_due = machine.next_due();
+        let calls = first.commands.iter().any(|c| matches!(c, Command::Invoke { .. } | Command::Compensate { .. }));
+        let released = status.is_final() || (status == ExecutionStatus::Waiting && !calls);
+        let events = first.recorded.len() as u64;
         let created = self
             .store
             .create(NewExecution {
                 id: id.clone(),
-                workflow: workflow.record().clone(),
-                input: input.clone(),
+                workflow: record,
+                input,
                 idempotency_key: options.idempotency_key,
                 tenant: options.tenant,
                 parent,
-                created_at: Timestamp::now(),
+                created_at: now,
+                owner: (!released).then(|| self.host.id().clone()),
+                events: first.recorded,
+                status,
+                next_due,
             })
             .await?;
-        Ok(match created {
-            Created::Existing(existing) => Prepared::Existing(existing),
-            Created::New => {
-                let pinned = Pinned { plugins: BTreeMap::new(), handlers, workflows: workflow.children().clone() };
-                let machine = Machine::new(workflow, id, input).with_origin(origin).with_pinned(pinned);
-                Prepared::New(Box::new(driver::Driver::new(self.clone(), machine, plugins, 0)))
-            }
-        })
+        let fence = match created {
+            Created::Existing(existing) => return Ok(Prepared::Existing(existing)),
+            Created::New(fence) => fence,
+        };
+        self.metrics.executions_started.fetch_add(1, Ordering::Relaxed);
+        if status.is_final() {
+            self.metrics.observe_finished(status);
+        }
+        let mailbox = self.live.open(&id);
+        let mut owner = Owner::new(self.clone(), machine, plugins, (events, fence, status), mailbox);
+        owner.created(next_due, released);
+        Ok(Prepared::New(Box::new(owner), first.commands))
     }
 
-    /// Runs (or finds again and continues) the child execution a workflow step starts.
+    /// Runs (or finds again and waits for) the child execution a workflow
+    /// step starts, until it rests.
     pub(crate) fn run_child(&self, child: ChildRun) -> BoxedRun {
         let engine = self.clone();
         Box::pin(async move {
-            if engine.store.load(&child.id).await?.is_some() {
-                return engine.resume_driver(&child.id, true).await;
+            if engine.store.status(&child.id).await?.is_some() {
+                return engine.wait_for_rest(&child.id).await;
             }
             let Some(definition) = child.definition else {
                 return Err(EngineError::Invalid(format!("no pinned definition for child execution `{}`", child.id)));
@@ -234,128 +375,199 @@ impl Engine {
                 Workflow::from_definition_with(&source, definition, engine.registry.as_ref(), &child.workflows)?;
             let options = StartOptions { idempotency_key: Some(format!("child:{}", child.id)), tenant: child.tenant };
             match engine.create(Arc::new(workflow), child.input, options, Some((child.id, child.parent))).await? {
-                Prepared::Existing(existing) => engine.resume_driver(&existing, true).await,
-                Prepared::New(driver) => driver.inside_parent().run(vec![], vec![]).await,
+                Prepared::Existing(existing) => engine.wait_for_rest(&existing).await,
+                Prepared::New(mut owner, commands) => {
+                    let (settled, settling) = oneshot::channel();
+                    owner.wait_for_rest(settled);
+                    tokio::spawn(owner.run_created(commands));
+                    Settling(settling).wait().await
+                }
             }
         })
     }
 
-    /// [`Engine::resume`], boxed (a child resumes its parent).
-    pub(crate) fn resume_boxed(&self, id: ExecutionId) -> BoxedRun {
+    /// Rolls an execution back and waits until it rests (a parent rolling
+    /// back its child).
+    pub(crate) fn rollback_and_wait(&self, id: &ExecutionId, reason: String) -> BoxedRun {
         let engine = self.clone();
-        Box::pin(async move { engine.resume(&id).await })
+        let id = id.clone();
+        Box::pin(async move { engine.cancel(&id, &reason).await?.settling.wait().await })
     }
 
-    /// [`Engine::rollback`], boxed (a parent rolls back its child).
-    pub(crate) fn rollback_boxed(&self, id: ExecutionId, reason: String) -> BoxedRun {
-        let engine = self.clone();
-        Box::pin(async move { engine.rollback(&id, &reason).await })
+    /// Hands a message to the execution's owner: the one in this process,
+    /// or a new owner that claims it (or posts to the owner elsewhere).
+    pub(crate) fn route(&self, id: &ExecutionId, message: Message) {
+        if let Some(mailbox) = self.live.send_or_open(id, message) {
+            tokio::spawn(owner::adopt(self.clone(), id.clone(), mailbox));
+        }
+    }
+
+    /// Delivers an outside event and returns how it was taken.
+    async fn deliver(&self, id: &ExecutionId, request: Outside) -> Result<Delivery, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let (settled, settling) = oneshot::channel();
+        self.route(id, Message::Outside { request, reply, settled: Some(settled) });
+        match answer.await {
+            Ok(Ok(answer)) => Ok(Delivery { answer, settling: Settling(settling) }),
+            Ok(Err(Refusal::NoSuchExecution(_))) => Err(EngineError::NotFound(id.clone())),
+            Ok(Err(refusal)) => Err(refusal.into()),
+            Err(_) => Err(EngineError::Lost(format!("the owner of execution `{id}` stopped"))),
+        }
     }
 
     /// Rolls an execution back: steps in flight settle, then every completed
     /// step is compensated in reverse order, even when the execution had
-    /// succeeded. An execution already rolled back (or failed) is returned as is.
-    pub async fn rollback(&self, id: &ExecutionId, reason: &str) -> Result<ExecutionView, EngineError> {
-        let (machine, _) = self.replay(id).await?;
-        match machine.status() {
-            ExecutionStatus::Compensated | ExecutionStatus::Failed => Ok(ExecutionView::of(&machine)),
-            // Already rolling back (its driver stopped): carry on.
-            ExecutionStatus::Compensating => self.resume_driver(id, true).await,
-            _ => self.deliver(id, Event::RollbackRequested { reason: reason.to_string() }, true).await,
-        }
+    /// succeeded. Any number of cancels lead to one rollback; a cancel of an
+    /// execution already rolling back or over is answered
+    /// [`Answer::AlreadyDone`].
+    pub async fn cancel(&self, id: &ExecutionId, reason: &str) -> Result<Delivery, EngineError> {
+        self.deliver(id, Outside::Cancel { reason: reason.to_string() }).await
     }
 
-    /// Continues an unfinished execution from its recorded events: completed
-    /// steps are not invoked again, calls that were in flight are made again
-    /// (same idempotency key), timers are re-armed and those already due fire.
+    /// Reports an async step done with `output`. Exactly one of racing
+    /// reports is accepted; a repeated report with the same `key` gets
+    /// [`Answer::Repeated`], any other [`EngineError::NotWaiting`].
+    pub async fn complete_step(
+        &self,
+        id: &ExecutionId,
+        step: &UnitId,
+        output: Value,
+        key: Option<String>,
+    ) -> Result<Delivery, EngineError> {
+        crate::journal::json::check_depth(&output).map_err(|error| EngineError::Invalid(format!("output: {error}")))?;
+        self.deliver(id, Outside::Complete { step: step.clone(), output, key }).await
+    }
+
+    /// Reports an async step failed (the execution rolls back).
+    pub async fn fail_step(
+        &self,
+        id: &ExecutionId,
+        step: &UnitId,
+        message: String,
+        key: Option<String>,
+    ) -> Result<Delivery, EngineError> {
+        self.deliver(id, Outside::Fail { step: step.clone(), message, key }).await
+    }
+
+    /// Continues an unfinished execution (in this process, unless another
+    /// live host owns it) and waits until it rests: completed steps are not
+    /// invoked again, calls that were in flight are made again (same
+    /// idempotency key), deadlines that passed fire.
     pub async fn resume(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
-        self.resume_driver(id, false).await
+        self.deliver(id, Outside::Wake).await?.settling.wait().await
     }
 
-    async fn resume_driver(&self, id: &ExecutionId, inside_parent: bool) -> Result<ExecutionView, EngineError> {
-        let (machine, recorded) = self.replay(id).await?;
-        if machine.status().is_final() {
-            // The final status may not have reached the listing before a crash.
-            let at = machine.finished_at().unwrap_or_else(Timestamp::now);
-            self.store.set_status(id, machine.status(), at).await?;
-            return Ok(ExecutionView::of(&machine));
+    /// Resumes every execution of the store that needs a driver and has no
+    /// live owner (work in flight, deadlines due), 64 at a time. An
+    /// execution that cannot be loaded is marked `failed` and reported, and
+    /// the others go on.
+    pub async fn resume_all(&self) -> Result<Vec<Result<ExecutionView, EngineError>>, EngineError> {
+        const CONCURRENCY: usize = 64;
+        let mut seen: HashSet<ExecutionId> = HashSet::new();
+        let mut results = Vec::new();
+        loop {
+            let due = self.store.claimable(Timestamp::now(), 256).await?;
+            let fresh: Vec<ExecutionId> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
+            if fresh.is_empty() {
+                return Ok(results);
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for id in fresh {
+                while tasks.len() >= CONCURRENCY {
+                    if let Some(Ok(result)) = tasks.join_next().await {
+                        results.push(result);
+                    }
+                }
+                let engine = self.clone();
+                tasks.spawn(async move { engine.resume(&id).await });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok(result) = joined {
+                    results.push(result);
+                }
+            }
         }
-        let plugins = self.pinned_plugins(&machine).await?;
-        let outstanding = if machine.is_started() { machine.outstanding_commands() } else { Vec::new() };
-        let driver = driver::Driver::new(self.clone(), machine, plugins, recorded);
-        let driver = if inside_parent { driver.inside_parent() } else { driver };
-        driver.run(vec![], outstanding).await
+    }
+
+    /// Registers this process as a host of the store now (a server does at
+    /// start, so that it is listed and heartbeats before it owns anything).
+    pub async fn register(&self) -> Result<(), EngineError> {
+        Ok(self.host.ensure_registered(self).await?)
+    }
+
+    /// Adopts, in the background, up to `limit` executions of the store that
+    /// need a driver and have no live owner (work in flight left by a crash
+    /// or a dead host, deadlines and backoffs due); returns how many.
+    pub async fn adopt_claimable(&self, limit: usize) -> Result<usize, EngineError> {
+        let mut adopted = 0;
+        for id in self.store.claimable(Timestamp::now(), limit).await? {
+            if self.live.send(&id, Message::Adopt).is_err() {
+                self.route(&id, Message::Adopt);
+                adopted += 1;
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Waits until an execution rests (it is over, or waits for the outside
+    /// world) and returns it.
+    pub async fn wait_for_rest(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
+        let (settled, settling) = oneshot::channel();
+        match self.live.send(id, Message::Wait { settled }) {
+            Ok(()) => Settling(settling).wait().await,
+            Err(_) => {
+                // Not live here: at rest in the store, or driven elsewhere
+                // (or by nobody since a crash: waiting adopts it).
+                let view = self.read(id).await?;
+                let resting = view.status.is_final() || view.status == ExecutionStatus::Waiting;
+                if resting && view.owner.is_none() {
+                    return Ok(view);
+                }
+                let (settled, settling) = oneshot::channel();
+                self.route(id, Message::Wait { settled });
+                Settling(settling).wait().await
+            }
+        }
+    }
+
+    /// The execution as it is now: from its owner when it is live here,
+    /// else from the store.
+    pub async fn show(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
+        let (reply, view) = oneshot::channel();
+        if self.live.send(id, Message::Show { reply }).is_ok() {
+            if let Ok(view) = view.await {
+                return Ok(view);
+            }
+        }
+        self.read(id).await
+    }
+
+    /// The execution as its recorded log says (an owner elsewhere may be ahead).
+    pub(crate) async fn read(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
+        let replayed = self.replay(id).await?;
+        let mut view = ExecutionView::of(&replayed.machine);
+        view.owner = replayed.owner;
+        Ok(view)
+    }
+
+    /// Marks an execution that cannot be loaded `failed`, logs and counts
+    /// it; returns the error to report.
+    async fn unloadable(&self, id: &ExecutionId, error: EngineError) -> EngineError {
+        let reason = error.to_string();
+        tracing::error!(execution = %id, "cannot be loaded, marked failed: {reason}");
+        self.metrics.executions_unloadable.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = self.store.mark_unloadable(id, &reason).await {
+            tracing::error!(execution = %id, "marking it failed: {error}");
+        }
+        EngineError::Unloadable(id.clone(), reason)
     }
 
     /// The plugins a replayed execution uses: the pinned versions (or, for an
     /// execution that never started, the current ones).
-    async fn pinned_plugins(&self, machine: &Machine) -> Result<driver::Plugins, EngineError> {
+    async fn pinned_plugins(&self, machine: &Machine) -> Result<calls::Plugins, EngineError> {
         let mut names: BTreeSet<PluginName> = machine.workflow().plugins();
         names.extend(machine.plugins().keys().map(|name| PluginName::new(name)));
-        driver::resolve_plugins(&self.registry, &names, machine.plugins()).await
-    }
-
-    /// Resumes every unfinished execution of the store, oldest first, and
-    /// returns them as they ended (or wait).
-    pub async fn resume_all(&self) -> Result<Vec<ExecutionView>, EngineError> {
-        let mut resumed = Vec::new();
-        for id in self.store.unfinished().await? {
-            resumed.push(self.resume(&id).await?);
-        }
-        Ok(resumed)
-    }
-
-    /// Reports an async step done with `output`, then continues the execution.
-    pub async fn complete_step(
-        &self,
-        id: &ExecutionId,
-        step: &StepId,
-        output: Value,
-    ) -> Result<ExecutionView, EngineError> {
-        self.finish_async_step(id, step, Event::AsyncStepSucceeded { step: step.clone(), output }).await
-    }
-
-    /// Reports an async step failed, then continues the execution (it rolls back).
-    pub async fn fail_step(
-        &self,
-        id: &ExecutionId,
-        step: &StepId,
-        message: String,
-    ) -> Result<ExecutionView, EngineError> {
-        self.finish_async_step(id, step, Event::AsyncStepFailed { step: step.clone(), message }).await
-    }
-
-    async fn finish_async_step(
-        &self,
-        id: &ExecutionId,
-        step: &StepId,
-        event: Event,
-    ) -> Result<ExecutionView, EngineError> {
-        let (machine, _) = self.replay(id).await?;
-        if machine.unit_of(step).is_none() {
-            return Err(EngineError::NotWaiting(format!("execution `{id}` has no step `{step}`")));
-        }
-        if !machine.is_waiting(step) {
-            let status = machine.unit_of(step).map(|unit| machine.unit(unit).phase.into());
-            let status: Option<StepStatus> = status;
-            let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string));
-            return Err(EngineError::NotWaiting(format!(
-                "step `{step}` of execution `{id}` is not waiting for completion (its status is `{}`)",
-                status.unwrap_or_default()
-            )));
-        }
-        self.deliver(id, event, false).await
-    }
-
-    /// Records an event from outside (an async completion, a rollback
-    /// request), then drives the execution on.
-    async fn deliver(&self, id: &ExecutionId, event: Event, inside_parent: bool) -> Result<ExecutionView, EngineError> {
-        let (machine, recorded) = self.replay(id).await?;
-        let plugins = self.pinned_plugins(&machine).await?;
-        let outstanding = machine.outstanding_commands();
-        let driver = driver::Driver::new(self.clone(), machine, plugins, recorded);
-        let driver = if inside_parent { driver.inside_parent() } else { driver };
-        driver.run(vec![event], outstanding).await
+        plugins::resolve(&self.registry, &names, machine.plugins()).await
     }
 
     /// Deletes archived plugin versions and compiled code that neither the
@@ -363,29 +575,28 @@ impl Engine {
     /// returns how many cache files went.
     pub async fn collect_plugin_garbage(&self) -> Result<usize, EngineError> {
         let Some(cache) = self.registry.cache() else { return Ok(0) };
-        let mut keep: std::collections::HashSet<String> = self.registry.current_file_hashes().into_iter().collect();
+        let mut keep: HashSet<String> = self.registry.current_file_hashes().into_iter().collect();
         // An unfinished execution may still roll back its children, even
         // those that succeeded: their pinned versions are kept too.
         let mut pending = self.store.unfinished().await?;
         while let Some(id) = pending.pop() {
-            let Ok((machine, _)) = self.replay(&id).await else { continue };
-            keep.extend(machine.plugins().values().cloned());
-            pending.extend(ExecutionView::of(&machine).child_execution_ids);
+            let Ok(replayed) = self.replay(&id).await else { continue };
+            keep.extend(replayed.machine.plugins().values().cloned());
+            pending.extend(ExecutionView::of(&replayed.machine).child_execution_ids);
         }
-        cache
-            .retain(&keep)
-            .map_err(|e| EngineError::Store(crate::store::StoreError::Backend(format!("plugin cache: {e}"))))
+        cache.retain(&keep).map_err(|e| EngineError::Store(StoreError::Backend(format!("plugin cache: {e}"))))
     }
 
-    /// The execution as recorded so far.
-    pub async fn show(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
-        Ok(ExecutionView::of(&self.replay(id).await?.0))
-    }
-
-    /// Rebuilds an execution's state by replaying its recorded events; also
-    /// returns how many events there are.
-    async fn replay(&self, id: &ExecutionId) -> Result<(Machine, u64), EngineError> {
-        let stored = self.store.load(id).await?.ok_or_else(|| EngineError::NotFound(id.clone()))?;
+    /// Rebuilds an execution's state by replaying its recorded events.
+    async fn replay(&self, id: &ExecutionId) -> Result<Replayed, EngineError> {
+        let stored = match self.store.load(id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Err(EngineError::NotFound(id.clone())),
+            Err(StoreError::Backend(reason)) if reason.contains("corrupt") => {
+                return Err(EngineError::Unloadable(id.clone(), reason))
+            }
+            Err(error) => return Err(error.into()),
+        };
         let source = format!("stored definition of execution {id}");
         // The definition was validated when the execution started; its plugins
         // may since have left the directory while their pinned versions remain
@@ -393,10 +604,10 @@ impl Engine {
         let workflow = Workflow::revalidate_stored(&source, Arc::unwrap_or_clone(stored.workflow))?;
         let origin = Origin { tenant: stored.tenant, parent: stored.parent };
         let mut machine = Machine::new(Arc::new(workflow), stored.id, stored.input).with_origin(origin);
-        let count = stored.events.len() as u64;
+        let events = stored.events.len() as u64;
         for recorded in stored.events {
             machine.apply(recorded.at, recorded.event);
         }
-        Ok((machine, count))
+        Ok(Replayed { machine, events, status: stored.status, owner: stored.owner })
     }
 }

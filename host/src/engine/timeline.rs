@@ -1,17 +1,14 @@
 //! The execution's timeline as people read it: what started, failed, was
 //! retried or compensated, with the lines the guests logged.
 
-use crate::failure::StepFailure;
-use crate::ids::{ExecutionId, StepId};
-use crate::sandbox::LogLevel;
-use crate::time::Timestamp;
+use crate::journal::{ExecutionId, LogLevel, StepFailure, Timestamp, UnitId};
 use serde::Serialize;
 
 /// One entry of the timeline.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TimelineEntry {
     /// When it happened.
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::journal::time::rfc3339")]
     pub at: Timestamp,
     /// What happened.
     #[serde(flatten)]
@@ -37,14 +34,14 @@ pub enum TimelineKind {
     /// An attempt of a step began.
     StepStarted {
         /// The step.
-        step: StepId,
+        step: UnitId,
         /// Attempt number.
         attempt: u32,
     },
     /// A line the guest logged (or wrote to stdout/stderr).
     Log {
         /// The step.
-        step: StepId,
+        step: UnitId,
         /// Attempt number of the call that logged it.
         attempt: u32,
         /// During invoke or compensate.
@@ -57,11 +54,11 @@ pub enum TimelineKind {
     /// An async step's `invoke` returned: the execution waits for its completion.
     StepWaiting {
         /// The step.
-        step: StepId,
+        step: UnitId,
         /// The attempt whose `invoke` returned.
         attempt: u32,
         /// When the wait times out, if it can.
-        #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::time::rfc3339_opt")]
+        #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::journal::time::rfc3339_opt")]
         timeout_at: Option<Timestamp>,
     },
     /// The workflow's timeout elapsed.
@@ -74,7 +71,7 @@ pub enum TimelineKind {
     /// A fan-out step or a hook expanded into its units (elements, handlers).
     StepExpanded {
         /// The step or hook.
-        step: StepId,
+        step: UnitId,
         /// How many units it runs.
         units: usize,
     },
@@ -82,14 +79,14 @@ pub enum TimelineKind {
     /// output of a skipped step.
     StepSkipped {
         /// The step or hook.
-        step: StepId,
+        step: UnitId,
         /// Why.
         reason: String,
     },
     /// A workflow step's child execution waits for the outside world.
     ChildWaiting {
         /// The step (or element).
-        step: StepId,
+        step: UnitId,
         /// The attempt.
         attempt: u32,
         /// The child execution.
@@ -98,14 +95,14 @@ pub enum TimelineKind {
     /// A step succeeded.
     StepSucceeded {
         /// The step.
-        step: StepId,
+        step: UnitId,
         /// The attempt that succeeded.
         attempt: u32,
     },
     /// An attempt failed.
     StepAttemptFailed {
         /// The step.
-        step: StepId,
+        step: UnitId,
         /// The attempt that failed.
         attempt: u32,
         /// Why.
@@ -117,7 +114,7 @@ pub enum TimelineKind {
     /// A step failed for good.
     StepFailed {
         /// The step.
-        step: StepId,
+        step: UnitId,
         /// Attempts made.
         attempts: u32,
         /// The last failure.
@@ -126,26 +123,26 @@ pub enum TimelineKind {
     /// A step waiting to retry was abandoned because the saga is rolling back.
     StepCancelled {
         /// The step.
-        step: StepId,
+        step: UnitId,
     },
     /// A compensation attempt began.
     CompensationStarted {
         /// The step.
-        step: StepId,
+        step: UnitId,
         /// Compensation attempt number.
         attempt: u32,
     },
     /// A step was compensated.
     StepCompensated {
         /// The step.
-        step: StepId,
+        step: UnitId,
         /// The compensation attempt that succeeded.
         attempt: u32,
     },
     /// A compensation attempt failed.
     CompensationAttemptFailed {
         /// The step.
-        step: StepId,
+        step: UnitId,
         /// The compensation attempt that failed.
         attempt: u32,
         /// Why.
@@ -157,7 +154,7 @@ pub enum TimelineKind {
     /// A step's compensation failed for good.
     CompensationFailed {
         /// The step.
-        step: StepId,
+        step: UnitId,
         /// Compensation attempts made.
         attempts: u32,
         /// The last failure.

@@ -4,11 +4,10 @@
 //! attempts, output and errors; a fan-out step adds its `elements`, a hook
 //! its `handlers`, a workflow step the `child_execution_ids` it started.
 
-use super::machine::{ExecutionError, ExecutionStatus, Machine, NodePhase, NodeState, StepPhase, StepState, Unit};
+use super::machine::{ExecutionError, Machine, NodePhase, NodeState, StepPhase, StepState, Unit};
 use super::timeline::TimelineEntry;
-use crate::failure::StepFailure;
-use crate::ids::{ExecutionId, PluginName, StepId};
-use crate::time::Timestamp;
+use crate::journal::{ExecutionId, ExecutionStatus, PluginName, StepFailure, StepId, Timestamp, UnitId};
+use crate::store::Ownership;
 use crate::workflow::StepKind;
 use serde::Serialize;
 use serde_json::Value;
@@ -41,6 +40,25 @@ pub enum StepStatus {
     CompensationFailed,
 }
 
+impl StepStatus {
+    /// The status as its JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Skipped => "skipped",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Waiting => "waiting",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Compensating => "compensating",
+            Self::Compensated => "compensated",
+            Self::CompensationFailed => "compensation_failed",
+        }
+    }
+}
+
 impl From<StepPhase> for StepStatus {
     fn from(phase: StepPhase) -> Self {
         match phase {
@@ -62,7 +80,7 @@ impl From<StepPhase> for StepStatus {
 /// (a failure over work in flight over a finished rollback over success).
 fn node_status(node: &NodeState) -> StepStatus {
     match &node.phase {
-        NodePhase::Pending => return StepStatus::Pending,
+        NodePhase::Pending | NodePhase::Deciding => return StepStatus::Pending,
         NodePhase::Skipped { .. } => return StepStatus::Skipped,
         NodePhase::Failed if node.elements.is_empty() => return StepStatus::Failed,
         _ => {}
@@ -109,10 +127,10 @@ pub struct RunView {
     /// The last `compensate` failure.
     pub compensation_error: Option<StepFailure>,
     /// When it started.
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::journal::time::rfc3339_opt")]
     pub started_at: Option<Timestamp>,
     /// When it succeeded, failed or was skipped.
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::journal::time::rfc3339_opt")]
     pub finished_at: Option<Timestamp>,
     /// The child executions its attempts started (workflow steps).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -123,13 +141,13 @@ pub struct RunView {
 #[derive(Clone, Debug, Serialize)]
 pub struct UnitView {
     /// Its stable id: `step[3]` or `hook[plugin]`.
-    pub id: StepId,
+    pub id: UnitId,
     /// A fan-out element's position.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
     /// A hook handler's plugin.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub plugin: Option<String>,
+    pub plugin: Option<PluginName>,
     /// A hook handler's priority.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
@@ -191,10 +209,10 @@ pub struct HookView {
     /// The tenant's handlers, in the order they run.
     pub handlers: Vec<UnitView>,
     /// When it started.
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::journal::time::rfc3339_opt")]
     pub started_at: Option<Timestamp>,
     /// When it finished.
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::journal::time::rfc3339_opt")]
     pub finished_at: Option<Timestamp>,
 }
 
@@ -220,10 +238,10 @@ pub struct ExecutionView {
     /// Why it did not succeed (when it did not).
     pub error: Option<ExecutionError>,
     /// When it started.
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::journal::time::rfc3339_opt")]
     pub started_at: Option<Timestamp>,
     /// When it finished.
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::journal::time::rfc3339_opt")]
     pub finished_at: Option<Timestamp>,
     /// The plugin versions it is pinned to: name -> content hash.
     pub plugins: std::collections::BTreeMap<String, String>,
@@ -233,6 +251,10 @@ pub struct ExecutionView {
     pub hooks: Vec<HookView>,
     /// The timeline.
     pub events: Vec<TimelineEntry>,
+    /// The host that drives it now and its lease (absent when none does:
+    /// it is over, or waits for the outside world).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Ownership>,
 }
 
 fn unit_view(machine: &Machine, unit: Unit, state: &StepState) -> UnitView {
@@ -359,6 +381,7 @@ impl ExecutionView {
             steps,
             hooks: hooks.into_iter().map(|node| hook_view(machine, node)).collect(),
             events: machine.timeline().to_vec(),
+            owner: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The plugin directory: `<name>.wasm` files, one per plugin.
 
-use crate::ids::PluginName;
+use crate::journal::ids::PluginName;
 use crate::workflow::PluginCatalog;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@
 
 use super::cache::{CacheOutcome, CodeCache};
 use super::{check_world, Manifest, PluginDirectory, PluginError};
-use crate::ids::PluginName;
+use crate::journal::ids::PluginName;
 use crate::sandbox::{limits::POOL_MAX_MEMORY_BYTES, Grants, Sandbox, SandboxedPlugin, StepPre};
 use crate::workflow::PluginCatalog;
 use sha2::{Digest, Sha256};

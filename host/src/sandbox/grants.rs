@@ -1,8 +1,8 @@
 //! What one plugin may use (its grants, from its manifest) and the host-wide
 //! resources its capabilities reach (the kv store, the service registry).
 
-use super::capabilities::kv::{KvStore, MemoryKv};
 use crate::services::ServiceRegistry;
+use crate::store::kv::{KvStore, MemoryKv};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

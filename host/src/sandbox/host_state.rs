@@ -4,46 +4,14 @@
 
 use super::capabilities::http::HttpPolicy;
 use super::{Grants, HostResources, Limits};
+use crate::journal::{LogLevel, LogLine, Timestamp};
 use crate::services::Caller;
-use crate::time::Timestamp;
-use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-
-/// Severity (or origin, for captured stdio) of a guest log line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogLevel {
-    /// `log` at trace level.
-    Trace,
-    /// `log` at debug level.
-    Debug,
-    /// `log` at info level.
-    Info,
-    /// `log` at warn level.
-    Warn,
-    /// `log` at error level.
-    Error,
-    /// A line the guest wrote to stdout.
-    Stdout,
-    /// A line the guest wrote to stderr.
-    Stderr,
-}
-
-/// One line a guest logged during a call.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// When it was logged.
-    pub at: Timestamp,
-    /// Its level.
-    pub level: LogLevel,
-    /// The text.
-    pub message: String,
-}
 
 /// Log lines of one call, bounded in bytes. Shared with the caller so that the
 /// lines survive a call that is cut off at its deadline.

@@ -6,8 +6,9 @@
 
 use super::bindings::stepwise::step::types::{StepContext, StepError};
 use super::host_state::{LogBuffer, Stdio};
-use super::{epoch, Grants, HostState, Limits, LogLine, Sandbox, StepPre};
-use crate::failure::{FailureKind, StepFailure};
+use super::{epoch, Grants, HostState, Limits, Sandbox, StepPre};
+use crate::journal::failure::{FailureKind, StepFailure};
+use crate::journal::LogLine;
 use crate::services::Caller;
 use serde_json::Value;
 use std::sync::Arc;

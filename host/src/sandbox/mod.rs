@@ -19,7 +19,7 @@ pub mod limits;
 pub use bindings::stepwise::step::types::StepContext;
 pub use bindings::{Step, StepPre};
 pub use grants::{Grants, HostResources};
-pub use host_state::{HostState, LogLevel, LogLine};
+pub use host_state::HostState;
 pub use invoke::{Call, CallOutcome, CallSuccess, SandboxedPlugin};
 pub use limits::Limits;
 

@@ -3,8 +3,8 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::engine::{ExecutionStatus, StartOptions};
-use crate::ids::{ExecutionId, StepId};
+use crate::engine::{Delivery, ExecutionView, Settling, StartOptions};
+use crate::journal::{ExecutionId, ExecutionStatus, UnitId};
 use crate::plugin::LoadedPlugin;
 use crate::store::ListFilter;
 use axum::body::Bytes;
@@ -24,8 +24,12 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(|error| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the request body is not valid JSON: {error}"))
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request body is not valid JSON: not UTF-8")
+    })?;
+    crate::journal::json::parse_bounded(text).map_err(|error| {
+        let code = if error.contains("nested deeper") { "too_deep" } else { "invalid_json" };
+        ApiError::new(StatusCode::BAD_REQUEST, code, format!("the request body is not valid JSON: {error}"))
     })
 }
 
@@ -71,18 +75,25 @@ pub async fn start_execution(
     let input = parse_body(&body)?;
     let workflow = state.workflows.get(&name).ok_or_else(|| ApiError::not_found(format!("no workflow `{name}`")))?;
     let options = StartOptions { idempotency_key: idempotency_key(&headers)?, tenant: query.tenant.clone() };
-    let (id, task) = state.engine.start(workflow, input, options).await?;
-    let Some(task) = task else {
+    let (id, settling) = state.engine.start(workflow, input, options).await?;
+    let Some(settling) = settling else {
         let execution = state.engine.show(&id).await?;
         return Ok((StatusCode::OK, Json(execution.to_json())));
     };
     if query.wait {
-        if let Ok(joined) = tokio::time::timeout(WAIT_LIMIT, task).await {
-            let execution = joined.map_err(|e| ApiError::internal(format!("the execution task failed: {e}")))??;
+        if let Some(execution) = settle_within(settling, WAIT_LIMIT).await? {
             return Ok((StatusCode::OK, Json(execution.to_json())));
         }
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"execution_id": id, "status": "running"}))))
+}
+
+/// The execution once it rests, if that happens within `limit`.
+async fn settle_within(settling: Settling, limit: Duration) -> Result<Option<ExecutionView>, ApiError> {
+    match tokio::time::timeout(limit, settling.wait()).await {
+        Ok(execution) => Ok(Some(execution?)),
+        Err(_) => Ok(None),
+    }
 }
 
 /// One execution, as `stepwise run` prints it.
@@ -114,11 +125,7 @@ pub async fn list_executions(
     Query(query): Query<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let status = match &query.status {
-        Some(text) => Some(serde_json::from_value::<ExecutionStatus>(Value::String(text.clone())).map_err(|_| {
-            ApiError::bad_request(format!(
-                "unknown status `{text}` (running, waiting, compensating, succeeded, compensated, failed)"
-            ))
-        })?),
+        Some(text) => Some(text.parse::<ExecutionStatus>().map_err(|error| ApiError::bad_request(error.to_string()))?),
         None => None,
     };
     let limit = query.limit.unwrap_or(50);
@@ -144,13 +151,13 @@ pub struct FailureReport {
 pub async fn step_success(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let output = parse_body(&body)?;
-    let (id, step) = (ExecutionId::new(id), valid_step(&step)?);
-    let engine = state.engine.clone();
-    let (task_id, task_step) = (id.clone(), step.clone());
-    finish_step(id, tokio::spawn(async move { engine.complete_step(&task_id, &task_step, output).await })).await
+    let (id, step) = (ExecutionId::new(id), unit_id(&step)?);
+    let key = idempotency_key(&headers)?;
+    answer_delivery(&id, state.engine.complete_step(&id, &step, output, key).await?).await
 }
 
 /// Body of a cancellation (optional).
@@ -178,9 +185,7 @@ pub async fn cancel_execution(
     };
     let reason = request.reason.unwrap_or_else(|| "cancelled through the API".to_string());
     let id = ExecutionId::new(id);
-    let engine = state.engine.clone();
-    let task_id = id.clone();
-    finish_step(id, tokio::spawn(async move { engine.rollback(&task_id, &reason).await })).await
+    answer_delivery(&id, state.engine.cancel(&id, &reason).await?).await
 }
 
 /// Reports an async step failed; the execution rolls back.
@@ -188,36 +193,27 @@ pub async fn cancel_execution(
 pub async fn step_failure(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let report: FailureReport = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"error\": \"...\"}}: {e}"))
     })?;
-    let (id, step) = (ExecutionId::new(id), valid_step(&step)?);
-    let engine = state.engine.clone();
-    let (task_id, task_step) = (id.clone(), step.clone());
-    finish_step(id, tokio::spawn(async move { engine.fail_step(&task_id, &task_step, report.error).await })).await
+    let (id, step) = (ExecutionId::new(id), unit_id(&step)?);
+    let key = idempotency_key(&headers)?;
+    answer_delivery(&id, state.engine.fail_step(&id, &step, report.error, key).await?).await
 }
 
-fn valid_step(step: &str) -> Result<StepId, ApiError> {
-    if !StepId::is_valid_label(step) {
-        return Err(ApiError::bad_request(format!(
-            "`{step}` is not a valid step id (`step`, `step[3]` or `hook[plugin]`)"
-        )));
-    }
-    Ok(StepId::new(step))
+fn unit_id(step: &str) -> Result<UnitId, ApiError> {
+    step.parse().map_err(|error: crate::journal::unit::InvalidUnitId| ApiError::bad_request(error.to_string()))
 }
 
-async fn finish_step(
-    id: ExecutionId,
-    task: tokio::task::JoinHandle<Result<crate::engine::ExecutionView, crate::engine::EngineError>>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    match tokio::time::timeout(WAIT_LIMIT, task).await {
-        Ok(joined) => {
-            let execution = joined.map_err(|e| ApiError::internal(format!("the execution task failed: {e}")))??;
-            Ok((StatusCode::OK, Json(execution.to_json())))
-        }
-        Err(_) => Ok((StatusCode::ACCEPTED, Json(json!({"execution_id": id, "status": "running"})))),
+/// The answer to an accepted outside event: the execution once it rests
+/// (200), or 202 when it does not rest within the wait limit.
+async fn answer_delivery(id: &ExecutionId, delivery: Delivery) -> Result<(StatusCode, Json<Value>), ApiError> {
+    match settle_within(delivery.settling, WAIT_LIMIT).await? {
+        Some(execution) => Ok((StatusCode::OK, Json(execution.to_json()))),
+        None => Ok((StatusCode::ACCEPTED, Json(json!({"execution_id": id, "status": "running"})))),
     }
 }
 
@@ -274,7 +270,7 @@ pub async fn upload_plugin(
     Path(name): Path<String>,
     mut multipart: Multipart,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !crate::ids::PluginName::is_valid(&name) {
+    if !crate::journal::ids::PluginName::is_valid(&name) {
         return Err(ApiError::bad_request(format!("`{name}` is not a valid plugin name")));
     }
     let (mut component, mut manifest) = (None, None);
@@ -373,10 +369,30 @@ pub async fn publish_event(
             idempotency_key: key.as_ref().map(|key| format!("event:{event}:{key}:{name}")),
             tenant: query.tenant.clone(),
         };
-        let (id, _task) = state.engine.start(workflow, payload.clone(), options).await?;
+        let (id, _settling) = state.engine.start(workflow, payload.clone(), options).await?;
         started.push(json!({"workflow": name, "execution_id": id}));
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"event": event, "executions": started}))))
+}
+
+/// The hosts sharing this store: heartbeat, lease, how many executions each
+/// drives, and whether its lease holds now.
+#[utoipa::path(get, path = "/v1/hosts", responses((status = 200, body = Object)))]
+pub async fn list_hosts(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let hosts = state.engine.store().hosts().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let now = crate::journal::Timestamp::now();
+    let hosts: Vec<Value> = hosts
+        .into_iter()
+        .map(|host| {
+            let live = host.is_live(now);
+            let this = &host.id == state.engine.host_id();
+            let mut json = serde_json::to_value(host).expect("host records serialize");
+            json["live"] = json!(live);
+            json["this"] = json!(this);
+            json
+        })
+        .collect();
+    Ok(Json(json!({ "hosts": hosts })))
 }
 
 /// Liveness.

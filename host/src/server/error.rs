@@ -66,14 +66,19 @@ impl From<crate::engine::EngineError> for ApiError {
             EngineError::NotFound(_) | EngineError::Store(StoreError::NotFound(_)) => {
                 Self::not_found(error.to_string())
             }
+            EngineError::NoSuchStep(_) => Self::new(StatusCode::NOT_FOUND, "no_such_step", error.to_string()),
             EngineError::NotWaiting(_) => Self::new(StatusCode::CONFLICT, "not_waiting", error.to_string()),
-            EngineError::Store(StoreError::Conflict(..)) => {
+            EngineError::Store(StoreError::Conflict(..)) | EngineError::Store(StoreError::Fenced(..)) => {
                 Self::new(StatusCode::CONFLICT, "conflict", error.to_string())
             }
             EngineError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
             EngineError::Plugin(_) | EngineError::Workflow(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin_or_workflow", error.to_string())
             }
+            EngineError::Unloadable(..) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "unloadable", error.to_string())
+            }
+            EngineError::Lost(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string()),
             EngineError::Store(StoreError::Backend(_)) => Self::internal(error.to_string()),
         }
     }

@@ -36,6 +36,27 @@ pub async fn render(state: &AppState) -> Result<String, crate::store::StoreError
     let _ = writeln!(out, "# HELP stepwise_compensation_attempts_total Compensate attempts.");
     let _ = writeln!(out, "# TYPE stepwise_compensation_attempts_total counter");
     let _ = writeln!(out, "stepwise_compensation_attempts_total {}", load(&metrics.compensation_attempts));
+    for (name, help, counter) in [
+        ("stepwise_claims_total", "Executions this host claimed to drive.", &metrics.claims),
+        ("stepwise_takeovers_total", "Claims taken over from a host whose lease expired.", &metrics.takeovers),
+        (
+            "stepwise_fencing_refusals_total",
+            "Writes refused because another host had claimed the execution.",
+            &metrics.fencing_refusals,
+        ),
+        (
+            "stepwise_executions_unloadable_total",
+            "Executions that could not be loaded and were marked failed.",
+            &metrics.executions_unloadable,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", load(counter));
+    }
+    let _ = writeln!(out, "# HELP stepwise_live_executions Executions this host drives now.");
+    let _ = writeln!(out, "# TYPE stepwise_live_executions gauge");
+    let _ = writeln!(out, "stepwise_live_executions {}", state.engine.live_executions());
 
     let (buckets, count, sum) = metrics.latency();
     let _ = writeln!(out, "# HELP stepwise_step_latency_seconds Duration of step invoke attempts.");

@@ -54,6 +54,7 @@ pub struct AppState {
         api::cancel_execution,
         api::list_workflows,
         api::list_plugins,
+        api::list_hosts,
         api::upload_plugin,
         api::publish_event,
         api::healthz,
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions/{id}/steps/{step}/failure", post(api::step_failure))
         .route("/v1/executions/{id}/cancel", post(api::cancel_execution))
         .route("/v1/plugins", get(api::list_plugins))
+        .route("/v1/hosts", get(api::list_hosts))
         .route("/v1/events/{event}", post(api::publish_event))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .merge(uploads)
@@ -174,6 +176,8 @@ pub struct ServeOptions {
     pub token: Option<String>,
     /// Finished executions older than this are purged hourly.
     pub retention: Option<Duration>,
+    /// How long this host's claims hold without a heartbeat.
+    pub lease: Duration,
 }
 
 /// Serves until SIGINT/SIGTERM: resumes unfinished executions, watches the
@@ -184,12 +188,16 @@ pub async fn serve(engine: Engine, workflows: Arc<WorkflowDirectory>, options: S
     let _workflow_watch = workflows.watch().map_err(anyhow::Error::msg)?;
     let _tenant_watch = engine.tenants().watch().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(options.addr).await?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-    eprintln!("stepwise serving on http://{}", listener.local_addr()?);
+    let address = listener.local_addr()?;
+    let engine = engine.with_host(options.lease, Some(format!("http://{address}")));
+    engine.register().await?;
+    tracing::info!("listening on http://{address} as host {}", engine.host_id());
+    eprintln!("stepwise serving on http://{address}");
     let state = AppState { engine: engine.clone(), workflows: workflows.clone(), token: options.token.map(Arc::from) };
-    let background = scheduler::spawn(engine, workflows, options.retention);
+    let background = scheduler::spawn(engine.clone(), workflows, options.retention);
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     background.abort();
+    engine.shutdown().await;
     Ok(())
 }
 

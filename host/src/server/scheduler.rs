@@ -1,18 +1,22 @@
-//! The server's background work: resuming unfinished executions at start,
-//! starting workflows on their cron schedules, firing the deadlines of
-//! waiting executions, and purging old finished executions.
+//! The server's background work: adopting executions that need a driver and
+//! have none (unfinished ones a crash or a dead host left, and those whose
+//! deadline or backoff fell due while nobody drove them, read from the
+//! store's timer index), starting workflows on their cron schedules, and
+//! purging old finished executions.
 
-use crate::engine::{Engine, ExecutionStatus, StartOptions};
-use crate::store::ListFilter;
-use crate::time::Timestamp;
+use crate::engine::{Engine, StartOptions};
+use crate::journal::time::Timestamp;
 use crate::workflow::WorkflowDirectory;
 use chrono::{DateTime, Utc};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often schedules and deadlines are checked.
+/// How often schedules and the store's due executions are checked.
 pub const TICK: Duration = Duration::from_millis(250);
+
+/// How many executions one tick adopts at most.
+const ADOPT_PER_TICK: usize = 256;
 
 /// Starts the background work; abort the handle to stop it.
 pub fn spawn(
@@ -21,14 +25,6 @@ pub fn spawn(
     retention: Option<Duration>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let resumer = engine.clone();
-        tokio::spawn(async move {
-            match resumer.resume_all().await {
-                Ok(resumed) if !resumed.is_empty() => tracing::info!("resumed {} unfinished executions", resumed.len()),
-                Ok(_) => {}
-                Err(error) => tracing::error!("resuming unfinished executions: {error}"),
-            }
-        });
         // Catch up: the latest slot of each schedule that came due while no
         // server ran is run now, once (its idempotency key makes a slot that
         // already ran a no-op); older missed slots are not replayed.
@@ -36,15 +32,13 @@ pub fn spawn(
         catch_up_schedules(&engine, &workflows, last_check).await;
         let mut last_purge: Option<std::time::Instant> = None;
         let mut ticker = tokio::time::interval(TICK);
-        let mut ticks: u64 = 0;
         loop {
             ticker.tick().await;
-            ticks += 1;
             let now = Utc::now();
             run_due_schedules(&engine, &workflows, last_check, now).await;
             last_check = now;
-            if ticks.is_multiple_of(4) {
-                fire_deadlines(&engine).await;
+            if let Err(error) = engine.adopt_claimable(ADOPT_PER_TICK).await {
+                tracing::warn!("adopting executions that need a driver: {error}");
             }
             if let Some(age) = retention {
                 if last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
@@ -103,17 +97,6 @@ async fn run_due_schedules(engine: &Engine, workflows: &WorkflowDirectory, after
         let Some(schedule) = workflow.definition().schedule.clone() else { continue };
         for slot in due_slots(&schedule, after, until) {
             start_slot(engine, &workflow, slot).await;
-        }
-    }
-}
-
-/// Resumes waiting executions, which fires the deadlines that passed.
-async fn fire_deadlines(engine: &Engine) {
-    let filter = ListFilter { status: Some(ExecutionStatus::Waiting), workflow: None, limit: Some(1000), before: None };
-    let Ok(waiting) = engine.store().list(&filter).await else { return };
-    for execution in waiting {
-        if let Err(error) = engine.resume(&execution.execution_id).await {
-            tracing::warn!(execution = %execution.execution_id, "firing deadlines: {error}");
         }
     }
 }

@@ -5,7 +5,7 @@
 //! inventory's would; tests audit it to count side effects.
 
 use super::Caller;
-use crate::time::Timestamp;
+use crate::journal::time::Timestamp;
 use rusqlite::{params, Connection};
 use serde_json::Value;
 use std::path::Path;

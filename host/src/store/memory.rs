@@ -1,15 +1,16 @@
-//! An execution store in memory: for tests and `--store memory`. Nothing
-//! survives the process.
+//! An execution store in memory: for tests, benchmarks and `--store
+//! memory`. Nothing survives the process; hosts, claims and the inbox work
+//! as in the durable stores, so the engine behaves the same on it.
 
 use super::{
-    Created, ExecutionStore, ExecutionSummary, ListFilter, NewExecution, RecordedEvent, StoreError, StoredExecution,
+    Append, Claim, Created, ExecutionStore, ExecutionSummary, HostId, HostRecord, InboxMessage, ListFilter,
+    NewExecution, Ownership, StoreError, StoredExecution,
 };
-use crate::engine::ExecutionStatus;
-use crate::ids::ExecutionId;
-use crate::time::Timestamp;
+use crate::journal::{ExecutionId, ExecutionStatus, Timestamp};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Executions held in memory.
 #[derive(Default)]
@@ -19,8 +20,43 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    executions: BTreeMap<ExecutionId, (StoredExecution, Timestamp)>,
+    executions: BTreeMap<ExecutionId, Row>,
     by_idempotency_key: HashMap<String, ExecutionId>,
+    hosts: BTreeMap<HostId, HostRecord>,
+    inbox: BTreeMap<i64, Posted>,
+    next_message: i64,
+}
+
+struct Row {
+    execution: StoredExecution,
+    updated_at: Timestamp,
+    owner: Option<HostId>,
+    fence: u64,
+    next_due: Option<Timestamp>,
+    error: Option<String>,
+}
+
+struct Posted {
+    execution_id: ExecutionId,
+    message: String,
+    answer: Option<String>,
+}
+
+impl Inner {
+    fn live_host(&self, host: &HostId, now: Timestamp) -> Option<&HostRecord> {
+        self.hosts.get(host).filter(|record| record.is_live(now))
+    }
+
+    /// The owner of a row while its lease holds.
+    fn live_owner(&self, row: &Row, now: Timestamp) -> Option<Ownership> {
+        let host = self.live_host(row.owner.as_ref()?, now)?;
+        let lease_until = host.heartbeat_at.plus(Duration::from_millis(host.lease_ms));
+        Some(Ownership { host: host.id.clone(), fence: row.fence, lease_until })
+    }
+
+    fn row(&mut self, id: &ExecutionId) -> Result<&mut Row, StoreError> {
+        self.executions.get_mut(id).ok_or_else(|| StoreError::NotFound(id.clone()))
+    }
 }
 
 impl MemoryStore {
@@ -51,44 +87,60 @@ impl ExecutionStore for MemoryStore {
             idempotency_key: execution.idempotency_key,
             tenant: execution.tenant,
             parent: execution.parent,
-            status: ExecutionStatus::Running,
+            status: execution.status,
             created_at: execution.created_at,
-            events: Vec::new(),
+            events: execution.events,
+            owner: None,
         };
-        inner.executions.insert(execution.id, (stored, execution.created_at));
-        Ok(Created::New)
+        let row = Row {
+            execution: stored,
+            updated_at: execution.created_at,
+            owner: execution.owner,
+            fence: 1,
+            next_due: execution.next_due,
+            error: None,
+        };
+        inner.executions.insert(execution.id, row);
+        Ok(Created::New(1))
     }
 
-    async fn append(
-        &self,
-        id: &ExecutionId,
-        seq: u64,
-        events: Vec<RecordedEvent>,
-        status: Option<(ExecutionStatus, Timestamp)>,
-    ) -> Result<(), StoreError> {
+    async fn append(&self, append: Append) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let (execution, updated_at) = inner.executions.get_mut(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
-        if seq != execution.events.len() as u64 {
-            return Err(StoreError::Conflict(id.clone(), seq));
+        let row = inner.row(&append.id)?;
+        if row.fence != append.fence {
+            return Err(StoreError::Fenced(append.id, append.fence));
         }
-        execution.events.extend(events);
-        if let Some((status, at)) = status {
-            execution.status = status;
-            *updated_at = at;
+        if append.seq != row.execution.events.len() as u64 {
+            return Err(StoreError::Conflict(append.id, append.seq));
+        }
+        row.execution.events.extend(append.events);
+        if let Some((status, at)) = append.status {
+            row.execution.status = status;
+            row.updated_at = at;
+        }
+        row.next_due = append.next_due;
+        if append.release {
+            row.owner = None;
+        }
+        if let Some(parent) = &append.wake {
+            if let Ok(parent) = inner.row(parent) {
+                let now = Timestamp::now();
+                parent.next_due = Some(parent.next_due.map_or(now, |due| due.min(now)));
+            }
         }
         Ok(())
     }
 
-    async fn set_status(&self, id: &ExecutionId, status: ExecutionStatus, at: Timestamp) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        let (execution, updated_at) = inner.executions.get_mut(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
-        execution.status = status;
-        *updated_at = at;
-        Ok(())
+    async fn status(&self, id: &ExecutionId) -> Result<Option<ExecutionStatus>, StoreError> {
+        Ok(self.lock().executions.get(id).map(|row| row.execution.status))
     }
 
     async fn load(&self, id: &ExecutionId) -> Result<Option<StoredExecution>, StoreError> {
-        Ok(self.lock().executions.get(id).map(|(execution, _)| execution.clone()))
+        let inner = self.lock();
+        let Some(row) = inner.executions.get(id) else { return Ok(None) };
+        let mut execution = row.execution.clone();
+        execution.owner = inner.live_owner(row, Timestamp::now());
+        Ok(Some(execution))
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError> {
@@ -97,23 +149,26 @@ impl ExecutionStore for MemoryStore {
             .executions
             .values()
             .rev()
+            .map(|row| (&row.execution, row))
             .filter(|(e, _)| filter.before.as_ref().is_none_or(|before| &e.id < before))
             .filter(|(e, _)| filter.status.is_none_or(|status| e.status == status))
             .filter(|(e, _)| filter.workflow.as_ref().is_none_or(|name| &e.workflow.name == name))
-            .map(|(e, updated_at)| ExecutionSummary {
+            .map(|(e, row)| ExecutionSummary {
                 execution_id: e.id.clone(),
                 workflow: e.workflow.name.clone(),
                 status: e.status,
                 created_at: e.created_at,
-                updated_at: *updated_at,
+                updated_at: row.updated_at,
+                error: row.error.clone(),
             });
         Ok(matching.take(filter.limit.unwrap_or(usize::MAX)).collect())
     }
 
     async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
-        let mut counts: std::collections::BTreeMap<&'static str, (ExecutionStatus, u64)> = Default::default();
-        for (execution, _) in self.lock().executions.values() {
-            counts.entry(execution.status.as_str()).or_insert((execution.status, 0)).1 += 1;
+        let mut counts: BTreeMap<&'static str, (ExecutionStatus, u64)> = Default::default();
+        for row in self.lock().executions.values() {
+            let status = row.execution.status;
+            counts.entry(status.as_str()).or_insert((status, 0)).1 += 1;
         }
         Ok(counts.into_values().collect())
     }
@@ -121,17 +176,146 @@ impl ExecutionStore for MemoryStore {
     async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
         let mut inner = self.lock();
         let before = inner.executions.len();
-        inner.executions.retain(|_, (e, updated_at)| !(e.status.is_final() && *updated_at < cutoff));
-        let ids: std::collections::HashSet<ExecutionId> = inner.executions.keys().cloned().collect();
-        inner.by_idempotency_key.retain(|_, id| ids.contains(id));
+        inner.executions.retain(|_, row| !(row.execution.status.is_final() && row.updated_at < cutoff));
+        let Inner { executions, by_idempotency_key, inbox, .. } = &mut *inner;
+        by_idempotency_key.retain(|_, id| executions.contains_key(id));
+        inbox.retain(|_, posted| executions.contains_key(&posted.execution_id));
         Ok(before - inner.executions.len())
     }
 
-    fn kv(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn crate::sandbox::capabilities::kv::KvStore>> {
-        None
+    async fn mark_unloadable(&self, id: &ExecutionId, reason: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let row = inner.row(id)?;
+        row.execution.status = ExecutionStatus::Failed;
+        row.updated_at = Timestamp::now();
+        row.error = Some(reason.to_string());
+        row.owner = None;
+        row.next_due = None;
+        row.fence += 1;
+        Ok(())
     }
 
     async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError> {
-        Ok(self.lock().executions.values().filter(|(e, _)| !e.status.is_final()).map(|(e, _)| e.id.clone()).collect())
+        let inner = self.lock();
+        let mut unfinished: Vec<&StoredExecution> =
+            inner.executions.values().map(|row| &row.execution).filter(|e| !e.status.is_final()).collect();
+        unfinished.sort_by_key(|e| e.created_at);
+        Ok(unfinished.into_iter().map(|e| e.id.clone()).collect())
+    }
+
+    async fn register_host(&self, host: &HostRecord) -> Result<(), StoreError> {
+        let mut record = host.clone();
+        record.heartbeat_at = Timestamp::now();
+        self.lock().hosts.insert(host.id.clone(), record);
+        Ok(())
+    }
+
+    async fn heartbeat(&self, host: &HostId) -> Result<(), StoreError> {
+        if let Some(record) = self.lock().hosts.get_mut(host) {
+            record.heartbeat_at = Timestamp::now();
+        }
+        Ok(())
+    }
+
+    async fn deregister_host(&self, host: &HostId) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.hosts.remove(host);
+        for row in inner.executions.values_mut().filter(|row| row.owner.as_ref() == Some(host)) {
+            row.owner = None;
+        }
+        Ok(())
+    }
+
+    async fn expire_host(&self, host: &HostId) -> Result<(), StoreError> {
+        if let Some(record) = self.lock().hosts.get_mut(host) {
+            record.heartbeat_at = Timestamp(0);
+        }
+        Ok(())
+    }
+
+    async fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        let inner = self.lock();
+        let mut hosts: Vec<HostRecord> = inner.hosts.values().cloned().collect();
+        for host in &mut hosts {
+            host.owned = inner.executions.values().filter(|row| row.owner.as_ref() == Some(&host.id)).count() as u64;
+        }
+        Ok(hosts)
+    }
+
+    async fn claim(&self, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError> {
+        let mut inner = self.lock();
+        let now = Timestamp::now();
+        let Some(row) = inner.executions.get(id) else { return Ok(Claim::NotFound) };
+        let held_by = row.owner.clone().filter(|owner| owner != host && inner.live_host(owner, now).is_some());
+        if let Some(owner) = held_by {
+            return Ok(Claim::Held(owner));
+        }
+        let row = inner.row(id)?;
+        let takeover = row.owner.as_ref().is_some_and(|owner| owner != host);
+        row.owner = Some(host.clone());
+        row.fence += 1;
+        Ok(Claim::Claimed { fence: row.fence, takeover })
+    }
+
+    async fn claimable(&self, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError> {
+        let inner = self.lock();
+        let mut claimable: Vec<&Row> = inner
+            .executions
+            .values()
+            .filter(|row| {
+                let status = row.execution.status;
+                let needs_driver = matches!(status, ExecutionStatus::Running | ExecutionStatus::Compensating)
+                    || row.next_due.is_some_and(|due| due <= now);
+                let unowned = row.owner.as_ref().is_none_or(|owner| inner.live_host(owner, now).is_none());
+                !status.is_final() && needs_driver && unowned
+            })
+            .collect();
+        claimable.sort_by_key(|row| row.execution.created_at);
+        Ok(claimable.into_iter().take(limit).map(|row| row.execution.id.clone()).collect())
+    }
+
+    async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError> {
+        let mut inner = self.lock();
+        if !inner.executions.contains_key(id) {
+            return Err(StoreError::NotFound(id.clone()));
+        }
+        inner.next_message += 1;
+        let number = inner.next_message;
+        let posted = Posted { execution_id: id.clone(), message: message.to_string(), answer: None };
+        inner.inbox.insert(number, posted);
+        Ok(number)
+    }
+
+    async fn inbox(&self, host: &HostId, only: Option<&ExecutionId>) -> Result<Vec<InboxMessage>, StoreError> {
+        let inner = self.lock();
+        let owned_by_host =
+            |id: &ExecutionId| inner.executions.get(id).is_some_and(|row| row.owner.as_ref() == Some(host));
+        Ok(inner
+            .inbox
+            .iter()
+            .filter(|(_, posted)| posted.answer.is_none())
+            .filter(|(_, posted)| only.is_none_or(|only| &posted.execution_id == only))
+            .filter(|(_, posted)| owned_by_host(&posted.execution_id))
+            .map(|(number, posted)| InboxMessage {
+                id: *number,
+                execution_id: posted.execution_id.clone(),
+                message: posted.message.clone(),
+            })
+            .collect())
+    }
+
+    async fn answer(&self, message: i64, answer: &str) -> Result<(), StoreError> {
+        if let Some(posted) = self.lock().inbox.get_mut(&message) {
+            posted.answer.get_or_insert_with(|| answer.to_string());
+        }
+        Ok(())
+    }
+
+    async fn answer_of(&self, message: i64) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().inbox.get(&message).and_then(|posted| posted.answer.clone()))
+    }
+
+    fn kv(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn super::kv::KvStore>> {
+        None
     }
 }

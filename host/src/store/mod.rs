@@ -1,27 +1,55 @@
-//! The durable execution log: the events of every execution, in order.
+//! Where executions are persisted: the durable execution log, who owns each
+//! execution, the inbox of events for executions owned elsewhere, and the
+//! index of due timers.
 //!
 //! The engine writes each event here before acting on it; resuming an
 //! execution is loading its events and replaying them through the state
-//! machine. The trait is deliberately narrow (create, append, set status,
-//! load, list) so that each backend is one file: SQLite (the embedded
-//! default) and in memory (tests, `--store memory`). [`open`] picks a backend
-//! from a URL (`memory`, `sqlite://PATH`).
+//! machine. Ownership makes one driver per execution hold across processes
+//! and hosts: a host *claims* an execution (a fencing number that grows with
+//! every claim), its lease lives as long as the host's heartbeat, and every
+//! append names the fencing number it holds, so a host that lost its claim
+//! (paused, partitioned, declared dead) can never write again for it. An
+//! event for an execution another live host owns is *posted* to the inbox,
+//! which the owner drains and answers.
+//!
+//! The trait is narrow so that each backend is one file: SQLite (the
+//! embedded default) and in memory (tests, `--store memory`), all held to
+//! one conformance suite ([`conformance`]). [`open`] picks a backend from a
+//! URL. This module knows the log's vocabulary ([`crate::journal`]) and the
+//! stored definitions, never the engine that interprets them.
 
+pub mod conformance;
+pub mod kv;
 mod memory;
 mod sqlite;
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
-use crate::engine::{Event, ExecutionStatus};
-use crate::ids::ExecutionId;
-use crate::sandbox::capabilities::kv::KvStore;
-use crate::time::Timestamp;
+use crate::journal::{ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
 use crate::workflow::{DefinitionRecord, WorkflowDefinition};
 use async_trait::async_trait;
+use kv::KvStore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The id of one host: a process that drives executions of a store.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HostId(pub String);
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The fencing number of a claim: every claim of an execution gets a larger
+/// one, and an append naming an older one is refused.
+pub type Fence = u64;
 
 /// An execution about to start.
 #[derive(Clone, Debug)]
@@ -40,24 +68,60 @@ pub struct NewExecution {
     pub parent: Option<ExecutionId>,
     /// When it was created.
     pub created_at: Timestamp,
+    /// The host that creates it owns it from the start (none: it rests from
+    /// the start, over or waiting for the outside world).
+    pub owner: Option<HostId>,
+    /// Its first events (its start and what follows at once), written with it.
+    pub events: Vec<RecordedEvent>,
+    /// Its status after those events.
+    pub status: ExecutionStatus,
+    /// When its earliest timer falls due.
+    pub next_due: Option<Timestamp>,
 }
 
 /// What [`ExecutionStore::create`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Created {
-    /// The execution was recorded.
-    New,
+    /// The execution was recorded, owned by its creator with this fence.
+    New(Fence),
     /// An execution with the same idempotency key exists already.
     Existing(ExecutionId),
 }
 
-/// One recorded event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RecordedEvent {
-    /// When it happened.
-    pub at: Timestamp,
-    /// What happened.
-    pub event: Event,
+/// Events (and maybe a new status) for one execution, written together by its owner.
+#[derive(Clone, Debug)]
+pub struct Append {
+    /// The execution.
+    pub id: ExecutionId,
+    /// The fence of the owner's claim.
+    pub fence: Fence,
+    /// The number of the first event (the log's first event is 0).
+    pub seq: u64,
+    /// The events.
+    pub events: Vec<RecordedEvent>,
+    /// The status when it changed, and since when.
+    pub status: Option<(ExecutionStatus, Timestamp)>,
+    /// When the execution's earliest armed timer falls due (none: no timer).
+    pub next_due: Option<Timestamp>,
+    /// Whether the owner lets go of the execution with this write (it is
+    /// over, or waits for the outside world with nothing in flight).
+    pub release: bool,
+    /// An execution to wake in the same write (a parent whose child is
+    /// over): its timer index is made due now, so that it is looked at even
+    /// if this process dies before telling it.
+    pub wake: Option<ExecutionId>,
+}
+
+/// Who owns an execution now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ownership {
+    /// The owning host.
+    pub host: HostId,
+    /// The fence of its claim.
+    pub fence: Fence,
+    /// Until when its lease holds without a new heartbeat.
+    #[serde(serialize_with = "crate::journal::time::rfc3339")]
+    pub lease_until: Timestamp,
 }
 
 /// An execution as stored: its definition, input and event log.
@@ -81,6 +145,8 @@ pub struct StoredExecution {
     pub created_at: Timestamp,
     /// Its events, in order.
     pub events: Vec<RecordedEvent>,
+    /// Who owns it, when a live host does.
+    pub owner: Option<Ownership>,
 }
 
 /// One line of an execution listing.
@@ -93,11 +159,14 @@ pub struct ExecutionSummary {
     /// Last recorded status.
     pub status: ExecutionStatus,
     /// When it was created.
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::journal::time::rfc3339")]
     pub created_at: Timestamp,
     /// When its status last changed.
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::journal::time::rfc3339")]
     pub updated_at: Timestamp,
+    /// Why it was marked failed without a log to say it (it could not be loaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Which executions to list.
@@ -113,38 +182,94 @@ pub struct ListFilter {
     pub before: Option<ExecutionId>,
 }
 
+/// A host as the store knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostRecord {
+    /// Its id.
+    pub id: HostId,
+    /// The machine (boot) and process namespace it runs in: hosts of the same
+    /// node can tell whether each other's process is alive.
+    pub node: String,
+    /// Its process id on that node.
+    pub pid: u32,
+    /// When it registered.
+    #[serde(serialize_with = "crate::journal::time::rfc3339")]
+    pub started_at: Timestamp,
+    /// Its last heartbeat.
+    #[serde(serialize_with = "crate::journal::time::rfc3339")]
+    pub heartbeat_at: Timestamp,
+    /// How long its claims hold after a heartbeat, in milliseconds.
+    pub lease_ms: u64,
+    /// Where it serves HTTP, if it does.
+    pub address: Option<String>,
+    /// How many executions it owns now.
+    pub owned: u64,
+}
+
+impl HostRecord {
+    /// Whether its lease holds at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.heartbeat_at.plus(Duration::from_millis(self.lease_ms)) > now
+    }
+}
+
+/// What [`ExecutionStore::claim`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns the execution now, with this fence; `takeover` when
+    /// another host held it and its lease had expired.
+    Claimed {
+        /// The new fence.
+        fence: Fence,
+        /// Whether a dead host's claim was taken over.
+        takeover: bool,
+    },
+    /// Another live host owns it.
+    Held(HostId),
+    /// No such execution.
+    NotFound,
+}
+
+/// An event posted for an execution another host owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxMessage {
+    /// Its number (increasing).
+    pub id: i64,
+    /// The execution it is for.
+    pub execution_id: ExecutionId,
+    /// The message, as JSON (the engine's `Outside`).
+    pub message: String,
+}
+
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No execution with this id.
     #[error("no execution `{0}`")]
     NotFound(ExecutionId),
-    /// Another driver appended this event number first: this one lost the execution.
-    #[error("execution `{0}` was advanced by another process (event {1} exists)")]
+    /// The appending host no longer holds the execution: another claimed it.
+    #[error("execution `{0}` is owned by another host now (fence {1} is stale)")]
+    Fenced(ExecutionId, Fence),
+    /// An event with this number exists: two writers with one fence (a bug).
+    #[error("execution `{0}` already has event {1}")]
     Conflict(ExecutionId, u64),
     /// The backend failed.
     #[error("execution store: {0}")]
     Backend(String),
 }
 
-/// Where executions are recorded.
+/// Where executions are recorded. Every implementation passes [`conformance`].
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
-    /// Records a new execution (or finds the one with the same idempotency key).
+    /// Records a new execution owned by its creator (or finds the one with
+    /// the same idempotency key).
     async fn create(&self, execution: NewExecution) -> Result<Created, StoreError>;
-    /// Appends `events`, numbered from `seq` (the log's first event is 0), to
-    /// an execution's log, and records `status` when given: all or nothing,
-    /// durable when it returns. Fails with [`StoreError::Conflict`] when `seq`
-    /// exists (another driver advanced the execution).
-    async fn append(
-        &self,
-        id: &ExecutionId,
-        seq: u64,
-        events: Vec<RecordedEvent>,
-        status: Option<(ExecutionStatus, Timestamp)>,
-    ) -> Result<(), StoreError>;
-    /// Records the execution's status (for listing; the log stays the truth).
-    async fn set_status(&self, id: &ExecutionId, status: ExecutionStatus, at: Timestamp) -> Result<(), StoreError>;
+    /// Appends events (numbered from `seq`), all or nothing, durable when it
+    /// returns; refused with [`StoreError::Fenced`] unless `fence` is the
+    /// execution's current one.
+    async fn append(&self, append: Append) -> Result<(), StoreError>;
+    /// An execution's last recorded status, if it exists.
+    async fn status(&self, id: &ExecutionId) -> Result<Option<ExecutionStatus>, StoreError>;
     /// Loads an execution with its events.
     async fn load(&self, id: &ExecutionId) -> Result<Option<StoredExecution>, StoreError>;
     /// Lists executions, newest first.
@@ -155,6 +280,37 @@ pub trait ExecutionStore: Send + Sync {
     async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError>;
     /// Deletes finished executions last updated before `cutoff`; returns how many.
     async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError>;
+    /// Marks an execution that cannot be loaded `failed`, with the reason,
+    /// and lets go of it, so that it blocks nothing.
+    async fn mark_unloadable(&self, id: &ExecutionId, reason: &str) -> Result<(), StoreError>;
+
+    /// Registers (or re-registers) a host; its lease starts now.
+    async fn register_host(&self, host: &HostRecord) -> Result<(), StoreError>;
+    /// Renews every claim of `host` at once.
+    async fn heartbeat(&self, host: &HostId) -> Result<(), StoreError>;
+    /// Removes a host that stops, letting go of everything it owns.
+    async fn deregister_host(&self, host: &HostId) -> Result<(), StoreError>;
+    /// Ends a host's lease now (its process is known to be gone).
+    async fn expire_host(&self, host: &HostId) -> Result<(), StoreError>;
+    /// Every registered host, with how many executions each owns.
+    async fn hosts(&self) -> Result<Vec<HostRecord>, StoreError>;
+    /// Claims an execution for `host`: granted when nobody owns it, `host`
+    /// itself does, or its owner's lease expired.
+    async fn claim(&self, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError>;
+    /// Executions that need a driver and have no live owner: unfinished ones
+    /// with work in flight, and those whose earliest timer is due by `now`.
+    async fn claimable(&self, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError>;
+
+    /// Posts a message for an execution's owner; returns its number.
+    async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError>;
+    /// Unanswered messages for executions `host` owns (or for `only` one
+    /// execution), oldest first.
+    async fn inbox(&self, host: &HostId, only: Option<&ExecutionId>) -> Result<Vec<InboxMessage>, StoreError>;
+    /// Answers a message (JSON); the first answer stands.
+    async fn answer(&self, message: i64, answer: &str) -> Result<(), StoreError>;
+    /// A message's answer, once given.
+    async fn answer_of(&self, message: i64) -> Result<Option<String>, StoreError>;
+
     /// The store's kv backend, when it persists kv data itself.
     fn kv(self: Arc<Self>) -> Option<Arc<dyn KvStore>>;
 }
@@ -171,4 +327,28 @@ pub fn open(url: &str) -> Result<Arc<dyn ExecutionStore>, StoreError> {
         return Ok(Arc::new(SqliteStore::open(std::path::Path::new(path))?));
     }
     Err(StoreError::Backend(format!("unknown store URL `{url}` (expected `memory` or `sqlite://PATH`)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_memory_store_conforms() {
+        conformance::run(|| async { Arc::new(MemoryStore::new()) as Arc<dyn ExecutionStore> }).await;
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_store_conforms() {
+        let dir = std::env::temp_dir().join(format!("stepwise-conformance-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let opened = std::sync::atomic::AtomicUsize::new(0);
+        conformance::run(|| {
+            let path = dir.join(format!("{}.db", opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+            async move { Arc::new(SqliteStore::open(&path).expect("opening")) as Arc<dyn ExecutionStore> }
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

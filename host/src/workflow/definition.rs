@@ -182,13 +182,6 @@ impl RetryPolicy {
     pub fn no_retry() -> Self {
         Self { max_attempts: 1, ..Self::default() }
     }
-
-    /// The delay before attempt `next_attempt` (2 or more).
-    pub fn backoff_before(&self, next_attempt: u32) -> std::time::Duration {
-        let exponent = next_attempt.saturating_sub(2) as i32;
-        let delay = self.initial_backoff_ms as f64 * self.multiplier.powi(exponent);
-        std::time::Duration::from_millis(delay.min(self.max_backoff_ms as f64) as u64)
-    }
 }
 
 impl Default for RetryPolicy {
@@ -211,17 +204,6 @@ pub fn json_schema() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_grows_exponentially_up_to_the_cap() {
-        let policy =
-            RetryPolicy { initial_backoff_ms: 100, multiplier: 2.0, max_backoff_ms: 350, ..Default::default() };
-        assert_eq!(policy.backoff_before(2), Duration::from_millis(100));
-        assert_eq!(policy.backoff_before(3), Duration::from_millis(200));
-        assert_eq!(policy.backoff_before(4), Duration::from_millis(350));
-        assert_eq!(policy.backoff_before(40), Duration::from_millis(350));
-    }
 
     #[test]
     fn schema_describes_steps_and_retry() {

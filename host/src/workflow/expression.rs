@@ -13,7 +13,7 @@
 //! fan-out element, `item` and `index`.
 
 use super::reference::{Root, Scope};
-use crate::ids::StepId;
+use crate::journal::ids::StepId;
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};

@@ -22,7 +22,7 @@ pub use directory::{DirectoryCatalog, WorkflowDirectory, WorkflowFileStatus, Wor
 pub use error::{Problem, WorkflowError};
 pub use expression::Expression;
 
-use crate::ids::{PluginName, StepId};
+use crate::journal::ids::{PluginName, StepId};
 use reference::{Reference, Root};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -150,6 +150,13 @@ pub enum StepKind {
     Transform(Expression),
     /// A hook point: the tenant's handlers run here, in order.
     Hook,
+}
+
+impl StepKind {
+    /// Whether the node is a transform (computed in the host).
+    pub fn is_transform(&self) -> bool {
+        matches!(self, StepKind::Transform(_))
+    }
 }
 
 /// `for_each`: the array to fan out over, and how many elements run at once.

@@ -7,7 +7,7 @@
 //! resolves references; it knows nothing about which steps exist (validation
 //! does) or when outputs become available (the engine does).
 
-use crate::ids::StepId;
+use crate::journal::ids::StepId;
 use serde_json::Value;
 use std::fmt;
 

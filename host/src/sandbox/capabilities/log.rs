@@ -2,8 +2,9 @@
 //! Always granted; bounded per call by `Limits::max_log_bytes`.
 
 use super::Capability;
+use crate::journal::LogLevel;
 use crate::sandbox::bindings::stepwise::step::log::{self, Level};
-use crate::sandbox::{Grants, HostState, LogLevel};
+use crate::sandbox::{Grants, HostState};
 use wasmtime::component::{HasSelf, Linker};
 
 /// The log capability.

@@ -1,7 +1,7 @@
 //! Why a step attempt (or a compensation attempt) failed, classified so that
-//! the retry policy can decide and people can read it in the execution JSON.
+//! the retry rules can decide (see `engine::machine::retry`) and people can
+//! read it in the execution JSON.
 
-use crate::workflow::RetryPolicy;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -23,7 +23,7 @@ pub enum FailureKind {
     MemoryLimit,
     /// The guest returned more JSON than allowed.
     OutputTooLarge,
-    /// The guest returned a string that is not JSON.
+    /// The guest returned a string that is not JSON (or JSON nested too deep).
     InvalidOutput,
     /// The step's input, once rendered, is larger than allowed.
     InputTooLarge,
@@ -42,23 +42,24 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    /// Whether a failure of this kind is retried under `policy`.
-    pub fn is_retryable(self, policy: &RetryPolicy) -> bool {
+    /// The kind as its JSON name.
+    pub fn as_str(self) -> &'static str {
         match self {
-            FailureKind::Retryable | FailureKind::Unavailable => true,
-            FailureKind::Trap
-            | FailureKind::FuelExhausted
-            | FailureKind::DeadlineExceeded
-            | FailureKind::MemoryLimit
-            | FailureKind::OutputTooLarge => policy.retry_traps,
-            FailureKind::Permanent
-            | FailureKind::InvalidOutput
-            | FailureKind::InputTooLarge
-            | FailureKind::InputMapping
-            | FailureKind::OutputMapping
-            | FailureKind::TimedOut
-            | FailureKind::Expression
-            | FailureKind::Cancelled => false,
+            Self::Retryable => "retryable",
+            Self::Permanent => "permanent",
+            Self::Trap => "trap",
+            Self::FuelExhausted => "fuel_exhausted",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::MemoryLimit => "memory_limit",
+            Self::OutputTooLarge => "output_too_large",
+            Self::InvalidOutput => "invalid_output",
+            Self::InputTooLarge => "input_too_large",
+            Self::InputMapping => "input_mapping",
+            Self::OutputMapping => "output_mapping",
+            Self::Unavailable => "unavailable",
+            Self::TimedOut => "timed_out",
+            Self::Expression => "expression",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -81,9 +82,7 @@ impl StepFailure {
 
 impl fmt::Display for StepFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = serde_json::to_value(self.kind).ok();
-        let kind = kind.as_ref().and_then(|v| v.as_str()).unwrap_or("failure");
-        write!(f, "{kind}: {}", self.message)
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
     }
 }
 
@@ -92,13 +91,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn permanent_errors_are_never_retried_and_traps_follow_the_policy() {
-        let retry_traps = RetryPolicy::default();
-        let no_trap_retry = RetryPolicy { retry_traps: false, ..RetryPolicy::default() };
-        assert!(FailureKind::Retryable.is_retryable(&no_trap_retry));
-        assert!(!FailureKind::Permanent.is_retryable(&retry_traps));
-        assert!(FailureKind::Trap.is_retryable(&retry_traps));
-        assert!(!FailureKind::Trap.is_retryable(&no_trap_retry));
-        assert!(!FailureKind::InputMapping.is_retryable(&retry_traps));
+    fn a_kinds_text_is_its_json_name() {
+        for kind in [FailureKind::FuelExhausted, FailureKind::InputMapping, FailureKind::Cancelled] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
     }
 }

@@ -1,4 +1,5 @@
 //! Identifiers that carry meaning: an execution, a step of a workflow, a plugin.
+//! (A unit of a step, `step[3]` or `hook[plugin]`, is a [`super::UnitId`].)
 //!
 //! Step ids come from the workflow definition and never from the run time, so a
 //! resumed execution finds every step again.
@@ -57,19 +58,6 @@ impl StepId {
         let mut chars = id.chars();
         chars.next().is_some_and(|c| c.is_ascii_lowercase())
             && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-    }
-}
-
-impl StepId {
-    /// Whether `label` names a unit: a step id, or `step[index]` / `hook[plugin]`.
-    pub fn is_valid_label(label: &str) -> bool {
-        match label.strip_suffix(']').and_then(|rest| rest.split_once('[')) {
-            Some((id, inner)) => {
-                Self::is_valid(id)
-                    && (inner.chars().all(|c| c.is_ascii_digit()) && !inner.is_empty() || Self::is_valid(inner))
-            }
-            None => Self::is_valid(label),
-        }
     }
 }
 

@@ -1,0 +1,174 @@
+//! This process as a host of the store: its identity, its registration and
+//! heartbeat (which keeps every claim it holds alive), the inbox poller that
+//! routes events other processes posted for executions it owns, and the
+//! reaper that ends the leases of hosts on this machine whose process is
+//! gone (so a restart after a crash resumes at once instead of after the
+//! lease). Safety never depends on the reaper: a host declared dead by
+//! mistake is fenced off, it does not write twice.
+
+use super::owner::Message;
+use super::Engine;
+use crate::journal::{ExecutionId, Timestamp};
+use crate::store::{HostId, HostRecord, StoreError};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+
+/// How long a host's claims hold after its last heartbeat, by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// This process as a host.
+pub(crate) struct Host {
+    record: HostRecord,
+    registered: OnceCell<()>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Host {
+    /// A host identity for this process with claims that hold for `lease`.
+    pub(crate) fn new(lease: Duration, address: Option<String>) -> Self {
+        let now = Timestamp::now();
+        let record = HostRecord {
+            id: HostId(uuid::Uuid::now_v7().to_string()),
+            node: node_id(),
+            pid: std::process::id(),
+            started_at: now,
+            heartbeat_at: now,
+            lease_ms: lease.as_millis() as u64,
+            address,
+            owned: 0,
+        };
+        Self { record, registered: OnceCell::new(), background: Mutex::new(Vec::new()) }
+    }
+
+    /// Its id.
+    pub(crate) fn id(&self) -> &HostId {
+        &self.record.id
+    }
+
+    /// How long its claims hold without a heartbeat.
+    pub(crate) fn lease(&self) -> Duration {
+        Duration::from_millis(self.record.lease_ms)
+    }
+
+    /// Registers the host in the store (once) and starts its heartbeat,
+    /// inbox poller and reaper.
+    pub(crate) async fn ensure_registered(&self, engine: &Engine) -> Result<(), StoreError> {
+        self.registered
+            .get_or_try_init(|| async {
+                engine.store.register_host(&self.record).await?;
+                reap_local_dead_hosts(engine).await;
+                let mut background = self.background.lock().expect("host lock");
+                background.push(tokio::spawn(heartbeat(engine.clone())));
+                background.push(tokio::spawn(poll_inbox(engine.clone())));
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Stops the host: its background work ends and the store forgets it,
+    /// letting go of everything it owns.
+    pub(crate) async fn stop(&self, engine: &Engine) {
+        for task in self.background.lock().expect("host lock").drain(..) {
+            task.abort();
+        }
+        if self.registered.initialized() {
+            if let Err(error) = engine.store.deregister_host(self.id()).await {
+                tracing::warn!("deregistering host {}: {error}", self.id());
+            }
+        }
+    }
+}
+
+/// The machine (its boot) and process namespace this process runs in: two
+/// hosts with the same node id can see each other's processes.
+fn node_id() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|id| id.trim().to_string());
+    let namespace = std::fs::read_link("/proc/self/ns/pid").map(|link| link.to_string_lossy().into_owned());
+    match (boot, namespace) {
+        (Ok(boot), Ok(namespace)) => format!("{boot}/{namespace}"),
+        // Without /proc, no other host can be sure this one is gone: only the lease tells.
+        _ => format!("unknown-{}", uuid::Uuid::now_v7()),
+    }
+}
+
+/// Whether process `pid` of this node exists.
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Renews the host's lease every quarter lease; now and then ends the leases
+/// of local hosts whose process is gone.
+async fn heartbeat(engine: Engine) {
+    let period = engine.host.lease() / 4;
+    let mut beats: u64 = 0;
+    loop {
+        tokio::time::sleep(period).await;
+        if let Err(error) = engine.store.heartbeat(engine.host.id()).await {
+            tracing::warn!("heartbeat of host {}: {error}", engine.host.id());
+        }
+        beats += 1;
+        if beats.is_multiple_of(2) {
+            reap_local_dead_hosts(&engine).await;
+        }
+    }
+}
+
+/// Ends the lease of every host of this node whose process is gone.
+async fn reap_local_dead_hosts(engine: &Engine) {
+    let Ok(hosts) = engine.store.hosts().await else { return };
+    let me = &engine.host.record;
+    let now = Timestamp::now();
+    for host in hosts {
+        let gone = host.node == me.node
+            && host.id != me.id
+            && host.is_live(now)
+            && (host.pid == me.pid || !process_exists(host.pid));
+        if gone {
+            tracing::info!("host {} (pid {}) is gone: its executions can be taken over", host.id, host.pid);
+            if let Err(error) = engine.store.expire_host(&host.id).await {
+                tracing::warn!("ending the lease of host {}: {error}", host.id);
+            }
+        }
+    }
+}
+
+/// Routes messages other processes posted for executions this host owns
+/// to their owners. Polls only while this process drives something.
+async fn poll_inbox(engine: Engine) {
+    let mut routed: HashSet<i64> = HashSet::new();
+    loop {
+        tokio::time::sleep(super::forward::POLL).await;
+        if engine.live.len() == 0 {
+            routed.clear();
+            continue;
+        }
+        let messages = match engine.store.inbox(engine.host.id(), None).await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!("reading the inbox: {error}");
+                continue;
+            }
+        };
+        let open: HashSet<i64> = messages.iter().map(|message| message.id).collect();
+        routed.retain(|id| open.contains(id));
+        for message in messages {
+            if !routed.insert(message.id) {
+                continue;
+            }
+            let Some(posted) = super::forward::posted(&message) else { continue };
+            deliver_posted(&engine, &message.execution_id, posted);
+        }
+    }
+}
+
+/// Hands a posted message to the execution's owner here; an execution that
+/// rested meanwhile is adopted again, which drains its inbox.
+fn deliver_posted(engine: &Engine, id: &ExecutionId, posted: Message) {
+    if engine.live.send(id, posted).is_err() {
+        engine.route(id, Message::Adopt);
+    }
+}

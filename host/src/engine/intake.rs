@@ -1,0 +1,127 @@
+//! What an owner takes in, as a pure step: an event (a call's result, a
+//! fired timer) or an outside event (a completion, a cancel, a wake-up) is
+//! applied to the machine together with everything it leads to, producing
+//! the events to record in one append and the commands to perform after it.
+//!
+//! No I/O and no clock: the owner passes the time, and the deterministic
+//! simulation ([`super::simulation`]) drives exactly these functions under
+//! random schedules and crashes. The rule that decides whether an outside
+//! event is taken lives here, so the owner and the simulation agree on it.
+
+use super::command::Command;
+use super::machine::{Machine, StepPhase, Unit};
+use super::outside::{check_completion, Answer, Outside, Refusal};
+use crate::journal::{Event, RecordedEvent, Timestamp};
+use std::collections::{HashSet, VecDeque};
+
+/// The events one step records and the commands it leads to.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Events to record, in order, in one append.
+    pub recorded: Vec<RecordedEvent>,
+    /// Commands to perform once they are recorded.
+    pub commands: Vec<Command>,
+    /// Commands not looked at yet.
+    pending: VecDeque<Command>,
+}
+
+impl Batch {
+    /// A batch that starts by performing `outstanding` (what a replayed log
+    /// left to do).
+    pub(crate) fn resuming(outstanding: Vec<Command>) -> Self {
+        Self { pending: outstanding.into(), ..Self::default() }
+    }
+}
+
+/// Applies an event and records it, with everything it leads to.
+pub(crate) fn record(machine: &mut Machine, now: Timestamp, event: Event, batch: &mut Batch) {
+    record_all(machine, now, VecDeque::from([event]), batch);
+}
+
+/// Applies events and what follows from them: every call about to be made
+/// gets its start event, every decision its record, and timers already due
+/// fire at once (a resumed execution acts on deadlines that passed while
+/// nobody drove it).
+pub(crate) fn record_all(machine: &mut Machine, now: Timestamp, mut todo: VecDeque<Event>, batch: &mut Batch) {
+    loop {
+        if let Some(event) = todo.pop_front() {
+            batch.recorded.push(RecordedEvent { at: now, event: event.clone() });
+            batch.pending.extend(machine.apply(now, event));
+            continue;
+        }
+        let Some(command) = batch.pending.pop_front() else { break };
+        match command {
+            // A waiting child is only looked at again: its attempt already started.
+            Command::Invoke { unit, attempt, .. }
+                if !matches!(machine.unit(unit).phase, StepPhase::ChildWaiting { .. }) =>
+            {
+                todo.push_back(Event::AttemptStarted { step: machine.label(unit), attempt });
+                batch.commands.push(command);
+            }
+            Command::Compensate { unit, attempt, .. } => {
+                todo.push_back(Event::CompensationStarted { step: machine.label(unit), attempt });
+                batch.commands.push(command);
+            }
+            Command::Decide { step, decision } => todo.push_back(Event::NodeDecided { step, decision }),
+            Command::StartTimer { timer, due } if due <= now => {
+                if machine.is_armed(&timer) {
+                    todo.push_back(Event::TimerFired { timer })
+                }
+            }
+            command => batch.commands.push(command),
+        }
+    }
+}
+
+/// Takes an outside event on the state as it is now: whether it is
+/// accepted, and (recorded in `batch`) what it changes. `busy` are the
+/// units with a call in flight.
+pub(crate) fn take_outside(
+    machine: &mut Machine,
+    now: Timestamp,
+    request: Outside,
+    busy: &HashSet<Unit>,
+    batch: &mut Batch,
+) -> Result<Answer, Refusal> {
+    let (event, answer) = match request {
+        Outside::Complete { step, output, key } => {
+            let answer = check_completion(machine, &step, key.as_deref(), true)?;
+            (answer.records().then_some(Event::AsyncStepSucceeded { step, output, key }), answer)
+        }
+        Outside::Fail { step, message, key } => {
+            let answer = check_completion(machine, &step, key.as_deref(), false)?;
+            (answer.records().then_some(Event::AsyncStepFailed { step, message, key }), answer)
+        }
+        Outside::Cancel { reason } => {
+            let accepted = machine.accepts_rollback();
+            let answer = if accepted { Answer::Accepted } else { Answer::AlreadyDone };
+            (accepted.then_some(Event::RollbackRequested { reason }), answer)
+        }
+        Outside::Wake => {
+            wake(machine, now, busy, batch);
+            (None, Answer::AlreadyDone)
+        }
+    };
+    if let Some(event) = event {
+        record(machine, now, event, batch);
+    }
+    Ok(answer)
+}
+
+/// Looks again at children that waited (one of them may be over) and at
+/// deadlines that fell due while nobody drove the execution.
+fn wake(machine: &mut Machine, now: Timestamp, busy: &HashSet<Unit>, batch: &mut Batch) {
+    for command in machine.outstanding_commands() {
+        match command {
+            Command::Invoke { unit, .. }
+                if !busy.contains(&unit) && matches!(machine.unit(unit).phase, StepPhase::ChildWaiting { .. }) =>
+            {
+                batch.commands.push(command)
+            }
+            Command::StartTimer { timer, due } if due <= now && machine.is_armed(&timer) => {
+                record(machine, now, Event::TimerFired { timer }, batch)
+            }
+            _ => {}
+        }
+    }
+}

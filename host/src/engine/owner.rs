@@ -1,0 +1,577 @@
+//! The owner of one live execution: the only task, in the only process, that
+//! drives it.
+//!
+//! Everything that happens to an execution goes through its owner's mailbox:
+//! call results from its own tasks, events from outside (an async completion
+//! or failure, a cancel, a wake-up), events other processes posted to the
+//! store's inbox, and reads of its live state. The owner applies each through
+//! the state machine, writes what it leads to in one durable append (fenced
+//! by its claim) **before** acting on it, answers each caller about its own
+//! event, and performs the commands: guest calls and child executions as
+//! tasks, backoff timers in-process. When the execution is over, or waits
+//! for the outside world with nothing in flight, the owner lets go of it in
+//! that same append and leaves; the next event adopts it again (see
+//! [`adopt`]). The saga rules are not here; they are in [`super::machine`].
+
+use super::calls::{self, Export, Plugins};
+use super::command::Command;
+use super::intake::{self, Batch};
+use super::machine::{Machine, Unit};
+use super::outside::{Answer, Outside, Refusal};
+use super::view::ExecutionView;
+use super::{Engine, EngineError};
+use crate::journal::{Event, ExecutionId, ExecutionStatus, FailureKind, StepFailure, Timer, Timestamp};
+use crate::store::{Append, Claim, Fence, StoreError};
+use std::collections::{HashMap, HashSet, VecDeque};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+/// Where a caller learns about the execution once its owner rests (it is
+/// over, or waits for the outside world).
+pub(crate) type Settled = oneshot::Sender<Result<ExecutionView, EngineError>>;
+
+/// What reaches an owner's mailbox.
+pub(crate) enum Message {
+    /// An event from outside, answered once recorded (or refused); `settled`
+    /// also gets the execution once the owner rests.
+    Outside { request: Outside, reply: oneshot::Sender<Result<Answer, Refusal>>, settled: Option<Settled> },
+    /// An event another process posted to the store's inbox (answered there).
+    Posted { message: i64, request: Outside },
+    /// The execution as it is now.
+    Show { reply: oneshot::Sender<ExecutionView> },
+    /// The execution once its owner rests.
+    Wait { settled: Settled },
+    /// Become its owner if no live host is (take over after a crash, fire
+    /// due timers); dropped when another live host owns it.
+    Adopt,
+}
+
+/// One thing the owner takes in: a call's (or timer's) event, or a message.
+enum Input {
+    Event(Event),
+    Message(Message),
+}
+
+/// A call in flight.
+struct Flight {
+    unit: Unit,
+    /// The event that stands for the call if its task panics.
+    fallback: Event,
+}
+
+/// Something to do once the batch's events are durable.
+enum AfterCommit {
+    Reply(oneshot::Sender<Result<Answer, Refusal>>, Result<Answer, Refusal>),
+    Answer(i64, Result<Answer, Refusal>),
+    Show(oneshot::Sender<ExecutionView>),
+}
+
+/// What the store holds of the execution, as this owner last wrote it.
+#[derive(Default)]
+struct Persisted {
+    status: Option<ExecutionStatus>,
+    next_due: Option<Option<Timestamp>>,
+    released: bool,
+}
+
+/// Drives one execution; see the module docs.
+pub(super) struct Owner {
+    engine: Engine,
+    machine: Machine,
+    plugins: Plugins,
+    next_seq: u64,
+    fence: Fence,
+    mailbox: mpsc::UnboundedReceiver<Message>,
+    tasks: JoinSet<Event>,
+    in_flight: HashMap<tokio::task::Id, Flight>,
+    timers: Vec<(Timestamp, Timer)>,
+    waiters: Vec<Settled>,
+    posted: HashSet<i64>,
+    persisted: Persisted,
+}
+
+impl Owner {
+    /// An owner of `machine` (whose log holds `next_seq` events), holding
+    /// `fence`; the store holds `status` for it.
+    pub(super) fn new(
+        engine: Engine,
+        machine: Machine,
+        plugins: Plugins,
+        (next_seq, fence, status): (u64, Fence, ExecutionStatus),
+        mailbox: mpsc::UnboundedReceiver<Message>,
+    ) -> Self {
+        let persisted = Persisted { status: Some(status), next_due: None, released: false };
+        Self {
+            engine,
+            machine,
+            plugins,
+            next_seq,
+            fence,
+            mailbox,
+            tasks: JoinSet::new(),
+            in_flight: HashMap::new(),
+            timers: Vec::new(),
+            waiters: Vec::new(),
+            posted: HashSet::new(),
+            persisted,
+        }
+    }
+
+    fn id(&self) -> &ExecutionId {
+        self.machine.execution_id()
+    }
+
+    /// The execution it drives.
+    pub(super) fn execution_id(&self) -> &ExecutionId {
+        self.machine.execution_id()
+    }
+
+    /// Sends the execution to `settled` once the owner rests.
+    pub(super) fn wait_for_rest(&mut self, settled: Settled) {
+        self.waiters.push(settled);
+    }
+
+    /// Records what the creation wrote: when the earliest timer falls due,
+    /// and whether nobody drives the execution from the start.
+    pub(super) fn created(&mut self, next_due: Option<Timestamp>, released: bool) {
+        self.persisted.next_due = Some(next_due);
+        self.persisted.released = released;
+    }
+
+    /// Drives an execution whose first step was recorded with its creation:
+    /// performs `commands`, then takes in messages and results until it rests.
+    pub(super) async fn run_created(mut self, commands: Vec<Command>) {
+        self.perform(commands);
+        self.drive().await
+    }
+
+    /// Drives an adopted execution: performs what its replayed log left
+    /// outstanding, takes in what other processes posted for it, then goes on
+    /// until it rests.
+    pub(super) async fn run_adopted(mut self, outstanding: Vec<Command>, posted: Vec<Message>) {
+        let inputs = posted.into_iter().map(Input::Message).collect();
+        match self.step(inputs, outstanding).await {
+            Ok(commands) => self.perform(commands),
+            Err(error) => return self.abandon(error).await,
+        }
+        self.drive().await
+    }
+
+    async fn drive(mut self) {
+        loop {
+            let inputs = if self.is_resting() {
+                match self.rest().await {
+                    Some(woken) => woken,
+                    None => return,
+                }
+            } else {
+                self.next_inputs().await
+            };
+            match self.step(inputs, Vec::new()).await {
+                Ok(commands) => self.perform(commands),
+                Err(error) => return self.abandon(error).await,
+            }
+        }
+    }
+
+    /// Waits for the next input, then takes everything else already there,
+    /// so that one append records them all.
+    async fn next_inputs(&mut self) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        let due = self.timers.iter().map(|(due, _)| *due).min();
+        let sleep = due.map(|due| Timestamp::now().until(due));
+        tokio::select! {
+            message = self.mailbox.recv() => match message {
+                Some(message) => inputs.push(Input::Message(message)),
+                // The live table holds a sender while the owner lives.
+                None => tracing::error!(execution = %self.id(), "the mailbox closed under its owner"),
+            },
+            joined = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                if let Some(event) = self.landed(joined) {
+                    inputs.push(Input::Event(event));
+                }
+            }
+            _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {}
+        }
+        while let Ok(message) = self.mailbox.try_recv() {
+            inputs.push(Input::Message(message));
+        }
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            inputs.extend(self.landed(Some(joined)).map(Input::Event));
+        }
+        inputs.extend(self.due_timers().into_iter().map(Input::Event));
+        inputs
+    }
+
+    /// The event a finished task yields (its fallback when it panicked).
+    fn landed(&mut self, joined: Option<Result<(tokio::task::Id, Event), tokio::task::JoinError>>) -> Option<Event> {
+        match joined? {
+            Ok((id, event)) => {
+                self.in_flight.remove(&id);
+                Some(event)
+            }
+            Err(error) => {
+                let flight = self.in_flight.remove(&error.id())?;
+                error.is_panic().then_some(flight.fallback)
+            }
+        }
+    }
+
+    /// The timers due now that still mean something, as events.
+    fn due_timers(&mut self) -> Vec<Event> {
+        let now = Timestamp::now();
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.timers).into_iter().partition(|(at, _)| *at <= now);
+        self.timers = later;
+        due.into_iter()
+            .filter(|(_, timer)| self.machine.is_armed(timer))
+            .map(|(_, timer)| Event::TimerFired { timer })
+            .collect()
+    }
+
+    /// Applies `inputs` (and what they lead to), writes the events in one
+    /// durable append, then answers the callers; returns the commands to
+    /// perform. A caller's answer is decided on the state its own event
+    /// meets, so of two racing completions exactly one is accepted.
+    async fn step(&mut self, inputs: Vec<Input>, outstanding: Vec<Command>) -> Result<Vec<Command>, EngineError> {
+        let before = self.machine.status();
+        let now = Timestamp::now();
+        let mut batch = Batch::resuming(outstanding);
+        let mut after = Vec::new();
+        for input in inputs {
+            match input {
+                Input::Event(event) => intake::record(&mut self.machine, now, event, &mut batch),
+                Input::Message(message) => self.take_message(message, now, &mut batch, &mut after),
+            }
+        }
+        intake::record_all(&mut self.machine, now, VecDeque::new(), &mut batch);
+        let Batch { recorded, commands, .. } = batch;
+        let status = self.machine.status();
+        let next_due = self.machine.next_due();
+        let calls_ahead = !self.in_flight.is_empty() || commands.iter().any(Command::is_call);
+        let release = status.is_final() || (status == ExecutionStatus::Waiting && !calls_ahead);
+        let changed_status = (status != before || self.persisted.status != Some(status)).then(|| {
+            let at = if status.is_final() { self.machine.finished_at() } else { None };
+            (status, at.unwrap_or_else(Timestamp::now))
+        });
+        let unchanged = recorded.is_empty()
+            && changed_status.is_none()
+            && self.persisted.next_due == Some(next_due)
+            && (!release || self.persisted.released);
+        if !unchanged {
+            let count = recorded.len() as u64;
+            // A child that ends wakes its parent in the same write, so that
+            // the parent learns of it even if this process dies now.
+            let ends = status.is_final() && changed_status.is_some();
+            let wake = if ends { self.machine.origin().parent.clone() } else { None };
+            let append = Append {
+                id: self.id().clone(),
+                fence: self.fence,
+                seq: self.next_seq,
+                events: recorded,
+                status: changed_status,
+                next_due,
+                release,
+                wake,
+            };
+            self.engine.store.append(append).await.map_err(|error| {
+                if matches!(error, StoreError::Fenced(..)) {
+                    self.engine.metrics.fencing_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                EngineError::Store(error)
+            })?;
+            self.next_seq += count;
+            self.persisted = Persisted { status: Some(status), next_due: Some(next_due), released: release };
+            if status.is_final() && changed_status.is_some() {
+                self.engine.metrics.observe_finished(status);
+            }
+        }
+        for done in after {
+            self.settle(done).await;
+        }
+        Ok(commands)
+    }
+
+    /// Sends an answer that waited for the batch to be durable.
+    async fn settle(&mut self, done: AfterCommit) {
+        match done {
+            AfterCommit::Reply(reply, answer) => drop(reply.send(answer)),
+            AfterCommit::Show(reply) => drop(reply.send(ExecutionView::of(&self.machine))),
+            AfterCommit::Answer(message, answer) => {
+                let text = serde_json::to_string(&answer).expect("answers serialize");
+                if let Err(error) = self.engine.store.answer(message, &text).await {
+                    tracing::warn!(execution = %self.id(), message, "answering an inbox message: {error}");
+                }
+            }
+        }
+    }
+
+    /// Takes one message into the batch: an outside event is decided on the
+    /// state as it is now (after the batch's earlier events).
+    fn take_message(&mut self, message: Message, now: Timestamp, batch: &mut Batch, after: &mut Vec<AfterCommit>) {
+        match message {
+            Message::Outside { request, reply, settled } => {
+                let answer = self.take_outside(request, now, batch);
+                if let (Ok(_), Some(settled)) = (&answer, settled) {
+                    self.waiters.push(settled);
+                }
+                after.push(AfterCommit::Reply(reply, answer));
+            }
+            Message::Posted { message, request } => {
+                if self.posted.insert(message) {
+                    let answer = self.take_outside(request, now, batch);
+                    after.push(AfterCommit::Answer(message, answer));
+                }
+            }
+            Message::Show { reply } => after.push(AfterCommit::Show(reply)),
+            Message::Wait { settled } => self.waiters.push(settled),
+            Message::Adopt => {}
+        }
+    }
+
+    fn take_outside(&mut self, request: Outside, now: Timestamp, batch: &mut Batch) -> Result<Answer, Refusal> {
+        let busy: HashSet<Unit> = self.in_flight.values().map(|flight| flight.unit).collect();
+        intake::take_outside(&mut self.machine, now, request, &busy, batch)
+    }
+
+    /// Performs commands: calls become tasks, timers are armed.
+    fn perform(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            match command {
+                Command::Invoke { unit, attempt, input } => self.spawn_call(unit, attempt, Export::Invoke, input),
+                Command::Compensate { unit, attempt, data } => self.spawn_call(unit, attempt, Export::Compensate, data),
+                Command::StartTimer { timer, due } => self.timers.push((due, timer)),
+                // The status says when the execution is over: a `Finish`
+                // left from before a rollback request must not end it.
+                Command::Finish | Command::Decide { .. } => {}
+            }
+        }
+        let machine = &self.machine;
+        self.timers.retain(|(_, timer)| machine.is_armed(timer));
+    }
+
+    fn spawn_call(&mut self, unit: Unit, attempt: u32, export: Export, payload: serde_json::Value) {
+        let fallback = calls::failed_event(
+            export,
+            self.machine.label(unit),
+            attempt,
+            StepFailure::new(FailureKind::Trap, "the host task running this call panicked"),
+            Vec::new(),
+        );
+        let call = calls::call(&self.engine, &self.machine, &self.plugins, unit, attempt, export, payload);
+        let handle = self.tasks.spawn(call);
+        self.in_flight.insert(handle.id(), Flight { unit, fallback });
+    }
+
+    /// Whether the owner can let go: the execution is over, or waits for the
+    /// outside world with no call in flight (its deadlines are in the store).
+    fn is_resting(&self) -> bool {
+        let status = self.machine.status();
+        if status.is_final() || (status == ExecutionStatus::Waiting && self.in_flight.is_empty()) {
+            return true;
+        }
+        if self.in_flight.is_empty() && self.timers.is_empty() {
+            tracing::error!(execution = %self.id(), status = status.as_str(), "nothing in flight and nothing armed");
+            return true;
+        }
+        false
+    }
+
+    /// Lets go of the execution: leaves the live table unless messages
+    /// arrived meanwhile, in which case it claims the execution again and
+    /// returns them. Reads are answered without owning it.
+    async fn rest(&mut self) -> Option<Vec<Input>> {
+        if !self.persisted.released {
+            let release = Append {
+                id: self.id().clone(),
+                fence: self.fence,
+                seq: self.next_seq,
+                events: Vec::new(),
+                status: None,
+                next_due: self.machine.next_due(),
+                release: true,
+                wake: None,
+            };
+            if let Err(error) = self.engine.store.append(release).await {
+                self.abandon(EngineError::Store(error)).await;
+                return None;
+            }
+            self.persisted.released = true;
+        }
+        loop {
+            let arrived = self.engine.live.leave_or_take(self.machine.execution_id(), &mut self.mailbox);
+            if arrived.is_empty() {
+                self.notify_waiters();
+                return None;
+            }
+            let mut writes = Vec::new();
+            for message in arrived {
+                match message {
+                    Message::Show { reply } => drop(reply.send(ExecutionView::of(&self.machine))),
+                    Message::Wait { settled } => drop(settled.send(Ok(ExecutionView::of(&self.machine)))),
+                    Message::Adopt => {}
+                    message => writes.push(Input::Message(message)),
+                }
+            }
+            if writes.is_empty() {
+                continue;
+            }
+            match self.engine.store.claim(self.machine.execution_id(), self.engine.host.id()).await {
+                Ok(Claim::Claimed { fence, .. }) => {
+                    self.fence = fence;
+                    self.persisted.released = false;
+                    return Some(writes);
+                }
+                Ok(Claim::Held(_)) => {
+                    let messages = writes.into_iter().filter_map(|input| match input {
+                        Input::Message(message) => Some(message),
+                        Input::Event(_) => None,
+                    });
+                    for message in messages {
+                        super::forward::to_owner_elsewhere(&self.engine, self.machine.execution_id(), message).await;
+                    }
+                }
+                Ok(Claim::NotFound) | Err(_) => {
+                    let error = EngineError::NotFound(self.machine.execution_id().clone());
+                    self.refuse(writes, &error);
+                }
+            }
+        }
+    }
+
+    /// Sends the execution to everyone waiting for it to rest.
+    fn notify_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let view = ExecutionView::of(&self.machine);
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Ok(view.clone()));
+        }
+    }
+
+    /// Stops driving after a failed write (the store failed, or another host
+    /// claimed the execution): calls in flight are dropped (the next owner
+    /// makes them again, with the same idempotency keys), callers are told,
+    /// and messages still queued go to whoever owns it now.
+    async fn abandon(&mut self, error: EngineError) {
+        self.tasks.abort_all();
+        let id = self.machine.execution_id().clone();
+        tracing::warn!(execution = %id, "stopped driving: {error}");
+        let fenced = matches!(error, EngineError::Store(StoreError::Fenced(..)));
+        loop {
+            let arrived = self.engine.live.leave_or_take(&id, &mut self.mailbox);
+            if arrived.is_empty() {
+                break;
+            }
+            for message in arrived {
+                if fenced {
+                    super::forward::to_owner_elsewhere(&self.engine, &id, message).await;
+                } else {
+                    self.refuse(vec![Input::Message(message)], &error);
+                }
+            }
+        }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err(EngineError::Lost(format!("execution `{id}`: {error}"))));
+        }
+    }
+
+    /// Answers messages with an error.
+    fn refuse(&mut self, inputs: Vec<Input>, error: &EngineError) {
+        for input in inputs {
+            let Input::Message(message) = input else { continue };
+            match message {
+                Message::Outside { reply, .. } => drop(reply.send(Err(Refusal::Unavailable(error.to_string())))),
+                Message::Show { reply } => drop(reply.send(ExecutionView::of(&self.machine))),
+                Message::Wait { settled } => drop(settled.send(Err(EngineError::Lost(error.to_string())))),
+                Message::Posted { .. } | Message::Adopt => {}
+            }
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command makes a call.
+    fn is_call(&self) -> bool {
+        matches!(self, Command::Invoke { .. } | Command::Compensate { .. })
+    }
+}
+
+/// Becomes the owner of an execution nobody drives in this process: claims
+/// it in the store, replays its log, takes in what others posted for it,
+/// and drives it with the messages in `mailbox`. When another live host owns
+/// it, the messages go to that host's inbox instead.
+pub(super) async fn adopt(engine: Engine, id: ExecutionId, mailbox: mpsc::UnboundedReceiver<Message>) {
+    let claim = match engine.host.ensure_registered(&engine).await {
+        Ok(()) => engine.store.claim(&id, engine.host.id()).await,
+        Err(error) => Err(error),
+    };
+    let fence = match claim {
+        Ok(Claim::Claimed { fence, takeover }) => {
+            engine.metrics.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if takeover {
+                engine.metrics.takeovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            fence
+        }
+        Ok(Claim::Held(_)) => return super::forward::all_to_owner_elsewhere(&engine, &id, mailbox).await,
+        Ok(Claim::NotFound) => return refuse_all(&engine, &id, mailbox, EngineError::NotFound(id.clone())),
+        Err(error) => return refuse_all(&engine, &id, mailbox, EngineError::Store(error)),
+    };
+    let replayed = match engine.replay(&id).await {
+        Ok(replayed) => replayed,
+        Err(error) => {
+            let error = engine.unloadable(&id, error).await;
+            return refuse_all(&engine, &id, mailbox, error);
+        }
+    };
+    let machine = replayed.machine;
+    if !machine.is_started() {
+        // Only a log written before creation and start were one write can lack its start.
+        let reason = EngineError::Invalid("it was created but its start was never recorded".into());
+        let error = engine.unloadable(&id, reason).await;
+        return refuse_all(&engine, &id, mailbox, error);
+    }
+    let plugins = match engine.pinned_plugins(&machine).await {
+        Ok(plugins) => plugins,
+        Err(error) => {
+            let reason = format!("its plugins cannot be loaded: {error}");
+            let error = engine.unloadable(&id, EngineError::Invalid(reason)).await;
+            return refuse_all(&engine, &id, mailbox, error);
+        }
+    };
+    let posted = match engine.store.inbox(engine.host.id(), Some(&id)).await {
+        Ok(messages) => messages.into_iter().filter_map(|message| super::forward::posted(&message)).collect(),
+        Err(error) => {
+            tracing::warn!(execution = %id, "reading the inbox: {error}");
+            Vec::new()
+        }
+    };
+    let outstanding = machine.outstanding_commands();
+    let owner = Owner::new(engine, machine, plugins, (replayed.events, fence, replayed.status), mailbox);
+    owner.run_adopted(outstanding, posted).await;
+}
+
+/// Answers every message queued for an execution this process cannot drive.
+fn refuse_all(engine: &Engine, id: &ExecutionId, mut mailbox: mpsc::UnboundedReceiver<Message>, error: EngineError) {
+    loop {
+        let arrived = engine.live.leave_or_take(id, &mut mailbox);
+        if arrived.is_empty() {
+            return;
+        }
+        for message in arrived {
+            match message {
+                Message::Outside { reply, .. } => {
+                    let refusal = match &error {
+                        EngineError::NotFound(_) => Refusal::NoSuchExecution(error.to_string()),
+                        _ => Refusal::Unavailable(error.to_string()),
+                    };
+                    drop(reply.send(Err(refusal)));
+                }
+                Message::Wait { settled } => drop(settled.send(Err(EngineError::Lost(error.to_string())))),
+                Message::Show { .. } | Message::Posted { .. } | Message::Adopt => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! One conformance suite every store passes (as Restate's `bifrost` tests
+//! every log provider with one suite): create, append, fencing, claims,
+//! lease expiry, the inbox, the timer index, kv and purge, with the same
+//! test bodies for memory, SQLite and PostgreSQL. A new store is a file plus
+//! one line that calls [`run`] with a way to open a fresh, empty instance.
+//!
+//! The checks use real clocks only for lease expiry (a lease of tens of
+//! milliseconds, waited out with margin), never for ordering.
+
+use super::{Append, Claim, Created, ExecutionStore, HostId, HostRecord, ListFilter, NewExecution, StoreError};
+use crate::journal::{Event, ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
+use crate::workflow::{DefinitionRecord, WorkflowDefinition};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs every check, each on a fresh store from `open`; panics on the first
+/// failure, naming the check.
+pub async fn run<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn ExecutionStore>>,
+{
+    creates_loads_and_finds_by_idempotency_key(open().await).await;
+    appends_in_order_and_refuses_a_taken_number(open().await).await;
+    an_append_with_a_stale_fence_is_refused(open().await).await;
+    claims_are_held_by_live_hosts_and_taken_over_after_the_lease(open().await).await;
+    a_released_execution_is_claimed_without_a_takeover(open().await).await;
+    claimable_lists_work_in_flight_and_due_timers_without_a_live_owner(open().await).await;
+    waking_a_parent_makes_it_due_now(open().await).await;
+    the_inbox_holds_messages_for_the_owner_and_keeps_the_first_answer(open().await).await;
+    hosts_are_listed_with_what_they_own_and_deregistering_releases(open().await).await;
+    an_unloadable_execution_is_marked_failed_and_fenced(open().await).await;
+    purge_deletes_only_finished_executions_before_the_cutoff(open().await).await;
+    kv_keeps_namespaces_apart_within_quotas(open().await).await;
+}
+
+fn definition() -> DefinitionRecord {
+    let definition: WorkflowDefinition =
+        serde_json::from_value(serde_json::json!({"name": "conformance", "steps": []})).expect("a definition");
+    DefinitionRecord::new(Arc::new(definition))
+}
+
+fn host(name: &str, lease: Duration) -> HostRecord {
+    HostRecord {
+        id: HostId(format!("host-{name}")),
+        node: "conformance".into(),
+        pid: 0,
+        started_at: Timestamp::now(),
+        heartbeat_at: Timestamp::now(),
+        lease_ms: lease.as_millis() as u64,
+        address: None,
+        owned: 0,
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+const SHORT: Duration = Duration::from_millis(50);
+
+async fn create(store: &dyn ExecutionStore, id: &str, owner: &HostId, key: Option<&str>) -> Created {
+    store
+        .create(NewExecution {
+            id: ExecutionId::new(id),
+            workflow: definition(),
+            input: serde_json::json!({"n": 1}),
+            idempotency_key: key.map(str::to_string),
+            tenant: Some("acme".into()),
+            parent: None,
+            created_at: Timestamp::now(),
+            owner: Some(owner.clone()),
+            events: Vec::new(),
+            status: ExecutionStatus::Running,
+            next_due: None,
+        })
+        .await
+        .expect("create")
+}
+
+fn event(reason: &str) -> RecordedEvent {
+    RecordedEvent { at: Timestamp::now(), event: Event::RollbackRequested { reason: reason.into() } }
+}
+
+fn append(id: &str, fence: u64, seq: u64, events: Vec<RecordedEvent>) -> Append {
+    Append { id: ExecutionId::new(id), fence, seq, events, status: None, next_due: None, release: false, wake: None }
+}
+
+async fn creates_loads_and_finds_by_idempotency_key(store: Arc<dyn ExecutionStore>) {
+    let a = host("a", LONG);
+    store.register_host(&a).await.unwrap();
+    assert_eq!(create(&*store, "e1", &a.id, Some("key")).await, Created::New(1));
+    assert_eq!(create(&*store, "e2", &a.id, Some("key")).await, Created::Existing(ExecutionId::new("e1")));
+    let loaded = store.load(&ExecutionId::new("e1")).await.unwrap().expect("e1 exists");
+    assert_eq!(loaded.input, serde_json::json!({"n": 1}));
+    assert_eq!(loaded.tenant.as_deref(), Some("acme"));
+    assert_eq!(loaded.status, ExecutionStatus::Running);
+    assert_eq!(loaded.owner.expect("owned by its creator").host, a.id);
+    assert_eq!(store.status(&ExecutionId::new("e1")).await.unwrap(), Some(ExecutionStatus::Running));
+    assert!(store.load(&ExecutionId::new("e2")).await.unwrap().is_none());
+    assert_eq!(store.status(&ExecutionId::new("e2")).await.unwrap(), None);
+}
+
+async fn appends_in_order_and_refuses_a_taken_number(store: Arc<dyn ExecutionStore>) {
+    let a = host("a", LONG);
+    store.register_host(&a).await.unwrap();
+    create(&*store, "e1", &a.id, None).await;
+    store.append(append("e1", 1, 0, vec![event("0"), event("1")])).await.unwrap();
+    let mut second = append("e1", 1, 2, vec![event("2")]);
+    second.status = Some((ExecutionStatus::Waiting, Timestamp(42)));
+    store.append(second).await.unwrap();
+    let loaded = store.load(&ExecutionId::new("e1")).await.unwrap().unwrap();
+    let reasons: Vec<String> = loaded
+        .events
+        .iter()
+        .map(|e| match &e.event {
+            Event::RollbackRequested { reason } => reason.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(reasons, ["0", "1", "2"]);
+    assert_eq!(loaded.status, ExecutionStatus::Waiting);
+    let listed = store.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(listed[0].updated_at, Timestamp(42));
+    // A number taken already: refused, and nothing of it is written.
+    let refused = store.append(append("e1", 1, 1, vec![event("x"), event("y")])).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_, 1))), "{refused:?}");
+    assert_eq!(store.load(&ExecutionId::new("e1")).await.unwrap().unwrap().events.len(), 3);
+    let missing = store.append(append("nope", 1, 0, vec![event("0")])).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+}
+
+async fn an_append_with_a_stale_fence_is_refused(store: Arc<dyn ExecutionStore>) {
+    let (a, b) = (host("a", SHORT), host("b", LONG));
+    store.register_host(&a).await.unwrap();
+    store.register_host(&b).await.unwrap();
+    create(&*store, "e1", &a.id, None).await;
+    store.append(append("e1", 1, 0, vec![event("a")])).await.unwrap();
+    tokio::time::sleep(SHORT * 3).await;
+    let claim = store.claim(&ExecutionId::new("e1"), &b.id).await.unwrap();
+    assert_eq!(claim, Claim::Claimed { fence: 2, takeover: true });
+    // The paused host comes back: every write of its old claim is refused.
+    store.heartbeat(&a.id).await.unwrap();
+    let late = store.append(append("e1", 1, 1, vec![event("late")])).await;
+    assert!(matches!(late, Err(StoreError::Fenced(_, 1))), "{late:?}");
+    store.append(append("e1", 2, 1, vec![event("b")])).await.unwrap();
+    assert_eq!(store.load(&ExecutionId::new("e1")).await.unwrap().unwrap().events.len(), 2);
+}
+
+async fn claims_are_held_by_live_hosts_and_taken_over_after_the_lease(store: Arc<dyn ExecutionStore>) {
+    let (a, b) = (host("a", SHORT), host("b", LONG));
+    store.register_host(&a).await.unwrap();
+    store.register_host(&b).await.unwrap();
+    create(&*store, "e1", &a.id, None).await;
+    let id = ExecutionId::new("e1");
+    assert_eq!(store.claim(&id, &b.id).await.unwrap(), Claim::Held(a.id.clone()));
+    // The owner itself claims again (it rested and was woken).
+    assert_eq!(store.claim(&id, &a.id).await.unwrap(), Claim::Claimed { fence: 2, takeover: false });
+    tokio::time::sleep(SHORT * 3).await;
+    assert_eq!(store.claim(&id, &b.id).await.unwrap(), Claim::Claimed { fence: 3, takeover: true });
+    assert_eq!(store.claim(&ExecutionId::new("nope"), &b.id).await.unwrap(), Claim::NotFound);
+    // Ending a lease at once (its process is known gone) frees its claims.
+    create(&*store, "e2", &b.id, None).await;
+    store.expire_host(&b.id).await.unwrap();
+    assert!(matches!(store.claim(&ExecutionId::new("e2"), &a.id).await.unwrap(), Claim::Claimed { .. }));
+}
+
+async fn a_released_execution_is_claimed_without_a_takeover(store: Arc<dyn ExecutionStore>) {
+    let (a, b) = (host("a", LONG), host("b", LONG));
+    store.register_host(&a).await.unwrap();
+    store.register_host(&b).await.unwrap();
+    create(&*store, "e1", &a.id, None).await;
+    let mut rest = append("e1", 1, 0, vec![event("waits")]);
+    rest.status = Some((ExecutionStatus::Waiting, Timestamp::now()));
+    rest.release = true;
+    store.append(rest).await.unwrap();
+    assert!(store.load(&ExecutionId::new("e1")).await.unwrap().unwrap().owner.is_none());
+    let claim = store.claim(&ExecutionId::new("e1"), &b.id).await.unwrap();
+    assert_eq!(claim, Claim::Claimed { fence: 2, takeover: false });
+}
+
+async fn claimable_lists_work_in_flight_and_due_timers_without_a_live_owner(store: Arc<dyn ExecutionStore>) {
+    let (live, dead) = (host("live", LONG), host("dead", SHORT));
+    store.register_host(&live).await.unwrap();
+    store.register_host(&dead).await.unwrap();
+    let now = Timestamp::now();
+    // Running, owned by a live host: not claimable.
+    create(&*store, "running-live", &live.id, None).await;
+    // Running, owned by a host whose lease will expire: claimable.
+    create(&*store, "running-dead", &dead.id, None).await;
+    // Waiting with a deadline due / in the future / none, released.
+    for (id, due) in [("due", Some(now)), ("later", Some(now.plus(LONG))), ("no-timer", None)] {
+        create(&*store, id, &live.id, None).await;
+        let mut rest = append(id, 1, 0, vec![event("waits")]);
+        rest.status = Some((ExecutionStatus::Waiting, now));
+        rest.next_due = due;
+        rest.release = true;
+        store.append(rest).await.unwrap();
+    }
+    // Finished: never claimable, whatever its owner.
+    create(&*store, "done", &dead.id, None).await;
+    let mut done = append("done", 1, 0, vec![event("done")]);
+    done.status = Some((ExecutionStatus::Succeeded, now));
+    store.append(done).await.unwrap();
+    tokio::time::sleep(SHORT * 3).await;
+    let mut claimable: Vec<String> =
+        store.claimable(Timestamp::now(), 100).await.unwrap().into_iter().map(|id| id.to_string()).collect();
+    claimable.sort();
+    assert_eq!(claimable, ["due", "running-dead"]);
+    assert_eq!(store.claimable(Timestamp::now(), 1).await.unwrap().len(), 1, "the limit holds");
+}
+
+async fn waking_a_parent_makes_it_due_now(store: Arc<dyn ExecutionStore>) {
+    let a = host("a", LONG);
+    store.register_host(&a).await.unwrap();
+    for id in ["parent", "child"] {
+        create(&*store, id, &a.id, None).await;
+        let mut rest = append(id, 1, 0, vec![event("waits")]);
+        rest.status = Some((ExecutionStatus::Waiting, Timestamp::now()));
+        rest.release = true;
+        store.append(rest).await.unwrap();
+    }
+    assert!(store.claimable(Timestamp::now(), 10).await.unwrap().is_empty());
+    store.claim(&ExecutionId::new("child"), &a.id).await.unwrap();
+    let mut over = append("child", 2, 1, vec![event("over")]);
+    over.status = Some((ExecutionStatus::Succeeded, Timestamp::now()));
+    over.release = true;
+    over.wake = Some(ExecutionId::new("parent"));
+    store.append(over).await.unwrap();
+    let claimable = store.claimable(Timestamp::now().plus(Duration::from_millis(1)), 10).await.unwrap();
+    assert_eq!(claimable, [ExecutionId::new("parent")]);
+}
+
+async fn the_inbox_holds_messages_for_the_owner_and_keeps_the_first_answer(store: Arc<dyn ExecutionStore>) {
+    let (a, b) = (host("a", LONG), host("b", LONG));
+    store.register_host(&a).await.unwrap();
+    store.register_host(&b).await.unwrap();
+    create(&*store, "e1", &a.id, None).await;
+    create(&*store, "e2", &b.id, None).await;
+    let id = ExecutionId::new("e1");
+    let first = store.post(&id, r#"{"n":1}"#).await.unwrap();
+    let second = store.post(&id, r#"{"n":2}"#).await.unwrap();
+    store.post(&ExecutionId::new("e2"), r#"{"n":3}"#).await.unwrap();
+    assert!(second > first);
+    assert!(matches!(store.post(&ExecutionId::new("nope"), "{}").await, Err(StoreError::NotFound(_))));
+    let for_a = store.inbox(&a.id, None).await.unwrap();
+    assert_eq!(for_a.iter().map(|m| m.id).collect::<Vec<_>>(), [first, second]);
+    assert_eq!(for_a[0].message, r#"{"n":1}"#);
+    assert_eq!(store.inbox(&a.id, Some(&ExecutionId::new("e2"))).await.unwrap(), []);
+    assert_eq!(store.inbox(&b.id, None).await.unwrap().len(), 1);
+    assert_eq!(store.answer_of(first).await.unwrap(), None);
+    store.answer(first, "\"accepted\"").await.unwrap();
+    store.answer(first, "\"other\"").await.unwrap();
+    assert_eq!(store.answer_of(first).await.unwrap().as_deref(), Some("\"accepted\""));
+    assert_eq!(store.inbox(&a.id, Some(&id)).await.unwrap().len(), 1, "answered messages leave the inbox");
+    // The inbox follows the owner: after a takeover the new owner sees it.
+    store.expire_host(&a.id).await.unwrap();
+    store.claim(&id, &b.id).await.unwrap();
+    assert_eq!(store.inbox(&b.id, Some(&id)).await.unwrap().iter().map(|m| m.id).collect::<Vec<_>>(), [second]);
+}
+
+async fn hosts_are_listed_with_what_they_own_and_deregistering_releases(store: Arc<dyn ExecutionStore>) {
+    let (a, b) = (host("a", LONG), host("b", LONG));
+    store.register_host(&a).await.unwrap();
+    store.register_host(&b).await.unwrap();
+    create(&*store, "e1", &a.id, None).await;
+    create(&*store, "e2", &a.id, None).await;
+    let hosts = store.hosts().await.unwrap();
+    let owned = |name: &HostId| hosts.iter().find(|h| &h.id == name).map(|h| h.owned);
+    assert_eq!(owned(&a.id), Some(2));
+    assert_eq!(owned(&b.id), Some(0));
+    assert!(hosts.iter().all(|h| h.is_live(Timestamp::now())));
+    store.deregister_host(&a.id).await.unwrap();
+    assert_eq!(store.hosts().await.unwrap().len(), 1);
+    assert!(store.load(&ExecutionId::new("e1")).await.unwrap().unwrap().owner.is_none());
+    let claim = store.claim(&ExecutionId::new("e1"), &b.id).await.unwrap();
+    assert!(matches!(claim, Claim::Claimed { .. }));
+}
+
+async fn an_unloadable_execution_is_marked_failed_and_fenced(store: Arc<dyn ExecutionStore>) {
+    let a = host("a", LONG);
+    store.register_host(&a).await.unwrap();
+    create(&*store, "e1", &a.id, None).await;
+    store.mark_unloadable(&ExecutionId::new("e1"), "corrupt event 3").await.unwrap();
+    let listed = store.list(&ListFilter::default()).await.unwrap();
+    assert_eq!(listed[0].status, ExecutionStatus::Failed);
+    assert_eq!(listed[0].error.as_deref(), Some("corrupt event 3"));
+    let late = store.append(append("e1", 1, 0, vec![event("late")])).await;
+    assert!(matches!(late, Err(StoreError::Fenced(..))), "{late:?}");
+    assert!(store.claimable(Timestamp::now(), 10).await.unwrap().is_empty());
+    assert!(store.unfinished().await.unwrap().is_empty());
+}
+
+async fn purge_deletes_only_finished_executions_before_the_cutoff(store: Arc<dyn ExecutionStore>) {
+    let a = host("a", LONG);
+    store.register_host(&a).await.unwrap();
+    for (id, status, at) in [
+        ("old-done", ExecutionStatus::Succeeded, 1_000),
+        ("old-failed", ExecutionStatus::Failed, 1_000),
+        ("old-waiting", ExecutionStatus::Waiting, 1_000),
+        ("new-done", ExecutionStatus::Compensated, 9_000),
+    ] {
+        create(&*store, id, &a.id, Some(id)).await;
+        let mut last = append(id, 1, 0, vec![event(id)]);
+        last.status = Some((status, Timestamp(at)));
+        store.append(last).await.unwrap();
+    }
+    assert_eq!(store.purge_finished_before(Timestamp(5_000)).await.unwrap(), 2);
+    let mut left: Vec<String> =
+        store.list(&ListFilter::default()).await.unwrap().into_iter().map(|e| e.execution_id.to_string()).collect();
+    left.sort();
+    assert_eq!(left, ["new-done", "old-waiting"]);
+    assert_eq!(store.unfinished().await.unwrap(), [ExecutionId::new("old-waiting")]);
+    // A purged execution's idempotency key is free again.
+    assert_eq!(create(&*store, "again", &a.id, Some("old-done")).await, Created::New(1));
+    let counts = store.count_by_status().await.unwrap();
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 3);
+}
+
+async fn kv_keeps_namespaces_apart_within_quotas(store: Arc<dyn ExecutionStore>) {
+    let Some(kv) = store.kv() else { return };
+    tokio::task::spawn_blocking(move || {
+        kv.set("acme/p", "k", "1").unwrap();
+        assert_eq!(kv.get("acme/p", "k").unwrap().as_deref(), Some("1"));
+        assert_eq!(kv.get("globex/p", "k").unwrap(), None);
+        assert!(kv.set("acme/p", "big", &"x".repeat(super::kv::MAX_VALUE_BYTES + 1)).is_err());
+        assert!(kv.set("acme/p", "", "v").is_err());
+        assert!(kv.delete("acme/p", "k").unwrap());
+        assert!(!kv.delete("acme/p", "k").unwrap());
+    })
+    .await
+    .expect("kv checks");
+}
