@@ -299,7 +299,7 @@ async fn a_child_waiting_on_an_async_step_holds_its_parent_until_it_is_completed
     let child = complete(&engine, &child_id, "approve", json!({"by": "ana"})).await;
     assert_eq!(child["status"], "succeeded");
     let parent_id = stepwise::journal::ExecutionId::new(parent["execution_id"].as_str().unwrap());
-    let parent = engine.show(&parent_id).await.unwrap().to_json();
+    let parent = engine.wait_for_rest(&parent_id).await.unwrap().to_json();
     assert_eq!(parent["status"], "succeeded", "{parent:#}");
     assert_eq!(step_of(&parent, "after")["output"]["approved"], json!({"by": "ana"}));
 }

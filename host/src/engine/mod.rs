@@ -463,6 +463,9 @@ impl Engine {
     /// the others go on.
     pub async fn resume_all(&self) -> Result<Vec<Result<ExecutionView, EngineError>>, EngineError> {
         const CONCURRENCY: usize = 64;
+        // Registering first ends the leases of this machine's dead processes,
+        // so that what they left is claimable now.
+        self.host.ensure_registered(self).await?;
         let mut seen: HashSet<ExecutionId> = HashSet::new();
         let mut results = Vec::new();
         loop {
@@ -499,6 +502,7 @@ impl Engine {
     /// need a driver and have no live owner (work in flight left by a crash
     /// or a dead host, deadlines and backoffs due); returns how many.
     pub async fn adopt_claimable(&self, limit: usize) -> Result<usize, EngineError> {
+        self.host.ensure_registered(self).await?;
         let mut adopted = 0;
         for id in self.store.claimable(Timestamp::now(), limit).await? {
             if self.live.send(&id, Message::Adopt).is_err() {

@@ -88,6 +88,8 @@ pub(super) struct Owner {
     waiters: Vec<Settled>,
     posted: HashSet<i64>,
     persisted: Persisted,
+    /// What a reload left to perform, taken by the next step.
+    pending_outstanding: Vec<Command>,
 }
 
 impl Owner {
@@ -114,6 +116,7 @@ impl Owner {
             waiters: Vec::new(),
             posted: HashSet::new(),
             persisted,
+            pending_outstanding: Vec::new(),
         }
     }
 
@@ -167,7 +170,8 @@ impl Owner {
             } else {
                 self.next_inputs().await
             };
-            match self.step(inputs, Vec::new()).await {
+            let outstanding = std::mem::take(&mut self.pending_outstanding);
+            match self.step(inputs, outstanding).await {
                 Ok(commands) => self.perform(commands),
                 Err(error) => return self.abandon(error).await,
             }
@@ -401,6 +405,7 @@ impl Owner {
         loop {
             let arrived = self.engine.live.leave_or_take(self.machine.execution_id(), &mut self.mailbox);
             if arrived.is_empty() {
+                self.wake_parent();
                 self.notify_waiters();
                 return None;
             }
@@ -418,8 +423,17 @@ impl Owner {
             }
             match self.engine.store.claim(self.machine.execution_id(), self.engine.host.id()).await {
                 Ok(Claim::Claimed { fence, .. }) => {
+                    let untouched = fence == self.fence + 1;
                     self.fence = fence;
                     self.persisted.released = false;
+                    if !untouched {
+                        // Another process drove it meanwhile: start from its log.
+                        if let Err(error) = self.reload().await {
+                            self.refuse(writes, &error);
+                            self.abandon(error).await;
+                            return None;
+                        }
+                    }
                     return Some(writes);
                 }
                 Ok(Claim::Held(_)) => {
@@ -436,6 +450,30 @@ impl Owner {
                     self.refuse(writes, &error);
                 }
             }
+        }
+    }
+
+    /// Replaces the state by a replay of the log (another process appended
+    /// since this owner rested) and arms what it left outstanding.
+    async fn reload(&mut self) -> Result<(), EngineError> {
+        let replayed = self.engine.replay(self.machine.execution_id()).await?;
+        self.machine = replayed.machine;
+        self.next_seq = replayed.events;
+        self.persisted = Persisted { status: Some(replayed.status), next_due: None, released: false };
+        self.timers.clear();
+        let outstanding = self.machine.outstanding_commands();
+        self.pending_outstanding = outstanding;
+        Ok(())
+    }
+
+    /// A child that is over tells its parent (before its own callers hear of
+    /// it), which looks at its waiting workflow steps again. The store was
+    /// told in the same write (a wake-up in the timer index), in case this
+    /// process dies first.
+    fn wake_parent(&self) {
+        if let (true, Some(parent)) = (self.machine.status().is_final(), &self.machine.origin().parent) {
+            let (reply, _) = oneshot::channel();
+            self.engine.route(parent, Message::Outside { request: Outside::Wake, reply, settled: None });
         }
     }
 

@@ -296,6 +296,20 @@ fn units(machine: &Machine, node: usize) -> Vec<UnitView> {
         .collect()
 }
 
+/// Whether a unit failed for good (and may have been compensated since: an
+/// async step whose invoke had started work).
+fn failed_for_good(unit: &StepState) -> bool {
+    let after_failure = matches!(
+        unit.phase,
+        StepPhase::Failed
+            | StepPhase::Compensating { .. }
+            | StepPhase::CompensationRetryWaiting { .. }
+            | StepPhase::Compensated
+            | StepPhase::CompensationFailed
+    );
+    after_failure && unit.error.is_some() && unit.output.is_none()
+}
+
 fn skip_reason(node: &NodeState) -> Option<String> {
     match &node.phase {
         NodePhase::Skipped { reason } => Some(reason.clone()),
@@ -314,7 +328,7 @@ fn step_view(machine: &Machine, node: usize) -> StepView {
         StepKind::Transform(expression) => ("transform", None, Some(expression.source().to_string())),
     };
     let single = (step.for_each.is_none()).then(|| state.elements.first()).flatten();
-    let failed = state.elements.iter().find(|e| e.phase == StepPhase::Failed);
+    let failed = state.elements.iter().find(|e| failed_for_good(e));
     StepView {
         id: step.id.clone(),
         kind,

@@ -180,7 +180,8 @@ fn parse_json(what: &str, text: &str, max_bytes: usize) -> Result<Value, StepFai
             format!("{what} of {} bytes exceeds the limit of {max_bytes} bytes", text.len()),
         ));
     }
-    serde_json::from_str(text)
+    // Bounded depth: whatever a guest returns, the store can read it back.
+    crate::journal::json::parse_bounded(text)
         .map_err(|error| StepFailure::new(FailureKind::InvalidOutput, format!("{what} is not valid JSON: {error}")))
 }
 
