@@ -183,7 +183,12 @@ impl Owner {
     async fn next_inputs(&mut self) -> Vec<Input> {
         let mut inputs = Vec::new();
         let due = self.timers.iter().map(|(due, _)| *due).min();
-        let sleep = due.map(|due| Timestamp::now().until(due));
+        let timer = async move {
+            match due {
+                Some(due) => tokio::time::sleep(Timestamp::now().until(due)).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             message = self.mailbox.recv() => match message {
                 Some(message) => inputs.push(Input::Message(message)),
@@ -195,7 +200,7 @@ impl Owner {
                     inputs.push(Input::Event(event));
                 }
             }
-            _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {}
+            () = timer => {}
         }
         while let Ok(message) = self.mailbox.try_recv() {
             inputs.push(Input::Message(message));
@@ -223,6 +228,9 @@ impl Owner {
 
     /// The timers due now that still mean something, as events.
     fn due_timers(&mut self) -> Vec<Event> {
+        if self.timers.is_empty() {
+            return Vec::new();
+        }
         let now = Timestamp::now();
         let (due, later): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.timers).into_iter().partition(|(at, _)| *at <= now);
@@ -483,8 +491,12 @@ impl Owner {
             return;
         }
         let view = ExecutionView::of(&self.machine);
+        let last = self.waiters.pop();
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(Ok(view.clone()));
+        }
+        if let Some(last) = last {
+            let _ = last.send(Ok(view));
         }
     }
 
