@@ -2,12 +2,13 @@
 //! processes), resume, idempotent runs, async steps completed from another
 //! process, step and workflow timeouts, and broken database files.
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use stepwise_test_support::audit::{audit_side_effects, ledger};
 use stepwise_test_support::*;
 
 /// A fresh directory for one test's database and workflow files.
@@ -166,7 +167,7 @@ fn the_same_idempotency_key_across_processes_returns_the_first_execution() {
     assert_eq!(first["execution_id"], second["execution_id"]);
     let listed = json_of(&cli(&dir, &["executions", "list", "--json"]));
     assert_eq!(listed.as_array().unwrap().len(), 1);
-    let calls = ledger(&dir);
+    let calls = ledger(&dir.join("stepwise.db"));
     assert_eq!(calls.iter().filter(|c| c.method == "reserve").count(), 1, "the second run applied nothing");
 }
 
@@ -235,57 +236,6 @@ fn a_locked_database_gives_a_clear_error() {
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("stepwise.db") && message.contains("locked"), "{message}");
     drop(holder);
-}
-
-/// One call the demo services recorded.
-struct Call {
-    service: String,
-    method: String,
-    id: String,
-    key: String,
-    at: u64,
-}
-
-fn ledger(dir: &Path) -> Vec<Call> {
-    let db = Connection::open(dir.join("stepwise.db")).unwrap();
-    let mut statement =
-        db.prepare("SELECT service, method, input, idempotency_key, at FROM demo_calls ORDER BY seq").unwrap();
-    let rows = statement
-        .query_map([], |row| {
-            let input: String = row.get(2)?;
-            let input: Value = serde_json::from_str(&input).unwrap();
-            let id = input["reservation_id"].as_str().or(input["authorization_id"].as_str()).unwrap_or_default();
-            Ok(Call {
-                service: row.get(0)?,
-                method: row.get(1)?,
-                id: id.to_string(),
-                key: row.get(3)?,
-                at: row.get::<_, i64>(4)? as u64,
-            })
-        })
-        .unwrap();
-    rows.map(Result::unwrap).collect()
-}
-
-/// When each step of each execution had its completion (and its
-/// compensation) recorded: (execution, step, event type) -> time.
-fn recorded_completions(dir: &Path) -> HashMap<(String, String, String), u64> {
-    let db = Connection::open(dir.join("stepwise.db")).unwrap();
-    let mut statement = db.prepare("SELECT execution_id, at, event FROM events").unwrap();
-    let mut found = HashMap::new();
-    let rows = statement
-        .query_map(params![], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)))
-        .unwrap();
-    for row in rows {
-        let (execution, at, event) = row.unwrap();
-        let event: Value = serde_json::from_str(&event).unwrap();
-        let kind = event["type"].as_str().unwrap().to_string();
-        if kind == "attempt_succeeded" || kind == "compensation_succeeded" {
-            let step = event["step"].as_str().unwrap().to_string();
-            found.insert((execution, step, kind), at as u64);
-        }
-    }
-    found
 }
 
 fn kill_workflows(dir: &Path) -> [String; 2] {
@@ -358,7 +308,8 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
         assert_eq!(status, expected, "{execution}");
     }
 
-    let (calls, checked) = audit_side_effects(&dir, executions, &|execution| execution["status"] == "compensated");
+    let (calls, checked) =
+        audit_side_effects(&dir.join("stepwise.db"), executions, &|execution| execution["status"] == "compensated");
     eprintln!(
         "crash test: {runs} runs, {killed} killed mid-run, {} executions, {} service calls, {checked} checked against recorded completions",
         executions.len(),
@@ -466,62 +417,12 @@ fn sigkill_in_the_middle_of_a_fan_out_never_applies_an_elements_side_effect_twic
         elements += usize::from(execution["workflow"] == "paced-reserve");
     }
     let rolled_back = |execution: &Value| top(execution)["status"] == "compensated";
-    let (calls, checked) = audit_side_effects(&dir, executions, &rolled_back);
+    let (calls, checked) = audit_side_effects(&dir.join("stepwise.db"), executions, &rolled_back);
     eprintln!(
         "fan-out crash test: {runs} runs, {killed} killed, {elements} element executions, {calls} service calls, {checked} checked"
     );
     assert!(elements > 0 && checked > 0);
     assert!(killed >= runs / 2, "most runs were killed mid-way ({killed} of {runs})");
-}
-
-/// Checks the service ledger against the recorded events: no side effect
-/// applied again after its completion was recorded, and every resource of a
-/// `reserve`/`payment` step applied once and undone once exactly when
-/// `compensated(execution)`. Returns the number of calls and of checks made.
-fn audit_side_effects(dir: &Path, executions: &[Value], compensated: &dyn Fn(&Value) -> bool) -> (usize, usize) {
-    let calls = ledger(dir);
-    let completions = recorded_completions(dir);
-    let mut checked = 0;
-    for call in &calls {
-        let (execution, step) = call.key.split_once('/').unwrap();
-        let (kind, what) = match call.method.as_str() {
-            "reserve" | "authorize" => ("attempt_succeeded", "invoked"),
-            _ => ("compensation_succeeded", "compensated"),
-        };
-        if let Some(&recorded) = completions.get(&(execution.to_string(), step.to_string(), kind.to_string())) {
-            assert!(
-                call.at <= recorded,
-                "{} {} of {execution}/{step} {what} again after it was recorded",
-                call.service,
-                call.method
-            );
-            checked += 1;
-        }
-    }
-    // Replay the ledger: per resource, how often it was really applied and undone.
-    let mut applied: HashMap<&str, (u32, u32, bool)> = HashMap::new();
-    for call in &calls {
-        let entry = applied.entry(&call.id).or_insert((0, 0, false));
-        match call.method.as_str() {
-            "reserve" | "authorize" if !entry.2 => *entry = (entry.0 + 1, entry.1, true),
-            "release" | "void" if entry.2 => *entry = (entry.0, entry.1 + 1, false),
-            _ => {}
-        }
-    }
-    for execution in executions {
-        let id = execution["execution_id"].as_str().unwrap();
-        let compensated = compensated(execution);
-        for step in ["reserve", "payment"] {
-            let key = format!("{id}/{step}");
-            let ids: Vec<&str> = calls.iter().filter(|c| c.key == key).map(|c| c.id.as_str()).collect();
-            let Some(resource) = ids.first() else { continue };
-            assert!(ids.iter().all(|other| other == resource), "one resource per step");
-            let (done, undone, _) = applied[resource];
-            assert_eq!(done, 1, "{key}: applied {done} times");
-            assert_eq!(undone, u32::from(compensated), "{key}: undone {undone} times");
-        }
-    }
-    (calls.len(), checked)
 }
 
 /// Throughput of accept-quote on the SQLite store vs the in-memory store,

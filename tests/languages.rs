@@ -10,10 +10,6 @@ use stepwise::services::ledger::Ledger;
 use stepwise::workflow::Workflow;
 use stepwise_test_support::*;
 
-fn quote_input() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(example_workflow("accept-quote.input.json")).unwrap()).unwrap()
-}
-
 fn logs(execution: &Value, contains: &str) -> Vec<String> {
     events(execution, "log")
         .iter()

@@ -11,11 +11,6 @@ fn example(engine: &stepwise::engine::Engine, name: &str) -> std::sync::Arc<Work
     std::sync::Arc::new(Workflow::load_file(&path, engine.registry().as_ref()).expect("valid example"))
 }
 
-fn quote_input() -> serde_json::Value {
-    let text = std::fs::read_to_string(example_workflow("accept-quote.input.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 #[tokio::test]
 async fn accept_quote_wires_data_through_four_steps() {
     let engine = engine();

@@ -1,5 +1,10 @@
 //! Shared support for the integration tests: building the guest components
-//! and the `stepwise` binary once, and running workflows on a real engine.
+//! and the `stepwise` binary once, running workflows on a real engine, a
+//! real server process ([`server`]), and the audit of the demo services'
+//! ledger against the recorded events ([`audit`]).
+
+pub mod audit;
+pub mod server;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -46,6 +51,14 @@ pub fn scratch_dir(label: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creating a scratch directory");
     dir
+}
+
+/// The accept-quote example's input.
+pub fn quote_input() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(example_workflow("accept-quote.input.json")).expect("the example input"),
+    )
+    .expect("the example input is JSON")
 }
 
 /// An example workflow file under `guest-examples/workflows/`.

@@ -24,6 +24,8 @@ pub(crate) struct Host {
     record: HostRecord,
     registered: OnceCell<()>,
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// When the last heartbeat was written (ms since the epoch).
+    last_beat: std::sync::atomic::AtomicU64,
 }
 
 impl Host {
@@ -40,12 +42,18 @@ impl Host {
             address,
             owned: 0,
         };
-        Self { record, registered: OnceCell::new(), background: Mutex::new(Vec::new()) }
+        let last_beat = std::sync::atomic::AtomicU64::new(now.0);
+        Self { record, registered: OnceCell::new(), background: Mutex::new(Vec::new()), last_beat }
     }
 
     /// Its id.
     pub(crate) fn id(&self) -> &HostId {
         &self.record.id
+    }
+
+    /// Until when its claims hold, as of its last heartbeat.
+    pub(crate) fn lease_until(&self) -> Timestamp {
+        Timestamp(self.last_beat.load(std::sync::atomic::Ordering::Relaxed)).plus(self.lease())
     }
 
     /// How long its claims hold without a heartbeat.
@@ -107,8 +115,10 @@ async fn heartbeat(engine: Engine) {
     let mut beats: u64 = 0;
     loop {
         tokio::time::sleep(period).await;
-        if let Err(error) = engine.store.heartbeat(engine.host.id()).await {
-            tracing::warn!("heartbeat of host {}: {error}", engine.host.id());
+        let beat = Timestamp::now();
+        match engine.store.heartbeat(engine.host.id()).await {
+            Ok(()) => engine.host.last_beat.store(beat.0, std::sync::atomic::Ordering::Relaxed),
+            Err(error) => tracing::warn!("heartbeat of host {}: {error}", engine.host.id()),
         }
         beats += 1;
         if beats.is_multiple_of(2) {

@@ -83,6 +83,9 @@ pub(crate) fn take_outside(
     busy: &HashSet<Unit>,
     batch: &mut Batch,
 ) -> Result<Answer, Refusal> {
+    // A deadline that passed decides first: a completion that arrives after
+    // its step's timeout finds the step timed out, however late the timer.
+    fire_due_timers(machine, now, batch);
     let (event, answer) = match request {
         Outside::Complete { step, output, key } => {
             let answer = check_completion(machine, &step, key.as_deref(), true)?;
@@ -98,7 +101,7 @@ pub(crate) fn take_outside(
             (accepted.then_some(Event::RollbackRequested { reason }), answer)
         }
         Outside::Wake => {
-            wake(machine, now, busy, batch);
+            wake(machine, busy, batch);
             (None, Answer::AlreadyDone)
         }
     };
@@ -108,9 +111,9 @@ pub(crate) fn take_outside(
     Ok(answer)
 }
 
-/// Looks again at children that waited (one of them may be over) and at
-/// deadlines that fell due while nobody drove the execution.
-fn wake(machine: &mut Machine, now: Timestamp, busy: &HashSet<Unit>, batch: &mut Batch) {
+/// Looks again at children that waited (one of them may be over); due
+/// deadlines were fired before.
+fn wake(machine: &mut Machine, busy: &HashSet<Unit>, batch: &mut Batch) {
     for command in machine.outstanding_commands() {
         match command {
             Command::Invoke { unit, .. }
@@ -118,10 +121,22 @@ fn wake(machine: &mut Machine, now: Timestamp, busy: &HashSet<Unit>, batch: &mut
             {
                 batch.commands.push(command)
             }
-            Command::StartTimer { timer, due } if due <= now && machine.is_armed(&timer) => {
-                record(machine, now, Event::TimerFired { timer }, batch)
-            }
             _ => {}
+        }
+    }
+}
+
+/// Fires every armed timer whose time has come (deadlines that passed while
+/// nobody drove the execution, or before the owner's own timer woke it).
+fn fire_due_timers(machine: &mut Machine, now: Timestamp, batch: &mut Batch) {
+    if machine.next_due().is_none_or(|due| due > now) {
+        return;
+    }
+    for command in machine.outstanding_commands() {
+        if let Command::StartTimer { timer, due } = command {
+            if due <= now && machine.is_armed(&timer) {
+                record(machine, now, Event::TimerFired { timer }, batch);
+            }
         }
     }
 }

@@ -129,6 +129,17 @@ impl Owner {
         self.machine.execution_id()
     }
 
+    /// The execution as it is now, with this host as its owner.
+    fn live_view(&self) -> ExecutionView {
+        let mut view = ExecutionView::of(&self.machine);
+        view.owner = Some(crate::store::Ownership {
+            host: self.engine.host.id().clone(),
+            fence: self.fence,
+            lease_until: self.engine.host.lease_until(),
+        });
+        view
+    }
+
     /// Sends the execution to `settled` once the owner rests.
     pub(super) fn wait_for_rest(&mut self, settled: Settled) {
         self.waiters.push(settled);
@@ -308,7 +319,7 @@ impl Owner {
     async fn settle(&mut self, done: AfterCommit) {
         match done {
             AfterCommit::Reply(reply, answer) => drop(reply.send(answer)),
-            AfterCommit::Show(reply) => drop(reply.send(ExecutionView::of(&self.machine))),
+            AfterCommit::Show(reply) => drop(reply.send(self.live_view())),
             AfterCommit::Answer(message, answer) => {
                 let text = serde_json::to_string(&answer).expect("answers serialize");
                 if let Err(error) = self.engine.store.answer(message, &text).await {

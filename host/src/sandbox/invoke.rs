@@ -96,6 +96,7 @@ impl Sandbox {
             let failure = StepFailure::new(FailureKind::Unavailable, "the sandbox is shutting down");
             return CallOutcome { result: Err(failure), logs: Vec::new() };
         };
+        let _running = self.ticker.running();
         let logs = LogBuffer::default();
         let stdio = Stdio::new(limits.max_stdio_bytes);
         let ctx = match &call {

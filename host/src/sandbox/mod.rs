@@ -39,7 +39,7 @@ pub struct Sandbox {
     limits: Limits,
     resources: HostResources,
     slots: Arc<Semaphore>,
-    _ticker: epoch::Ticker,
+    ticker: epoch::Ticker,
 }
 
 impl Sandbox {
@@ -66,7 +66,7 @@ impl Sandbox {
             limits,
             resources,
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
-            _ticker: ticker,
+            ticker,
         }))
     }
 

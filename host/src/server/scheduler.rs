@@ -12,11 +12,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often schedules and the store's due executions are checked.
-pub const TICK: Duration = Duration::from_millis(250);
+/// How often the store is asked for executions that need a driver.
+pub const ADOPT_EVERY: Duration = Duration::from_secs(1);
 
-/// How many executions one tick adopts at most.
-const ADOPT_PER_TICK: usize = 256;
+/// How many executions one look at the store adopts at most.
+const ADOPT_AT_ONCE: usize = 256;
 
 /// Starts the background work; abort the handle to stop it.
 pub fn spawn(
@@ -31,13 +31,19 @@ pub fn spawn(
         let mut last_check = Utc::now();
         catch_up_schedules(&engine, &workflows, last_check).await;
         let mut last_purge: Option<std::time::Instant> = None;
-        let mut ticker = tokio::time::interval(TICK);
         loop {
-            ticker.tick().await;
+            // Sleep until the next cron slot, or for a second at most: the
+            // store is looked at once a second for executions that need a
+            // driver (deadlines due while nobody drives them, a dead host's
+            // work). An idle server wakes once a second for one query.
+            let next_slot = next_slot(&workflows, last_check);
+            let wait =
+                next_slot.map_or(ADOPT_EVERY, |slot| (slot - Utc::now()).to_std().unwrap_or_default().min(ADOPT_EVERY));
+            tokio::time::sleep(wait).await;
             let now = Utc::now();
             run_due_schedules(&engine, &workflows, last_check, now).await;
             last_check = now;
-            if let Err(error) = engine.adopt_claimable(ADOPT_PER_TICK).await {
+            if let Err(error) = engine.adopt_claimable(ADOPT_AT_ONCE).await {
                 tracing::warn!("adopting executions that need a driver: {error}");
             }
             if let Some(age) = retention {
@@ -52,6 +58,16 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// The earliest slot of any workflow's schedule after `after`.
+fn next_slot(workflows: &WorkflowDirectory, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    workflows
+        .workflows()
+        .iter()
+        .filter_map(|workflow| workflow.definition().schedule.clone())
+        .filter_map(|schedule| cron::Schedule::from_str(&schedule).ok()?.after(&after).next())
+        .min()
 }
 
 /// The slots of `schedule` in `(after, until]`.

@@ -1,0 +1,455 @@
+//! Outside events racing each other against a real `stepwise serve` on
+//! SQLite, with real guests: parallel completions of one async step,
+//! success racing failure, completions racing cancels and the deadline,
+//! cancels at random moments, a cancel while a step runs, `stepwise
+//! complete` from a second process while the server owns the execution,
+//! deeply nested JSON at every door, and an idle server's CPU.
+//!
+//! Each test audits the demo services' ledger against the recorded events:
+//! no service call after its completion was recorded, every reservation and
+//! authorization applied once and undone exactly when its execution rolled
+//! back. Nothing here waits a fixed time to pass: outcomes are read from
+//! the recorded executions.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use stepwise_test_support::audit::audit_side_effects;
+use stepwise_test_support::server::{Server, TOKEN};
+use stepwise_test_support::*;
+
+/// cart -> reserve -> approve (async) -> payment -> order.
+const RACE: &str = r#"
+name = "race"
+[retry]
+max_attempts = 3
+initial_backoff_ms = 10
+[[steps]]
+id = "cart"
+plugin = "retrieve-cart"
+input = { cart_id = "$.input.cart_id", items = "$.input.items", currency = "$.input.currency" }
+[[steps]]
+id = "reserve"
+plugin = "reserve-inventory"
+input = { items = "$.steps.cart.output.items" }
+[[steps]]
+id = "approve"
+plugin = "echo"
+async = true
+after = ["reserve"]
+TIMEOUT
+[[steps]]
+id = "payment"
+plugin = "authorize-payment"
+input = { amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency", approval = "$.steps.approve.output" }
+[[steps]]
+id = "order"
+plugin = "create-order"
+input = { cart_id = "$.steps.cart.output.id", reservation_id = "$.steps.reserve.output.reservation_id", authorization_id = "$.steps.payment.output.authorization_id", total = "$.steps.cart.output.total" }
+"#;
+
+/// reserve -> slow (a step that takes 300 ms) -> payment.
+const SLOW: &str = r#"
+name = "slow"
+[[steps]]
+id = "cart"
+plugin = "retrieve-cart"
+input = { cart_id = "$.input.cart_id", items = "$.input.items", currency = "$.input.currency" }
+[[steps]]
+id = "reserve"
+plugin = "reserve-inventory"
+input = { items = "$.steps.cart.output.items" }
+[[steps]]
+id = "slow"
+plugin = "echo"
+input = { sleep_ms = 300, after = "$.steps.reserve.output.reservation_id" }
+[[steps]]
+id = "payment"
+plugin = "authorize-payment"
+input = { amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency", slow = "$.steps.slow.output" }
+"#;
+
+fn race_server(label: &str) -> Arc<Server> {
+    let race = RACE.replace("TIMEOUT", "");
+    let timed = RACE.replace("name = \"race\"", "name = \"race-timeout\"").replace("TIMEOUT", "timeout_ms = 300");
+    Arc::new(Server::start(
+        label,
+        &[("race.toml", race.as_str()), ("race-timeout.toml", timed.as_str()), ("slow.toml", SLOW)],
+    ))
+}
+
+fn db(server: &Server) -> PathBuf {
+    server.dir.join("server.db")
+}
+
+/// Starts `count` executions of `workflow` without waiting; their ids.
+async fn start_many(server: &Arc<Server>, workflow: &str, count: usize) -> Vec<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let server = server.clone();
+        let path = format!("/v1/workflows/{workflow}/executions");
+        tasks.spawn(async move { server.post(&path, quote_input()).await });
+    }
+    let mut ids = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (status, body) = joined.unwrap();
+        assert!(status.is_success(), "{status}: {body}");
+        ids.push(body["execution_id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// Polls until the execution's async step `approve` waits.
+async fn until_waiting(server: &Server, id: &str) {
+    for _ in 0..1500 {
+        let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
+        if step(&execution, "approve")["status"] == "waiting" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{id} never waited for its approval");
+}
+
+/// Sends requests at once; their statuses and bodies, in order.
+async fn all_at_once(server: &Arc<Server>, requests: Vec<(String, Value)>) -> Vec<(StatusCode, Value)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(path, body)| {
+            let (server, barrier) = (server.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                server.post(&path, body).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+fn events_of<'a>(execution: &'a Value, kind: &str, unit: &str) -> Vec<&'a Value> {
+    events(execution, kind).into_iter().filter(|e| e["step"] == unit).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_ten_parallel_completions_exactly_one_is_recorded_and_nothing_runs_twice() {
+    let server = race_server("parallel-completions");
+    let ids = start_many(&server, "race", 100).await;
+    let mut finals = Vec::new();
+    for id in &ids {
+        until_waiting(&server, id).await;
+        let requests =
+            (0..10).map(|n| (format!("/v1/executions/{id}/steps/approve/success"), json!({"by": n}))).collect();
+        let answers = all_at_once(&server, requests).await;
+        let accepted: Vec<usize> = (0..10).filter(|&n| answers[n].0.is_success()).collect();
+        assert_eq!(accepted.len(), 1, "{id}: {:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
+        for (status, body) in &answers {
+            if !status.is_success() {
+                assert_eq!((*status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_waiting")));
+            }
+        }
+        let execution = server.wait_final(id).await;
+        assert_eq!(execution["status"], "succeeded", "{execution:#}");
+        // The output recorded is the accepted caller's.
+        assert_eq!(step(&execution, "approve")["output"], json!({"by": accepted[0]}));
+        assert_eq!(events_of(&execution, "step_started", "payment").len(), 1, "payment authorized once");
+        finals.push(execution);
+    }
+    let (calls, checked) = audit_side_effects(&db(&server), &finals, &|_| false);
+    assert!(calls >= 200 && checked >= 200, "{calls} calls, {checked} checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_racing_failure_and_completions_racing_cancels_roll_back_exactly_once() {
+    let server = race_server("success-failure-cancel");
+    let ids = start_many(&server, "race", 60).await;
+    let mut finals = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        until_waiting(&server, id).await;
+        let success = (format!("/v1/executions/{id}/steps/approve/success"), json!({"ok": true}));
+        let failure = (format!("/v1/executions/{id}/steps/approve/failure"), json!({"error": "declined"}));
+        let cancel = (format!("/v1/executions/{id}/cancel"), json!({"reason": "customer"}));
+        let racing = n % 2 == 0;
+        let requests = if racing {
+            vec![success.clone(), failure.clone(), success, failure]
+        } else {
+            vec![success.clone(), cancel.clone(), cancel.clone(), cancel]
+        };
+        let answers = all_at_once(&server, requests).await;
+        let execution = server.wait_final(id).await;
+        if racing {
+            let accepted: Vec<usize> = (0..4).filter(|&i| answers[i].0.is_success()).collect();
+            assert_eq!(accepted.len(), 1, "{id}: {:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
+            let expected = if accepted[0] % 2 == 0 { "succeeded" } else { "compensated" };
+            assert_eq!(execution["status"], expected, "{execution:#}");
+        } else {
+            // Every cancel is answered 2xx; the completion may or may not be
+            // taken first, and the execution ends rolled back either way.
+            assert!(answers[1..].iter().all(|(status, _)| status.is_success()), "{answers:?}");
+            assert!(answers[0].0.is_success() || answers[0].0 == StatusCode::CONFLICT, "{answers:?}");
+            assert_eq!(execution["status"], "compensated", "{execution:#}");
+            assert_eq!(events(&execution, "rollback_requested").len(), 1, "one rollback for three cancels");
+        }
+        finals.push(execution);
+    }
+    let (_, checked) = audit_side_effects(&db(&server), &finals, &|e| e["status"] == "compensated");
+    assert!(checked > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_at_random_moments_are_never_lost() {
+    let server = race_server("random-cancels");
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..300u64 {
+        let server = server.clone();
+        tasks.spawn(async move {
+            let (_, started) = server.post("/v1/workflows/accept-quote/executions", quote_input()).await;
+            let id = started["execution_id"].as_str().unwrap().to_string();
+            // Spread over the execution's life: before its first step ends, mid-way, after success.
+            tokio::time::sleep(Duration::from_millis((n * 7919) % 40)).await;
+            let (status, body) = server.post(&format!("/v1/executions/{id}/cancel"), json!({})).await;
+            assert!(status.is_success(), "cancel of {id}: {status} {body}");
+            id
+        });
+    }
+    let mut finals = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let id = joined.unwrap();
+        let execution = server.wait_final(&id).await;
+        assert_eq!(execution["status"], "compensated", "{execution:#}");
+        assert_eq!(events(&execution, "rollback_requested").len(), 1);
+        finals.push(execution);
+    }
+    let (_, checked) = audit_side_effects(&db(&server), &finals, &|_| true);
+    assert!(checked > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_racing_the_deadline_either_complete_or_time_out_never_both() {
+    let server = race_server("deadline");
+    let ids = start_many(&server, "race-timeout", 150).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, id) in ids.into_iter().enumerate() {
+        let server = server.clone();
+        tasks.spawn(async move {
+            // Around the 300 ms deadline, give or take.
+            tokio::time::sleep(Duration::from_millis(240 + (n as u64 * 37) % 120)).await;
+            let answer = server.post(&format!("/v1/executions/{id}/steps/approve/success"), json!({"late": n})).await;
+            (id, answer)
+        });
+    }
+    let (mut completed, mut timed_out, mut finals) = (0, 0, Vec::new());
+    while let Some(joined) = tasks.join_next().await {
+        let (id, (status, body)) = joined.unwrap();
+        let execution = server.wait_final(&id).await;
+        if status.is_success() {
+            completed += 1;
+            assert_eq!(execution["status"], "succeeded", "{execution:#}");
+        } else {
+            timed_out += 1;
+            assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_waiting")));
+            assert_eq!(execution["status"], "compensated", "{execution:#}");
+            assert_eq!(step(&execution, "approve")["error"]["kind"], "timed_out");
+        }
+        assert!(events_of(&execution, "step_started", "payment").len() <= 1);
+        finals.push(execution);
+    }
+    eprintln!("deadline race: {completed} completed, {timed_out} timed out");
+    audit_side_effects(&db(&server), &finals, &|e| e["status"] == "compensated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_a_step_runs_lets_it_finish_once_then_compensates() {
+    let server = race_server("cancel-running");
+    let waiting = {
+        let server = server.clone();
+        tokio::spawn(async move { server.post("/v1/workflows/slow/executions?wait=true", quote_input()).await })
+    };
+    // The execution id, once the slow step runs.
+    let id = loop {
+        let (_, list) = server.get("/v1/executions?workflow=slow").await;
+        if let Some(id) = list["executions"][0]["execution_id"].as_str() {
+            let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
+            if step(&execution, "slow")["status"] == "running" {
+                break id.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let (status, cancelled) = server.post(&format!("/v1/executions/{id}/cancel"), json!({"reason": "now"})).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "compensated");
+    // The caller that started it gets the rolled-back execution, not a conflict.
+    let (status, execution) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{execution}");
+    assert_eq!(execution["status"], "compensated");
+    assert_eq!(events_of(&execution, "step_started", "slow").len(), 1, "the running step ran once");
+    assert_eq!(events_of(&execution, "step_compensated", "slow").len(), 1, "and was compensated once");
+    assert!(events_of(&execution, "step_started", "payment").is_empty());
+    let (_, checked) = audit_side_effects(&db(&server), &[execution], &|_| true);
+    assert!(checked > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stepwise_complete_from_a_second_process_goes_through_the_owner() {
+    // approve waits while `busy` runs for 3 s: the server owns the execution
+    // the whole time, so the second process must hand its event over.
+    let workflow = r#"
+        name = "owned"
+        [[steps]]
+        id = "approve"
+        plugin = "echo"
+        async = true
+        [[steps]]
+        id = "busy"
+        plugin = "echo"
+        input = { sleep_ms = 3000 }
+        [[steps]]
+        id = "after"
+        plugin = "echo"
+        input = { approved = "$.steps.approve.output", busy = "$.steps.busy.output" }
+    "#;
+    let server = Arc::new(Server::start("second-process", &[("owned.toml", workflow)]));
+    let (_, started) = server.post("/v1/workflows/owned/executions", json!({})).await;
+    let id = started["execution_id"].as_str().unwrap().to_string();
+    until_waiting(&server, &id).await;
+    let (_, hosts) = server.get("/v1/hosts").await;
+    let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
+    assert_eq!(execution["owner"]["host"], hosts["hosts"][0]["id"], "the server owns it: {execution:#}");
+    let output = std::process::Command::new(stepwise_bin())
+        .args(["complete", &id, "approve", "--output", r#"{"by": "cli"}"#])
+        .arg("--store")
+        .arg(format!("sqlite://{}", db(&server).display()))
+        .arg("--plugins")
+        .arg(server.dir.join("plugins"))
+        .env("STEPWISE_CACHE", server.dir.join("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["status"], "succeeded", "{printed:#}");
+    let execution = server.wait_final(&id).await;
+    assert_eq!(step(&execution, "approve")["output"], json!({"by": "cli"}));
+    assert_eq!(events_of(&execution, "step_started", "busy").len(), 1, "one driver: busy ran once");
+    assert_eq!(events_of(&execution, "step_started", "after").len(), 1);
+    let (_, metrics) = (0, server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap());
+    assert!(metrics.contains("stepwise_fencing_refusals_total 0"), "{metrics}");
+}
+
+fn nested(levels: usize) -> String {
+    format!("{}{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_json_is_refused_at_every_door_and_blocks_nothing() {
+    let wraps = r#"
+        name = "wraps"
+        [[steps]]
+        id = "deeper"
+        plugin = "echo"
+        input = { a = { b = { c = { d = { e = "$.input.deep" } } } } }
+    "#;
+    let server = Arc::new(Server::start("deep", &[("wraps.toml", wraps)]));
+    let post_raw = |path: String, body: String| {
+        let server = server.clone();
+        async move {
+            let response = server
+                .client
+                .post(server.url(&path))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    for levels in [127, 10_000] {
+        let (status, body) = post_raw("/v1/workflows/approval/executions".into(), nested(levels)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("deeper than the limit of 64"), "{body}");
+    }
+    // An async step's output, too deep.
+    let (_, waiting) = server.post("/v1/workflows/approval/executions", json!({})).await;
+    let id = waiting["execution_id"].as_str().unwrap().to_string();
+    for levels in [127, 10_000] {
+        let (status, body) = post_raw(format!("/v1/executions/{id}/steps/ask/success"), nested(levels)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    // A guest returning a value nested deeper than the limit fails its step.
+    let (status, failed) = server
+        .post(
+            "/v1/workflows/wraps/executions?wait=true",
+            json!({"deep": serde_json::from_str::<Value>(&nested(60)).unwrap()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(failed["status"], "compensated", "{failed:#}");
+    assert_eq!(step(&failed, "deeper")["error"]["kind"], "invalid_output");
+    // The CLI's door.
+    let cli = std::process::Command::new(stepwise_bin())
+        .args(["run", "--store", "memory", "--input", &nested(127)])
+        .arg(example_workflow("accept-quote.toml"))
+        .arg("--plugins")
+        .arg(plugins_dir())
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("deeper than the limit of 64"));
+    // Everything else is untouched: the waiting execution completes, every execution reads back.
+    let (status, done) =
+        server.post(&format!("/v1/executions/{id}/steps/ask/success"), json!({"approved": true})).await;
+    assert_eq!((status, done["status"].as_str()), (StatusCode::OK, Some("succeeded")));
+    let (_, list) = server.get("/v1/executions").await;
+    for execution in list["executions"].as_array().unwrap() {
+        let (status, _) = server.get(&format!("/v1/executions/{}", execution["execution_id"].as_str().unwrap())).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+/// CPU time (user + system) of a process so far, from /proc, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_server_uses_almost_no_cpu_after_a_burst() {
+    let server = race_server("idle");
+    // A burst that also reads plugins (uploads) and leaves executions waiting with deadlines far ahead.
+    let ids = start_many(&server, "accept-quote", 50).await;
+    for id in &ids {
+        server.wait_final(id).await;
+    }
+    let waiting = start_many(&server, "approval", 5).await;
+    for id in &waiting {
+        until_waiting_any(&server, id).await;
+    }
+    let pid = server.child.id();
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let used = cpu_ticks(pid) - before;
+    let hz = 100; // USER_HZ on Linux
+    let millis = used * 1000 / hz;
+    eprintln!("idle server: {millis} ms of CPU in 5 s");
+    assert!(millis <= 60, "an idle server used {millis} ms of CPU in 5 s");
+}
+
+async fn until_waiting_any(server: &Server, id: &str) {
+    for _ in 0..1500 {
+        let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
+        if execution["status"] == "waiting" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{id} never waited");
+}
