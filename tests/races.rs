@@ -175,7 +175,7 @@ async fn success_racing_failure_and_completions_racing_cancels_roll_back_exactly
         let success = (format!("/v1/executions/{id}/steps/approve/success"), json!({"ok": true}));
         let failure = (format!("/v1/executions/{id}/steps/approve/failure"), json!({"error": "declined"}));
         let cancel = (format!("/v1/executions/{id}/cancel"), json!({"reason": "customer"}));
-        let racing = n % 2 == 0;
+        let racing = n.is_multiple_of(2);
         let requests = if racing {
             vec![success.clone(), failure.clone(), success, failure]
         } else {
@@ -186,7 +186,7 @@ async fn success_racing_failure_and_completions_racing_cancels_roll_back_exactly
         if racing {
             let accepted: Vec<usize> = (0..4).filter(|&i| answers[i].0.is_success()).collect();
             assert_eq!(accepted.len(), 1, "{id}: {:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
-            let expected = if accepted[0] % 2 == 0 { "succeeded" } else { "compensated" };
+            let expected = if accepted[0].is_multiple_of(2) { "succeeded" } else { "compensated" };
             assert_eq!(execution["status"], expected, "{execution:#}");
         } else {
             // Every cancel is answered 2xx; the completion may or may not be
