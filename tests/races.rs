@@ -453,3 +453,47 @@ async fn until_waiting_any(server: &Server, id: &str) {
     }
     panic!("{id} never waited");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_that_cannot_be_loaded_is_marked_failed_and_blocks_nothing() {
+    let dir = std::env::temp_dir().join(format!("stepwise-server-unloadable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let [broken, healthy] = {
+        let server = Server::start_in(dir.clone(), &[]);
+        let (_, broken) = server.post("/v1/workflows/approval/executions", json!({})).await;
+        let (_, healthy) = server.post("/v1/workflows/approval/executions", json!({})).await;
+        let ids = [broken, healthy].map(|body| body["execution_id"].as_str().unwrap().to_string());
+        for id in &ids {
+            until_waiting_any(&server, id).await;
+        }
+        ids
+    };
+    // Both look unfinished with work in flight; one log holds an event no one can read.
+    let db = rusqlite::Connection::open(dir.join("server.db")).unwrap();
+    db.execute("UPDATE executions SET status = 'running'", []).unwrap();
+    db.execute("UPDATE events SET event = '{\"type\": 1' WHERE execution_id = ?1 AND seq = 1", [&broken]).unwrap();
+    drop(db);
+    let server = Server::start_in(dir, &[]);
+    // The restarted server adopts both: the broken one is failed with the reason.
+    let listed = loop {
+        let (_, listed) = server.get("/v1/executions?status=failed").await;
+        if !listed["executions"].as_array().unwrap().is_empty() {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let failed = &listed["executions"][0];
+    assert_eq!(failed["execution_id"], broken.as_str(), "{listed:#}");
+    assert!(failed["error"].as_str().unwrap().contains("corrupt event"), "{failed}");
+    let (status, body) = server.get(&format!("/v1/executions/{broken}")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body["error"]["message"].as_str().unwrap().contains(&broken), "{body}");
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("stepwise_executions_unloadable_total 1"), "{metrics}");
+    // Everything else goes on.
+    let (status, done) =
+        server.post(&format!("/v1/executions/{healthy}/steps/ask/success"), json!({"approved": true})).await;
+    assert_eq!((status, done["status"].as_str()), (StatusCode::OK, Some("succeeded")));
+    let (status, quote) = server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
+    assert_eq!((status, quote["status"].as_str()), (StatusCode::OK, Some("succeeded")));
+}

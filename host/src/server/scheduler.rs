@@ -32,17 +32,9 @@ pub fn spawn(
         catch_up_schedules(&engine, &workflows, last_check).await;
         let mut last_purge: Option<std::time::Instant> = None;
         loop {
-            // Sleep until the next cron slot, or for a second at most: the
-            // store is looked at once a second for executions that need a
-            // driver (deadlines due while nobody drives them, a dead host's
-            // work). An idle server wakes once a second for one query.
-            let next_slot = next_slot(&workflows, last_check);
-            let wait =
-                next_slot.map_or(ADOPT_EVERY, |slot| (slot - Utc::now()).to_std().unwrap_or_default().min(ADOPT_EVERY));
-            tokio::time::sleep(wait).await;
-            let now = Utc::now();
-            run_due_schedules(&engine, &workflows, last_check, now).await;
-            last_check = now;
+            // Executions that need a driver (what a crash or a dead host
+            // left, deadlines due while nobody drives them): at start, then
+            // once a second.
             if let Err(error) = engine.adopt_claimable(ADOPT_AT_ONCE).await {
                 tracing::warn!("adopting executions that need a driver: {error}");
             }
@@ -56,6 +48,15 @@ pub fn spawn(
                     }
                 }
             }
+            // Sleep until the next cron slot, or a second at most: an idle
+            // server wakes once a second for one query.
+            let next_slot = next_slot(&workflows, last_check);
+            let wait =
+                next_slot.map_or(ADOPT_EVERY, |slot| (slot - Utc::now()).to_std().unwrap_or_default().min(ADOPT_EVERY));
+            tokio::time::sleep(wait).await;
+            let now = Utc::now();
+            run_due_schedules(&engine, &workflows, last_check, now).await;
+            last_check = now;
         }
     })
 }
