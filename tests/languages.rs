@@ -91,25 +91,38 @@ async fn the_same_step_gives_the_same_result_in_every_language_and_in_raw_wat() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loops_in_javascript_and_python_are_stopped_by_the_same_limits() {
-    let host = demo_host();
+    // The same guests under a second name with a budget of fuel no loop
+    // exhausts in a few seconds: only the deadline can stop them, whatever
+    // the speed of the machine.
+    let ample = |name: &str| format!("name = \"{name}\"\n[limits]\nfuel = 1000000000000\ndeadline_ms = 5000\n");
+    let (js, py) = (ample("js-ample"), ample("py-ample"));
+    let dir = plugin_dir_with(
+        "ample-fuel",
+        &[("js-ample", "js-cart-total", Some(js.as_str())), ("py-ample", "py-cart-total", Some(py.as_str()))],
+    );
+    let host = demo_host_in(&dir);
     let healthy =
         Arc::new(Workflow::load_file(&example_workflow("accept-quote.toml"), host.engine.registry().as_ref()).unwrap());
-    for plugin in ["js-cart-total", "py-cart-total"] {
-        // Their manifests' fuel (300 M) runs out in well under a second; a
-        // step timeout shorter than that stops the loop at its deadline instead.
-        for (limit, expected) in [("", "fuel_exhausted"), ("timeout_ms = 20\n", "deadline_exceeded")] {
-            let toml = format!(
-                "name = \"spin\"\n[[steps]]\nid = \"s\"\nplugin = \"{plugin}\"\ninput = {{ spin = true }}\nretry = {{ max_attempts = 1 }}\n{limit}"
-            );
-            let spinning = workflow(&host.engine, &toml);
-            let (spun, ok) = tokio::join!(
-                host.engine.run(spinning, json!({}), StartOptions::default()),
-                host.engine.run(healthy.clone(), quote_input(), StartOptions::default())
-            );
-            let spun = spun.unwrap().to_json();
-            assert_eq!(step(&spun, "s")["error"]["kind"], expected, "{plugin}: {spun:#}");
-            assert_eq!(spun["status"], "compensated");
-            assert_eq!(ok.unwrap().to_json()["status"], "succeeded", "the host keeps serving beside {plugin}");
-        }
+    // Their own manifests' fuel (300 M) runs out long before their 5 s deadline;
+    // with ample fuel, a 20 ms step timeout stops the loop.
+    let cases = [
+        ("js-cart-total", "", "fuel_exhausted"),
+        ("py-cart-total", "", "fuel_exhausted"),
+        ("js-ample", "timeout_ms = 20\n", "deadline_exceeded"),
+        ("py-ample", "timeout_ms = 20\n", "deadline_exceeded"),
+    ];
+    for (plugin, limit, expected) in cases {
+        let toml = format!(
+            "name = \"spin\"\n[[steps]]\nid = \"s\"\nplugin = \"{plugin}\"\ninput = {{ spin = true }}\nretry = {{ max_attempts = 1 }}\n{limit}"
+        );
+        let spinning = workflow(&host.engine, &toml);
+        let (spun, ok) = tokio::join!(
+            host.engine.run(spinning, json!({}), StartOptions::default()),
+            host.engine.run(healthy.clone(), quote_input(), StartOptions::default())
+        );
+        let spun = spun.unwrap().to_json();
+        assert_eq!(step(&spun, "s")["error"]["kind"], expected, "{plugin}: {spun:#}");
+        assert_eq!(spun["status"], "compensated");
+        assert_eq!(ok.unwrap().to_json()["status"], "succeeded", "the host keeps serving beside {plugin}");
     }
 }
