@@ -77,7 +77,7 @@ fn plugin_call(
     let step = machine.label(unit);
     let definition = &machine.workflow().steps()[unit.node];
     let loaded = plugins.get(plugin).cloned();
-    let sandbox = engine.registry.sandbox().clone();
+    let sandbox = engine.shared.registry.sandbox().clone();
     let execution_id = machine.execution_id();
     let ctx = StepContext {
         workflow: machine.workflow().name().to_string(),
@@ -94,7 +94,7 @@ fn plugin_call(
         Export::Invoke => Call::Invoke { ctx, input: payload },
         Export::Compensate => Call::Compensate { ctx, data: payload },
     };
-    let metrics = engine.metrics.clone();
+    let metrics = engine.shared.metrics.clone();
     let plugin = plugin.clone();
     async move {
         let Some(loaded) = loaded else {

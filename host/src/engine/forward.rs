@@ -20,7 +20,7 @@ pub(super) async fn to_owner_elsewhere(engine: &Engine, id: &ExecutionId, messag
     match message {
         Message::Outside { request, reply, settled } => {
             let text = serde_json::to_string(&request).expect("outside events serialize");
-            match engine.store.post(id, &text).await {
+            match engine.shared.store.post(id, &text).await {
                 Ok(number) => {
                     tokio::spawn(relay(engine.clone(), id.clone(), number, reply, settled));
                 }
@@ -53,7 +53,7 @@ pub(super) async fn all_to_owner_elsewhere(
     mut mailbox: mpsc::UnboundedReceiver<Message>,
 ) {
     loop {
-        let arrived = engine.live.leave_or_take(id, &mut mailbox);
+        let arrived = engine.shared.live.leave_or_take(id, &mut mailbox);
         if arrived.is_empty() {
             return;
         }
@@ -88,7 +88,7 @@ async fn relay(
     let mut polls = 0u32;
     loop {
         tokio::time::sleep(POLL).await;
-        match engine.store.answer_of(number).await {
+        match engine.shared.store.answer_of(number).await {
             Ok(Some(text)) => {
                 let answer: Result<Answer, Refusal> = serde_json::from_str(&text)
                     .unwrap_or_else(|e| Err(Refusal::Unavailable(format!("unreadable answer: {e}"))));
@@ -116,7 +116,7 @@ async fn relay(
 async fn wait_elsewhere(engine: Engine, id: ExecutionId, settled: Settled) {
     let mut polls = 0u32;
     loop {
-        match engine.store.status(&id).await {
+        match engine.shared.store.status(&id).await {
             Ok(Some(status)) if status.is_final() || status == crate::journal::ExecutionStatus::Waiting => {
                 let _ = settled.send(engine.read(&id).await);
                 return;

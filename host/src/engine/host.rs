@@ -7,11 +7,11 @@
 //! mistake is fenced off, it does not write twice.
 
 use super::owner::Message;
-use super::Engine;
+use super::{Engine, Shared};
 use crate::journal::{ExecutionId, Timestamp};
 use crate::store::{HostId, HostRecord, StoreError};
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -66,11 +66,11 @@ impl Host {
     pub(crate) async fn ensure_registered(&self, engine: &Engine) -> Result<(), StoreError> {
         self.registered
             .get_or_try_init(|| async {
-                engine.store.register_host(&self.record).await?;
+                engine.shared.store.register_host(&self.record).await?;
                 reap_local_dead_hosts(engine).await;
                 let mut background = self.background.lock().expect("host lock");
-                background.push(tokio::spawn(heartbeat(engine.clone())));
-                background.push(tokio::spawn(poll_inbox(engine.clone())));
+                background.push(tokio::spawn(heartbeat(engine.downgrade())));
+                background.push(tokio::spawn(poll_inbox(engine.downgrade())));
                 Ok(())
             })
             .await
@@ -84,7 +84,7 @@ impl Host {
             task.abort();
         }
         if self.registered.initialized() {
-            if let Err(error) = engine.store.deregister_host(self.id()).await {
+            if let Err(error) = engine.shared.store.deregister_host(self.id()).await {
                 tracing::warn!("deregistering host {}: {error}", self.id());
             }
         }
@@ -110,15 +110,16 @@ fn process_exists(pid: u32) -> bool {
 
 /// Renews the host's lease every quarter lease; now and then ends the leases
 /// of local hosts whose process is gone.
-async fn heartbeat(engine: Engine) {
-    let period = engine.host.lease() / 4;
+async fn heartbeat(engine: Weak<Shared>) {
+    let Some(period) = Engine::upgrade(&engine).map(|engine| engine.shared.host.lease() / 4) else { return };
     let mut beats: u64 = 0;
     loop {
         tokio::time::sleep(period).await;
+        let Some(engine) = Engine::upgrade(&engine) else { return };
         let beat = Timestamp::now();
-        match engine.store.heartbeat(engine.host.id()).await {
-            Ok(()) => engine.host.last_beat.store(beat.0, std::sync::atomic::Ordering::Relaxed),
-            Err(error) => tracing::warn!("heartbeat of host {}: {error}", engine.host.id()),
+        match engine.shared.store.heartbeat(engine.shared.host.id()).await {
+            Ok(()) => engine.shared.host.last_beat.store(beat.0, std::sync::atomic::Ordering::Relaxed),
+            Err(error) => tracing::warn!("heartbeat of host {}: {error}", engine.shared.host.id()),
         }
         beats += 1;
         if beats.is_multiple_of(2) {
@@ -129,8 +130,8 @@ async fn heartbeat(engine: Engine) {
 
 /// Ends the lease of every host of this node whose process is gone.
 async fn reap_local_dead_hosts(engine: &Engine) {
-    let Ok(hosts) = engine.store.hosts().await else { return };
-    let me = &engine.host.record;
+    let Ok(hosts) = engine.shared.store.hosts().await else { return };
+    let me = &engine.shared.host.record;
     let now = Timestamp::now();
     for host in hosts {
         let gone = host.node == me.node
@@ -139,7 +140,7 @@ async fn reap_local_dead_hosts(engine: &Engine) {
             && (host.pid == me.pid || !process_exists(host.pid));
         if gone {
             tracing::info!("host {} (pid {}) is gone: its executions can be taken over", host.id, host.pid);
-            if let Err(error) = engine.store.expire_host(&host.id).await {
+            if let Err(error) = engine.shared.store.expire_host(&host.id).await {
                 tracing::warn!("ending the lease of host {}: {error}", host.id);
             }
         }
@@ -148,15 +149,16 @@ async fn reap_local_dead_hosts(engine: &Engine) {
 
 /// Routes messages other processes posted for executions this host owns
 /// to their owners. Polls only while this process drives something.
-async fn poll_inbox(engine: Engine) {
+async fn poll_inbox(engine: Weak<Shared>) {
     let mut routed: HashSet<i64> = HashSet::new();
     loop {
         tokio::time::sleep(super::forward::POLL).await;
-        if engine.live.len() == 0 {
+        let Some(engine) = Engine::upgrade(&engine) else { return };
+        if engine.shared.live.len() == 0 {
             routed.clear();
             continue;
         }
-        let messages = match engine.store.inbox(engine.host.id(), None).await {
+        let messages = match engine.shared.store.inbox(engine.shared.host.id(), None).await {
             Ok(messages) => messages,
             Err(error) => {
                 tracing::warn!("reading the inbox: {error}");
@@ -178,7 +180,7 @@ async fn poll_inbox(engine: Engine) {
 /// Hands a posted message to the execution's owner here; an execution that
 /// rested meanwhile is adopted again, which drains its inbox.
 fn deliver_posted(engine: &Engine, id: &ExecutionId, posted: Message) {
-    if engine.live.send(id, posted).is_err() {
+    if engine.shared.live.send(id, posted).is_err() {
         engine.route(id, Message::Adopt);
     }
 }

@@ -160,8 +160,17 @@ pub(crate) struct Replayed {
 }
 
 /// Runs workflows: plugins from a registry, executions recorded in a store.
+/// Cloning is cheap: every clone is a handle on the same engine.
 #[derive(Clone)]
 pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+/// What every handle on an engine shares. Background work (the host's
+/// heartbeat and inbox poller) holds it weakly, so that an engine nobody
+/// holds any more is dropped with its store.
+#[derive(Clone)]
+pub(crate) struct Shared {
     registry: Arc<PluginRegistry>,
     store: Arc<dyn ExecutionStore>,
     metrics: Arc<EngineMetrics>,
@@ -174,65 +183,78 @@ impl Engine {
     /// An engine over `registry` recording into `store`, with no tenant
     /// bindings and the default lease.
     pub fn new(registry: Arc<PluginRegistry>, store: Arc<dyn ExecutionStore>) -> Self {
-        Self {
+        let shared = Shared {
             registry,
             store,
             metrics: Arc::new(EngineMetrics::default()),
             tenants: Arc::new(TenantBindings::none()),
             live: Arc::new(live::LiveTable::default()),
             host: Arc::new(host::Host::new(DEFAULT_LEASE, None)),
-        }
+        };
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// An engine on the same shared state, held weakly by background work.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {
+        Arc::downgrade(&self.shared)
+    }
+
+    /// The engine a weak handle names, while anyone still holds it.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Shared>) -> Option<Self> {
+        weak.upgrade().map(|shared| Self { shared })
     }
 
     /// The same engine with tenants' hook handlers from `tenants`.
-    pub fn with_tenants(mut self, tenants: Arc<TenantBindings>) -> Self {
-        self.tenants = tenants;
-        self
+    pub fn with_tenants(self, tenants: Arc<TenantBindings>) -> Self {
+        let mut shared = (*self.shared).clone();
+        shared.tenants = tenants;
+        Self { shared: Arc::new(shared) }
     }
 
     /// The same engine as a host whose claims hold for `lease` without a
     /// heartbeat, serving HTTP at `address` (for `GET /v1/hosts`). Set before
     /// the engine starts anything.
-    pub fn with_host(mut self, lease: Duration, address: Option<String>) -> Self {
-        self.host = Arc::new(host::Host::new(lease, address));
-        self
+    pub fn with_host(self, lease: Duration, address: Option<String>) -> Self {
+        let mut shared = (*self.shared).clone();
+        shared.host = Arc::new(host::Host::new(lease, address));
+        Self { shared: Arc::new(shared) }
     }
 
     /// The tenants' hook handler bindings.
     pub fn tenants(&self) -> &Arc<TenantBindings> {
-        &self.tenants
+        &self.shared.tenants
     }
 
     /// The plugin registry.
     pub fn registry(&self) -> &Arc<PluginRegistry> {
-        &self.registry
+        &self.shared.registry
     }
 
     /// The execution store.
     pub fn store(&self) -> &Arc<dyn ExecutionStore> {
-        &self.store
+        &self.shared.store
     }
 
     /// The engine's counters.
     pub fn metrics(&self) -> &Arc<EngineMetrics> {
-        &self.metrics
+        &self.shared.metrics
     }
 
     /// This process's host id in the store.
     pub fn host_id(&self) -> &crate::store::HostId {
-        self.host.id()
+        self.shared.host.id()
     }
 
     /// How many executions this process drives now.
     pub fn live_executions(&self) -> usize {
-        self.live.len()
+        self.shared.live.len()
     }
 
     /// Stops this process as a host: the store forgets it and everything it
     /// owns can be claimed at once. Executions still live here are left to
     /// whoever claims them next (their calls are made again, same keys).
     pub async fn shutdown(&self) {
-        self.host.stop(self).await;
+        self.shared.host.stop(self).await;
     }
 
     /// Runs `workflow` on `input` until it rests (it is over, or waits for an
@@ -290,7 +312,7 @@ impl Engine {
                 )));
             }
             for hook in workflow.steps().iter().filter(|step| step.is_hook()) {
-                let bound = self.tenants.handlers(tenant, workflow.name(), hook.id.as_str());
+                let bound = self.shared.tenants.handlers(tenant, workflow.name(), hook.id.as_str());
                 if !bound.is_empty() {
                     handlers.insert(hook.id.to_string(), bound);
                 }
@@ -298,9 +320,9 @@ impl Engine {
         }
         let mut names = workflow.plugins();
         names.extend(handlers.values().flatten().map(|handler| handler.plugin.clone()));
-        let plugins = plugins::resolve(&self.registry, &names, &Default::default()).await?;
+        let plugins = plugins::resolve(&self.shared.registry, &names, &Default::default()).await?;
         plugins::check_version_pins(&workflow, &plugins)?;
-        self.host.ensure_registered(self).await?;
+        self.shared.host.ensure_registered(self).await?;
         let (id, parent) = match child {
             Some((id, parent)) => (id, Some(parent)),
             None => (ExecutionId::generate(), None),
@@ -330,6 +352,7 @@ impl Engine {
         let released = status.is_final() || (status == ExecutionStatus::Waiting && !calls);
         let events = first.recorded.len() as u64;
         let created = self
+            .shared
             .store
             .create(NewExecution {
                 id: id.clone(),
@@ -339,7 +362,7 @@ impl Engine {
                 tenant: options.tenant,
                 parent,
                 created_at: now,
-                owner: (!released).then(|| self.host.id().clone()),
+                owner: (!released).then(|| self.shared.host.id().clone()),
                 events: first.recorded,
                 status,
                 next_due,
@@ -349,11 +372,11 @@ impl Engine {
             Created::Existing(existing) => return Ok(Prepared::Existing(existing)),
             Created::New(fence) => fence,
         };
-        self.metrics.executions_started.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.executions_started.fetch_add(1, Ordering::Relaxed);
         if status.is_final() {
-            self.metrics.observe_finished(status);
+            self.shared.metrics.observe_finished(status);
         }
-        let mailbox = self.live.open(&id);
+        let mailbox = self.shared.live.open(&id);
         let mut owner = Owner::new(self.clone(), machine, plugins, (events, fence, status), mailbox);
         owner.created(next_due, released);
         Ok(Prepared::New(Box::new(owner), first.commands))
@@ -364,7 +387,7 @@ impl Engine {
     pub(crate) fn run_child(&self, child: ChildRun) -> BoxedRun {
         let engine = self.clone();
         Box::pin(async move {
-            if engine.store.status(&child.id).await?.is_some() {
+            if engine.shared.store.status(&child.id).await?.is_some() {
                 return engine.wait_for_rest(&child.id).await;
             }
             let Some(definition) = child.definition else {
@@ -372,7 +395,7 @@ impl Engine {
             };
             let source = format!("workflow `{}` (child of execution {})", definition.name, child.parent);
             let workflow =
-                Workflow::from_definition_with(&source, definition, engine.registry.as_ref(), &child.workflows)?;
+                Workflow::from_definition_with(&source, definition, engine.shared.registry.as_ref(), &child.workflows)?;
             let options = StartOptions { idempotency_key: Some(format!("child:{}", child.id)), tenant: child.tenant };
             match engine.create(Arc::new(workflow), child.input, options, Some((child.id, child.parent))).await? {
                 Prepared::Existing(existing) => engine.wait_for_rest(&existing).await,
@@ -397,7 +420,7 @@ impl Engine {
     /// Hands a message to the execution's owner: the one in this process,
     /// or a new owner that claims it (or posts to the owner elsewhere).
     pub(crate) fn route(&self, id: &ExecutionId, message: Message) {
-        if let Some(mailbox) = self.live.send_or_open(id, message) {
+        if let Some(mailbox) = self.shared.live.send_or_open(id, message) {
             tokio::spawn(owner::adopt(self.clone(), id.clone(), mailbox));
         }
     }
@@ -465,11 +488,11 @@ impl Engine {
         const CONCURRENCY: usize = 64;
         // Registering first ends the leases of this machine's dead processes,
         // so that what they left is claimable now.
-        self.host.ensure_registered(self).await?;
+        self.shared.host.ensure_registered(self).await?;
         let mut seen: HashSet<ExecutionId> = HashSet::new();
         let mut results = Vec::new();
         loop {
-            let due = self.store.claimable(Timestamp::now(), 256).await?;
+            let due = self.shared.store.claimable(Timestamp::now(), 256).await?;
             let fresh: Vec<ExecutionId> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
             if fresh.is_empty() {
                 return Ok(results);
@@ -495,17 +518,17 @@ impl Engine {
     /// Registers this process as a host of the store now (a server does at
     /// start, so that it is listed and heartbeats before it owns anything).
     pub async fn register(&self) -> Result<(), EngineError> {
-        Ok(self.host.ensure_registered(self).await?)
+        Ok(self.shared.host.ensure_registered(self).await?)
     }
 
     /// Adopts, in the background, up to `limit` executions of the store that
     /// need a driver and have no live owner (work in flight left by a crash
     /// or a dead host, deadlines and backoffs due); returns how many.
     pub async fn adopt_claimable(&self, limit: usize) -> Result<usize, EngineError> {
-        self.host.ensure_registered(self).await?;
+        self.shared.host.ensure_registered(self).await?;
         let mut adopted = 0;
-        for id in self.store.claimable(Timestamp::now(), limit).await? {
-            if self.live.send(&id, Message::Adopt).is_err() {
+        for id in self.shared.store.claimable(Timestamp::now(), limit).await? {
+            if self.shared.live.send(&id, Message::Adopt).is_err() {
                 self.route(&id, Message::Adopt);
                 adopted += 1;
             }
@@ -517,7 +540,7 @@ impl Engine {
     /// world) and returns it.
     pub async fn wait_for_rest(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
         let (settled, settling) = oneshot::channel();
-        match self.live.send(id, Message::Wait { settled }) {
+        match self.shared.live.send(id, Message::Wait { settled }) {
             Ok(()) => Settling(settling).wait().await,
             Err(_) => {
                 // Not live here: at rest in the store, or driven elsewhere
@@ -538,7 +561,7 @@ impl Engine {
     /// else from the store.
     pub async fn show(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
         let (reply, view) = oneshot::channel();
-        if self.live.send(id, Message::Show { reply }).is_ok() {
+        if self.shared.live.send(id, Message::Show { reply }).is_ok() {
             if let Ok(view) = view.await {
                 return Ok(view);
             }
@@ -559,8 +582,8 @@ impl Engine {
     async fn unloadable(&self, id: &ExecutionId, error: EngineError) -> EngineError {
         let reason = error.to_string();
         tracing::error!(execution = %id, "cannot be loaded, marked failed: {reason}");
-        self.metrics.executions_unloadable.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = self.store.mark_unloadable(id, &reason).await {
+        self.shared.metrics.executions_unloadable.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = self.shared.store.mark_unloadable(id, &reason).await {
             tracing::error!(execution = %id, "marking it failed: {error}");
         }
         EngineError::Unloadable(id.clone(), reason)
@@ -571,18 +594,18 @@ impl Engine {
     async fn pinned_plugins(&self, machine: &Machine) -> Result<calls::Plugins, EngineError> {
         let mut names: BTreeSet<PluginName> = machine.workflow().plugins();
         names.extend(machine.plugins().keys().map(|name| PluginName::new(name)));
-        plugins::resolve(&self.registry, &names, machine.plugins()).await
+        plugins::resolve(&self.shared.registry, &names, machine.plugins()).await
     }
 
     /// Deletes archived plugin versions and compiled code that neither the
     /// plugin directory's current files nor an unfinished execution needs;
     /// returns how many cache files went.
     pub async fn collect_plugin_garbage(&self) -> Result<usize, EngineError> {
-        let Some(cache) = self.registry.cache() else { return Ok(0) };
-        let mut keep: HashSet<String> = self.registry.current_file_hashes().into_iter().collect();
+        let Some(cache) = self.shared.registry.cache() else { return Ok(0) };
+        let mut keep: HashSet<String> = self.shared.registry.current_file_hashes().into_iter().collect();
         // An unfinished execution may still roll back its children, even
         // those that succeeded: their pinned versions are kept too.
-        let mut pending = self.store.unfinished().await?;
+        let mut pending = self.shared.store.unfinished().await?;
         while let Some(id) = pending.pop() {
             let Ok(replayed) = self.replay(&id).await else { continue };
             keep.extend(replayed.machine.plugins().values().cloned());
@@ -593,7 +616,7 @@ impl Engine {
 
     /// Rebuilds an execution's state by replaying its recorded events.
     async fn replay(&self, id: &ExecutionId) -> Result<Replayed, EngineError> {
-        let stored = match self.store.load(id).await {
+        let stored = match self.shared.store.load(id).await {
             Ok(Some(stored)) => stored,
             Ok(None) => return Err(EngineError::NotFound(id.clone())),
             Err(StoreError::Backend(reason)) if reason.contains("corrupt") => {

@@ -133,9 +133,9 @@ impl Owner {
     fn live_view(&self) -> ExecutionView {
         let mut view = ExecutionView::of(&self.machine);
         view.owner = Some(crate::store::Ownership {
-            host: self.engine.host.id().clone(),
+            host: self.engine.shared.host.id().clone(),
             fence: self.fence,
-            lease_until: self.engine.host.lease_until(),
+            lease_until: self.engine.shared.host.lease_until(),
         });
         view
     }
@@ -297,16 +297,16 @@ impl Owner {
                 release,
                 wake,
             };
-            self.engine.store.append(append).await.map_err(|error| {
+            self.engine.shared.store.append(append).await.map_err(|error| {
                 if matches!(error, StoreError::Fenced(..)) {
-                    self.engine.metrics.fencing_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.engine.shared.metrics.fencing_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 EngineError::Store(error)
             })?;
             self.next_seq += count;
             self.persisted = Persisted { status: Some(status), next_due: Some(next_due), released: release };
             if status.is_final() && changed_status.is_some() {
-                self.engine.metrics.observe_finished(status);
+                self.engine.shared.metrics.observe_finished(status);
             }
         }
         for done in after {
@@ -322,7 +322,7 @@ impl Owner {
             AfterCommit::Show(reply) => drop(reply.send(self.live_view())),
             AfterCommit::Answer(message, answer) => {
                 let text = serde_json::to_string(&answer).expect("answers serialize");
-                if let Err(error) = self.engine.store.answer(message, &text).await {
+                if let Err(error) = self.engine.shared.store.answer(message, &text).await {
                     tracing::warn!(execution = %self.id(), message, "answering an inbox message: {error}");
                 }
             }
@@ -415,14 +415,14 @@ impl Owner {
                 release: true,
                 wake: None,
             };
-            if let Err(error) = self.engine.store.append(release).await {
+            if let Err(error) = self.engine.shared.store.append(release).await {
                 self.abandon(EngineError::Store(error)).await;
                 return None;
             }
             self.persisted.released = true;
         }
         loop {
-            let arrived = self.engine.live.leave_or_take(self.machine.execution_id(), &mut self.mailbox);
+            let arrived = self.engine.shared.live.leave_or_take(self.machine.execution_id(), &mut self.mailbox);
             if arrived.is_empty() {
                 self.wake_parent();
                 self.notify_waiters();
@@ -440,7 +440,7 @@ impl Owner {
             if writes.is_empty() {
                 continue;
             }
-            match self.engine.store.claim(self.machine.execution_id(), self.engine.host.id()).await {
+            match self.engine.shared.store.claim(self.machine.execution_id(), self.engine.shared.host.id()).await {
                 Ok(Claim::Claimed { fence, .. }) => {
                     let untouched = fence == self.fence + 1;
                     self.fence = fence;
@@ -521,7 +521,7 @@ impl Owner {
         tracing::warn!(execution = %id, "stopped driving: {error}");
         let fenced = matches!(error, EngineError::Store(StoreError::Fenced(..)));
         loop {
-            let arrived = self.engine.live.leave_or_take(&id, &mut self.mailbox);
+            let arrived = self.engine.shared.live.leave_or_take(&id, &mut self.mailbox);
             if arrived.is_empty() {
                 break;
             }
@@ -564,15 +564,15 @@ impl Command {
 /// and drives it with the messages in `mailbox`. When another live host owns
 /// it, the messages go to that host's inbox instead.
 pub(super) async fn adopt(engine: Engine, id: ExecutionId, mailbox: mpsc::UnboundedReceiver<Message>) {
-    let claim = match engine.host.ensure_registered(&engine).await {
-        Ok(()) => engine.store.claim(&id, engine.host.id()).await,
+    let claim = match engine.shared.host.ensure_registered(&engine).await {
+        Ok(()) => engine.shared.store.claim(&id, engine.shared.host.id()).await,
         Err(error) => Err(error),
     };
     let fence = match claim {
         Ok(Claim::Claimed { fence, takeover }) => {
-            engine.metrics.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            engine.shared.metrics.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if takeover {
-                engine.metrics.takeovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                engine.shared.metrics.takeovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             fence
         }
@@ -602,7 +602,7 @@ pub(super) async fn adopt(engine: Engine, id: ExecutionId, mailbox: mpsc::Unboun
             return refuse_all(&engine, &id, mailbox, error);
         }
     };
-    let posted = match engine.store.inbox(engine.host.id(), Some(&id)).await {
+    let posted = match engine.shared.store.inbox(engine.shared.host.id(), Some(&id)).await {
         Ok(messages) => messages.into_iter().filter_map(|message| super::forward::posted(&message)).collect(),
         Err(error) => {
             tracing::warn!(execution = %id, "reading the inbox: {error}");
@@ -617,7 +617,7 @@ pub(super) async fn adopt(engine: Engine, id: ExecutionId, mailbox: mpsc::Unboun
 /// Answers every message queued for an execution this process cannot drive.
 fn refuse_all(engine: &Engine, id: &ExecutionId, mut mailbox: mpsc::UnboundedReceiver<Message>, error: EngineError) {
     loop {
-        let arrived = engine.live.leave_or_take(id, &mut mailbox);
+        let arrived = engine.shared.live.leave_or_take(id, &mut mailbox);
         if arrived.is_empty() {
             return;
         }

@@ -21,14 +21,13 @@ pub fn depth(value: &Value) -> usize {
     let mut deepest = 0;
     let mut pending = vec![(value, 0usize)];
     while let Some((value, above)) = pending.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
-            _ => continue,
-        };
         let level = above + 1;
+        match value {
+            Value::Array(items) => pending.extend(items.iter().map(|item| (item, level))),
+            Value::Object(map) => pending.extend(map.values().map(|item| (item, level))),
+            _ => continue,
+        }
         deepest = deepest.max(level);
-        pending.extend(children.map(|child| (child, level)));
     }
     deepest
 }
