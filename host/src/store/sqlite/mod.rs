@@ -17,80 +17,17 @@ use super::{
 };
 use crate::journal::{ExecutionId, ExecutionStatus, Timestamp};
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
+use schema::{migrate, open_connection};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
+use writer::{write_loop, Job, Reply, Write};
 
-/// Schema migrations, applied in order; `user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[
-    // 1: executions and their event logs.
-    "CREATE TABLE executions (
-        id TEXT PRIMARY KEY,
-        workflow TEXT NOT NULL,
-        definition TEXT NOT NULL,
-        input TEXT NOT NULL,
-        idempotency_key TEXT UNIQUE,
-        status TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-    );
-    CREATE INDEX executions_by_status ON executions (status, created_at);
-    CREATE INDEX executions_by_workflow ON executions (workflow, created_at);
-    CREATE TABLE events (
-        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        at INTEGER NOT NULL,
-        event TEXT NOT NULL,
-        PRIMARY KEY (execution_id, seq)
-    ) WITHOUT ROWID;",
-    // 2: the kv capability's data.
-    "CREATE TABLE kv (
-        namespace TEXT NOT NULL,
-        key TEXT NOT NULL,
-        value TEXT NOT NULL,
-        PRIMARY KEY (namespace, key)
-    ) WITHOUT ROWID;",
-    // 3: tenants and child executions.
-    "ALTER TABLE executions ADD COLUMN tenant TEXT;
-    ALTER TABLE executions ADD COLUMN parent_id TEXT;",
-    // 4: one copy of each definition; `executions.definition` holds `@<hash>`
-    // (or, in rows written before, the definition itself).
-    "CREATE TABLE definitions (
-        hash TEXT PRIMARY KEY,
-        definition TEXT NOT NULL
-    ) WITHOUT ROWID;",
-    // 5: ownership (owner host, fence), the timer index, why an execution
-    // was marked failed without its log, hosts and the inbox.
-    "ALTER TABLE executions ADD COLUMN owner TEXT;
-    ALTER TABLE executions ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE executions ADD COLUMN next_due INTEGER;
-    ALTER TABLE executions ADD COLUMN error TEXT;
-    CREATE INDEX executions_by_due ON executions (next_due) WHERE next_due IS NOT NULL;
-    CREATE INDEX executions_by_owner ON executions (owner) WHERE owner IS NOT NULL;
-    CREATE TABLE hosts (
-        id TEXT PRIMARY KEY,
-        node TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        started_at INTEGER NOT NULL,
-        heartbeat_at INTEGER NOT NULL,
-        lease_ms INTEGER NOT NULL,
-        address TEXT
-    ) WITHOUT ROWID;
-    CREATE TABLE inbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
-        message TEXT NOT NULL,
-        posted_at INTEGER NOT NULL,
-        answer TEXT,
-        answered_at INTEGER
-    );
-    CREATE INDEX inbox_open ON inbox (execution_id) WHERE answer IS NULL;",
-];
-
-/// How many write jobs one transaction takes at most.
-const MAX_BATCH: usize = 512;
+mod log;
+mod schema;
+mod writer;
 
 /// Executions in a SQLite file.
 pub struct SqliteStore {
@@ -99,97 +36,8 @@ pub struct SqliteStore {
     reader: Mutex<Connection>,
 }
 
-/// Where a write's result goes: an async caller (the engine) or a blocking
-/// one (the kv capability, called from inside a guest).
-enum Reply<T> {
-    Async(oneshot::Sender<Result<T, StoreError>>),
-    Blocking(mpsc::SyncSender<Result<T, StoreError>>),
-}
-
-impl<T> Reply<T> {
-    fn send(self, result: Result<T, StoreError>) {
-        // A caller that went away no longer needs the answer.
-        match self {
-            Reply::Async(sender) => drop(sender.send(result)),
-            Reply::Blocking(sender) => drop(sender.send(result)),
-        }
-    }
-}
-
-/// Sends a job's result once its batch committed, or the commit's error.
-type Settled = Box<dyn FnOnce(Option<&str>) + Send>;
-
-/// One write, run by the writer thread inside the batch's transaction.
-trait Job: Send {
-    /// Runs the write; whether it succeeded, and how to answer once the batch commits.
-    fn run(self: Box<Self>, db: &Connection, path: &Path) -> (bool, Settled);
-    /// Answers a job whose batch could not even begin.
-    fn abort(self: Box<Self>) -> Settled;
-}
-
-struct Write<T, F> {
-    write: F,
-    reply: Reply<T>,
-}
-
-impl<T, F> Job for Write<T, F>
-where
-    T: Send + 'static,
-    F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send,
-{
-    fn run(self: Box<Self>, db: &Connection, path: &Path) -> (bool, Settled) {
-        let result = (self.write)(db, path);
-        settle(self.reply, result)
-    }
-
-    fn abort(self: Box<Self>) -> Settled {
-        settle(self.reply, Err(StoreError::Backend(String::new()))).1
-    }
-}
-
-fn settle<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> (bool, Settled) {
-    let ok = result.is_ok();
-    let settled: Settled = Box::new(move |commit_error| match commit_error {
-        Some(message) => reply.send(Err(StoreError::Backend(message.to_string()))),
-        None => reply.send(result),
-    });
-    (ok, settled)
-}
-
-fn backend(path: &Path, error: impl std::fmt::Display) -> StoreError {
+pub(super) fn backend(path: &Path, error: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("{}: {error}", path.display()))
-}
-
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let connection = Connection::open(path).map_err(|e| backend(path, e))?;
-    connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| backend(path, e))?;
-    connection
-        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-        .map_err(|e| backend(path, format!("not a usable SQLite database: {e}")))?;
-    Ok(connection)
-}
-
-fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let version: usize =
-        connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| backend(path, e))?;
-    if version > MIGRATIONS.len() {
-        return Err(backend(
-            path,
-            format!("schema version {version} is newer than this Stepwise ({}); upgrade Stepwise", MIGRATIONS.len()),
-        ));
-    }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| backend(path, e))?;
-        // Another process may have migrated meanwhile: read again inside the lock.
-        let now: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| backend(path, e))?;
-        if now > index {
-            continue;
-        }
-        tx.execute_batch(migration).map_err(|e| backend(path, format!("migration {}: {e}", index + 1)))?;
-        tx.pragma_update(None, "user_version", index + 1).map_err(|e| backend(path, e))?;
-        tx.commit().map_err(|e| backend(path, e))?;
-    }
-    Ok(())
 }
 
 impl SqliteStore {
@@ -242,163 +90,8 @@ impl SqliteStore {
     }
 }
 
-/// The writer thread: commits every queued job in one transaction.
-fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::Receiver<Box<dyn Job>>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let mut tx = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(error) => {
-                let message = backend(path, format!("cannot begin a transaction: {error}")).to_string();
-                batch.into_iter().map(|job| job.abort()).for_each(|reply| reply(Some(&message)));
-                continue;
-            }
-        };
-        let replies: Vec<Settled> = batch.into_iter().map(|job| run_in_savepoint(&mut tx, path, job)).collect();
-        match tx.commit() {
-            Ok(()) => replies.into_iter().for_each(|reply| reply(None)),
-            Err(error) => {
-                let message = backend(path, format!("commit failed: {error}")).to_string();
-                replies.into_iter().for_each(|reply| reply(Some(&message)));
-            }
-        }
-    }
-}
-
-/// Runs one job inside the batch transaction, in a savepoint so that a
-/// refused job (a stale fence) does not undo the others of the batch.
-fn run_in_savepoint(tx: &mut rusqlite::Transaction<'_>, path: &Path, job: Box<dyn Job>) -> Settled {
-    let savepoint = match tx.savepoint() {
-        Ok(savepoint) => savepoint,
-        Err(error) => {
-            let message = backend(path, error).to_string();
-            let reply = job.abort();
-            return Box::new(move |_| reply(Some(&message)));
-        }
-    };
-    let (ok, settled) = job.run(&savepoint, path);
-    let mut savepoint = savepoint;
-    let released = if ok { savepoint.commit() } else { savepoint.rollback().and_then(|()| savepoint.commit()) };
-    if let Err(error) = released {
-        tracing::error!(path = %path.display(), "releasing a savepoint failed: {error}");
-    }
-    settled
-}
-
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     Timestamp::now().0 as i64
-}
-
-fn create(db: &Connection, path: &Path, execution: &NewExecution) -> Result<Created, StoreError> {
-    if let Some(key) = &execution.idempotency_key {
-        let existing: Option<String> = db
-            .query_row("SELECT id FROM executions WHERE idempotency_key = ?1", params![key], |row| row.get(0))
-            .optional()
-            .map_err(|e| backend(path, e))?;
-        if let Some(existing) = existing {
-            return Ok(Created::Existing(ExecutionId::new(existing)));
-        }
-    }
-    let record = &execution.workflow;
-    db.prepare_cached("INSERT OR IGNORE INTO definitions (hash, definition) VALUES (?1, ?2)")
-        .and_then(|mut statement| statement.execute(params![record.hash.as_ref(), record.json.as_ref()]))
-        .map_err(|e| backend(path, e))?;
-    let definition = format!("@{}", record.hash);
-    db.prepare_cached(
-        "INSERT INTO executions
-            (id, workflow, definition, input, idempotency_key, status, created_at, updated_at, tenant, parent_id,
-             owner, fence, next_due)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, 1, ?11)",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
-            execution.id.as_str(),
-            record.definition.name,
-            definition,
-            execution.input.to_string(),
-            execution.idempotency_key,
-            execution.status.as_str(),
-            execution.created_at.0 as i64,
-            execution.tenant,
-            execution.parent.as_ref().map(|p| p.as_str()),
-            execution.owner.as_ref().map(|owner| owner.0.as_str()),
-            execution.next_due.map(|due| due.0 as i64),
-        ])
-    })
-    .map_err(|e| backend(path, e))?;
-    insert_events(db, path, &execution.id, 0, &execution.events)?;
-    Ok(Created::New(1))
-}
-
-/// Inserts events numbered from `seq`; a number taken already is a conflict.
-fn insert_events(
-    db: &Connection,
-    path: &Path,
-    id: &ExecutionId,
-    seq: u64,
-    events: &[crate::journal::RecordedEvent],
-) -> Result<(), StoreError> {
-    let mut insert = db
-        .prepare_cached("INSERT INTO events (execution_id, seq, at, event) VALUES (?1, ?2, ?3, ?4)")
-        .map_err(|e| backend(path, e))?;
-    for (offset, event) in events.iter().enumerate() {
-        let seq = seq + offset as u64;
-        let text = serde_json::to_string(&event.event).map_err(|e| backend(path, e))?;
-        match insert.execute(params![id.as_str(), seq as i64, event.at.0 as i64, text]) {
-            Ok(_) => {}
-            Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::ConstraintViolation => {
-                return Err(StoreError::Conflict(id.clone(), seq))
-            }
-            Err(error) => return Err(backend(path, error)),
-        }
-    }
-    Ok(())
-}
-
-fn append(db: &Connection, path: &Path, append: &Append) -> Result<(), StoreError> {
-    let fence: Option<i64> = db
-        .prepare_cached("SELECT fence FROM executions WHERE id = ?1")
-        .and_then(|mut statement| statement.query_row(params![append.id.as_str()], |row| row.get(0)).optional())
-        .map_err(|e| backend(path, e))?;
-    match fence {
-        None => return Err(StoreError::NotFound(append.id.clone())),
-        Some(fence) if fence as Fence != append.fence => {
-            return Err(StoreError::Fenced(append.id.clone(), append.fence))
-        }
-        Some(_) => {}
-    }
-    insert_events(db, path, &append.id, append.seq, &append.events)?;
-    let (status, at) = match append.status {
-        Some((status, at)) => (Some(status.as_str()), Some(at.0 as i64)),
-        None => (None, None),
-    };
-    db.prepare_cached(
-        "UPDATE executions SET status = COALESCE(?2, status), updated_at = COALESCE(?3, updated_at),
-            next_due = ?4, owner = CASE WHEN ?5 THEN NULL ELSE owner END
-         WHERE id = ?1",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
-            append.id.as_str(),
-            status,
-            at,
-            append.next_due.map(|due| due.0 as i64),
-            append.release
-        ])
-    })
-    .map_err(|e| backend(path, e))?;
-    if let Some(parent) = &append.wake {
-        db.prepare_cached("UPDATE executions SET next_due = MIN(COALESCE(next_due, ?2), ?2) WHERE id = ?1")
-            .and_then(|mut statement| statement.execute(params![parent.as_str(), now_ms()]))
-            .map_err(|e| backend(path, e))?;
-    }
-    Ok(())
 }
 
 /// The live host a row's owner names, if its lease holds at `now`.
@@ -475,11 +168,11 @@ fn host_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<HostRecord> {
 #[async_trait]
 impl ExecutionStore for SqliteStore {
     async fn create(&self, execution: NewExecution) -> Result<Created, StoreError> {
-        self.write(move |db, path| create(db, path, &execution)).await
+        self.write(move |db, path| log::create(db, path, &execution)).await
     }
 
     async fn append(&self, request: Append) -> Result<(), StoreError> {
-        self.write(move |db, path| append(db, path, &request)).await
+        self.write(move |db, path| log::append(db, path, &request)).await
     }
 
     async fn status(&self, id: &ExecutionId) -> Result<Option<ExecutionStatus>, StoreError> {

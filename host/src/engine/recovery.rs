@@ -1,0 +1,143 @@
+//! Recovery and reads: resuming what a crash or a dead host left (the
+//! executions the store lists as needing a driver), adopting due work,
+//! marking an execution that cannot be loaded `failed`, replaying a log to
+//! rebuild an execution's state, and reading one from the store. Replaying
+//! is for recovery and for reading executions nobody here drives; a live
+//! execution is read from its owner ([`Engine::show`]).
+
+use super::*;
+
+impl Engine {
+    /// Continues an unfinished execution (in this process, unless another
+    /// live host owns it) and waits until it rests: completed steps are not
+    /// invoked again, calls that were in flight are made again (same
+    /// idempotency key), deadlines that passed fire.
+    pub async fn resume(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
+        self.deliver(id, Outside::Wake).await?.settling.wait().await
+    }
+
+    /// Resumes every execution of the store that needs a driver and has no
+    /// live owner (work in flight, deadlines due), 64 at a time. An
+    /// execution that cannot be loaded is marked `failed` and reported, and
+    /// the others go on.
+    pub async fn resume_all(&self) -> Result<Vec<Result<ExecutionView, EngineError>>, EngineError> {
+        const CONCURRENCY: usize = 64;
+        // Registering first ends the leases of this machine's dead processes,
+        // so that what they left is claimable now.
+        self.shared.host.ensure_registered(self).await?;
+        let mut seen: HashSet<ExecutionId> = HashSet::new();
+        let mut results = Vec::new();
+        loop {
+            let due = self.shared.store.claimable(Timestamp::now(), 256).await?;
+            let fresh: Vec<ExecutionId> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
+            if fresh.is_empty() {
+                return Ok(results);
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for id in fresh {
+                while tasks.len() >= CONCURRENCY {
+                    if let Some(Ok(result)) = tasks.join_next().await {
+                        results.push(result);
+                    }
+                }
+                let engine = self.clone();
+                tasks.spawn(async move { engine.resume(&id).await });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok(result) = joined {
+                    results.push(result);
+                }
+            }
+        }
+    }
+
+    /// Registers this process as a host of the store now (a server does at
+    /// start, so that it is listed and heartbeats before it owns anything).
+    pub async fn register(&self) -> Result<(), EngineError> {
+        Ok(self.shared.host.ensure_registered(self).await?)
+    }
+
+    /// Adopts, in the background, up to `limit` executions of the store that
+    /// need a driver and have no live owner (work in flight left by a crash
+    /// or a dead host, deadlines and backoffs due); returns how many.
+    pub async fn adopt_claimable(&self, limit: usize) -> Result<usize, EngineError> {
+        self.shared.host.ensure_registered(self).await?;
+        let mut adopted = 0;
+        for id in self.shared.store.claimable(Timestamp::now(), limit).await? {
+            if self.shared.live.send(&id, Message::Adopt).is_err() {
+                self.route(&id, Message::Adopt);
+                adopted += 1;
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// The execution as its recorded log says (an owner elsewhere may be ahead).
+    pub(crate) async fn read(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
+        let replayed = self.replay(id).await?;
+        let mut view = ExecutionView::of(&replayed.machine);
+        view.owner = replayed.owner;
+        Ok(view)
+    }
+
+    /// Marks an execution that cannot be loaded `failed`, logs and counts
+    /// it; returns the error to report.
+    pub(super) async fn unloadable(&self, id: &ExecutionId, error: EngineError) -> EngineError {
+        let reason = error.to_string();
+        tracing::error!(execution = %id, "cannot be loaded, marked failed: {reason}");
+        self.shared.metrics.executions_unloadable.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = self.shared.store.mark_unloadable(id, &reason).await {
+            tracing::error!(execution = %id, "marking it failed: {error}");
+        }
+        EngineError::Unloadable(id.clone(), reason)
+    }
+
+    /// The plugins a replayed execution uses: the pinned versions (or, for an
+    /// execution that never started, the current ones).
+    pub(super) async fn pinned_plugins(&self, machine: &Machine) -> Result<calls::Plugins, EngineError> {
+        let mut names: BTreeSet<PluginName> = machine.workflow().plugins();
+        names.extend(machine.plugins().keys().map(|name| PluginName::new(name)));
+        plugins::resolve(&self.shared.registry, &names, machine.plugins()).await
+    }
+
+    /// Deletes archived plugin versions and compiled code that neither the
+    /// plugin directory's current files nor an unfinished execution needs;
+    /// returns how many cache files went.
+    pub async fn collect_plugin_garbage(&self) -> Result<usize, EngineError> {
+        let Some(cache) = self.shared.registry.cache() else { return Ok(0) };
+        let mut keep: HashSet<String> = self.shared.registry.current_file_hashes().into_iter().collect();
+        // An unfinished execution may still roll back its children, even
+        // those that succeeded: their pinned versions are kept too.
+        let mut pending = self.shared.store.unfinished().await?;
+        while let Some(id) = pending.pop() {
+            let Ok(replayed) = self.replay(&id).await else { continue };
+            keep.extend(replayed.machine.plugins().values().cloned());
+            pending.extend(ExecutionView::of(&replayed.machine).child_execution_ids);
+        }
+        cache.retain(&keep).map_err(|e| EngineError::Store(StoreError::Backend(format!("plugin cache: {e}"))))
+    }
+
+    /// Rebuilds an execution's state by replaying its recorded events.
+    pub(super) async fn replay(&self, id: &ExecutionId) -> Result<Replayed, EngineError> {
+        let stored = match self.shared.store.load(id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Err(EngineError::NotFound(id.clone())),
+            Err(StoreError::Backend(reason)) if reason.contains("corrupt") => {
+                return Err(EngineError::Unloadable(id.clone(), reason))
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let source = format!("stored definition of execution {id}");
+        // The definition was validated when the execution started; its plugins
+        // may since have left the directory while their pinned versions remain
+        // loadable, so only the structure is checked again here.
+        let workflow = Workflow::revalidate_stored(&source, Arc::unwrap_or_clone(stored.workflow))?;
+        let origin = Origin { tenant: stored.tenant, parent: stored.parent };
+        let mut machine = Machine::new(Arc::new(workflow), stored.id, stored.input).with_origin(origin);
+        let events = stored.events.len() as u64;
+        for recorded in stored.events {
+            machine.apply(recorded.at, recorded.event);
+        }
+        Ok(Replayed { machine, events, status: stored.status, owner: stored.owner })
+    }
+}

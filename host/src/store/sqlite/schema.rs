@@ -1,0 +1,107 @@
+//! The SQLite store's schema: its migrations, applied in order on open
+//! (`user_version` counts those applied; several processes opening one file
+//! at once migrate it once), and the connection settings every connection
+//! uses (WAL, `synchronous = FULL`, foreign keys).
+
+use super::backend;
+use crate::store::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+use std::path::Path;
+
+/// Schema migrations, applied in order; `user_version` counts those applied.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: executions and their event logs.
+    "CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        input TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX executions_by_status ON executions (status, created_at);
+    CREATE INDEX executions_by_workflow ON executions (workflow, created_at);
+    CREATE TABLE events (
+        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+    ) WITHOUT ROWID;",
+    // 2: the kv capability's data.
+    "CREATE TABLE kv (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (namespace, key)
+    ) WITHOUT ROWID;",
+    // 3: tenants and child executions.
+    "ALTER TABLE executions ADD COLUMN tenant TEXT;
+    ALTER TABLE executions ADD COLUMN parent_id TEXT;",
+    // 4: one copy of each definition; `executions.definition` holds `@<hash>`
+    // (or, in rows written before, the definition itself).
+    "CREATE TABLE definitions (
+        hash TEXT PRIMARY KEY,
+        definition TEXT NOT NULL
+    ) WITHOUT ROWID;",
+    // 5: ownership (owner host, fence), the timer index, why an execution
+    // was marked failed without its log, hosts and the inbox.
+    "ALTER TABLE executions ADD COLUMN owner TEXT;
+    ALTER TABLE executions ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN next_due INTEGER;
+    ALTER TABLE executions ADD COLUMN error TEXT;
+    CREATE INDEX executions_by_due ON executions (next_due) WHERE next_due IS NOT NULL;
+    CREATE INDEX executions_by_owner ON executions (owner) WHERE owner IS NOT NULL;
+    CREATE TABLE hosts (
+        id TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        heartbeat_at INTEGER NOT NULL,
+        lease_ms INTEGER NOT NULL,
+        address TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+        message TEXT NOT NULL,
+        posted_at INTEGER NOT NULL,
+        answer TEXT,
+        answered_at INTEGER
+    );
+    CREATE INDEX inbox_open ON inbox (execution_id) WHERE answer IS NULL;",
+];
+
+pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path).map_err(|e| backend(path, e))?;
+    connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| backend(path, e))?;
+    connection
+        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(|e| backend(path, format!("not a usable SQLite database: {e}")))?;
+    Ok(connection)
+}
+
+pub(super) fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let version: usize =
+        connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| backend(path, e))?;
+    if version > MIGRATIONS.len() {
+        return Err(backend(
+            path,
+            format!("schema version {version} is newer than this Stepwise ({}); upgrade Stepwise", MIGRATIONS.len()),
+        ));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| backend(path, e))?;
+        // Another process may have migrated meanwhile: read again inside the lock.
+        let now: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(|e| backend(path, e))?;
+        if now > index {
+            continue;
+        }
+        tx.execute_batch(migration).map_err(|e| backend(path, format!("migration {}: {e}", index + 1)))?;
+        tx.pragma_update(None, "user_version", index + 1).map_err(|e| backend(path, e))?;
+        tx.commit().map_err(|e| backend(path, e))?;
+    }
+    Ok(())
+}
