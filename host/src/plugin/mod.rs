@@ -8,6 +8,7 @@
 
 mod cache;
 mod directory;
+mod grants;
 mod manifest;
 mod registry;
 mod world;

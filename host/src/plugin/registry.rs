@@ -8,9 +8,9 @@
 //! the error otherwise, leaving the previous version serving.
 
 use super::cache::{CacheOutcome, CodeCache};
-use super::{check_world, Manifest, PluginDirectory, PluginError};
+use super::{check_world, grants, Manifest, PluginDirectory, PluginError};
 use crate::journal::ids::PluginName;
-use crate::sandbox::{limits::POOL_MAX_MEMORY_BYTES, Grants, Sandbox, SandboxedPlugin, StepPre};
+use crate::sandbox::{Sandbox, SandboxedPlugin, StepPre};
 use crate::workflow::PluginCatalog;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -81,7 +81,7 @@ impl LoadedPlugin {
             Some(text) => Manifest::parse(text, &path.with_extension("toml")).map_err(|p| manifest_error(vec![p]))?,
             None => Manifest::default(),
         };
-        let (grants, limits) = grants_and_limits(sandbox, name, &manifest).map_err(manifest_error)?;
+        let (grants, limits) = grants::from_manifest(sandbox, name, &manifest).map_err(manifest_error)?;
         let hash = content_hash(wasm, manifest_text);
         let compile_error =
             |error: wasmtime::Error| PluginError::Compile { path: path.to_path_buf(), reason: format!("{error:#}") };
@@ -137,39 +137,6 @@ impl LoadedPlugin {
     pub fn version(&self) -> Option<&str> {
         self.manifest.version.as_deref()
     }
-}
-
-/// The grants and limits a manifest gives a plugin, or what is wrong with it.
-fn grants_and_limits(
-    sandbox: &Sandbox,
-    name: &str,
-    manifest: &Manifest,
-) -> Result<(Grants, crate::sandbox::Limits), Vec<String>> {
-    let mut problems = manifest.check(name, POOL_MAX_MEMORY_BYTES);
-    let registered: Vec<&str> = sandbox.resources().services.names().collect();
-    for service in &manifest.capabilities.services {
-        if !registered.contains(&service.as_str()) {
-            problems.push(format!(
-                "`capabilities.services` grants `{service}`, which this host does not register (registered: {})",
-                if registered.is_empty() { "none".to_string() } else { registered.join(", ") }
-            ));
-        }
-    }
-    let config = if manifest.capabilities.config {
-        match manifest.config_values() {
-            Ok(values) => Some(values),
-            Err(problem) => {
-                problems.push(problem);
-                None
-            }
-        }
-    } else {
-        None
-    };
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok((manifest.grants(name, config), manifest.limits(sandbox.limits())))
 }
 
 /// What the registry knows about one plugin name.

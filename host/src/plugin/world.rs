@@ -65,16 +65,7 @@ pub fn check_world(engine: &Engine, component: &Component, grants: &Grants) -> V
             problems.push(problem);
             continue;
         }
-        let interface = import.split('@').next().unwrap_or(import);
-        if let Some(capability) = capabilities.iter().find(|c| c.interface() == interface) {
-            if !capability.is_granted(grants) {
-                problems.push(format!(
-                    "imports `{import}`, which plugin `{}` is not granted (grant it in its manifest: {})",
-                    grants.plugin,
-                    capability.grant_hint()
-                ));
-            }
-        }
+        problems.extend(super::grants::check_import(import, grants));
     }
     problems
 }
