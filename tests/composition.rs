@@ -8,7 +8,7 @@ use stepwise::engine::{Engine, StartOptions};
 use stepwise::services::ledger::Ledger;
 use stepwise::store::kv::KvStore;
 use stepwise::tenants::TenantBindings;
-use stepwise::workflow::{DirectoryCatalog, Workflow};
+use stepwise::workflow::Workflow;
 use stepwise_test_support::*;
 
 /// Tenants: `acme` binds both validate-cart handlers, `initech` only the
@@ -26,11 +26,6 @@ fn host(label: &str) -> (DemoHost, Engine) {
     let host = demo_host();
     let engine = host.engine.clone().with_tenants(tenants(label));
     (host, engine)
-}
-
-fn example(engine: &Engine, name: &str) -> Arc<Workflow> {
-    let catalog = DirectoryCatalog::scan(&repo_root().join("guest-examples/workflows")).unwrap();
-    Arc::new(Workflow::load_file_with(&example_workflow(name), engine.registry().as_ref(), &catalog).unwrap())
 }
 
 fn quote(cart: &str, unit_price: u64) -> Value {

@@ -296,6 +296,7 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
     let dir = scratch("crash");
     let workflows = kill_workflows(&dir);
     let killed = kill_at_random_points(&dir, &workflows, runs);
+    let interrupted = unfinished(&dir);
     let resumed = cli(&dir, &["resume"]);
     assert_eq!(resumed.status.code(), Some(0), "{}", String::from_utf8_lossy(&resumed.stderr));
 
@@ -311,11 +312,21 @@ fn sigkill_at_random_points_never_applies_a_recorded_side_effect_twice() {
     let (calls, checked) =
         audit_side_effects(&dir.join("stepwise.db"), executions, &|execution| execution["status"] == "compensated");
     eprintln!(
-        "crash test: {runs} runs, {killed} killed mid-run, {} executions, {} service calls, {checked} checked against recorded completions",
+        "crash test: {runs} runs, {killed} killed, {interrupted} left unfinished, {} executions, {} service calls, {checked} checked against recorded completions",
         executions.len(),
         calls
     );
-    assert!(killed >= runs / 2, "most runs were killed mid-way ({killed} of {runs})");
+    // The store, not the clock, says whether the kills struck mid-run.
+    assert!(interrupted > 0, "no run was interrupted mid-way ({killed} of {runs} killed)");
+}
+
+/// How many executions of the store are unfinished (left mid-run by a kill).
+fn unfinished(dir: &Path) -> u64 {
+    let db = Connection::open(dir.join("stepwise.db")).unwrap();
+    db.query_row("SELECT COUNT(*) FROM executions WHERE status IN ('running', 'waiting', 'compensating')", [], |row| {
+        row.get(0)
+    })
+    .unwrap()
 }
 
 /// Runs `stepwise run` `runs` times, alternating `workflows`, each killed
@@ -398,6 +409,7 @@ fn sigkill_in_the_middle_of_a_fan_out_never_applies_an_elements_side_effect_twic
         write(&dir, "fan-declined.toml", &fan_out("fan-declined", ", reject_reason = \"declined\"")),
     ];
     let killed = kill_at_random_points(&dir, &workflows, runs);
+    let interrupted = unfinished(&dir);
     let resumed = cli(&dir, &["resume"]);
     assert_eq!(resumed.status.code(), Some(0), "{}", String::from_utf8_lossy(&resumed.stderr));
 
@@ -419,10 +431,10 @@ fn sigkill_in_the_middle_of_a_fan_out_never_applies_an_elements_side_effect_twic
     let rolled_back = |execution: &Value| top(execution)["status"] == "compensated";
     let (calls, checked) = audit_side_effects(&dir.join("stepwise.db"), executions, &rolled_back);
     eprintln!(
-        "fan-out crash test: {runs} runs, {killed} killed, {elements} element executions, {calls} service calls, {checked} checked"
+        "fan-out crash test: {runs} runs, {killed} killed, {interrupted} left unfinished, {elements} element executions, {calls} service calls, {checked} checked"
     );
     assert!(elements > 0 && checked > 0);
-    assert!(killed >= runs / 2, "most runs were killed mid-way ({killed} of {runs})");
+    assert!(interrupted > 0, "no run was interrupted mid-way ({killed} of {runs} killed)");
 }
 
 /// Throughput of accept-quote on the SQLite store vs the in-memory store,

@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 use stepwise::engine::{Engine, StartOptions};
 use stepwise::workflow::Workflow;
 use stepwise_test_support::*;
@@ -35,29 +34,11 @@ fn attack_workflow(plugin: &str, attack: Value) -> String {
     )
 }
 
-fn toml_inline(value: &Value) -> String {
-    match value {
-        Value::Object(fields) => {
-            let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k} = {}", toml_inline(v))).collect();
-            format!("{{ {} }}", parts.join(", "))
-        }
-        other => other.to_string(),
-    }
-}
-
-fn quote_workflow(engine: &Engine) -> Arc<Workflow> {
-    Arc::new(Workflow::load_file(&example_workflow("accept-quote.toml"), engine.registry().as_ref()).unwrap())
-}
-
-fn quote_input() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(example_workflow("accept-quote.input.json")).unwrap()).unwrap()
-}
-
 /// Runs the attack beside a healthy accept-quote execution; returns the attack's execution.
 async fn attack_beside_healthy_run(engine: &Engine, plugin: &str, attack: Value) -> Value {
     let healthy = {
         let engine = engine.clone();
-        let workflow = quote_workflow(&engine);
+        let workflow = example(&engine, "accept-quote.toml");
         tokio::spawn(async move { engine.run(workflow, quote_input(), StartOptions::default()).await.unwrap() })
     };
     let execution = run(engine, &attack_workflow(plugin, attack), json!({})).await;
@@ -128,7 +109,8 @@ async fn an_infinite_loop_in_compensate_fails_the_compensation_not_the_host() {
     assert_eq!(looper["status"], "compensation_failed");
     assert_eq!(looper["compensation_attempts"], 2, "compensations follow the retry policy");
     assert_eq!(looper["compensation_error"]["kind"], "fuel_exhausted");
-    let healthy = engine.run(quote_workflow(&engine), quote_input(), StartOptions::default()).await.unwrap();
+    let healthy =
+        engine.run(example(&engine, "accept-quote.toml"), quote_input(), StartOptions::default()).await.unwrap();
     assert_eq!(healthy.to_json()["status"], "succeeded");
 }
 
@@ -359,63 +341,4 @@ async fn side_effects_go_through_granted_services_once_and_are_undone_once() {
     assert_eq!(inventory.reserved.get("SHIRT-M"), Some(&2), "the declined quote's reservation was released");
     let payments = host.payments.snapshot();
     assert_eq!((payments.authorizations_applied, payments.voids_applied), (2, 1));
-}
-
-/// Many hostile invocations in one host: memory stays bounded. `STEPWISE_SOAK`
-/// sets the count (default 300 so CI stays fast; the note reports 10,000).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soak_hostile_invocations_keep_host_memory_bounded() {
-    let count: usize = std::env::var("STEPWISE_SOAK").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    let engine = engine();
-    let attacks = ["loop", "memory_bomb", "recursion", "panic", "huge_output", "read_file", "open_socket", "read_env"];
-    let workflows: Vec<Arc<Workflow>> = attacks
-        .iter()
-        .map(|attack| {
-            let mut input = json!({"attack": attack});
-            if *attack == "huge_output" {
-                input["size"] = json!(2_000_000);
-            }
-            let toml = format!(
-                "name = \"soak\"\n[[steps]]\nid = \"attack\"\nplugin = \"hostile\"\ninput = {}\nretry = {{ max_attempts = 1 }}\n",
-                toml_inline(&input)
-            );
-            workflow(&engine, &toml)
-        })
-        .collect();
-    // Warm up (instance pool, compiled code) before the first reading.
-    for workflow in &workflows {
-        engine.run(workflow.clone(), json!({}), StartOptions::default()).await.unwrap();
-    }
-    let before = rss_kib();
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..count {
-        let engine = engine.clone();
-        let workflow = workflows[i % workflows.len()].clone();
-        tasks.spawn(async move { engine.run(workflow, json!({}), StartOptions::default()).await.unwrap().status });
-        if tasks.len() >= 8 {
-            tasks.join_next().await.unwrap().unwrap();
-        }
-    }
-    while let Some(status) = tasks.join_next().await {
-        status.unwrap();
-    }
-    let after = rss_kib();
-    eprintln!(
-        "soak: {count} hostile invocations in {:.1} s, host RSS {} MiB before, {} MiB after",
-        started.elapsed().as_secs_f64(),
-        before / 1024,
-        after / 1024
-    );
-    let healthy = engine.run(quote_workflow(&engine), quote_input(), StartOptions::default()).await.unwrap();
-    assert_eq!(healthy.to_json()["status"], "succeeded");
-    // The in-memory store keeps every execution, so some growth is expected;
-    // a leak of instances or memories would be hundreds of MiB.
-    assert!(after < before + 200 * 1024, "RSS grew from {before} KiB to {after} KiB");
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

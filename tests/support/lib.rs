@@ -61,6 +61,26 @@ pub fn quote_input() -> Value {
     .expect("the example input is JSON")
 }
 
+/// An example workflow, validated against the engine's plugins (child
+/// workflows from the examples' directory).
+pub fn example(engine: &Engine, name: &str) -> Arc<Workflow> {
+    let catalog = stepwise::workflow::DirectoryCatalog::scan(&repo_root().join("guest-examples/workflows"))
+        .expect("the examples' directory");
+    let path = example_workflow(name);
+    Arc::new(Workflow::load_file_with(&path, engine.registry().as_ref(), &catalog).expect("a valid example"))
+}
+
+/// A JSON object as a TOML inline table (for test workflows).
+pub fn toml_inline(value: &Value) -> String {
+    match value {
+        Value::Object(fields) => {
+            let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k} = {}", toml_inline(v))).collect();
+            format!("{{ {} }}", parts.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// An example workflow file under `guest-examples/workflows/`.
 pub fn example_workflow(name: &str) -> PathBuf {
     repo_root().join("guest-examples/workflows").join(name)
