@@ -9,11 +9,7 @@ use stepwise_test_support::*;
 #[tokio::test]
 async fn accept_quote_wires_data_through_four_steps() {
     let engine = engine();
-    let execution = engine
-        .run(example(&engine, "accept-quote.toml"), quote_input(), StartOptions::default())
-        .await
-        .unwrap()
-        .to_json();
+    let execution = run_example(&engine, "accept-quote.toml", quote_input()).await;
     assert_eq!(execution["status"], "succeeded", "{execution:#}");
     let reservation = &step(&execution, "reserve")["output"]["reservation_id"];
     let authorization = &step(&execution, "payment")["output"]["authorization_id"];
@@ -32,8 +28,7 @@ async fn accept_quote_wires_data_through_four_steps() {
 #[tokio::test]
 async fn retryable_failures_are_retried_with_exponential_backoff_and_the_same_idempotency_key() {
     let engine = engine();
-    let execution =
-        engine.run(example(&engine, "flaky.toml"), json!({}), StartOptions::default()).await.unwrap().to_json();
+    let execution = run_example(&engine, "flaky.toml", json!({})).await;
     assert_eq!(execution["status"], "succeeded", "{execution:#}");
     let unstable = step(&execution, "unstable");
     assert_eq!(unstable["attempts"], 3);
@@ -58,11 +53,7 @@ async fn retryable_failures_are_retried_with_exponential_backoff_and_the_same_id
 #[tokio::test]
 async fn permanent_failure_compensates_completed_steps_in_reverse_order() {
     let engine = engine();
-    let execution = engine
-        .run(example(&engine, "accept-quote-declined.toml"), quote_input(), StartOptions::default())
-        .await
-        .unwrap()
-        .to_json();
+    let execution = run_example(&engine, "accept-quote-declined.toml", quote_input()).await;
     assert_eq!(execution["status"], "compensated", "{execution:#}");
     assert_eq!(execution["error"]["step"], "order");
     assert_eq!(execution["error"]["kind"], "permanent");
@@ -177,11 +168,7 @@ async fn a_compensation_that_recovers_on_retry_still_compensates_cleanly() {
 #[tokio::test]
 async fn independent_steps_run_at_the_same_time() {
     let engine = engine();
-    let execution = engine
-        .run(example(&engine, "branches.toml"), json!({"sleep_ms": 400}), StartOptions::default())
-        .await
-        .unwrap()
-        .to_json();
+    let execution = run_example(&engine, "branches.toml", json!({"sleep_ms": 400})).await;
     assert_eq!(execution["status"], "succeeded", "{execution:#}");
     assert_eq!(execution["output"]["joined"], json!({"inventory": "inventory", "payment": "payment"}));
     let ordered: Vec<(String, String)> = execution["events"]

@@ -70,6 +70,12 @@ pub fn example(engine: &Engine, name: &str) -> Arc<Workflow> {
     Arc::new(Workflow::load_file_with(&path, engine.registry().as_ref(), &catalog).expect("a valid example"))
 }
 
+/// Runs an example workflow on `input` until it rests; its JSON.
+pub async fn run_example(engine: &Engine, name: &str, input: Value) -> Value {
+    let execution = engine.run(example(engine, name), input, StartOptions::default()).await.expect("execution ran");
+    execution.to_json()
+}
+
 /// A JSON object as a TOML inline table (for test workflows).
 pub fn toml_inline(value: &Value) -> String {
     match value {

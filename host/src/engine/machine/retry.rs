@@ -7,7 +7,7 @@
 use super::{Machine, StepPhase, Unit};
 use crate::engine::command::Command;
 use crate::engine::timeline::TimelineKind;
-use crate::journal::{FailureKind, StepFailure, Timer, Timestamp};
+use crate::journal::{FailureKind, StepFailure, Timer, Timestamp, UnitId};
 use crate::workflow::RetryPolicy;
 use std::time::Duration;
 
@@ -46,7 +46,22 @@ fn next_attempt_due(policy: &RetryPolicy, attempt: u32, failure: &StepFailure, a
         .then(|| at.plus(backoff_before(policy, attempt + 1)))
 }
 
+/// Whether and when a failed attempt of a unit is tried again.
+struct Retry {
+    step: UnitId,
+    due: Option<Timestamp>,
+    retry_in_ms: Option<u64>,
+}
+
 impl Machine {
+    /// The retry decision for attempt `attempt` of `unit`, which failed with
+    /// `failure` at `at`; `allowed` is false when nothing may be retried now.
+    fn retry(&self, unit: Unit, attempt: u32, failure: &StepFailure, at: Timestamp, allowed: bool) -> Retry {
+        let policy = &self.workflow.steps()[unit.node].retry;
+        let due = next_attempt_due(policy, attempt, failure, at).filter(|_| allowed);
+        Retry { step: self.label(unit), due, retry_in_ms: due.map(|due| at.until(due).as_millis() as u64) }
+    }
+
     /// An `invoke` attempt failed: retry after the backoff (only while the
     /// execution moves forward), or fail the unit for good.
     pub(super) fn attempt_failed(
@@ -57,10 +72,7 @@ impl Machine {
         failure: StepFailure,
         commands: &mut Vec<Command>,
     ) {
-        let step = self.label(unit);
-        let policy = &self.workflow.steps()[unit.node].retry;
-        let due = next_attempt_due(policy, attempt, &failure, at).filter(|_| self.status.is_forward());
-        let retry_in_ms = due.map(|due| at.until(due).as_millis() as u64);
+        let Retry { step, due, retry_in_ms } = self.retry(unit, attempt, &failure, at, self.status.is_forward());
         self.record(
             at,
             TimelineKind::StepAttemptFailed { step: step.clone(), attempt, error: failure.clone(), retry_in_ms },
@@ -86,10 +98,7 @@ impl Machine {
         failure: StepFailure,
         commands: &mut Vec<Command>,
     ) {
-        let step = self.label(unit);
-        let policy = &self.workflow.steps()[unit.node].retry;
-        let due = next_attempt_due(policy, attempt, &failure, at);
-        let retry_in_ms = due.map(|due| at.until(due).as_millis() as u64);
+        let Retry { step, due, retry_in_ms } = self.retry(unit, attempt, &failure, at, true);
         self.record(
             at,
             TimelineKind::CompensationAttemptFailed {
