@@ -116,7 +116,7 @@ pub enum ExecutionsCommand {
 }
 
 pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
-    let engine = demo_engine(&args.store, &args.plugins)?;
+    let engine = demo_engine(&args.store, &args.plugins).await?;
     let resumed = engine.resume_all().await;
     let collected = engine.collect_plugin_garbage().await;
     engine.shutdown().await;
@@ -141,7 +141,7 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
 pub async fn complete(args: CompleteArgs) -> Result<ExitCode> {
     let output = crate::journal::json::parse_bounded(&args.output)
         .map_err(|e| anyhow::anyhow!("invalid JSON in --output: {e}"))?;
-    let engine = demo_engine(&args.store, &args.plugins)?;
+    let engine = demo_engine(&args.store, &args.plugins).await?;
     let id = ExecutionId::new(args.execution_id);
     let step = unit_id(&args.step_id)?;
     let delivered = engine.complete_step(&id, &step, output, args.idempotency_key).await;
@@ -149,7 +149,7 @@ pub async fn complete(args: CompleteArgs) -> Result<ExitCode> {
 }
 
 pub async fn fail(args: FailArgs) -> Result<ExitCode> {
-    let engine = demo_engine(&args.store, &args.plugins)?;
+    let engine = demo_engine(&args.store, &args.plugins).await?;
     let id = ExecutionId::new(args.execution_id);
     let step = unit_id(&args.step_id)?;
     let delivered = engine.fail_step(&id, &step, args.error, args.idempotency_key).await;
@@ -157,7 +157,7 @@ pub async fn fail(args: FailArgs) -> Result<ExitCode> {
 }
 
 pub async fn cancel(args: CancelArgs) -> Result<ExitCode> {
-    let engine = demo_engine(&args.store, &args.plugins)?;
+    let engine = demo_engine(&args.store, &args.plugins).await?;
     let delivered = engine.cancel(&ExecutionId::new(args.execution_id), &args.reason).await;
     print_settled(&engine, delivered).await
 }
@@ -187,7 +187,7 @@ pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
     match command {
         ExecutionsCommand::List { status, workflow, limit, json, plugins, store } => {
             let status = status.as_deref().map(parse_status).transpose()?;
-            let engine = demo_engine(&store, &plugins)?;
+            let engine = demo_engine(&store, &plugins).await?;
             let filter = ListFilter { status, workflow, limit: Some(limit), before: None };
             let executions = engine.store().list(&filter).await?;
             if json {
@@ -208,7 +208,7 @@ pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ExecutionsCommand::Show { execution_id, json, plugins, store } => {
-            let engine = demo_engine(&store, &plugins)?;
+            let engine = demo_engine(&store, &plugins).await?;
             let execution = engine.show(&ExecutionId::new(execution_id)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&execution)?);
@@ -218,7 +218,7 @@ pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ExecutionsCommand::Purge { older_than, plugins, store } => {
-            let engine = demo_engine(&store, &plugins)?;
+            let engine = demo_engine(&store, &plugins).await?;
             let age: std::time::Duration = older_than.into();
             let cutoff = Timestamp(Timestamp::now().0.saturating_sub(age.as_millis() as u64));
             let purged = engine.store().purge_finished_before(cutoff).await?;

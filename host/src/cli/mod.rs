@@ -86,7 +86,8 @@ impl TenantDirArg {
 /// Which execution store to use: `--store`, else `$STEPWISE_STORE`, else `sqlite://stepwise.db`.
 #[derive(clap::Args, Clone)]
 pub struct StoreArg {
-    /// Execution store: `sqlite://PATH` (durable, the default) or `memory`.
+    /// Execution store: `sqlite://PATH` (durable, the default), `postgres://...` (shared by
+    /// several hosts) or `memory`.
     #[arg(long = "store", env = "STEPWISE_STORE", default_value = "sqlite://stepwise.db")]
     pub url: String,
 }
@@ -114,17 +115,23 @@ fn demo_sandbox() -> anyhow::Result<std::sync::Arc<crate::sandbox::Sandbox>> {
 
 /// The engine of the command-line host: the store `store`, plugins from
 /// `plugins`, the demo services recording durably beside a SQLite store.
-pub fn demo_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Result<crate::engine::Engine> {
+pub async fn demo_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Result<crate::engine::Engine> {
+    use crate::services::ledger::{Ledger, MemoryLedger, PostgresLedger, SqliteLedger};
     use anyhow::Context;
     use std::sync::Arc;
-    let execution_store =
-        crate::store::open(&store.url).with_context(|| format!("opening the store `{}`", store.url))?;
-    let ledger: Arc<dyn crate::services::ledger::Ledger> = match store.url.strip_prefix("sqlite://") {
-        Some(path) => Arc::new(
-            crate::services::ledger::SqliteLedger::open(std::path::Path::new(path)).map_err(anyhow::Error::msg)?,
-        ),
-        None => Arc::new(crate::services::ledger::MemoryLedger::default()),
-    };
+    let opening = || format!("opening the store `{}`", store.url);
+    let (execution_store, ledger): (Arc<dyn crate::store::ExecutionStore>, Arc<dyn Ledger>) =
+        if let Some(path) = store.url.strip_prefix("sqlite://") {
+            let execution_store = crate::store::open(&store.url).await.with_context(opening)?;
+            let ledger = SqliteLedger::open(std::path::Path::new(path)).map_err(anyhow::Error::msg)?;
+            (execution_store, Arc::new(ledger))
+        } else if store.url.starts_with("postgres://") || store.url.starts_with("postgresql://") {
+            let postgres = Arc::new(crate::store::PostgresStore::open(&store.url).await.with_context(opening)?);
+            let ledger = PostgresLedger::new(postgres.pool().clone());
+            (postgres, Arc::new(ledger))
+        } else {
+            (crate::store::open(&store.url).await.with_context(opening)?, Arc::new(MemoryLedger::default()))
+        };
     let kv = execution_store.clone().kv().unwrap_or_else(|| Arc::new(crate::store::kv::MemoryKv::default()));
     let sandbox = demo_sandbox_with(ledger, kv)?;
     let directory = crate::plugin::PluginDirectory::scan(&plugins.dir)

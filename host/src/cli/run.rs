@@ -39,7 +39,7 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let input = read_input(&args)?;
-    let engine = demo_engine(&args.store, &args.plugins)?.with_tenants(args.tenants.load()?);
+    let engine = demo_engine(&args.store, &args.plugins).await?.with_tenants(args.tenants.load()?);
     let workflows_dir = match &args.workflows {
         Some(dir) => dir.clone(),
         None => args.workflow.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")),

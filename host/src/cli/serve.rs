@@ -45,7 +45,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     if args.token.as_deref().is_some_and(|token| token.len() < 16) {
         bail!("the bearer token must be at least 16 characters");
     }
-    let engine = demo_engine(&args.store, &args.plugins)?.with_tenants(args.tenants.load()?);
+    let engine = demo_engine(&args.store, &args.plugins).await?.with_tenants(args.tenants.load()?);
     let workflows = WorkflowDirectory::load(&args.workflows, engine.registry().clone())
         .with_context(|| format!("reading the workflow directory {}", args.workflows.display()))?;
     for (file, status) in workflows.files() {

@@ -12,8 +12,21 @@ use crate::store::InboxMessage;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How often a relay looks for its answer (the SQLite store has no notifications).
+/// How often a relay looks for its answer when the store cannot notify
+/// (SQLite), and how often at most when it can (PostgreSQL).
 pub(crate) const POLL: Duration = Duration::from_millis(20);
+const POLL_NOTIFIED: Duration = Duration::from_millis(250);
+
+/// Waits until the store says an inbox message or an answer may have
+/// arrived, or for the poll interval.
+pub(crate) async fn pause(wakeups: Option<&tokio::sync::Notify>) {
+    match wakeups {
+        Some(wakeups) => {
+            let _ = tokio::time::timeout(POLL_NOTIFIED, wakeups.notified()).await;
+        }
+        None => tokio::time::sleep(POLL).await,
+    }
+}
 
 /// Sends a message to whoever owns the execution elsewhere.
 pub(super) async fn to_owner_elsewhere(engine: &Engine, id: &ExecutionId, message: Message) {
@@ -86,8 +99,9 @@ async fn relay(
     settled: Option<Settled>,
 ) {
     let mut polls = 0u32;
+    let wakeups = engine.shared.store.wakeups();
     loop {
-        tokio::time::sleep(POLL).await;
+        pause(wakeups.as_deref()).await;
         match engine.shared.store.answer_of(number).await {
             Ok(Some(text)) => {
                 let answer: Result<Answer, Refusal> = serde_json::from_str(&text)
@@ -135,6 +149,7 @@ async fn wait_elsewhere(engine: Engine, id: ExecutionId, settled: Settled) {
         if polls.is_multiple_of(ADOPT_EVERY) {
             engine.route(&id, Message::Adopt);
         }
+        // Statuses change without a notification: plain polling.
         tokio::time::sleep(POLL).await;
     }
 }

@@ -151,8 +151,9 @@ async fn reap_local_dead_hosts(engine: &Engine) {
 /// to their owners. Polls only while this process drives something.
 async fn poll_inbox(engine: Weak<Shared>) {
     let mut routed: HashSet<i64> = HashSet::new();
+    let wakeups = Engine::upgrade(&engine).and_then(|engine| engine.shared.store.wakeups());
     loop {
-        tokio::time::sleep(super::forward::POLL).await;
+        super::forward::pause(wakeups.as_deref()).await;
         let Some(engine) = Engine::upgrade(&engine) else { return };
         if engine.shared.live.len() == 0 {
             routed.clear();

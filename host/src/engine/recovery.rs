@@ -23,12 +23,12 @@ impl Engine {
     pub async fn resume_all(&self) -> Result<Vec<Result<ExecutionView, EngineError>>, EngineError> {
         const CONCURRENCY: usize = 64;
         // Registering first ends the leases of this machine's dead processes,
-        // so that what they left is claimable now.
+        // so that what they left can be claimed now.
         self.shared.host.ensure_registered(self).await?;
         let mut seen: HashSet<ExecutionId> = HashSet::new();
         let mut results = Vec::new();
         loop {
-            let due = self.shared.store.claimable(Timestamp::now(), 256).await?;
+            let due = self.shared.store.claim_due(self.shared.host.id(), Timestamp::now(), 256).await?;
             let fresh: Vec<ExecutionId> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
             if fresh.is_empty() {
                 return Ok(results);
@@ -63,7 +63,7 @@ impl Engine {
     pub async fn adopt_claimable(&self, limit: usize) -> Result<usize, EngineError> {
         self.shared.host.ensure_registered(self).await?;
         let mut adopted = 0;
-        for id in self.shared.store.claimable(Timestamp::now(), limit).await? {
+        for id in self.shared.store.claim_due(self.shared.host.id(), Timestamp::now(), limit).await? {
             if self.shared.live.send(&id, Message::Adopt).is_err() {
                 self.route(&id, Message::Adopt);
                 adopted += 1;

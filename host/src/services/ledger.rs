@@ -132,3 +132,68 @@ impl Ledger for SqliteLedger {
         .collect()
     }
 }
+
+/// A ledger in the PostgreSQL store's database (table `demo_calls`), shared
+/// by every host of that store.
+pub struct PostgresLedger {
+    pool: deadpool_postgres::Pool,
+}
+
+impl PostgresLedger {
+    /// The ledger in the database `pool` connects to (the store created its table).
+    pub fn new(pool: deadpool_postgres::Pool) -> Self {
+        Self { pool }
+    }
+
+    /// Runs a query from the synchronous service call (inside a guest's host call).
+    fn blocking<T>(&self, query: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| format!("no async runtime: {e}"))?;
+        tokio::task::block_in_place(|| handle.block_on(query))
+    }
+}
+
+impl Ledger for PostgresLedger {
+    fn record(&self, entry: LedgerEntry) -> Result<(), String> {
+        self.blocking(async {
+            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .execute(
+                    "INSERT INTO demo_calls (service, method, input, idempotency_key, at) VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &entry.service,
+                        &entry.method,
+                        &entry.input.to_string(),
+                        &entry.idempotency_key,
+                        &(entry.at.0 as i64),
+                    ],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("recording the call: {e}"))
+        })
+    }
+
+    fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String> {
+        self.blocking(async {
+            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            let rows = client
+                .query(
+                    "SELECT method, input, idempotency_key, at FROM demo_calls WHERE service = $1 ORDER BY seq",
+                    &[&service],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            rows.iter()
+                .map(|row| {
+                    Ok(LedgerEntry {
+                        service: service.to_string(),
+                        method: row.get(0),
+                        input: serde_json::from_str(row.get(1)).map_err(|e| e.to_string())?,
+                        idempotency_key: row.get(2),
+                        at: Timestamp(row.get::<_, i64>(3) as u64),
+                    })
+                })
+                .collect()
+        })
+    }
+}

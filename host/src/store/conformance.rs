@@ -26,7 +26,7 @@ where
     an_append_with_a_stale_fence_is_refused(open().await).await;
     claims_are_held_by_live_hosts_and_taken_over_after_the_lease(open().await).await;
     a_released_execution_is_claimed_without_a_takeover(open().await).await;
-    claimable_lists_work_in_flight_and_due_timers_without_a_live_owner(open().await).await;
+    due_work_without_a_live_owner_is_claimed_once(open().await).await;
     waking_a_parent_makes_it_due_now(open().await).await;
     the_inbox_holds_messages_for_the_owner_and_keeps_the_first_answer(open().await).await;
     hosts_are_listed_with_what_they_own_and_deregistering_releases(open().await).await;
@@ -177,14 +177,14 @@ async fn a_released_execution_is_claimed_without_a_takeover(store: Arc<dyn Execu
     assert_eq!(claim, Claim::Claimed { fence: 2, takeover: false });
 }
 
-async fn claimable_lists_work_in_flight_and_due_timers_without_a_live_owner(store: Arc<dyn ExecutionStore>) {
+async fn due_work_without_a_live_owner_is_claimed_once(store: Arc<dyn ExecutionStore>) {
     let (live, dead) = (host("live", LONG), host("dead", SHORT));
     store.register_host(&live).await.unwrap();
     store.register_host(&dead).await.unwrap();
     let now = Timestamp::now();
-    // Running, owned by a live host: not claimable.
+    // Running, owned by a live host: not to be claimed.
     create(&*store, "running-live", &live.id, None).await;
-    // Running, owned by a host whose lease will expire: claimable.
+    // Running, owned by a host whose lease will expire: to be claimed.
     create(&*store, "running-dead", &dead.id, None).await;
     // Waiting with a deadline due / in the future / none, released.
     for (id, due) in [("due", Some(now)), ("later", Some(now.plus(LONG))), ("no-timer", None)] {
@@ -195,17 +195,30 @@ async fn claimable_lists_work_in_flight_and_due_timers_without_a_live_owner(stor
         rest.release = true;
         store.append(rest).await.unwrap();
     }
-    // Finished: never claimable, whatever its owner.
+    // Finished: never claimed, whatever its owner.
     create(&*store, "done", &dead.id, None).await;
     let mut done = append("done", 1, 0, vec![event("done")]);
     done.status = Some((ExecutionStatus::Succeeded, now));
     store.append(done).await.unwrap();
     tokio::time::sleep(SHORT * 3).await;
-    let mut claimable: Vec<String> =
-        store.claimable(Timestamp::now(), 100).await.unwrap().into_iter().map(|id| id.to_string()).collect();
-    claimable.sort();
-    assert_eq!(claimable, ["due", "running-dead"]);
-    assert_eq!(store.claimable(Timestamp::now(), 1).await.unwrap().len(), 1, "the limit holds");
+    let first = store.claim_due(&live.id, Timestamp::now(), 1).await.unwrap();
+    assert_eq!(first.len(), 1, "the limit holds");
+    let mut claimed: Vec<String> = store
+        .claim_due(&live.id, Timestamp::now(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .chain(first)
+        .map(|id| id.to_string())
+        .collect();
+    claimed.sort();
+    assert_eq!(claimed, ["due", "running-dead"]);
+    // Claimed by a live host now: nobody else gets them.
+    let other = host("other", LONG);
+    store.register_host(&other).await.unwrap();
+    assert!(store.claim_due(&other.id, Timestamp::now(), 100).await.unwrap().is_empty());
+    let owner = store.load(&ExecutionId::new("due")).await.unwrap().unwrap().owner.unwrap();
+    assert_eq!(owner.host, live.id);
 }
 
 async fn waking_a_parent_makes_it_due_now(store: Arc<dyn ExecutionStore>) {
@@ -218,15 +231,15 @@ async fn waking_a_parent_makes_it_due_now(store: Arc<dyn ExecutionStore>) {
         rest.release = true;
         store.append(rest).await.unwrap();
     }
-    assert!(store.claimable(Timestamp::now(), 10).await.unwrap().is_empty());
+    assert!(store.claim_due(&a.id, Timestamp::now(), 10).await.unwrap().is_empty());
     store.claim(&ExecutionId::new("child"), &a.id).await.unwrap();
     let mut over = append("child", 2, 1, vec![event("over")]);
     over.status = Some((ExecutionStatus::Succeeded, Timestamp::now()));
     over.release = true;
     over.wake = Some(ExecutionId::new("parent"));
     store.append(over).await.unwrap();
-    let claimable = store.claimable(Timestamp::now().plus(Duration::from_millis(1)), 10).await.unwrap();
-    assert_eq!(claimable, [ExecutionId::new("parent")]);
+    let due = store.claim_due(&a.id, Timestamp::now().plus(Duration::from_millis(1)), 10).await.unwrap();
+    assert_eq!(due, [ExecutionId::new("parent")]);
 }
 
 async fn the_inbox_holds_messages_for_the_owner_and_keeps_the_first_answer(store: Arc<dyn ExecutionStore>) {
@@ -285,7 +298,7 @@ async fn an_unloadable_execution_is_marked_failed_and_fenced(store: Arc<dyn Exec
     assert_eq!(listed[0].error.as_deref(), Some("corrupt event 3"));
     let late = store.append(append("e1", 1, 0, vec![event("late")])).await;
     assert!(matches!(late, Err(StoreError::Fenced(..))), "{late:?}");
-    assert!(store.claimable(Timestamp::now(), 10).await.unwrap().is_empty());
+    assert!(store.claim_due(&a.id, Timestamp::now(), 10).await.unwrap().is_empty());
     assert!(store.unfinished().await.unwrap().is_empty());
 }
 

@@ -257,9 +257,9 @@ impl ExecutionStore for MemoryStore {
         Ok(Claim::Claimed { fence: row.fence, takeover })
     }
 
-    async fn claimable(&self, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError> {
-        let inner = self.lock();
-        let mut claimable: Vec<&Row> = inner
+    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError> {
+        let mut inner = self.lock();
+        let mut due: Vec<(Timestamp, ExecutionId)> = inner
             .executions
             .values()
             .filter(|row| {
@@ -269,9 +269,16 @@ impl ExecutionStore for MemoryStore {
                 let unowned = row.owner.as_ref().is_none_or(|owner| inner.live_host(owner, now).is_none());
                 !status.is_final() && needs_driver && unowned
             })
+            .map(|row| (row.execution.created_at, row.execution.id.clone()))
             .collect();
-        claimable.sort_by_key(|row| row.execution.created_at);
-        Ok(claimable.into_iter().take(limit).map(|row| row.execution.id.clone()).collect())
+        due.sort();
+        due.truncate(limit);
+        for (_, id) in &due {
+            let row = inner.row(id)?;
+            row.owner = Some(host.clone());
+            row.fence += 1;
+        }
+        Ok(due.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError> {

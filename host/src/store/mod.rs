@@ -21,9 +21,11 @@
 pub mod conformance;
 pub mod kv;
 mod memory;
+mod postgres;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::journal::{ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
@@ -297,9 +299,11 @@ pub trait ExecutionStore: Send + Sync {
     /// Claims an execution for `host`: granted when nobody owns it, `host`
     /// itself does, or its owner's lease expired.
     async fn claim(&self, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError>;
-    /// Executions that need a driver and have no live owner: unfinished ones
-    /// with work in flight, and those whose earliest timer is due by `now`.
-    async fn claimable(&self, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError>;
+    /// Claims for `host` up to `limit` executions that need a driver and have
+    /// no live owner (unfinished ones with work in flight, and those whose
+    /// earliest timer is due by `now`), oldest first, and returns them. Hosts
+    /// claiming at once get different executions.
+    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError>;
 
     /// Posts a message for an execution's owner; returns its number.
     async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError>;
@@ -313,10 +317,17 @@ pub trait ExecutionStore: Send + Sync {
 
     /// The store's kv backend, when it persists kv data itself.
     fn kv(self: Arc<Self>) -> Option<Arc<dyn KvStore>>;
+
+    /// Notified when an inbox message or an answer may have arrived, when
+    /// the backend can tell (PostgreSQL's `NOTIFY`); without it, waiters poll.
+    fn wakeups(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
-/// Opens the store a URL names: `memory`, or `sqlite://PATH` (created if missing).
-pub fn open(url: &str) -> Result<Arc<dyn ExecutionStore>, StoreError> {
+/// Opens the store a URL names: `memory`, `sqlite://PATH` (created if
+/// missing) or `postgres://USER@HOST:PORT/DATABASE` (shared by several hosts).
+pub async fn open(url: &str) -> Result<Arc<dyn ExecutionStore>, StoreError> {
     if url == "memory" {
         return Ok(Arc::new(MemoryStore::new()));
     }
@@ -326,7 +337,12 @@ pub fn open(url: &str) -> Result<Arc<dyn ExecutionStore>, StoreError> {
         }
         return Ok(Arc::new(SqliteStore::open(std::path::Path::new(path))?));
     }
-    Err(StoreError::Backend(format!("unknown store URL `{url}` (expected `memory` or `sqlite://PATH`)")))
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::open(url).await?));
+    }
+    Err(StoreError::Backend(format!(
+        "unknown store URL `{url}` (expected `memory`, `sqlite://PATH` or `postgres://...`)"
+    )))
 }
 
 #[cfg(test)]
@@ -350,5 +366,29 @@ mod tests {
         })
         .await;
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Runs when `STEPWISE_TEST_POSTGRES` names a server (`scripts/test.sh`
+    /// starts one with `scripts/postgres.sh`); each check gets a fresh database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_postgres_store_conforms() {
+        let Ok(url) = std::env::var("STEPWISE_TEST_POSTGRES") else {
+            eprintln!("STEPWISE_TEST_POSTGRES is not set: the PostgreSQL store is not checked");
+            return;
+        };
+        let opened = std::sync::atomic::AtomicUsize::new(0);
+        conformance::run(|| {
+            let name = format!(
+                "conformance_{}_{}",
+                std::process::id(),
+                opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let url = url.clone();
+            async move {
+                let url = PostgresStore::create_database(&url, &name).await.expect("creating a database");
+                Arc::new(PostgresStore::open(&url).await.expect("opening")) as Arc<dyn ExecutionStore>
+            }
+        })
+        .await;
     }
 }

@@ -400,24 +400,37 @@ impl ExecutionStore for SqliteStore {
         self.write(move |db, path| claim(db, path, &id, &host)).await
     }
 
-    async fn claimable(&self, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError> {
-        self.read(|db| {
-            // Two index lookups (by status, by due time), then the owner's lease.
-            let mut statement = db.prepare_cached(
-                "SELECT id FROM (
-                    SELECT id, created_at, owner FROM executions WHERE status IN ('running', 'compensating')
-                    UNION
-                    SELECT id, created_at, owner FROM executions
-                     WHERE next_due <= ?1 AND status IN ('running', 'waiting', 'compensating')
-                 ) AS due
-                 WHERE owner IS NULL
-                    OR NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.id = due.owner AND heartbeat_at + lease_ms > ?1)
-                 ORDER BY created_at LIMIT ?2",
-            )?;
-            let rows = statement
-                .query_map(params![now.0 as i64, limit as i64], |row| Ok(ExecutionId::new(row.get::<_, String>(0)?)))?;
-            rows.collect()
+    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError> {
+        let host = host.clone();
+        self.write(move |db, path| {
+            // Two index lookups (by status, by due time), then the owner's
+            // lease; selected and claimed in one transaction of the writer.
+            let ids: Vec<String> = db
+                .prepare_cached(
+                    "SELECT id FROM (
+                        SELECT id, created_at, owner FROM executions WHERE status IN ('running', 'compensating')
+                        UNION
+                        SELECT id, created_at, owner FROM executions
+                         WHERE next_due <= ?1 AND status IN ('running', 'waiting', 'compensating')
+                     ) AS due
+                     WHERE owner IS NULL
+                        OR NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.id = due.owner AND heartbeat_at + lease_ms > ?3)
+                     ORDER BY created_at LIMIT ?2",
+                )
+                .and_then(|mut statement| {
+                    let rows = statement.query_map(params![now.0 as i64, limit as i64, now_ms()], |row| row.get(0))?;
+                    rows.collect()
+                })
+                .map_err(|e| backend(path, e))?;
+            let mut claim = db
+                .prepare_cached("UPDATE executions SET owner = ?2, fence = fence + 1 WHERE id = ?1")
+                .map_err(|e| backend(path, e))?;
+            for id in &ids {
+                claim.execute(params![id, host.0]).map_err(|e| backend(path, e))?;
+            }
+            Ok(ids.into_iter().map(ExecutionId::new).collect())
         })
+        .await
     }
 
     async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError> {

@@ -1,0 +1,107 @@
+//! The PostgreSQL store's schema: versioned migrations, applied in order
+//! under an advisory lock (hosts starting together migrate once; a host
+//! newer than the schema is refused with the versions named).
+
+use super::backend;
+use crate::store::StoreError;
+
+/// The migrations, in order; `stepwise_migrations` records those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: executions, their logs and definitions, hosts, the inbox, kv and the
+    // demo services' ledger; a clock every host shares (the database's).
+    "CREATE FUNCTION stepwise_now_ms() RETURNS BIGINT
+        AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT $$ LANGUAGE SQL VOLATILE;
+    CREATE TABLE definitions (hash TEXT PRIMARY KEY, definition TEXT NOT NULL);
+    CREATE TABLE hosts (
+        id TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        started_at BIGINT NOT NULL,
+        heartbeat_at BIGINT NOT NULL,
+        lease_ms BIGINT NOT NULL,
+        address TEXT
+    );
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        definition TEXT NOT NULL REFERENCES definitions (hash),
+        input TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        status TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        tenant TEXT,
+        parent_id TEXT,
+        owner TEXT,
+        fence BIGINT NOT NULL DEFAULT 0,
+        next_due BIGINT,
+        error TEXT
+    );
+    CREATE INDEX executions_by_status ON executions (status, created_at);
+    CREATE INDEX executions_by_workflow ON executions (workflow, created_at);
+    CREATE INDEX executions_by_due ON executions (next_due) WHERE next_due IS NOT NULL;
+    CREATE INDEX executions_by_owner ON executions (owner) WHERE owner IS NOT NULL;
+    CREATE TABLE events (
+        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        event TEXT NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+    );
+    CREATE TABLE inbox (
+        id BIGSERIAL PRIMARY KEY,
+        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+        message TEXT NOT NULL,
+        posted_at BIGINT NOT NULL,
+        answer TEXT,
+        answered_at BIGINT
+    );
+    CREATE INDEX inbox_open ON inbox (execution_id) WHERE answer IS NULL;
+    CREATE TABLE kv (namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (namespace, key));
+    CREATE TABLE demo_calls (
+        seq BIGSERIAL PRIMARY KEY,
+        service TEXT NOT NULL,
+        method TEXT NOT NULL,
+        input TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        at BIGINT NOT NULL
+    );",
+];
+
+/// A constant the advisory lock of migrations is taken on.
+const MIGRATION_LOCK: i64 = 0x5354_4550_5749_5345; // "STEPWISE"
+
+/// Applies the migrations this database lacks, one transaction each.
+pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS stepwise_migrations (version INT PRIMARY KEY)")
+        .await
+        .or_else(|error| {
+            // Two hosts creating it at once: the loser sees it exist.
+            if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        })
+        .map_err(backend)?;
+    let tx = client.transaction().await.map_err(backend)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
+    let applied: i32 =
+        tx.query_one("SELECT COALESCE(MAX(version), 0) FROM stepwise_migrations", &[]).await.map_err(backend)?.get(0);
+    if applied as usize > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "postgres: schema version {applied} is newer than this Stepwise ({}); upgrade Stepwise",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        tx.batch_execute(migration)
+            .await
+            .map_err(|e| StoreError::Backend(format!("postgres: migration {}: {e}", index + 1)))?;
+        tx.execute("INSERT INTO stepwise_migrations (version) VALUES ($1)", &[&((index + 1) as i32)])
+            .await
+            .map_err(backend)?;
+    }
+    tx.commit().await.map_err(backend)
+}
