@@ -96,8 +96,10 @@ fn summary(row: &Row) -> ExecutionSummary {
     }
 }
 
-/// Events as the three arrays an `unnest` insert takes.
-fn event_columns(seq: u64, events: &[RecordedEvent]) -> Result<(Vec<i64>, Vec<i64>, Vec<String>), StoreError> {
+/// Events as the three arrays an `unnest` insert takes: numbers, times, JSON.
+type EventColumns = (Vec<i64>, Vec<i64>, Vec<String>);
+
+fn event_columns(seq: u64, events: &[RecordedEvent]) -> Result<EventColumns, StoreError> {
     let mut numbers = Vec::with_capacity(events.len());
     let mut times = Vec::with_capacity(events.len());
     let mut texts = Vec::with_capacity(events.len());
