@@ -14,6 +14,10 @@ if ! command -v chromium > /dev/null; then
     echo "installing chromium for the web view test" >&2
     apt-get update -qq && apt-get install -y -qq chromium > /dev/null
 fi
+# The PostgreSQL store's conformance and the multi-host tests run against a
+# throwaway cluster that the project's own script starts (Debian's package).
+STEPWISE_TEST_POSTGRES=$(scripts/postgres.sh)
+export STEPWISE_TEST_POSTGRES
 cargo fmt --all -- --check
 cargo fmt --manifest-path guest-examples/rust/Cargo.toml --all -- --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings

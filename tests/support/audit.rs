@@ -7,7 +7,77 @@
 use rusqlite::{params, Connection};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where the ledger and the events are: a SQLite store's file, or a
+/// PostgreSQL store's URL.
+#[derive(Clone, Copy)]
+pub enum Db<'a> {
+    /// The SQLite file.
+    Sqlite(&'a Path),
+    /// The PostgreSQL URL.
+    Postgres(&'a str),
+}
+
+impl<'a> From<&'a Path> for Db<'a> {
+    fn from(path: &'a Path) -> Self {
+        Db::Sqlite(path)
+    }
+}
+
+impl<'a> From<&'a PathBuf> for Db<'a> {
+    fn from(path: &'a PathBuf) -> Self {
+        Db::Sqlite(path)
+    }
+}
+
+/// Rows of a query on PostgreSQL, from synchronous test code (on a thread
+/// of its own, so that it works inside an async test too).
+fn postgres_rows<T: Send + 'static>(url: &str, query: &'static str, row: fn(&tokio_postgres::Row) -> T) -> Vec<T> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client.query(query, &[]).await.unwrap().iter().map(row).collect()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// (service, method, input, idempotency key, at) of every recorded call, in order.
+fn raw_calls(db: Db<'_>) -> Vec<(String, String, String, String, i64)> {
+    const QUERY: &str = "SELECT service, method, input, idempotency_key, at FROM demo_calls ORDER BY seq";
+    match db {
+        Db::Postgres(url) => {
+            postgres_rows(url, QUERY, |row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        }
+        Db::Sqlite(path) => {
+            let db = Connection::open(path).unwrap();
+            let mut statement = db.prepare(QUERY).unwrap();
+            let rows = statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))
+                .unwrap();
+            rows.map(Result::unwrap).collect()
+        }
+    }
+}
+
+/// (execution, at, event JSON) of every recorded event.
+fn raw_events(db: Db<'_>) -> Vec<(String, i64, String)> {
+    const QUERY: &str = "SELECT execution_id, at, event FROM events";
+    match db {
+        Db::Postgres(url) => postgres_rows(url, QUERY, |row| (row.get(0), row.get(1), row.get(2))),
+        Db::Sqlite(path) => {
+            let db = Connection::open(path).unwrap();
+            let mut statement = db.prepare(QUERY).unwrap();
+            let rows = statement.query_map(params![], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).unwrap();
+            rows.map(Result::unwrap).collect()
+        }
+    }
+}
 
 /// One call the demo services recorded.
 pub struct Call {
@@ -23,39 +93,23 @@ pub struct Call {
     pub at: u64,
 }
 
-/// Every call the demo services recorded in the SQLite store `db`, in order.
-pub fn ledger(db: &Path) -> Vec<Call> {
-    let db = Connection::open(db).unwrap();
-    let mut statement =
-        db.prepare("SELECT service, method, input, idempotency_key, at FROM demo_calls ORDER BY seq").unwrap();
-    let rows = statement
-        .query_map([], |row| {
-            let input: String = row.get(2)?;
+/// Every call the demo services recorded in the store `db`, in order.
+pub fn ledger<'a>(db: impl Into<Db<'a>>) -> Vec<Call> {
+    raw_calls(db.into())
+        .into_iter()
+        .map(|(service, method, input, key, at)| {
             let input: Value = serde_json::from_str(&input).unwrap();
             let id = input["reservation_id"].as_str().or(input["authorization_id"].as_str()).unwrap_or_default();
-            Ok(Call {
-                service: row.get(0)?,
-                method: row.get(1)?,
-                id: id.to_string(),
-                key: row.get(3)?,
-                at: row.get::<_, i64>(4)? as u64,
-            })
+            Call { service, method, id: id.to_string(), key, at: at as u64 }
         })
-        .unwrap();
-    rows.map(Result::unwrap).collect()
+        .collect()
 }
 
 /// When each step of each execution had its completion (and its
 /// compensation) recorded: (execution, step, event type) -> time.
-pub fn recorded_completions(db: &Path) -> HashMap<(String, String, String), u64> {
-    let db = Connection::open(db).unwrap();
-    let mut statement = db.prepare("SELECT execution_id, at, event FROM events").unwrap();
+pub fn recorded_completions<'a>(db: impl Into<Db<'a>>) -> HashMap<(String, String, String), u64> {
     let mut found = HashMap::new();
-    let rows = statement
-        .query_map(params![], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)))
-        .unwrap();
-    for row in rows {
-        let (execution, at, event) = row.unwrap();
+    for (execution, at, event) in raw_events(db.into()) {
         let event: Value = serde_json::from_str(&event).unwrap();
         let kind = event["type"].as_str().unwrap().to_string();
         if kind == "attempt_succeeded" || kind == "compensation_succeeded" {
@@ -70,7 +124,12 @@ pub fn recorded_completions(db: &Path) -> HashMap<(String, String, String), u64>
 /// applied again after its completion was recorded, and every resource of a
 /// `reserve`/`payment` step applied once and undone once exactly when
 /// `compensated(execution)`. Returns the number of calls and of checks made.
-pub fn audit_side_effects(db: &Path, executions: &[Value], compensated: &dyn Fn(&Value) -> bool) -> (usize, usize) {
+pub fn audit_side_effects<'a>(
+    db: impl Into<Db<'a>>,
+    executions: &[Value],
+    compensated: &dyn Fn(&Value) -> bool,
+) -> (usize, usize) {
+    let db = db.into();
     let calls = ledger(db);
     let completions = recorded_completions(db);
     let mut checked = 0;

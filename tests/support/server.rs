@@ -68,6 +68,12 @@ impl Server {
 
     /// Starts a server on `dir` with extra `stepwise serve` arguments.
     pub fn start_with(dir: PathBuf, extra_workflows: &[(&str, &str)], extra_args: &[&str]) -> Self {
+        let store = format!("sqlite://{}", dir.join("server.db").display());
+        Self::start_on(dir, &store, extra_workflows, extra_args)
+    }
+
+    /// Starts a server on `dir` (plugins, workflows, code cache) over the store `store`.
+    pub fn start_on(dir: PathBuf, store: &str, extra_workflows: &[(&str, &str)], extra_args: &[&str]) -> Self {
         for sub in ["plugins", "workflows", "tenants"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -95,7 +101,7 @@ impl Server {
             .arg("--tenants")
             .arg(dir.join("tenants"))
             .arg("--store")
-            .arg(format!("sqlite://{}", dir.join("server.db").display()))
+            .arg(store)
             .args(extra_args)
             .env("STEPWISE_CACHE", dir.join("cache"))
             .stderr(Stdio::piped())

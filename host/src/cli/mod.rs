@@ -127,7 +127,7 @@ pub async fn demo_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Re
             (execution_store, Arc::new(ledger))
         } else if store.url.starts_with("postgres://") || store.url.starts_with("postgresql://") {
             let postgres = Arc::new(crate::store::PostgresStore::open(&store.url).await.with_context(opening)?);
-            let ledger = PostgresLedger::new(postgres.pool().clone());
+            let ledger = PostgresLedger::connect(postgres.config().clone()).map_err(anyhow::Error::msg)?;
             (postgres, Arc::new(ledger))
         } else {
             (crate::store::open(&store.url).await.with_context(opening)?, Arc::new(MemoryLedger::default()))

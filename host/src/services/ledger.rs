@@ -134,28 +134,22 @@ impl Ledger for SqliteLedger {
 }
 
 /// A ledger in the PostgreSQL store's database (table `demo_calls`), shared
-/// by every host of that store.
+/// by every host of that store. Calls come from inside guests' host calls:
+/// it has a connection of its own on its own thread.
 pub struct PostgresLedger {
-    pool: deadpool_postgres::Pool,
+    connection: crate::store::BlockingPostgres,
 }
 
 impl PostgresLedger {
-    /// The ledger in the database `pool` connects to (the store created its table).
-    pub fn new(pool: deadpool_postgres::Pool) -> Self {
-        Self { pool }
-    }
-
-    /// Runs a query from the synchronous service call (inside a guest's host call).
-    fn blocking<T>(&self, query: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
-        let handle = tokio::runtime::Handle::try_current().map_err(|e| format!("no async runtime: {e}"))?;
-        tokio::task::block_in_place(|| handle.block_on(query))
+    /// Connects to the database `config` names (the store created its table).
+    pub fn connect(config: tokio_postgres::Config) -> Result<Self, String> {
+        Ok(Self { connection: crate::store::BlockingPostgres::connect(config)? })
     }
 }
 
 impl Ledger for PostgresLedger {
     fn record(&self, entry: LedgerEntry) -> Result<(), String> {
-        self.blocking(async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        self.connection.run(move |client| async move {
             client
                 .execute(
                     "INSERT INTO demo_calls (service, method, input, idempotency_key, at) VALUES ($1, $2, $3, $4, $5)",
@@ -174,8 +168,8 @@ impl Ledger for PostgresLedger {
     }
 
     fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String> {
-        self.blocking(async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let service = service.to_string();
+        self.connection.run(move |client| async move {
             let rows = client
                 .query(
                     "SELECT method, input, idempotency_key, at FROM demo_calls WHERE service = $1 ORDER BY seq",
@@ -186,7 +180,7 @@ impl Ledger for PostgresLedger {
             rows.iter()
                 .map(|row| {
                     Ok(LedgerEntry {
-                        service: service.to_string(),
+                        service: service.clone(),
                         method: row.get(0),
                         input: serde_json::from_str(row.get(1)).map_err(|e| e.to_string())?,
                         idempotency_key: row.get(2),

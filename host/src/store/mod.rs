@@ -25,7 +25,7 @@ mod postgres;
 mod sqlite;
 
 pub use memory::MemoryStore;
-pub use postgres::PostgresStore;
+pub use postgres::{BlockingPostgres, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use crate::journal::{ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};

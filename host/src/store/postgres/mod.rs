@@ -13,8 +13,11 @@
 //! The client is `tokio-postgres` with a `deadpool` pool: async all the way,
 //! plain SQL, `LISTEN` on its own connection, and a small build.
 
+mod blocking;
 mod listener;
 mod schema;
+
+pub use blocking::BlockingPostgres;
 
 use super::kv::{check_quota, KvStore};
 use super::{
@@ -32,6 +35,9 @@ use tokio_postgres::{NoTls, Row};
 pub struct PostgresStore {
     pool: Pool,
     wakeups: Arc<tokio::sync::Notify>,
+    /// The connection of the kv capability's synchronous calls.
+    kv: BlockingPostgres,
+    config: tokio_postgres::Config,
 }
 
 fn backend(error: impl std::fmt::Display) -> StoreError {
@@ -54,8 +60,9 @@ impl PostgresStore {
         let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("connecting to `{url}`: {e}")))?;
         schema::migrate(&mut client).await?;
         let wakeups = Arc::new(tokio::sync::Notify::new());
-        listener::spawn(config, wakeups.clone());
-        Ok(Self { pool, wakeups })
+        listener::spawn(config.clone(), wakeups.clone());
+        let kv = BlockingPostgres::connect(config.clone()).map_err(backend)?;
+        Ok(Self { pool, wakeups, kv, config })
     }
 
     /// Creates an empty database `name` on the server `url` names (dropping
@@ -75,9 +82,9 @@ impl PostgresStore {
         Ok(format!("{base}/{name}"))
     }
 
-    /// The connection pool (the demo services' ledger shares it).
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The connection settings (the demo services' ledger connects with them).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -556,17 +563,10 @@ impl ExecutionStore for PostgresStore {
     }
 }
 
-/// Runs a query from synchronous code (a host call inside a guest): the
-/// worker thread blocks while it runs, as the SQLite store's writer does.
-fn blocking<T>(future: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|e| format!("no async runtime: {e}"))?;
-    tokio::task::block_in_place(|| handle.block_on(future))
-}
-
 impl KvStore for PostgresStore {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, String> {
-        blocking(async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let (namespace, key) = (namespace.to_string(), key.to_string());
+        self.kv.run(move |client| async move {
             let row = client
                 .query_opt("SELECT value FROM kv WHERE namespace = $1 AND key = $2", &[&namespace, &key])
                 .await
@@ -576,34 +576,45 @@ impl KvStore for PostgresStore {
     }
 
     fn set(&self, namespace: &str, key: &str, value: &str) -> Result<(), String> {
-        blocking(async {
-            let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
-            let tx = client.transaction().await.map_err(|e| e.to_string())?;
-            // Serialises writers of one namespace, so the quota holds.
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&namespace]).await.map_err(|e| e.to_string())?;
-            let row = tx
-                .query_one(
-                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE key = $2) FROM kv WHERE namespace = $1",
-                    &[&namespace, &key],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let (entries, exists): (i64, i64) = (row.get(0), row.get(1));
-            check_quota(key, value, entries as usize, exists == 0)?;
-            tx.execute(
-                "INSERT INTO kv (namespace, key, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
-                &[&namespace, &key, &value],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            tx.commit().await.map_err(|e| e.to_string())
+        let (namespace, key, value) = (namespace.to_string(), key.to_string(), value.to_string());
+        self.kv.run(move |client| async move {
+            client.batch_execute("BEGIN").await.map_err(|e| e.to_string())?;
+            let written = async {
+                // Serialises writers of one namespace, so the quota holds.
+                client.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&namespace]).await?;
+                let row = client
+                    .query_one(
+                        "SELECT COUNT(*), COUNT(*) FILTER (WHERE key = $2) FROM kv WHERE namespace = $1",
+                        &[&namespace, &key],
+                    )
+                    .await?;
+                Ok::<_, tokio_postgres::Error>((row.get::<_, i64>(0), row.get::<_, i64>(1)))
+            }
+            .await;
+            let outcome = match written {
+                Ok((entries, exists)) => match check_quota(&key, &value, entries as usize, exists == 0) {
+                    Ok(()) => client
+                        .execute(
+                            "INSERT INTO kv (namespace, key, value) VALUES ($1, $2, $3)
+                             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+                            &[&namespace, &key, &value],
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(refused) => Err(refused),
+                },
+                Err(error) => Err(error.to_string()),
+            };
+            let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            client.batch_execute(end).await.map_err(|e| e.to_string())?;
+            outcome
         })
     }
 
     fn delete(&self, namespace: &str, key: &str) -> Result<bool, String> {
-        blocking(async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let (namespace, key) = (namespace.to_string(), key.to_string());
+        self.kv.run(move |client| async move {
             let rows = client
                 .execute("DELETE FROM kv WHERE namespace = $1 AND key = $2", &[&namespace, &key])
                 .await

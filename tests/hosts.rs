@@ -1,0 +1,236 @@
+//! Several `stepwise serve` hosts on one PostgreSQL: shared work, an async
+//! step completed through another host than the one that started it, a host
+//! killed mid-burst whose executions the survivors take over, and a paused
+//! host whose late writes the fencing check refuses. Each test audits the
+//! demo services' ledger (in the same database) against the recorded events.
+//!
+//! They run when `STEPWISE_TEST_POSTGRES` names a server (`scripts/test.sh`
+//! starts one with `scripts/postgres.sh`); each test has its own database.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stepwise::store::PostgresStore;
+use stepwise_test_support::audit::{audit_side_effects, Db};
+use stepwise_test_support::server::{Server, TOKEN};
+use stepwise_test_support::*;
+
+/// cart -> reserve -> approve (async) -> payment -> order.
+const APPROVED_QUOTE: &str = r#"
+name = "approved-quote"
+[[steps]]
+id = "cart"
+plugin = "retrieve-cart"
+input = { cart_id = "$.input.cart_id", items = "$.input.items", currency = "$.input.currency" }
+[[steps]]
+id = "reserve"
+plugin = "reserve-inventory"
+input = { items = "$.steps.cart.output.items" }
+[[steps]]
+id = "approve"
+plugin = "echo"
+async = true
+after = ["reserve"]
+[[steps]]
+id = "payment"
+plugin = "authorize-payment"
+input = { amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency", approval = "$.steps.approve.output" }
+"#;
+
+/// reserve -> slow (3 s) -> payment.
+const SLOW_QUOTE: &str = r#"
+name = "slow-quote"
+[[steps]]
+id = "cart"
+plugin = "retrieve-cart"
+input = { cart_id = "$.input.cart_id", items = "$.input.items", currency = "$.input.currency" }
+[[steps]]
+id = "reserve"
+plugin = "reserve-inventory"
+input = { items = "$.steps.cart.output.items" }
+[[steps]]
+id = "slow"
+plugin = "echo"
+input = { sleep_ms = 3000, after = "$.steps.reserve.output.reservation_id" }
+[[steps]]
+id = "payment"
+plugin = "authorize-payment"
+input = { amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency", slow = "$.steps.slow.output" }
+"#;
+
+const WORKFLOWS: &[(&str, &str)] = &[("approved-quote.toml", APPROVED_QUOTE), ("slow-quote.toml", SLOW_QUOTE)];
+
+/// A fresh database on the test server, or none when no server is configured.
+async fn database(label: &str) -> Option<String> {
+    let Ok(url) = std::env::var("STEPWISE_TEST_POSTGRES") else {
+        eprintln!("STEPWISE_TEST_POSTGRES is not set: the multi-host tests do not run");
+        return None;
+    };
+    let name = format!("hosts_{label}_{}", std::process::id());
+    Some(PostgresStore::create_database(&url, &name).await.expect("creating a database"))
+}
+
+/// `count` hosts on `store`, each in its own directory, with claims that
+/// hold for `lease`.
+fn hosts(label: &str, store: &str, count: usize, lease: &str) -> Vec<Arc<Server>> {
+    (0..count)
+        .map(|n| {
+            let dir = std::env::temp_dir().join(format!("stepwise-hosts-{label}-{n}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Arc::new(Server::start_on(dir, store, WORKFLOWS, &["--lease", lease]))
+        })
+        .collect()
+}
+
+fn is_final(execution: &Value) -> bool {
+    ["succeeded", "compensated", "failed"].contains(&execution["status"].as_str().unwrap_or_default())
+}
+
+/// Polls an execution through `server` until it is final or `deadline` passes.
+async fn final_by(server: &Server, id: &str, deadline: Instant) -> Value {
+    loop {
+        let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
+        if is_final(&execution) {
+            return execution;
+        }
+        assert!(Instant::now() < deadline, "{id} did not end in time: {execution:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn until_waiting(server: &Server, id: &str) {
+    for _ in 0..1500 {
+        let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
+        if step(&execution, "approve")["status"] == "waiting" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{id} never waited for its approval");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_share_the_work_and_survive_one_killed_mid_burst() {
+    let Some(store) = database("burst").await else { return };
+    let servers = hosts("burst", &store, 3, "2s");
+    // The slow quotes are in flight when the host dies: the survivors take them over.
+    let workflows = ["accept-quote", "accept-quote-declined", "approved-quote", "slow-quote"];
+    // Submitted round-robin to all three; the third host is SIGKILLed once a
+    // third are accepted, with requests still in flight. A submission the
+    // dead host does not answer goes to the next host, as a balancer would.
+    let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..600usize {
+        let (servers, dead) = (servers.clone(), dead.clone());
+        let workflow = workflows[n % 4];
+        tasks.spawn(async move {
+            let mut host = n % 3;
+            loop {
+                if host == 2 && dead.load(std::sync::atomic::Ordering::SeqCst) {
+                    host = n % 2;
+                }
+                let path = servers[host].url(&format!("/v1/workflows/{workflow}/executions"));
+                let request = servers[host].client.post(path).bearer_auth(TOKEN).json(&quote_input()).send().await;
+                match request {
+                    Ok(response) if response.status().is_success() => {
+                        let body: Value = response.json().await.unwrap();
+                        return (host, workflow.to_string(), body["execution_id"].as_str().unwrap().to_string());
+                    }
+                    Ok(response) => panic!("{}: {:?}", response.status(), response.text().await),
+                    Err(_) if host == 2 => host = n % 2,
+                    Err(error) => panic!("host {host}: {error}"),
+                }
+            }
+        });
+    }
+    let mut started: Vec<(usize, String, String)> = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        started.push(joined.unwrap());
+        if started.len() == 200 {
+            dead.store(true, std::sync::atomic::Ordering::SeqCst);
+            let pid = servers[2].child.id().to_string();
+            assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        }
+    }
+    // Approve each async step through another host than the one that started it.
+    let approvals: Vec<_> = started.iter().filter(|(_, workflow, _)| workflow == "approved-quote").cloned().collect();
+    let mut completing = tokio::task::JoinSet::new();
+    for (host, _, id) in approvals {
+        let other = servers[(host + 1) % 2].clone();
+        completing.spawn(async move {
+            until_waiting(&other, &id).await;
+            let path = format!("/v1/executions/{id}/steps/approve/success");
+            let (status, body) = other.post(&path, json!({"approved": true})).await;
+            assert!(status.is_success() || status == StatusCode::CONFLICT, "{status}: {body}");
+        });
+    }
+    while let Some(joined) = completing.join_next().await {
+        joined.unwrap();
+    }
+    // Every execution ends on the survivors within the lease and 5 s.
+    let deadline = Instant::now() + Duration::from_secs(2 + 5 + 10);
+    let mut finals = Vec::new();
+    for (n, (_, workflow, id)) in started.iter().enumerate() {
+        let execution = final_by(&servers[n % 2], id, deadline).await;
+        let expected = if workflow == "accept-quote-declined" { "compensated" } else { "succeeded" };
+        assert_eq!(execution["status"], expected, "{execution:#}");
+        finals.push(execution);
+    }
+    let (calls, checked) = audit_side_effects(Db::Postgres(&store), &finals, &|e| e["status"] == "compensated");
+    let mut takeovers = 0;
+    for server in &servers[..2] {
+        let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = metrics.lines().find(|l| l.starts_with("stepwise_takeovers_total")).unwrap_or_default();
+        takeovers += line.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    let on_dead = started.iter().filter(|(host, _, _)| *host == 2).count();
+    eprintln!(
+        "three hosts: {} executions ({on_dead} started on the killed host, {takeovers} taken over), {calls} service calls, {checked} checked",
+        finals.len()
+    );
+    assert!(checked > 1000, "{checked} checks");
+    assert!(takeovers > 0, "the survivors took over the killed host's executions in flight");
+    // Both survivors took work; the dead host is not live any more.
+    let (_, listed) = servers[0].get("/v1/hosts").await;
+    let live: Vec<&Value> = listed["hosts"].as_array().unwrap().iter().filter(|h| h["live"] == true).collect();
+    assert_eq!(live.len(), 2, "{listed:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_host_cannot_write_after_another_took_its_execution_over() {
+    let Some(store) = database("paused").await else { return };
+    let servers = hosts("paused", &store, 2, "1s");
+    let (_, started) = servers[0].post("/v1/workflows/slow-quote/executions", quote_input()).await;
+    let id = started["execution_id"].as_str().unwrap().to_string();
+    // Once the slow step runs on host 0, pause host 0 past its lease.
+    loop {
+        let (_, execution) = servers[1].get(&format!("/v1/executions/{id}")).await;
+        if step(&execution, "slow")["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = servers[0].child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    // Host 1 takes it over (the slow step runs again there, same idempotency key) and finishes it.
+    let execution = final_by(&servers[1], &id, Instant::now() + Duration::from_secs(30)).await;
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    // The paused host wakes with its slow call done: its write is refused.
+    let refused = loop {
+        let metrics = servers[0].client.get(servers[0].url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = metrics.lines().find(|l| l.starts_with("stepwise_fencing_refusals_total")).unwrap().to_string();
+        if !line.ends_with(" 0") {
+            break line;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("paused host: {refused}");
+    let (_, after) = servers[1].get(&format!("/v1/executions/{id}")).await;
+    assert_eq!(after["status"], "succeeded");
+    let succeeded: Vec<&Value> = events(&after, "step_succeeded").into_iter().filter(|e| e["step"] == "slow").collect();
+    assert_eq!(succeeded.len(), 1, "one recorded success of the slow step: {after:#}");
+    let (_, checked) = audit_side_effects(Db::Postgres(&store), &[after], &|_| false);
+    assert!(checked > 0);
+}
