@@ -116,8 +116,8 @@ async fn three_hosts_share_the_work_and_survive_one_killed_mid_burst() {
     let servers = hosts("burst", &store, 3, "2s");
     // The slow quotes are in flight when the host dies: the survivors take them over.
     let workflows = ["accept-quote", "accept-quote-declined", "approved-quote", "slow-quote"];
-    // Submitted round-robin to all three; the third host is SIGKILLed once a
-    // third are accepted, with requests still in flight. A submission the
+    // Submitted round-robin to all three; the third host is SIGKILLed once it
+    // accepted 60, with requests still in flight. A submission the
     // dead host does not answer goes to the next host, as a balancer would.
     let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
@@ -145,13 +145,21 @@ async fn three_hosts_share_the_work_and_survive_one_killed_mid_burst() {
         });
     }
     let mut started: Vec<(usize, String, String)> = Vec::new();
+    let kill = |servers: &[Arc<Server>]| {
+        dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        let pid = servers[2].child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    };
     while let Some(joined) = tasks.join_next().await {
         started.push(joined.unwrap());
-        if started.len() == 200 {
-            dead.store(true, std::sync::atomic::Ordering::SeqCst);
-            let pid = servers[2].child.id().to_string();
-            assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        // Killed once it has accepted 60 (its slow quotes are then mid-step).
+        let on_third = started.iter().filter(|(host, _, _)| *host == 2).count();
+        if on_third == 60 && !dead.load(std::sync::atomic::Ordering::SeqCst) {
+            kill(&servers);
         }
+    }
+    if !dead.load(std::sync::atomic::Ordering::SeqCst) {
+        kill(&servers);
     }
     // Approve each async step through another host than the one that started it.
     let approvals: Vec<_> = started.iter().filter(|(_, workflow, _)| workflow == "approved-quote").cloned().collect();

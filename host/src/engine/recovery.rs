@@ -6,6 +6,7 @@
 //! execution is read from its owner ([`Engine::show`]).
 
 use super::*;
+use crate::store::DueClaim;
 
 impl Engine {
     /// Continues an unfinished execution (in this process, unless another
@@ -29,7 +30,9 @@ impl Engine {
         let mut results = Vec::new();
         loop {
             let due = self.shared.store.claim_due(self.shared.host.id(), Timestamp::now(), 256).await?;
-            let fresh: Vec<ExecutionId> = due.into_iter().filter(|id| seen.insert(id.clone())).collect();
+            self.count_claims(&due);
+            let fresh: Vec<ExecutionId> =
+                due.into_iter().map(|claim| claim.id).filter(|id| seen.insert(id.clone())).collect();
             if fresh.is_empty() {
                 return Ok(results);
             }
@@ -63,13 +66,23 @@ impl Engine {
     pub async fn adopt_claimable(&self, limit: usize) -> Result<usize, EngineError> {
         self.shared.host.ensure_registered(self).await?;
         let mut adopted = 0;
-        for id in self.shared.store.claim_due(self.shared.host.id(), Timestamp::now(), limit).await? {
-            if self.shared.live.send(&id, Message::Adopt).is_err() {
-                self.route(&id, Message::Adopt);
+        let due = self.shared.store.claim_due(self.shared.host.id(), Timestamp::now(), limit).await?;
+        self.count_claims(&due);
+        for claim in due {
+            if self.shared.live.send(&claim.id, Message::Adopt).is_err() {
+                self.route(&claim.id, Message::Adopt);
                 adopted += 1;
             }
         }
         Ok(adopted)
+    }
+
+    /// Counts claims of due work, and those taken from a host whose lease expired.
+    fn count_claims(&self, due: &[DueClaim]) {
+        let metrics = &self.shared.metrics;
+        metrics.claims.fetch_add(due.len() as u64, Ordering::Relaxed);
+        let takeovers = due.iter().filter(|claim| claim.takeover).count();
+        metrics.takeovers.fetch_add(takeovers as u64, Ordering::Relaxed);
     }
 
     /// The execution as its recorded log says (an owner elsewhere may be ahead).

@@ -7,7 +7,9 @@
 //! The checks use real clocks only for lease expiry (a lease of tens of
 //! milliseconds, waited out with margin), never for ordering.
 
-use super::{Append, Claim, Created, ExecutionStore, HostId, HostRecord, ListFilter, NewExecution, StoreError};
+use super::{
+    Append, Claim, Created, DueClaim, ExecutionStore, HostId, HostRecord, ListFilter, NewExecution, StoreError,
+};
 use crate::journal::{Event, ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
 use crate::workflow::{DefinitionRecord, WorkflowDefinition};
 use std::future::Future;
@@ -203,16 +205,17 @@ async fn due_work_without_a_live_owner_is_claimed_once(store: Arc<dyn ExecutionS
     tokio::time::sleep(SHORT * 3).await;
     let first = store.claim_due(&live.id, Timestamp::now(), 1).await.unwrap();
     assert_eq!(first.len(), 1, "the limit holds");
-    let mut claimed: Vec<String> = store
+    let mut claimed: Vec<(String, bool)> = store
         .claim_due(&live.id, Timestamp::now(), 100)
         .await
         .unwrap()
         .into_iter()
         .chain(first)
-        .map(|id| id.to_string())
+        .map(|claim| (claim.id.to_string(), claim.takeover))
         .collect();
     claimed.sort();
-    assert_eq!(claimed, ["due", "running-dead"]);
+    // Taken from the dead host: a takeover; the released one: not.
+    assert_eq!(claimed, [("due".to_string(), false), ("running-dead".to_string(), true)]);
     // Claimed by a live host now: nobody else gets them.
     let other = host("other", LONG);
     store.register_host(&other).await.unwrap();
@@ -239,7 +242,7 @@ async fn waking_a_parent_makes_it_due_now(store: Arc<dyn ExecutionStore>) {
     over.wake = Some(ExecutionId::new("parent"));
     store.append(over).await.unwrap();
     let due = store.claim_due(&a.id, Timestamp::now().plus(Duration::from_millis(1)), 10).await.unwrap();
-    assert_eq!(due, [ExecutionId::new("parent")]);
+    assert_eq!(due, [DueClaim { id: ExecutionId::new("parent"), takeover: false }]);
 }
 
 async fn the_inbox_holds_messages_for_the_owner_and_keeps_the_first_answer(store: Arc<dyn ExecutionStore>) {

@@ -3,7 +3,7 @@
 //! as in the durable stores, so the engine behaves the same on it.
 
 use super::{
-    Append, Claim, Created, ExecutionStore, ExecutionSummary, HostId, HostRecord, InboxMessage, ListFilter,
+    Append, Claim, Created, DueClaim, ExecutionStore, ExecutionSummary, HostId, HostRecord, InboxMessage, ListFilter,
     NewExecution, Ownership, StoreError, StoredExecution,
 };
 use crate::journal::{ExecutionId, ExecutionStatus, Timestamp};
@@ -257,7 +257,7 @@ impl ExecutionStore for MemoryStore {
         Ok(Claim::Claimed { fence: row.fence, takeover })
     }
 
-    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError> {
+    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<DueClaim>, StoreError> {
         let mut inner = self.lock();
         let mut due: Vec<(Timestamp, ExecutionId)> = inner
             .executions
@@ -273,12 +273,15 @@ impl ExecutionStore for MemoryStore {
             .collect();
         due.sort();
         due.truncate(limit);
-        for (_, id) in &due {
-            let row = inner.row(id)?;
+        let mut claimed = Vec::with_capacity(due.len());
+        for (_, id) in due {
+            let row = inner.row(&id)?;
+            let takeover = row.owner.as_ref().is_some_and(|owner| owner != host);
             row.owner = Some(host.clone());
             row.fence += 1;
+            claimed.push(DueClaim { id, takeover });
         }
-        Ok(due.into_iter().map(|(_, id)| id).collect())
+        Ok(claimed)
     }
 
     async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError> {

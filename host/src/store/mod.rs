@@ -215,6 +215,14 @@ impl HostRecord {
     }
 }
 
+/// An execution `claim_due` claimed; `takeover` when another host owned it
+/// (its lease had expired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueClaim {
+    pub id: ExecutionId,
+    pub takeover: bool,
+}
+
 /// What [`ExecutionStore::claim`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -303,7 +311,7 @@ pub trait ExecutionStore: Send + Sync {
     /// no live owner (unfinished ones with work in flight, and those whose
     /// earliest timer is due by `now`), oldest first, and returns them. Hosts
     /// claiming at once get different executions.
-    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError>;
+    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<DueClaim>, StoreError>;
 
     /// Posts a message for an execution's owner; returns its number.
     async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError>;

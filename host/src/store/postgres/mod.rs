@@ -21,8 +21,8 @@ pub use blocking::BlockingPostgres;
 
 use super::kv::{check_quota, KvStore};
 use super::{
-    Append, Claim, Created, ExecutionStore, ExecutionSummary, Fence, HostId, HostRecord, InboxMessage, ListFilter,
-    NewExecution, Ownership, StoreError, StoredExecution,
+    Append, Claim, Created, DueClaim, ExecutionStore, ExecutionSummary, Fence, HostId, HostRecord, InboxMessage,
+    ListFilter, NewExecution, Ownership, StoreError, StoredExecution,
 };
 use crate::journal::{ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
 use async_trait::async_trait;
@@ -464,14 +464,14 @@ impl ExecutionStore for PostgresStore {
         })
     }
 
-    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError> {
+    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<DueClaim>, StoreError> {
         let client = self.client().await?;
         // Rows another host is claiming right now are skipped, not waited for:
         // hosts scanning at once take different executions.
         let rows = client
             .query(
                 "WITH due AS (
-                    SELECT e.id FROM executions e
+                    SELECT e.id, e.owner AS previous FROM executions e
                     WHERE e.id IN (
                         SELECT id FROM executions WHERE status IN ('running', 'compensating')
                         UNION
@@ -484,12 +484,15 @@ impl ExecutionStore for PostgresStore {
                  )
                  UPDATE executions SET owner = $1, fence = executions.fence + 1
                  FROM due WHERE executions.id = due.id
-                 RETURNING executions.id",
+                 RETURNING executions.id, due.previous IS NOT NULL AND due.previous <> $1",
                 &[&host.0, &(now.0 as i64), &(limit as i64)],
             )
             .await
             .map_err(backend)?;
-        Ok(rows.iter().map(|row| ExecutionId::new(row.get::<_, String>(0))).collect())
+        Ok(rows
+            .iter()
+            .map(|row| DueClaim { id: ExecutionId::new(row.get::<_, String>(0)), takeover: row.get(1) })
+            .collect())
     }
 
     async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError> {

@@ -12,8 +12,8 @@
 
 use super::kv::{check_quota, KvStore};
 use super::{
-    Append, Claim, Created, ExecutionStore, ExecutionSummary, Fence, HostId, HostRecord, InboxMessage, ListFilter,
-    NewExecution, Ownership, StoreError, StoredExecution,
+    Append, Claim, Created, DueClaim, ExecutionStore, ExecutionSummary, Fence, HostId, HostRecord, InboxMessage,
+    ListFilter, NewExecution, Ownership, StoreError, StoredExecution,
 };
 use crate::journal::{ExecutionId, ExecutionStatus, Timestamp};
 use async_trait::async_trait;
@@ -400,14 +400,14 @@ impl ExecutionStore for SqliteStore {
         self.write(move |db, path| claim(db, path, &id, &host)).await
     }
 
-    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<ExecutionId>, StoreError> {
+    async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<DueClaim>, StoreError> {
         let host = host.clone();
         self.write(move |db, path| {
             // Two index lookups (by status, by due time), then the owner's
             // lease; selected and claimed in one transaction of the writer.
-            let ids: Vec<String> = db
+            let due: Vec<(String, Option<String>)> = db
                 .prepare_cached(
-                    "SELECT id FROM (
+                    "SELECT id, owner FROM (
                         SELECT id, created_at, owner FROM executions WHERE status IN ('running', 'compensating')
                         UNION
                         SELECT id, created_at, owner FROM executions
@@ -418,17 +418,22 @@ impl ExecutionStore for SqliteStore {
                      ORDER BY created_at LIMIT ?2",
                 )
                 .and_then(|mut statement| {
-                    let rows = statement.query_map(params![now.0 as i64, limit as i64, now_ms()], |row| row.get(0))?;
+                    let rows = statement.query_map(params![now.0 as i64, limit as i64, now_ms()], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?;
                     rows.collect()
                 })
                 .map_err(|e| backend(path, e))?;
             let mut claim = db
                 .prepare_cached("UPDATE executions SET owner = ?2, fence = fence + 1 WHERE id = ?1")
                 .map_err(|e| backend(path, e))?;
-            for id in &ids {
+            let mut claimed = Vec::with_capacity(due.len());
+            for (id, owner) in due {
                 claim.execute(params![id, host.0]).map_err(|e| backend(path, e))?;
+                let takeover = owner.is_some_and(|owner| owner != host.0);
+                claimed.push(DueClaim { id: ExecutionId::new(id), takeover });
             }
-            Ok(ids.into_iter().map(ExecutionId::new).collect())
+            Ok(claimed)
         })
         .await
     }
