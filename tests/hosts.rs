@@ -203,6 +203,14 @@ async fn three_hosts_share_the_work_and_survive_one_killed_mid_burst() {
     let (_, listed) = servers[0].get("/v1/hosts").await;
     let live: Vec<&Value> = listed["hosts"].as_array().unwrap().iter().filter(|h| h["live"] == true).collect();
     assert_eq!(live.len(), 2, "{listed:#}");
+    // `stepwise hosts` reads the same from the store, without a server.
+    let output = stepwise(&["hosts", "--json", "--store", &store]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let hosts = listed["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2, "only live hosts: {listed:#}");
+    let owned: u64 = hosts.iter().map(|host| host["owned"].as_u64().unwrap()).sum();
+    assert_eq!(owned, 0, "every execution ended and was released: {listed:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -346,6 +346,7 @@ async fn the_web_view_shows_a_compensated_execution() {
     }
     assert!(dom.contains("order rejected: quote expired"), "the error is shown");
     assert!(dom.contains("compensation_started"), "the timeline is shown");
+    assert!(dom.contains("at rest: no host owns it"), "a finished execution has no owner: {dom}");
     // The list page with a status filter.
     let output = Command::new(chromium())
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
@@ -356,6 +357,23 @@ async fn the_web_view_shows_a_compensated_execution() {
         .unwrap();
     let dom = String::from_utf8_lossy(&output.stdout);
     assert!(dom.contains(id) && dom.contains("data-status=\"compensated\""), "{dom}");
+    // The hosts sharing the store, this one live.
+    let (_, hosts) = server.get("/v1/hosts").await;
+    let this = hosts["hosts"][0]["id"].as_str().unwrap();
+    assert!(dom.contains(&format!("<tr data-host=\"{this}\" data-live=\"true\">")), "{dom}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_shows_which_host_owns_a_running_execution() {
+    let slow = "name = \"slow\"\n[[steps]]\nid = \"nap\"\nplugin = \"echo\"\ninput = { sleep_ms = 20000 }\n";
+    let server = Server::start("web-owner", &[("slow.toml", slow)]);
+    let (_, started) = server.post("/v1/workflows/slow/executions", json!({})).await;
+    let id = started["execution_id"].as_str().unwrap();
+    let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
+    let owner = execution["owner"]["host"].as_str().expect("a running execution has an owner").to_string();
+    assert!(execution["owner"]["lease_until"].is_string() && execution["owner"]["fence"].is_u64(), "{execution:#}");
+    let dom = dump_dom(&server, &format!("/#/executions/{id}"));
+    assert!(dom.contains(&format!("owned by host <b data-owner=\"{owner}\">")), "{dom}");
 }
 
 /// The DOM of a page of the web view once its script ran, from headless Chromium.

@@ -4,6 +4,7 @@
 
 mod bench;
 mod executions;
+mod hosts;
 pub mod new;
 mod plugins;
 mod run;
@@ -51,6 +52,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve the HTTP API and web view, run events, schedules and deadlines.
     Serve(serve::ServeArgs),
+    /// List the hosts sharing the store: heartbeat, lease, executions owned.
+    Hosts(hosts::HostsArgs),
 }
 
 /// Where plugins are looked up: `--plugins`, else `$STEPWISE_PLUGINS`, else `./plugins`.
@@ -174,6 +177,7 @@ pub fn main() -> ExitCode {
             Command::Executions(command) => executions::run(command).await,
             Command::Plugins(command) => plugins::run(command).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Hosts(args) => hosts::run(args).await,
             Command::New(args) => new::run(args),
             Command::Bench(_) => unreachable!("handled before the runtime starts"),
             Command::Schema => {
