@@ -25,6 +25,6 @@ cargo build --quiet -p stepwise --bin stepwise
 cargo test --workspace
 # The benchmark harness, as a smoke run (it asserts no timing; figures come
 # from `cargo run --release -p stepwise -- bench`, see README "Performance").
-target/debug/stepwise bench --quick --json build/bench-quick.json > /dev/null
+target/debug/stepwise bench --quick --postgres "$STEPWISE_TEST_POSTGRES" --json build/bench-quick.json > /dev/null
 
 echo "test suite wall time: $(( $(date +%s) - started )) s"

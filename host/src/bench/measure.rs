@@ -39,8 +39,8 @@ impl Ledger for Discard {
 
 /// The host every measurement shares: sandbox with the demo services, and a
 /// registry over the plugin directory compiling through a scratch cache.
-struct Host {
-    registry: Arc<PluginRegistry>,
+pub(super) struct Host {
+    pub(super) registry: Arc<PluginRegistry>,
 }
 
 impl Host {
@@ -60,7 +60,7 @@ impl Host {
         Ok(Self { registry: Arc::new(PluginRegistry::with_cache(sandbox, directory, Some(cache))) })
     }
 
-    fn engine(&self, store: Arc<dyn ExecutionStore>) -> Engine {
+    pub(super) fn engine(&self, store: Arc<dyn ExecutionStore>) -> Engine {
         Engine::new(self.registry.clone(), store)
     }
 }
@@ -98,6 +98,17 @@ pub fn all(options: &BenchOptions, scratch: &Path) -> Result<Value> {
     }
     if options.wants("hot_swap") {
         report["hot_swap_ms"] = json!(hot_swap(options, scratch)?);
+    }
+    if options.wants("hosts") {
+        match &options.postgres {
+            Some(url) => report["hosts"] = super::hosts::hosts(&host, options, scratch, url)?,
+            None if options.only.is_some() => {
+                anyhow::bail!(
+                    "the hosts measurement needs a PostgreSQL server: --postgres URL (scripts/postgres.sh prints one)"
+                )
+            }
+            None => eprintln!("skipping the hosts measurement: no --postgres URL (scripts/postgres.sh prints one)"),
+        }
     }
     Ok(report)
 }
@@ -216,11 +227,12 @@ fn throughput(host: &Host, options: &BenchOptions) -> Result<(f64, f64)> {
     Ok((results[0], results[1]))
 }
 
-/// Runs `workflow` for `duration` with `concurrency` executions in flight;
-/// returns executions per second and the latencies.
-fn saga_loop(
+/// Runs `workflow` for `duration` with `concurrency` executions in flight,
+/// spread round-robin over `engines`; returns executions per second and the
+/// latencies.
+pub(super) fn saga_loop(
     rt: &tokio::runtime::Runtime,
-    engine: &Engine,
+    engines: &[Engine],
     workflow: &Arc<Workflow>,
     input: &Value,
     concurrency: usize,
@@ -229,8 +241,8 @@ fn saga_loop(
     let started = Instant::now();
     let latencies = rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..concurrency {
-            let (engine, workflow, input) = (engine.clone(), workflow.clone(), input.clone());
+        for n in 0..concurrency {
+            let (engine, workflow, input) = (engines[n % engines.len()].clone(), workflow.clone(), input.clone());
             tasks.spawn(async move {
                 let mut latencies = Vec::new();
                 while started.elapsed() < duration || latencies.is_empty() {
@@ -272,7 +284,8 @@ fn accept_quote(host: &Host, options: &BenchOptions, scratch: &Path, durable: bo
             };
             let engine = host.engine(store);
             let duration = if repetition == 0 { options.duration() / 4 } else { options.duration() };
-            let (rate, latencies) = saga_loop(&rt, &engine, &workflow, &input, concurrency, duration)?;
+            let (rate, latencies) =
+                saga_loop(&rt, std::slice::from_ref(&engine), &workflow, &input, concurrency, duration)?;
             if repetition > 0 {
                 rates.push(rate);
                 p50s.push(latencies.median());
@@ -306,7 +319,8 @@ fn chains(host: &Host, options: &BenchOptions) -> Result<Value> {
         let mut per_step = Vec::new();
         for repetition in 0..=options.repetitions {
             let engine = host.engine(Arc::new(MemoryStore::new()));
-            let (_, latencies) = saga_loop(&rt, &engine, &workflow, &json!({"n": n}), 1, options.duration())?;
+            let (_, latencies) =
+                saga_loop(&rt, std::slice::from_ref(&engine), &workflow, &json!({"n": n}), 1, options.duration())?;
             if repetition > 0 {
                 per_step.push(latencies.median() / n as f64);
             }

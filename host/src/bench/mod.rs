@@ -10,6 +10,7 @@
 //! that every measurement runs.
 
 mod cart;
+mod hosts;
 mod measure;
 mod stats;
 
@@ -21,8 +22,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Every measurement, by the name `--only` takes.
-pub const MEASUREMENTS: [&str; 7] =
-    ["isolated_step", "throughput", "accept_quote_memory", "accept_quote_sqlite", "chain", "load", "hot_swap"];
+pub const MEASUREMENTS: [&str; 8] =
+    ["isolated_step", "throughput", "accept_quote_memory", "accept_quote_sqlite", "chain", "load", "hot_swap", "hosts"];
 
 /// How the benchmark runs.
 #[derive(Clone, Debug)]
@@ -37,6 +38,8 @@ pub struct BenchOptions {
     pub only: Option<String>,
     /// A smoke run: tiny loops, proves every measurement runs.
     pub quick: bool,
+    /// The PostgreSQL server for the multi-host measurement (skipped without).
+    pub postgres: Option<String>,
 }
 
 impl BenchOptions {
@@ -159,6 +162,35 @@ pub fn table(report: &Value) -> String {
                 row["size_bytes"]
             );
         }
+    }
+    if let Some(hosts) = report["hosts"].as_object() {
+        let _ = writeln!(out, "\naccept-quote on shared stores, {} in flight:", report["hosts"]["in_flight"]);
+        let _ = writeln!(
+            out,
+            "  {:<11} {:>9} {:>9} {:>9} {:>14} {:>12} {:>10} {:>10}",
+            "store", "exec/s", "p50 us", "p99 us", "exec/host-cpu", "exec/db-cpu", "tx/exec", "tx/event"
+        );
+        for label in ["sqlite", "postgres_1", "postgres_2", "postgres_3"] {
+            let Some(row) = hosts.get(label) else { continue };
+            let _ = writeln!(
+                out,
+                "  {label:<11} {:>9} {:>9} {:>9} {:>14} {:>12} {:>10} {:>10}",
+                f(&row["exec_per_s"]),
+                f(&row["p50_us"]),
+                f(&row["p99_us"]),
+                f(&row["exec_per_host_cpu_s"]),
+                f(&row["exec_per_database_cpu_s"]),
+                f(&row["transactions_per_execution"]),
+                f(&row["transactions_per_event"])
+            );
+        }
+        let inbox = &report["hosts"]["inbox_round_trip"];
+        let _ = writeln!(
+            out,
+            "  inbox round trip (cancel at host B, execution driven by host A): p50 {} ms, p99 {} ms",
+            f(&inbox["p50_ms"]),
+            f(&inbox["p99_ms"])
+        );
     }
     if report["hot_swap_ms"].is_number() {
         let _ = writeln!(

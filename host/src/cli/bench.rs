@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// Repetitions of each measurement (at least 3).
     #[arg(long, default_value_t = 3)]
     repetitions: usize,
+    /// A PostgreSQL server for the multi-host measurement (`scripts/postgres.sh`
+    /// prints one); its database `stepwise_bench_hosts` is dropped and created.
+    #[arg(long, env = "STEPWISE_BENCH_POSTGRES")]
+    postgres: Option<String>,
 }
 
 /// Runs outside the command line's async runtime: each measurement builds
@@ -43,6 +47,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         repetitions: args.repetitions,
         only: args.only,
         quick: args.quick,
+        postgres: args.postgres,
     };
     let report = bench::run(&options)?;
     print!("{}", bench::table(&report));

@@ -32,6 +32,7 @@ impl Host {
     /// A host identity for this process with claims that hold for `lease`.
     pub(crate) fn new(lease: Duration, address: Option<String>) -> Self {
         let now = Timestamp::now();
+        std::sync::LazyLock::force(&FIRST_HOST_OF_THIS_PROCESS);
         let record = HostRecord {
             id: HostId(uuid::Uuid::now_v7().to_string()),
             node: node_id(),
@@ -103,6 +104,21 @@ fn node_id() -> String {
     }
 }
 
+/// When this process made its first host identity. A host record of this
+/// node with this process's pid that started before then belongs to an
+/// earlier process whose pid was reused (it is gone); one that started
+/// since belongs to this process (another engine here, alive).
+static FIRST_HOST_OF_THIS_PROCESS: std::sync::LazyLock<Timestamp> = std::sync::LazyLock::new(Timestamp::now);
+
+/// Whether the process that registered `host`, on this node, is gone.
+fn process_gone(host: &HostRecord) -> bool {
+    if host.pid == std::process::id() {
+        host.started_at < *FIRST_HOST_OF_THIS_PROCESS
+    } else {
+        !process_exists(host.pid)
+    }
+}
+
 /// Whether process `pid` of this node exists.
 fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -134,10 +150,7 @@ async fn reap_local_dead_hosts(engine: &Engine) {
     let me = &engine.shared.host.record;
     let now = Timestamp::now();
     for host in hosts {
-        let gone = host.node == me.node
-            && host.id != me.id
-            && host.is_live(now)
-            && (host.pid == me.pid || !process_exists(host.pid));
+        let gone = host.node == me.node && host.id != me.id && host.is_live(now) && process_gone(&host);
         if gone {
             tracing::info!("host {} (pid {}) is gone: its executions can be taken over", host.id, host.pid);
             if let Err(error) = engine.shared.store.expire_host(&host.id).await {

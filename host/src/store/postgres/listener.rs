@@ -9,6 +9,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+/// How often a listener with nothing to hear checks that its store is still there.
+const STORE_CHECK: Duration = Duration::from_secs(1);
+
 /// Starts the listener task; it ends with the store (when `wakeups` is the last handle).
 pub(super) fn spawn(config: tokio_postgres::Config, wakeups: Arc<Notify>) {
     let wakeups = Arc::downgrade(&wakeups);
@@ -27,14 +30,24 @@ pub(super) fn spawn(config: tokio_postgres::Config, wakeups: Arc<Notify>) {
                         std::future::pending::<()>().await;
                     });
                     loop {
-                        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        let message = tokio::select! {
+                            message = std::future::poll_fn(|cx| connection.poll_message(cx)) => message,
+                            // Ends with the store even when nothing is notified.
+                            () = tokio::time::sleep(STORE_CHECK) => match wakeups.strong_count() {
+                                0 => break,
+                                _ => continue,
+                            },
+                        };
+                        match message {
                             Some(Ok(AsyncMessage::Notification(_))) => match wakeups.upgrade() {
                                 Some(wakeups) => wakeups.notify_waiters(),
                                 None => break,
                             },
                             Some(Ok(_)) => {}
                             Some(Err(error)) => {
-                                tracing::warn!("postgres listener: {error}");
+                                if wakeups.strong_count() > 0 {
+                                    tracing::warn!("postgres listener: {error}");
+                                }
                                 break;
                             }
                             None => break,
@@ -42,7 +55,8 @@ pub(super) fn spawn(config: tokio_postgres::Config, wakeups: Arc<Notify>) {
                     }
                     driver.abort();
                 }
-                Err(error) => tracing::warn!("postgres listener: connecting: {error}"),
+                Err(error) if wakeups.strong_count() > 0 => tracing::warn!("postgres listener: connecting: {error}"),
+                Err(_) => return,
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
