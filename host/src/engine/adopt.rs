@@ -33,8 +33,15 @@ pub(super) async fn adopt(engine: Engine, id: ExecutionId, mailbox: mpsc::Unboun
     };
     let replayed = match engine.replay(&id).await {
         Ok(replayed) => replayed,
-        Err(error) => {
+        // What is stored cannot be read back: no retry helps.
+        Err(error @ (EngineError::Unloadable(..) | EngineError::Workflow(_))) => {
             let error = engine.unloadable(&id, error).await;
+            return refuse_all(&engine, &id, mailbox, error);
+        }
+        // The store failed for now: let go, so that the next event or the
+        // scheduler (here or on another host) tries again.
+        Err(error) => {
+            release_after_failure(&engine, &id, fence);
             return refuse_all(&engine, &id, mailbox, error);
         }
     };
@@ -64,6 +71,26 @@ pub(super) async fn adopt(engine: Engine, id: ExecutionId, mailbox: mpsc::Unboun
     let owner = Owner::new(engine, machine, plugins, (replayed.events, fence, replayed.status), mailbox);
     owner.run_adopted(outstanding, posted).await;
 }
+
+/// Lets go, in the background, of an execution this host claimed (with
+/// `fence`) but stopped driving before it rested; tried again while the
+/// store fails, for as long as the claim is this host's.
+pub(super) fn release_after_failure(engine: &Engine, id: &ExecutionId, fence: crate::store::Fence) {
+    let (store, id) = (engine.shared.store.clone(), id.clone());
+    tokio::spawn(async move {
+        for attempt in 1..=RELEASE_ATTEMPTS {
+            match store.release(&id, fence).await {
+                Ok(()) => return,
+                Err(error) => tracing::warn!(execution = %id, attempt, "letting go after a failure: {error}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// How often a release after a failure is tried (a second apart); past
+/// that, the claim ends with this host's lease.
+const RELEASE_ATTEMPTS: u32 = 60;
 
 /// Answers every message queued for an execution this process cannot drive.
 fn refuse_all(engine: &Engine, id: &ExecutionId, mut mailbox: mpsc::UnboundedReceiver<Message>, error: EngineError) {

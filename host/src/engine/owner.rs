@@ -520,6 +520,10 @@ impl Owner {
         let id = self.machine.execution_id().clone();
         tracing::warn!(execution = %id, "stopped driving: {error}");
         let fenced = matches!(error, EngineError::Store(StoreError::Fenced(..)));
+        if !fenced {
+            // Still ours in the store: let go, or no host would claim it while this one lives.
+            super::adopt::release_after_failure(&self.engine, &id, self.fence);
+        }
         loop {
             let arrived = self.engine.shared.live.leave_or_take(&id, &mut self.mailbox);
             if arrived.is_empty() {

@@ -135,9 +135,7 @@ impl Engine {
         let stored = match self.shared.store.load(id).await {
             Ok(Some(stored)) => stored,
             Ok(None) => return Err(EngineError::NotFound(id.clone())),
-            Err(StoreError::Backend(reason)) if reason.contains("corrupt") => {
-                return Err(EngineError::Unloadable(id.clone(), reason))
-            }
+            Err(StoreError::Corrupt(id, reason)) => return Err(EngineError::Unloadable(id, reason)),
             Err(error) => return Err(error.into()),
         };
         let source = format!("stored definition of execution {id}");

@@ -32,7 +32,7 @@ impl Timestamp {
     }
 }
 
-/// Serializes a timestamp as RFC 3339 (`#[serde(serialize_with = "crate::time::rfc3339")]`),
+/// Serializes a timestamp as RFC 3339 (`#[serde(serialize_with = "crate::journal::time::rfc3339")]`),
 /// for JSON meant for people; the store keeps the number.
 pub fn rfc3339<S: Serializer>(timestamp: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&timestamp.to_rfc3339())

@@ -79,7 +79,7 @@ impl From<crate::engine::EngineError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "unloadable", error.to_string())
             }
             EngineError::Lost(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string()),
-            EngineError::Store(StoreError::Backend(_)) => Self::internal(error.to_string()),
+            EngineError::Store(StoreError::Backend(_) | StoreError::Corrupt(..)) => Self::internal(error.to_string()),
         }
     }
 }

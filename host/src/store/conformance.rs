@@ -32,6 +32,9 @@ where
     waking_a_parent_makes_it_due_now(open().await).await;
     the_inbox_holds_messages_for_the_owner_and_keeps_the_first_answer(open().await).await;
     hosts_are_listed_with_what_they_own_and_deregistering_releases(open().await).await;
+    a_release_with_the_current_fence_lets_go_and_a_stale_one_does_nothing(open().await).await;
+    a_host_does_not_claim_its_own_executions_even_when_its_lease_lapsed(open().await).await;
+    a_message_posted_for_an_execution_at_rest_makes_it_due(open().await).await;
     an_unloadable_execution_is_marked_failed_and_fenced(open().await).await;
     purge_deletes_only_finished_executions_before_the_cutoff(open().await).await;
     kv_keeps_namespaces_apart_within_quotas(open().await).await;
@@ -287,8 +290,64 @@ async fn hosts_are_listed_with_what_they_own_and_deregistering_releases(store: A
     store.deregister_host(&a.id).await.unwrap();
     assert_eq!(store.hosts().await.unwrap().len(), 1);
     assert!(store.load(&ExecutionId::new("e1")).await.unwrap().unwrap().owner.is_none());
+    // A write the stopping host still makes is refused: its claims ended.
+    let late = store.append(append("e2", 1, 0, vec![event("late")])).await;
+    assert!(matches!(late, Err(StoreError::Fenced(_, 1))), "{late:?}");
     let claim = store.claim(&ExecutionId::new("e1"), &b.id).await.unwrap();
-    assert!(matches!(claim, Claim::Claimed { .. }));
+    assert_eq!(claim, Claim::Claimed { fence: 3, takeover: false });
+}
+
+async fn a_release_with_the_current_fence_lets_go_and_a_stale_one_does_nothing(store: Arc<dyn ExecutionStore>) {
+    let (a, b) = (host("a", LONG), host("b", LONG));
+    store.register_host(&a).await.unwrap();
+    store.register_host(&b).await.unwrap();
+    create(&*store, "e1", &a.id, None).await;
+    let id = ExecutionId::new("e1");
+    assert_eq!(store.claim(&id, &a.id).await.unwrap(), Claim::Claimed { fence: 2, takeover: false });
+    store.release(&id, 1).await.unwrap();
+    assert_eq!(store.load(&id).await.unwrap().unwrap().owner.unwrap().host, a.id, "a stale fence changes nothing");
+    store.release(&id, 2).await.unwrap();
+    assert!(store.load(&id).await.unwrap().unwrap().owner.is_none());
+    // Running and unowned: due for any host at once.
+    let due = store.claim_due(&b.id, Timestamp::now(), 10).await.unwrap();
+    assert_eq!(due, [DueClaim { id: id.clone(), takeover: false }]);
+    store.release(&ExecutionId::new("nope"), 1).await.unwrap();
+}
+
+async fn a_host_does_not_claim_its_own_executions_even_when_its_lease_lapsed(store: Arc<dyn ExecutionStore>) {
+    let (a, b) = (host("a", SHORT), host("b", LONG));
+    store.register_host(&a).await.unwrap();
+    store.register_host(&b).await.unwrap();
+    create(&*store, "e1", &a.id, None).await;
+    tokio::time::sleep(SHORT * 3).await;
+    // Its heartbeat is late: its own scan leaves what it drives alone (no
+    // fencing of itself); another host takes it over.
+    assert!(store.claim_due(&a.id, Timestamp::now(), 10).await.unwrap().is_empty());
+    let due = store.claim_due(&b.id, Timestamp::now(), 10).await.unwrap();
+    assert_eq!(due, [DueClaim { id: ExecutionId::new("e1"), takeover: true }]);
+}
+
+async fn a_message_posted_for_an_execution_at_rest_makes_it_due(store: Arc<dyn ExecutionStore>) {
+    let (a, b) = (host("a", LONG), host("b", LONG));
+    store.register_host(&a).await.unwrap();
+    store.register_host(&b).await.unwrap();
+    create(&*store, "e1", &a.id, None).await;
+    let mut rest = append("e1", 1, 0, vec![event("waits")]);
+    rest.status = Some((ExecutionStatus::Waiting, Timestamp::now()));
+    rest.release = true;
+    store.append(rest).await.unwrap();
+    assert!(store.claim_due(&b.id, Timestamp::now(), 10).await.unwrap().is_empty());
+    // Posted while its owner let go: whoever scans next takes it and the message.
+    let id = ExecutionId::new("e1");
+    let posted = store.post(&id, r#"{"cancel":true}"#).await.unwrap();
+    let due = store.claim_due(&b.id, Timestamp::now(), 10).await.unwrap();
+    assert_eq!(due, [DueClaim { id: id.clone(), takeover: false }]);
+    assert_eq!(store.inbox(&b.id, Some(&id)).await.unwrap().len(), 1);
+    // Answered: not due any more.
+    store.answer(posted, "{}").await.unwrap();
+    let fence = store.load(&id).await.unwrap().unwrap().owner.unwrap().fence;
+    store.release(&id, fence).await.unwrap();
+    assert!(store.claim_due(&b.id, Timestamp::now(), 10).await.unwrap().is_empty());
 }
 
 async fn an_unloadable_execution_is_marked_failed_and_fenced(store: Arc<dyn ExecutionStore>) {

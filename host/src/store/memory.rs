@@ -3,8 +3,8 @@
 //! as in the durable stores, so the engine behaves the same on it.
 
 use super::{
-    Append, Claim, Created, DueClaim, ExecutionStore, ExecutionSummary, HostId, HostRecord, InboxMessage, ListFilter,
-    NewExecution, Ownership, StoreError, StoredExecution,
+    Append, Claim, Created, DueClaim, ExecutionStore, ExecutionSummary, Fence, HostId, HostRecord, InboxMessage,
+    ListFilter, NewExecution, Ownership, StoreError, StoredExecution,
 };
 use crate::journal::{ExecutionId, ExecutionStatus, Timestamp};
 use async_trait::async_trait;
@@ -222,6 +222,7 @@ impl ExecutionStore for MemoryStore {
         inner.hosts.remove(host);
         for row in inner.executions.values_mut().filter(|row| row.owner.as_ref() == Some(host)) {
             row.owner = None;
+            row.fence += 1;
         }
         Ok(())
     }
@@ -259,14 +260,20 @@ impl ExecutionStore for MemoryStore {
 
     async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<DueClaim>, StoreError> {
         let mut inner = self.lock();
+        let posted_for: std::collections::HashSet<&ExecutionId> =
+            inner.inbox.values().filter(|posted| posted.answer.is_none()).map(|posted| &posted.execution_id).collect();
         let mut due: Vec<(Timestamp, ExecutionId)> = inner
             .executions
             .values()
             .filter(|row| {
                 let status = row.execution.status;
                 let needs_driver = matches!(status, ExecutionStatus::Running | ExecutionStatus::Compensating)
-                    || row.next_due.is_some_and(|due| due <= now);
-                let unowned = row.owner.as_ref().is_none_or(|owner| inner.live_host(owner, now).is_none());
+                    || row.next_due.is_some_and(|due| due <= now)
+                    || posted_for.contains(&row.execution.id);
+                let unowned = match &row.owner {
+                    None => true,
+                    Some(owner) => owner != host && inner.live_host(owner, now).is_none(),
+                };
                 !status.is_final() && needs_driver && unowned
             })
             .map(|row| (row.execution.created_at, row.execution.id.clone()))
@@ -282,6 +289,13 @@ impl ExecutionStore for MemoryStore {
             claimed.push(DueClaim { id, takeover });
         }
         Ok(claimed)
+    }
+
+    async fn release(&self, id: &ExecutionId, fence: Fence) -> Result<(), StoreError> {
+        if let Some(row) = self.lock().executions.get_mut(id).filter(|row| row.fence == fence) {
+            row.owner = None;
+        }
+        Ok(())
     }
 
     async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError> {

@@ -263,6 +263,10 @@ pub enum StoreError {
     /// An event with this number exists: two writers with one fence (a bug).
     #[error("execution `{0}` already has event {1}")]
     Conflict(ExecutionId, u64),
+    /// What is stored for the execution cannot be read back (a corrupted
+    /// event, definition or input): retrying does not help.
+    #[error("execution `{0}`: {1}")]
+    Corrupt(ExecutionId, String),
     /// The backend failed.
     #[error("execution store: {0}")]
     Backend(String),
@@ -298,7 +302,8 @@ pub trait ExecutionStore: Send + Sync {
     async fn register_host(&self, host: &HostRecord) -> Result<(), StoreError>;
     /// Renews every claim of `host` at once.
     async fn heartbeat(&self, host: &HostId) -> Result<(), StoreError>;
-    /// Removes a host that stops, letting go of everything it owns.
+    /// Removes a host that stops, letting go of everything it owns; their
+    /// fences move on, so a write the host still makes for them is refused.
     async fn deregister_host(&self, host: &HostId) -> Result<(), StoreError>;
     /// Ends a host's lease now (its process is known to be gone).
     async fn expire_host(&self, host: &HostId) -> Result<(), StoreError>;
@@ -307,10 +312,16 @@ pub trait ExecutionStore: Send + Sync {
     /// Claims an execution for `host`: granted when nobody owns it, `host`
     /// itself does, or its owner's lease expired.
     async fn claim(&self, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError>;
+    /// Lets go of an execution whose claim still has `fence` (its owner
+    /// stopped without resting it: a failed write, a failed load), so that
+    /// any host can claim it at once; a stale fence changes nothing.
+    async fn release(&self, id: &ExecutionId, fence: Fence) -> Result<(), StoreError>;
     /// Claims for `host` up to `limit` executions that need a driver and have
-    /// no live owner (unfinished ones with work in flight, and those whose
-    /// earliest timer is due by `now`), oldest first, and returns them. Hosts
-    /// claiming at once get different executions.
+    /// no live owner (unfinished ones with work in flight, those whose
+    /// earliest timer is due by `now`, and those with unanswered inbox
+    /// messages), oldest first, and returns them. Executions `host` owns
+    /// itself are not claimed again (they are live here, or being released).
+    /// Hosts claiming at once get different executions.
     async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<DueClaim>, StoreError>;
 
     /// Posts a message for an execution's owner; returns its number.

@@ -29,12 +29,14 @@ impl BlockingPostgres {
                     Ok(runtime) => runtime,
                     Err(error) => return drop(ready.send(Err(error.to_string()))),
                 };
-                let client = runtime.block_on(async {
-                    let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
-                    tokio::spawn(connection);
-                    Ok::<_, String>(Arc::new(client))
-                });
-                let client = match client {
+                let connect = || {
+                    runtime.block_on(async {
+                        let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+                        tokio::spawn(connection);
+                        Ok::<_, String>(Arc::new(client))
+                    })
+                };
+                let mut client = match connect() {
                     Ok(client) => {
                         let _ = ready.send(Ok(()));
                         client
@@ -42,6 +44,14 @@ impl BlockingPostgres {
                     Err(error) => return drop(ready.send(Err(error))),
                 };
                 while let Ok(job) = queue.recv() {
+                    // A connection the server closed (a restart) is opened
+                    // again; if that fails, the job fails on the closed one.
+                    if client.is_closed() {
+                        match connect() {
+                            Ok(fresh) => client = fresh,
+                            Err(error) => tracing::warn!("reconnecting to PostgreSQL: {error}"),
+                        }
+                    }
                     runtime.block_on(job(client.clone()));
                 }
             })

@@ -69,17 +69,23 @@ impl PostgresStore {
     /// one of that name first) and returns its URL: for tests, and for hosts
     /// that want a store of their own.
     pub async fn create_database(url: &str, name: &str) -> Result<String, StoreError> {
+        let plain = !name.is_empty()
+            && name.len() <= 63
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !plain {
+            return Err(StoreError::Backend(format!(
+                "`{name}` is not a database name for tests: 1-63 of a-z, 0-9 and _"
+            )));
+        }
         let config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::Backend(format!("`{url}` is not a PostgreSQL URL: {e}")))?;
         let (client, connection) = config.connect(NoTls).await.map_err(backend)?;
         let driver = tokio::spawn(connection);
-        let quoted = format!("\"{}\"", name.replace('"', ""));
-        client.batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")).await.map_err(backend)?;
-        client.batch_execute(&format!("CREATE DATABASE {quoted}")).await.map_err(backend)?;
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.map_err(backend)?;
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.map_err(backend)?;
         drop(client);
         let _ = driver.await;
-        let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-        Ok(format!("{base}/{name}"))
+        Ok(with_database(url, name))
     }
 
     /// The connection settings (the demo services' ledger connects with them).
@@ -259,7 +265,7 @@ impl ExecutionStore for PostgresStore {
             .await
             .map_err(backend)?;
         let corrupt = |what: &str, error: serde_json::Error| {
-            StoreError::Backend(format!("postgres: execution {id}: corrupt {what}: {error}"))
+            StoreError::Corrupt(id.clone(), format!("corrupt {what} in PostgreSQL: {error}"))
         };
         let events = events
             .iter()
@@ -397,7 +403,7 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         client
             .execute(
-                "WITH released AS (UPDATE executions SET owner = NULL WHERE owner = $1 RETURNING 1)
+                "WITH released AS (UPDATE executions SET owner = NULL, fence = fence + 1 WHERE owner = $1 RETURNING 1)
                  DELETE FROM hosts WHERE id = $1",
                 &[&host.0],
             )
@@ -440,28 +446,15 @@ impl ExecutionStore for PostgresStore {
 
     async fn claim(&self, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError> {
         let client = self.client().await?;
-        let claimed = client
-            .query_opt(
-                "WITH current AS (SELECT owner FROM executions WHERE id = $1 FOR UPDATE)
-                 UPDATE executions e SET owner = $2, fence = e.fence + 1
-                 FROM current
-                 WHERE e.id = $1 AND (current.owner IS NULL OR current.owner = $2 OR NOT EXISTS
-                    (SELECT 1 FROM hosts h WHERE h.id = current.owner AND h.heartbeat_at + h.lease_ms > stepwise_now_ms()))
-                 RETURNING e.fence, current.owner",
-                &[&id.as_str(), &host.0],
-            )
-            .await
-            .map_err(backend)?;
-        if let Some(row) = claimed {
-            let previous: Option<String> = row.get(1);
-            let takeover = previous.is_some_and(|previous| previous != host.0);
-            return Ok(Claim::Claimed { fence: row.get::<_, i64>(0) as Fence, takeover });
+        // Refused because a live host owns it; that host may let go before
+        // the owner is read back, then the claim is tried again.
+        for _ in 0..3 {
+            match claim_once(&client, id, host).await? {
+                Claim::Held(owner) if owner.0.is_empty() => continue,
+                claim => return Ok(claim),
+            }
         }
-        let owner = client.query_opt("SELECT owner FROM executions WHERE id = $1", &[&id.as_str()]).await;
-        Ok(match owner.map_err(backend)? {
-            None => Claim::NotFound,
-            Some(row) => Claim::Held(HostId(row.get::<_, Option<String>>(0).unwrap_or_default())),
-        })
+        claim_once(&client, id, host).await
     }
 
     async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<DueClaim>, StoreError> {
@@ -476,9 +469,13 @@ impl ExecutionStore for PostgresStore {
                         SELECT id FROM executions WHERE status IN ('running', 'compensating')
                         UNION
                         SELECT id FROM executions WHERE next_due <= $2 AND status IN ('running', 'waiting', 'compensating')
+                        UNION
+                        SELECT execution_id FROM inbox WHERE answer IS NULL
                     )
-                    AND (e.owner IS NULL OR NOT EXISTS (SELECT 1 FROM hosts h WHERE h.id = e.owner
-                                                        AND h.heartbeat_at + h.lease_ms > stepwise_now_ms()))
+                    AND e.status IN ('running', 'waiting', 'compensating')
+                    AND (e.owner IS NULL
+                         OR (e.owner <> $1 AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.id = e.owner
+                                                           AND h.heartbeat_at + h.lease_ms > stepwise_now_ms())))
                     ORDER BY e.created_at LIMIT $3
                     FOR UPDATE SKIP LOCKED
                  )
@@ -493,6 +490,18 @@ impl ExecutionStore for PostgresStore {
             .iter()
             .map(|row| DueClaim { id: ExecutionId::new(row.get::<_, String>(0)), takeover: row.get(1) })
             .collect())
+    }
+
+    async fn release(&self, id: &ExecutionId, fence: Fence) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE executions SET owner = NULL WHERE id = $1 AND fence = $2",
+                &[&id.as_str(), &(fence as i64)],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError> {
@@ -624,5 +633,58 @@ impl KvStore for PostgresStore {
                 .map_err(|e| e.to_string())?;
             Ok(rows > 0)
         })
+    }
+}
+
+/// `url` naming the database `name` instead of its own (its query, such as
+/// `?sslmode=...`, kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let authority_start = base.find("://").map_or(0, |at| at + 3);
+    let path_start = base[authority_start..].find('/').map_or(base.len(), |at| authority_start + at);
+    let query = query.map(|query| format!("?{query}")).unwrap_or_default();
+    format!("{}/{name}{query}", &base[..path_start])
+}
+
+/// One claim attempt: granted, or who holds it (an empty id when nobody
+/// does any more: the holder let go meanwhile).
+async fn claim_once(client: &tokio_postgres::Client, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError> {
+    let claimed = client
+        .query_opt(
+            "WITH current AS (SELECT owner FROM executions WHERE id = $1 FOR UPDATE)
+             UPDATE executions e SET owner = $2, fence = e.fence + 1
+             FROM current
+             WHERE e.id = $1 AND (current.owner IS NULL OR current.owner = $2 OR NOT EXISTS
+                (SELECT 1 FROM hosts h WHERE h.id = current.owner AND h.heartbeat_at + h.lease_ms > stepwise_now_ms()))
+             RETURNING e.fence, current.owner",
+            &[&id.as_str(), &host.0],
+        )
+        .await
+        .map_err(backend)?;
+    if let Some(row) = claimed {
+        let previous: Option<String> = row.get(1);
+        let takeover = previous.is_some_and(|previous| previous != host.0);
+        return Ok(Claim::Claimed { fence: row.get::<_, i64>(0) as Fence, takeover });
+    }
+    let owner = client.query_opt("SELECT owner FROM executions WHERE id = $1", &[&id.as_str()]).await;
+    Ok(match owner.map_err(backend)? {
+        None => Claim::NotFound,
+        Some(row) => Claim::Held(HostId(row.get::<_, Option<String>>(0).unwrap_or_default())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn a_database_url_keeps_its_user_host_and_query() {
+        assert_eq!(with_database("postgres://u@h:5/db", "t_1"), "postgres://u@h:5/t_1");
+        assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "t"), "postgres://u:p@h/t?sslmode=disable");
+        assert_eq!(with_database("postgres://u@h", "t"), "postgres://u@h/t");
+        assert_eq!(
+            with_database("postgresql://u@h:5/?application_name=x", "t"),
+            "postgresql://u@h:5/t?application_name=x"
+        );
     }
 }

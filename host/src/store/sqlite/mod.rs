@@ -225,8 +225,9 @@ impl ExecutionStore for SqliteStore {
             let rows = statement.query_map(params![id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
             rows.collect()
         })?;
-        let corrupt =
-            |what: &str, error: serde_json::Error| backend(&path, format!("execution {id}: corrupt {what}: {error}"));
+        let corrupt = |what: &str, error: serde_json::Error| {
+            StoreError::Corrupt(id.clone(), format!("corrupt {what} in {}: {error}", path.display()))
+        };
         let events = events
             .into_iter()
             .map(|(at, text)| {
@@ -365,7 +366,7 @@ impl ExecutionStore for SqliteStore {
     async fn deregister_host(&self, host: &HostId) -> Result<(), StoreError> {
         let host = host.clone();
         self.write(move |db, path| {
-            db.execute("UPDATE executions SET owner = NULL WHERE owner = ?1", params![host.0])
+            db.execute("UPDATE executions SET owner = NULL, fence = fence + 1 WHERE owner = ?1", params![host.0])
                 .and_then(|_| db.execute("DELETE FROM hosts WHERE id = ?1", params![host.0]))
                 .map_err(|e| backend(path, e))?;
             Ok(())
@@ -412,13 +413,18 @@ impl ExecutionStore for SqliteStore {
                         UNION
                         SELECT id, created_at, owner FROM executions
                          WHERE next_due <= ?1 AND status IN ('running', 'waiting', 'compensating')
+                        UNION
+                        SELECT id, created_at, owner FROM executions
+                         WHERE id IN (SELECT execution_id FROM inbox WHERE answer IS NULL)
+                           AND status IN ('running', 'waiting', 'compensating')
                      ) AS due
                      WHERE owner IS NULL
-                        OR NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.id = due.owner AND heartbeat_at + lease_ms > ?3)
+                        OR (owner <> ?4 AND NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.id = due.owner
+                                                        AND heartbeat_at + lease_ms > ?3))
                      ORDER BY created_at LIMIT ?2",
                 )
                 .and_then(|mut statement| {
-                    let rows = statement.query_map(params![now.0 as i64, limit as i64, now_ms()], |row| {
+                    let rows = statement.query_map(params![now.0 as i64, limit as i64, now_ms(), host.0], |row| {
                         Ok((row.get(0)?, row.get(1)?))
                     })?;
                     rows.collect()
@@ -434,6 +440,19 @@ impl ExecutionStore for SqliteStore {
                 claimed.push(DueClaim { id: ExecutionId::new(id), takeover });
             }
             Ok(claimed)
+        })
+        .await
+    }
+
+    async fn release(&self, id: &ExecutionId, fence: Fence) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.write(move |db, path| {
+            db.execute(
+                "UPDATE executions SET owner = NULL WHERE id = ?1 AND fence = ?2",
+                params![id.as_str(), fence as i64],
+            )
+            .map_err(|e| backend(path, e))?;
+            Ok(())
         })
         .await
     }
