@@ -16,50 +16,14 @@ use stepwise_test_support::audit::{audit_side_effects, Db};
 use stepwise_test_support::server::{Server, TOKEN};
 use stepwise_test_support::*;
 
-/// cart -> reserve -> approve (async) -> payment -> order.
-const APPROVED_QUOTE: &str = r#"
-name = "approved-quote"
-[[steps]]
-id = "cart"
-plugin = "retrieve-cart"
-input = { cart_id = "$.input.cart_id", items = "$.input.items", currency = "$.input.currency" }
-[[steps]]
-id = "reserve"
-plugin = "reserve-inventory"
-input = { items = "$.steps.cart.output.items" }
-[[steps]]
-id = "approve"
-plugin = "echo"
-async = true
-after = ["reserve"]
-[[steps]]
-id = "payment"
-plugin = "authorize-payment"
-input = { amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency", approval = "$.steps.approve.output" }
-"#;
-
-/// reserve -> slow (3 s) -> payment.
-const SLOW_QUOTE: &str = r#"
-name = "slow-quote"
-[[steps]]
-id = "cart"
-plugin = "retrieve-cart"
-input = { cart_id = "$.input.cart_id", items = "$.input.items", currency = "$.input.currency" }
-[[steps]]
-id = "reserve"
-plugin = "reserve-inventory"
-input = { items = "$.steps.cart.output.items" }
-[[steps]]
-id = "slow"
-plugin = "echo"
-input = { sleep_ms = 3000, after = "$.steps.reserve.output.reservation_id" }
-[[steps]]
-id = "payment"
-plugin = "authorize-payment"
-input = { amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency", slow = "$.steps.slow.output" }
-"#;
-
-const WORKFLOWS: &[(&str, &str)] = &[("approved-quote.toml", APPROVED_QUOTE), ("slow-quote.toml", SLOW_QUOTE)];
+/// approved-quote: cart -> reserve -> approve (async) -> payment; slow-quote:
+/// cart -> reserve -> slow (3 s) -> payment.
+fn workflows() -> Vec<(&'static str, String)> {
+    vec![
+        ("approved-quote.toml", quote_workflow("approved-quote", "", &approved_payment(""))),
+        ("slow-quote.toml", slow_quote("slow-quote", 3000)),
+    ]
+}
 
 /// A fresh database on the test server, or none when no server is configured.
 async fn database(label: &str) -> Option<String> {
@@ -78,7 +42,9 @@ fn hosts(label: &str, store: &str, count: usize, lease: &str) -> Vec<Arc<Server>
         .map(|n| {
             let dir = std::env::temp_dir().join(format!("stepwise-hosts-{label}-{n}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            Arc::new(Server::start_on(dir, store, WORKFLOWS, &["--lease", lease]))
+            let workflows = workflows();
+            let workflows: Vec<(&str, &str)> = workflows.iter().map(|(file, toml)| (*file, toml.as_str())).collect();
+            Arc::new(Server::start_on(dir, store, &workflows, &["--lease", lease]))
         })
         .collect()
 }

@@ -20,63 +20,22 @@ use stepwise_test_support::audit::audit_side_effects;
 use stepwise_test_support::server::{Server, TOKEN};
 use stepwise_test_support::*;
 
-/// cart -> reserve -> approve (async) -> payment -> order.
-const RACE: &str = r#"
-name = "race"
-[retry]
-max_attempts = 3
-initial_backoff_ms = 10
-[[steps]]
-id = "cart"
-plugin = "retrieve-cart"
-input = { cart_id = "$.input.cart_id", items = "$.input.items", currency = "$.input.currency" }
-[[steps]]
-id = "reserve"
-plugin = "reserve-inventory"
-input = { items = "$.steps.cart.output.items" }
-[[steps]]
-id = "approve"
-plugin = "echo"
-async = true
-after = ["reserve"]
-TIMEOUT
-[[steps]]
-id = "payment"
-plugin = "authorize-payment"
-input = { amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency", approval = "$.steps.approve.output" }
-[[steps]]
+/// cart -> reserve -> approve (async, with `approve_options`) -> payment -> order.
+fn race(name: &str, approve_options: &str) -> String {
+    let order = r#"[[steps]]
 id = "order"
 plugin = "create-order"
 input = { cart_id = "$.steps.cart.output.id", reservation_id = "$.steps.reserve.output.reservation_id", authorization_id = "$.steps.payment.output.authorization_id", total = "$.steps.cart.output.total" }
 "#;
-
-/// reserve -> slow (a step that takes 300 ms) -> payment.
-const SLOW: &str = r#"
-name = "slow"
-[[steps]]
-id = "cart"
-plugin = "retrieve-cart"
-input = { cart_id = "$.input.cart_id", items = "$.input.items", currency = "$.input.currency" }
-[[steps]]
-id = "reserve"
-plugin = "reserve-inventory"
-input = { items = "$.steps.cart.output.items" }
-[[steps]]
-id = "slow"
-plugin = "echo"
-input = { sleep_ms = 300, after = "$.steps.reserve.output.reservation_id" }
-[[steps]]
-id = "payment"
-plugin = "authorize-payment"
-input = { amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency", slow = "$.steps.slow.output" }
-"#;
+    let retry = "[retry]\nmax_attempts = 3\ninitial_backoff_ms = 10";
+    quote_workflow(name, retry, &(approved_payment(approve_options) + order))
+}
 
 fn race_server(label: &str) -> Arc<Server> {
-    let race = RACE.replace("TIMEOUT", "");
-    let timed = RACE.replace("name = \"race\"", "name = \"race-timeout\"").replace("TIMEOUT", "timeout_ms = 300");
+    let (plain, timed, slow) = (race("race", ""), race("race-timeout", "timeout_ms = 300"), slow_quote("slow", 300));
     Arc::new(Server::start(
         label,
-        &[("race.toml", race.as_str()), ("race-timeout.toml", timed.as_str()), ("slow.toml", SLOW)],
+        &[("race.toml", plain.as_str()), ("race-timeout.toml", timed.as_str()), ("slow.toml", slow.as_str())],
     ))
 }
 

@@ -232,3 +232,61 @@ pub fn millis(timestamp: &Value) -> u64 {
 fn humantime_parse(text: &str) -> std::time::SystemTime {
     humantime::parse_rfc3339(text).expect("RFC 3339 timestamp")
 }
+
+/// A quote workflow `name` for the race and multi-host tests: cart ->
+/// reserve, then `rest` (more `[[steps]]`, which may read
+/// `$.steps.cart.output` and `$.steps.reserve.output`); `retry` goes at the
+/// top level (e.g. a `[retry]` table), before the steps.
+pub fn quote_workflow(name: &str, retry: &str, rest: &str) -> String {
+    format!(
+        r#"name = "{name}"
+{retry}
+[[steps]]
+id = "cart"
+plugin = "retrieve-cart"
+input = {{ cart_id = "$.input.cart_id", items = "$.input.items", currency = "$.input.currency" }}
+[[steps]]
+id = "reserve"
+plugin = "reserve-inventory"
+input = {{ items = "$.steps.cart.output.items" }}
+{rest}"#
+    )
+}
+
+/// The steps after reserve of an approved quote: approve (async, with
+/// `approve_options` such as a timeout) -> payment.
+pub fn approved_payment(approve_options: &str) -> String {
+    format!(
+        r#"[[steps]]
+id = "approve"
+plugin = "echo"
+async = true
+after = ["reserve"]
+{approve_options}
+[[steps]]
+id = "payment"
+plugin = "authorize-payment"
+input = {{ amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency", approval = "$.steps.approve.output" }}
+"#
+    )
+}
+
+/// A quote whose third step sleeps `sleep_ms` before payment: cart ->
+/// reserve -> slow -> payment.
+pub fn slow_quote(name: &str, sleep_ms: u64) -> String {
+    quote_workflow(
+        name,
+        "",
+        &format!(
+            r#"[[steps]]
+id = "slow"
+plugin = "echo"
+input = {{ sleep_ms = {sleep_ms}, after = "$.steps.reserve.output.reservation_id" }}
+[[steps]]
+id = "payment"
+plugin = "authorize-payment"
+input = {{ amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency", slow = "$.steps.slow.output" }}
+"#
+        ),
+    )
+}

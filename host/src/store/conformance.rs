@@ -81,6 +81,24 @@ async fn create(store: &dyn ExecutionStore, id: &str, owner: &HostId, key: Optio
         .expect("create")
 }
 
+/// Two registered hosts, `a` and `b`, with these leases.
+async fn two_hosts(store: &dyn ExecutionStore, a: Duration, b: Duration) -> (HostRecord, HostRecord) {
+    let (a, b) = (host("a", a), host("b", b));
+    store.register_host(&a).await.unwrap();
+    store.register_host(&b).await.unwrap();
+    (a, b)
+}
+
+/// An execution created by `owner` that then waits with nothing in flight
+/// (released: nobody owns it).
+async fn create_resting(store: &dyn ExecutionStore, id: &str, owner: &HostId) {
+    create(store, id, owner, None).await;
+    let mut rest = append(id, 1, 0, vec![event("waits")]);
+    rest.status = Some((ExecutionStatus::Waiting, Timestamp::now()));
+    rest.release = true;
+    store.append(rest).await.unwrap();
+}
+
 fn event(reason: &str) -> RecordedEvent {
     RecordedEvent { at: Timestamp::now(), event: Event::RollbackRequested { reason: reason.into() } }
 }
@@ -134,9 +152,7 @@ async fn appends_in_order_and_refuses_a_taken_number(store: Arc<dyn ExecutionSto
 }
 
 async fn an_append_with_a_stale_fence_is_refused(store: Arc<dyn ExecutionStore>) {
-    let (a, b) = (host("a", SHORT), host("b", LONG));
-    store.register_host(&a).await.unwrap();
-    store.register_host(&b).await.unwrap();
+    let (a, b) = two_hosts(&*store, SHORT, LONG).await;
     create(&*store, "e1", &a.id, None).await;
     store.append(append("e1", 1, 0, vec![event("a")])).await.unwrap();
     tokio::time::sleep(SHORT * 3).await;
@@ -151,9 +167,7 @@ async fn an_append_with_a_stale_fence_is_refused(store: Arc<dyn ExecutionStore>)
 }
 
 async fn claims_are_held_by_live_hosts_and_taken_over_after_the_lease(store: Arc<dyn ExecutionStore>) {
-    let (a, b) = (host("a", SHORT), host("b", LONG));
-    store.register_host(&a).await.unwrap();
-    store.register_host(&b).await.unwrap();
+    let (a, b) = two_hosts(&*store, SHORT, LONG).await;
     create(&*store, "e1", &a.id, None).await;
     let id = ExecutionId::new("e1");
     assert_eq!(store.claim(&id, &b.id).await.unwrap(), Claim::Held(a.id.clone()));
@@ -169,14 +183,8 @@ async fn claims_are_held_by_live_hosts_and_taken_over_after_the_lease(store: Arc
 }
 
 async fn a_released_execution_is_claimed_without_a_takeover(store: Arc<dyn ExecutionStore>) {
-    let (a, b) = (host("a", LONG), host("b", LONG));
-    store.register_host(&a).await.unwrap();
-    store.register_host(&b).await.unwrap();
-    create(&*store, "e1", &a.id, None).await;
-    let mut rest = append("e1", 1, 0, vec![event("waits")]);
-    rest.status = Some((ExecutionStatus::Waiting, Timestamp::now()));
-    rest.release = true;
-    store.append(rest).await.unwrap();
+    let (a, b) = two_hosts(&*store, LONG, LONG).await;
+    create_resting(&*store, "e1", &a.id).await;
     assert!(store.load(&ExecutionId::new("e1")).await.unwrap().unwrap().owner.is_none());
     let claim = store.claim(&ExecutionId::new("e1"), &b.id).await.unwrap();
     assert_eq!(claim, Claim::Claimed { fence: 2, takeover: false });
@@ -249,9 +257,7 @@ async fn waking_a_parent_makes_it_due_now(store: Arc<dyn ExecutionStore>) {
 }
 
 async fn the_inbox_holds_messages_for_the_owner_and_keeps_the_first_answer(store: Arc<dyn ExecutionStore>) {
-    let (a, b) = (host("a", LONG), host("b", LONG));
-    store.register_host(&a).await.unwrap();
-    store.register_host(&b).await.unwrap();
+    let (a, b) = two_hosts(&*store, LONG, LONG).await;
     create(&*store, "e1", &a.id, None).await;
     create(&*store, "e2", &b.id, None).await;
     let id = ExecutionId::new("e1");
@@ -277,9 +283,7 @@ async fn the_inbox_holds_messages_for_the_owner_and_keeps_the_first_answer(store
 }
 
 async fn hosts_are_listed_with_what_they_own_and_deregistering_releases(store: Arc<dyn ExecutionStore>) {
-    let (a, b) = (host("a", LONG), host("b", LONG));
-    store.register_host(&a).await.unwrap();
-    store.register_host(&b).await.unwrap();
+    let (a, b) = two_hosts(&*store, LONG, LONG).await;
     create(&*store, "e1", &a.id, None).await;
     create(&*store, "e2", &a.id, None).await;
     let hosts = store.hosts().await.unwrap();
@@ -298,9 +302,7 @@ async fn hosts_are_listed_with_what_they_own_and_deregistering_releases(store: A
 }
 
 async fn a_release_with_the_current_fence_lets_go_and_a_stale_one_does_nothing(store: Arc<dyn ExecutionStore>) {
-    let (a, b) = (host("a", LONG), host("b", LONG));
-    store.register_host(&a).await.unwrap();
-    store.register_host(&b).await.unwrap();
+    let (a, b) = two_hosts(&*store, LONG, LONG).await;
     create(&*store, "e1", &a.id, None).await;
     let id = ExecutionId::new("e1");
     assert_eq!(store.claim(&id, &a.id).await.unwrap(), Claim::Claimed { fence: 2, takeover: false });
@@ -315,9 +317,7 @@ async fn a_release_with_the_current_fence_lets_go_and_a_stale_one_does_nothing(s
 }
 
 async fn a_host_does_not_claim_its_own_executions_even_when_its_lease_lapsed(store: Arc<dyn ExecutionStore>) {
-    let (a, b) = (host("a", SHORT), host("b", LONG));
-    store.register_host(&a).await.unwrap();
-    store.register_host(&b).await.unwrap();
+    let (a, b) = two_hosts(&*store, SHORT, LONG).await;
     create(&*store, "e1", &a.id, None).await;
     tokio::time::sleep(SHORT * 3).await;
     // Its heartbeat is late: its own scan leaves what it drives alone (no
@@ -328,14 +328,8 @@ async fn a_host_does_not_claim_its_own_executions_even_when_its_lease_lapsed(sto
 }
 
 async fn a_message_posted_for_an_execution_at_rest_makes_it_due(store: Arc<dyn ExecutionStore>) {
-    let (a, b) = (host("a", LONG), host("b", LONG));
-    store.register_host(&a).await.unwrap();
-    store.register_host(&b).await.unwrap();
-    create(&*store, "e1", &a.id, None).await;
-    let mut rest = append("e1", 1, 0, vec![event("waits")]);
-    rest.status = Some((ExecutionStatus::Waiting, Timestamp::now()));
-    rest.release = true;
-    store.append(rest).await.unwrap();
+    let (a, b) = two_hosts(&*store, LONG, LONG).await;
+    create_resting(&*store, "e1", &a.id).await;
     assert!(store.claim_due(&b.id, Timestamp::now(), 10).await.unwrap().is_empty());
     // Posted while its owner let go: whoever scans next takes it and the message.
     let id = ExecutionId::new("e1");
