@@ -135,18 +135,26 @@ impl ExecutionStore for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         let record = &execution.workflow;
         tx.execute(
-            "INSERT INTO definitions (hash, definition) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
+            &tx.prepare_cached(
+                "INSERT INTO definitions (hash, definition) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
+            )
+            .await
+            .map_err(backend)?,
             &[&record.hash.as_ref(), &record.json.as_ref()],
         )
         .await
         .map_err(backend)?;
         let inserted = tx
             .query_opt(
-                "INSERT INTO executions
+                &tx.prepare_cached(
+                    "INSERT INTO executions
                     (id, workflow, definition, input, idempotency_key, status, created_at, updated_at, tenant,
                      parent_id, owner, fence, next_due)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, 1, $11)
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                )
+                .await
+                .map_err(backend)?,
                 &[
                     &execution.id.as_str(),
                     &record.definition.name,
@@ -165,7 +173,12 @@ impl ExecutionStore for PostgresStore {
             .map_err(backend)?;
         if inserted.is_none() {
             let existing: String = tx
-                .query_one("SELECT id FROM executions WHERE idempotency_key = $1", &[&execution.idempotency_key])
+                .query_one(
+                    &tx.prepare_cached("SELECT id FROM executions WHERE idempotency_key = $1")
+                        .await
+                        .map_err(backend)?,
+                    &[&execution.idempotency_key],
+                )
                 .await
                 .map_err(backend)?
                 .get(0);
@@ -173,8 +186,12 @@ impl ExecutionStore for PostgresStore {
         }
         let (numbers, times, texts) = event_columns(0, &execution.events)?;
         tx.execute(
-            "INSERT INTO events (execution_id, seq, at, event)
+            &tx.prepare_cached(
+                "INSERT INTO events (execution_id, seq, at, event)
              SELECT $1, e.seq, e.at, e.event FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS e(seq, at, event)",
+            )
+            .await
+            .map_err(backend)?,
             &[&execution.id.as_str(), &numbers, &times, &texts],
         )
         .await
@@ -194,7 +211,9 @@ impl ExecutionStore for PostgresStore {
         // row changes, a parent is woken; all or nothing.
         let result = client
             .query_one(
-                "WITH owned AS (
+                &client
+                    .prepare_cached(
+                        "WITH owned AS (
                     UPDATE executions SET status = COALESCE($3, status), updated_at = COALESCE($4, updated_at),
                         next_due = $5, owner = CASE WHEN $6 THEN NULL ELSE owner END
                     WHERE id = $1 AND fence = $2 RETURNING id
@@ -208,6 +227,9 @@ impl ExecutionStore for PostgresStore {
                     WHERE id = $10 AND EXISTS (SELECT 1 FROM owned) RETURNING 1
                  )
                  SELECT (SELECT count(*) FROM owned), (SELECT count(*) FROM inserted), (SELECT count(*) FROM woken)",
+                    )
+                    .await
+                    .map_err(backend)?,
                 &[
                     &append.id.as_str(),
                     &(append.fence as i64),
@@ -233,7 +255,10 @@ impl ExecutionStore for PostgresStore {
             return Ok(());
         }
         let exists = client
-            .query_opt("SELECT 1 FROM executions WHERE id = $1", &[&append.id.as_str()])
+            .query_opt(
+                &client.prepare_cached("SELECT 1 FROM executions WHERE id = $1").await.map_err(backend)?,
+                &[&append.id.as_str()],
+            )
             .await
             .map_err(backend)?
             .is_some();
@@ -242,7 +267,12 @@ impl ExecutionStore for PostgresStore {
 
     async fn status(&self, id: &ExecutionId) -> Result<Option<ExecutionStatus>, StoreError> {
         let client = self.client().await?;
-        let row = client.query_opt("SELECT status FROM executions WHERE id = $1", &[&id.as_str()]).await;
+        let row = client
+            .query_opt(
+                &client.prepare_cached("SELECT status FROM executions WHERE id = $1").await.map_err(backend)?,
+                &[&id.as_str()],
+            )
+            .await;
         Ok(row.map_err(backend)?.map(|row| parse_status(row.get(0))))
     }
 
@@ -250,18 +280,24 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT d.definition, e.input, e.idempotency_key, e.status, e.created_at, e.tenant, e.parent_id,
+                &client.prepare_cached("SELECT d.definition, e.input, e.idempotency_key, e.status, e.created_at, e.tenant, e.parent_id,
                     h.id, e.fence, h.heartbeat_at + h.lease_ms
                  FROM executions e JOIN definitions d ON d.hash = e.definition
                  LEFT JOIN hosts h ON h.id = e.owner AND h.heartbeat_at + h.lease_ms > stepwise_now_ms()
-                 WHERE e.id = $1",
+                 WHERE e.id = $1").await.map_err(backend)?,
                 &[&id.as_str()],
             )
             .await
             .map_err(backend)?;
         let Some(row) = row else { return Ok(None) };
         let events = client
-            .query("SELECT at, event FROM events WHERE execution_id = $1 ORDER BY seq", &[&id.as_str()])
+            .query(
+                &client
+                    .prepare_cached("SELECT at, event FROM events WHERE execution_id = $1 ORDER BY seq")
+                    .await
+                    .map_err(backend)?,
+                &[&id.as_str()],
+            )
             .await
             .map_err(backend)?;
         let corrupt = |what: &str, error: serde_json::Error| {
@@ -299,10 +335,15 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT id, workflow, status, created_at, updated_at, error FROM executions
+                &client
+                    .prepare_cached(
+                        "SELECT id, workflow, status, created_at, updated_at, error FROM executions
                  WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
                    AND ($3::text IS NULL OR id < $3)
                  ORDER BY id DESC LIMIT $4",
+                    )
+                    .await
+                    .map_err(backend)?,
                 &[
                     &filter.status.map(|s| s.as_str()),
                     &filter.workflow,
@@ -319,7 +360,7 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT id FROM executions WHERE status IN ('running', 'waiting', 'compensating') ORDER BY created_at",
+                &client.prepare_cached("SELECT id FROM executions WHERE status IN ('running', 'waiting', 'compensating') ORDER BY created_at").await.map_err(backend)?,
                 &[],
             )
             .await
@@ -329,7 +370,15 @@ impl ExecutionStore for PostgresStore {
 
     async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
         let client = self.client().await?;
-        let rows = client.query("SELECT status, COUNT(*) FROM executions GROUP BY status", &[]).await;
+        let rows = client
+            .query(
+                &client
+                    .prepare_cached("SELECT status, COUNT(*) FROM executions GROUP BY status")
+                    .await
+                    .map_err(backend)?,
+                &[],
+            )
+            .await;
         Ok(rows.map_err(backend)?.iter().map(|row| (parse_status(row.get(0)), row.get::<_, i64>(1) as u64)).collect())
     }
 
@@ -337,7 +386,7 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         let purged = client
             .execute(
-                "DELETE FROM executions WHERE status IN ('succeeded', 'compensated', 'failed') AND updated_at < $1",
+                &client.prepare_cached("DELETE FROM executions WHERE status IN ('succeeded', 'compensated', 'failed') AND updated_at < $1").await.map_err(backend)?,
                 &[&(cutoff.0 as i64)],
             )
             .await
@@ -348,7 +397,13 @@ impl ExecutionStore for PostgresStore {
             )
             .await
             .map_err(backend)?;
-        client.execute("DELETE FROM inbox WHERE answered_at < $1", &[&(cutoff.0 as i64)]).await.map_err(backend)?;
+        client
+            .execute(
+                &client.prepare_cached("DELETE FROM inbox WHERE answered_at < $1").await.map_err(backend)?,
+                &[&(cutoff.0 as i64)],
+            )
+            .await
+            .map_err(backend)?;
         Ok(purged as usize)
     }
 
@@ -356,9 +411,9 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .execute(
-                "UPDATE executions SET status = 'failed', updated_at = stepwise_now_ms(), error = $2, owner = NULL,
+                &client.prepare_cached("UPDATE executions SET status = 'failed', updated_at = stepwise_now_ms(), error = $2, owner = NULL,
                     next_due = NULL, fence = fence + 1
-                 WHERE id = $1",
+                 WHERE id = $1").await.map_err(backend)?,
                 &[&id.as_str(), &reason],
             )
             .await
@@ -373,9 +428,14 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO hosts (id, node, pid, started_at, heartbeat_at, lease_ms, address)
+                &client
+                    .prepare_cached(
+                        "INSERT INTO hosts (id, node, pid, started_at, heartbeat_at, lease_ms, address)
                  VALUES ($1, $2, $3, $4, stepwise_now_ms(), $5, $6)
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = stepwise_now_ms(), lease_ms = $5, address = $6",
+                    )
+                    .await
+                    .map_err(backend)?,
                 &[
                     &host.id.0,
                     &host.node,
@@ -393,7 +453,13 @@ impl ExecutionStore for PostgresStore {
     async fn heartbeat(&self, host: &HostId) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
-            .execute("UPDATE hosts SET heartbeat_at = stepwise_now_ms() WHERE id = $1", &[&host.0])
+            .execute(
+                &client
+                    .prepare_cached("UPDATE hosts SET heartbeat_at = stepwise_now_ms() WHERE id = $1")
+                    .await
+                    .map_err(backend)?,
+                &[&host.0],
+            )
             .await
             .map_err(backend)?;
         Ok(())
@@ -403,8 +469,8 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         client
             .execute(
-                "WITH released AS (UPDATE executions SET owner = NULL, fence = fence + 1 WHERE owner = $1 RETURNING 1)
-                 DELETE FROM hosts WHERE id = $1",
+                &client.prepare_cached("WITH released AS (UPDATE executions SET owner = NULL, fence = fence + 1 WHERE owner = $1 RETURNING 1)
+                 DELETE FROM hosts WHERE id = $1").await.map_err(backend)?,
                 &[&host.0],
             )
             .await
@@ -414,7 +480,13 @@ impl ExecutionStore for PostgresStore {
 
     async fn expire_host(&self, host: &HostId) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client.execute("UPDATE hosts SET heartbeat_at = 0 WHERE id = $1", &[&host.0]).await.map_err(backend)?;
+        client
+            .execute(
+                &client.prepare_cached("UPDATE hosts SET heartbeat_at = 0 WHERE id = $1").await.map_err(backend)?,
+                &[&host.0],
+            )
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -422,9 +494,14 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT id, node, pid, started_at, heartbeat_at, lease_ms, address,
+                &client
+                    .prepare_cached(
+                        "SELECT id, node, pid, started_at, heartbeat_at, lease_ms, address,
                     (SELECT COUNT(*) FROM executions WHERE owner = hosts.id)
                  FROM hosts ORDER BY started_at",
+                    )
+                    .await
+                    .map_err(backend)?,
                 &[],
             )
             .await
@@ -463,7 +540,7 @@ impl ExecutionStore for PostgresStore {
         // hosts scanning at once take different executions.
         let rows = client
             .query(
-                "WITH due AS (
+                &client.prepare_cached("WITH due AS (
                     SELECT e.id, e.owner AS previous FROM executions e
                     WHERE e.id IN (
                         SELECT id FROM executions WHERE status IN ('running', 'compensating')
@@ -481,7 +558,7 @@ impl ExecutionStore for PostgresStore {
                  )
                  UPDATE executions SET owner = $1, fence = executions.fence + 1
                  FROM due WHERE executions.id = due.id
-                 RETURNING executions.id, due.previous IS NOT NULL AND due.previous <> $1",
+                 RETURNING executions.id, due.previous IS NOT NULL AND due.previous <> $1").await.map_err(backend)?,
                 &[&host.0, &(now.0 as i64), &(limit as i64)],
             )
             .await
@@ -496,7 +573,10 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE executions SET owner = NULL WHERE id = $1 AND fence = $2",
+                &client
+                    .prepare_cached("UPDATE executions SET owner = NULL WHERE id = $1 AND fence = $2")
+                    .await
+                    .map_err(backend)?,
                 &[&id.as_str(), &(fence as i64)],
             )
             .await
@@ -508,11 +588,16 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         let posted = client
             .query_one(
-                "WITH posted AS (
+                &client
+                    .prepare_cached(
+                        "WITH posted AS (
                     INSERT INTO inbox (execution_id, message, posted_at) VALUES ($1, $2, stepwise_now_ms())
                     RETURNING id
                  )
                  SELECT id, pg_notify('stepwise_inbox', $1) FROM posted",
+                    )
+                    .await
+                    .map_err(backend)?,
                 &[&id.as_str(), &message],
             )
             .await;
@@ -527,9 +612,14 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT i.id, i.execution_id, i.message FROM inbox i JOIN executions e ON e.id = i.execution_id
+                &client
+                    .prepare_cached(
+                        "SELECT i.id, i.execution_id, i.message FROM inbox i JOIN executions e ON e.id = i.execution_id
                  WHERE i.answer IS NULL AND e.owner = $1 AND ($2::text IS NULL OR i.execution_id = $2)
                  ORDER BY i.id",
+                    )
+                    .await
+                    .map_err(backend)?,
                 &[&host.0, &only.map(|id| id.as_str())],
             )
             .await
@@ -548,11 +638,16 @@ impl ExecutionStore for PostgresStore {
         let client = self.client().await?;
         client
             .execute(
-                "WITH answered AS (
+                &client
+                    .prepare_cached(
+                        "WITH answered AS (
                     UPDATE inbox SET answer = $2, answered_at = stepwise_now_ms() WHERE id = $1 AND answer IS NULL
                     RETURNING id
                  )
                  SELECT pg_notify('stepwise_answers', id::text) FROM answered",
+                    )
+                    .await
+                    .map_err(backend)?,
                 &[&message, &answer],
             )
             .await
@@ -562,7 +657,13 @@ impl ExecutionStore for PostgresStore {
 
     async fn answer_of(&self, message: i64) -> Result<Option<String>, StoreError> {
         let client = self.client().await?;
-        let row = client.query_opt("SELECT answer FROM inbox WHERE id = $1", &[&message]).await.map_err(backend)?;
+        let row = client
+            .query_opt(
+                &client.prepare_cached("SELECT answer FROM inbox WHERE id = $1").await.map_err(backend)?,
+                &[&message],
+            )
+            .await
+            .map_err(backend)?;
         Ok(row.and_then(|row| row.get(0)))
     }
 
@@ -648,15 +749,20 @@ fn with_database(url: &str, name: &str) -> String {
 
 /// One claim attempt: granted, or who holds it (an empty id when nobody
 /// does any more: the holder let go meanwhile).
-async fn claim_once(client: &tokio_postgres::Client, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError> {
+async fn claim_once(client: &deadpool_postgres::Client, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError> {
     let claimed = client
         .query_opt(
-            "WITH current AS (SELECT owner FROM executions WHERE id = $1 FOR UPDATE)
+            &client
+                .prepare_cached(
+                    "WITH current AS (SELECT owner FROM executions WHERE id = $1 FOR UPDATE)
              UPDATE executions e SET owner = $2, fence = e.fence + 1
              FROM current
              WHERE e.id = $1 AND (current.owner IS NULL OR current.owner = $2 OR NOT EXISTS
                 (SELECT 1 FROM hosts h WHERE h.id = current.owner AND h.heartbeat_at + h.lease_ms > stepwise_now_ms()))
              RETURNING e.fence, current.owner",
+                )
+                .await
+                .map_err(backend)?,
             &[&id.as_str(), &host.0],
         )
         .await
@@ -666,7 +772,12 @@ async fn claim_once(client: &tokio_postgres::Client, id: &ExecutionId, host: &Ho
         let takeover = previous.is_some_and(|previous| previous != host.0);
         return Ok(Claim::Claimed { fence: row.get::<_, i64>(0) as Fence, takeover });
     }
-    let owner = client.query_opt("SELECT owner FROM executions WHERE id = $1", &[&id.as_str()]).await;
+    let owner = client
+        .query_opt(
+            &client.prepare_cached("SELECT owner FROM executions WHERE id = $1").await.map_err(backend)?,
+            &[&id.as_str()],
+        )
+        .await;
     Ok(match owner.map_err(backend)? {
         None => Claim::NotFound,
         Some(row) => Claim::Held(HostId(row.get::<_, Option<String>>(0).unwrap_or_default())),
