@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 port=${STEPWISE_PG_PORT:-55432}
 dir="$root/build/postgres"
 
-find_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+find_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true; }
 bin=$(find_bin)
 if [ -z "$bin" ]; then
     echo "installing postgresql (Debian package)" >&2
@@ -26,13 +26,22 @@ as_postgres() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+mkdir -p "$dir"
+if [ "$(id -u)" = 0 ]; then
+    chown postgres "$dir"
+    # A checkout under a directory the `postgres` user cannot enter (e.g.
+    # /root): the cluster lives in /var/tmp instead, one per checkout.
+    if ! runuser -u postgres -- test -w "$dir"; then
+        dir="/var/tmp/stepwise-postgres-$(printf '%s' "$root" | md5sum | cut -c1-12)"
+        mkdir -p "$dir" && chown postgres "$dir"
+    fi
+fi
+
 if [ "${1:-}" = stop ]; then
     [ -f "$dir/data/PG_VERSION" ] && as_postgres "$bin/pg_ctl" -D "$dir/data" -m fast stop >&2 || true
     exit 0
 fi
 
-mkdir -p "$dir"
-if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
 if [ ! -f "$dir/data/PG_VERSION" ]; then
     echo "creating a PostgreSQL cluster in $dir/data" >&2
     as_postgres "$bin/initdb" -D "$dir/data" -A trust -U stepwise --encoding UTF8 > "$dir/initdb.log"
