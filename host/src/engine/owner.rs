@@ -283,6 +283,15 @@ impl Owner {
             && (!release || self.persisted.released);
         if !unchanged {
             let count = recorded.len() as u64;
+            // Answers to inbox messages go with the events they led to.
+            let mut answers = Vec::new();
+            after.retain(|done| match done {
+                AfterCommit::Answer(message, answer) => {
+                    answers.push((*message, serde_json::to_string(answer).expect("answers serialize")));
+                    false
+                }
+                _ => true,
+            });
             // A child that ends wakes its parent in the same write, so that
             // the parent learns of it even if this process dies now.
             let ends = status.is_final() && changed_status.is_some();
@@ -296,6 +305,7 @@ impl Owner {
                 next_due,
                 release,
                 wake,
+                answers,
             };
             self.engine.shared.store.append(append).await.map_err(|error| {
                 if matches!(error, StoreError::Fenced(..)) {
@@ -414,6 +424,7 @@ impl Owner {
                 next_due: self.machine.next_due(),
                 release: true,
                 wake: None,
+                answers: Vec::new(),
             };
             if let Err(error) = self.engine.shared.store.append(release).await {
                 self.abandon(EngineError::Store(error)).await;

@@ -35,6 +35,7 @@ where
     a_release_with_the_current_fence_lets_go_and_a_stale_one_does_nothing(open().await).await;
     a_host_does_not_claim_its_own_executions_even_when_its_lease_lapsed(open().await).await;
     a_message_posted_for_an_execution_at_rest_makes_it_due(open().await).await;
+    answers_are_written_with_the_events_or_not_at_all(open().await).await;
     an_unloadable_execution_is_marked_failed_and_fenced(open().await).await;
     purge_deletes_only_finished_executions_before_the_cutoff(open().await).await;
     kv_keeps_namespaces_apart_within_quotas(open().await).await;
@@ -104,7 +105,17 @@ fn event(reason: &str) -> RecordedEvent {
 }
 
 fn append(id: &str, fence: u64, seq: u64, events: Vec<RecordedEvent>) -> Append {
-    Append { id: ExecutionId::new(id), fence, seq, events, status: None, next_due: None, release: false, wake: None }
+    Append {
+        id: ExecutionId::new(id),
+        fence,
+        seq,
+        events,
+        status: None,
+        next_due: None,
+        release: false,
+        wake: None,
+        answers: Vec::new(),
+    }
 }
 
 async fn creates_loads_and_finds_by_idempotency_key(store: Arc<dyn ExecutionStore>) {
@@ -397,4 +408,26 @@ async fn kv_keeps_namespaces_apart_within_quotas(store: Arc<dyn ExecutionStore>)
     })
     .await
     .expect("kv checks");
+}
+
+async fn answers_are_written_with_the_events_or_not_at_all(store: Arc<dyn ExecutionStore>) {
+    let (a, b) = two_hosts(&*store, SHORT, LONG).await;
+    create(&*store, "e1", &a.id, None).await;
+    let id = ExecutionId::new("e1");
+    let (first, second) = (store.post(&id, "{}").await.unwrap(), store.post(&id, "{}").await.unwrap());
+    let mut decided = append("e1", 1, 0, vec![event("cancel")]);
+    decided.answers = vec![(first, r#"{"ok":1}"#.into())];
+    store.append(decided).await.unwrap();
+    assert_eq!(store.answer_of(first).await.unwrap().as_deref(), Some(r#"{"ok":1}"#));
+    // The first answer stands.
+    store.answer(first, r#"{"ok":2}"#).await.unwrap();
+    assert_eq!(store.answer_of(first).await.unwrap().as_deref(), Some(r#"{"ok":1}"#));
+    // A fenced write answers nothing: the new owner takes the message in.
+    tokio::time::sleep(SHORT * 3).await;
+    assert!(matches!(store.claim(&id, &b.id).await.unwrap(), Claim::Claimed { .. }));
+    let mut late = append("e1", 1, 1, vec![event("late")]);
+    late.answers = vec![(second, r#"{"ok":3}"#.into())];
+    assert!(matches!(store.append(late).await, Err(StoreError::Fenced(..))));
+    assert_eq!(store.answer_of(second).await.unwrap(), None);
+    assert_eq!(store.inbox(&b.id, Some(&id)).await.unwrap().len(), 1);
 }

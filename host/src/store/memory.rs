@@ -128,6 +128,11 @@ impl ExecutionStore for MemoryStore {
                 parent.next_due = Some(parent.next_due.map_or(now, |due| due.min(now)));
             }
         }
+        for (number, answer) in append.answers {
+            if let Some(posted) = inner.inbox.get_mut(&number) {
+                posted.answer.get_or_insert(answer);
+            }
+        }
         Ok(())
     }
 

@@ -112,6 +112,11 @@ pub struct Append {
     /// over): its timer index is made due now, so that it is looked at even
     /// if this process dies before telling it.
     pub wake: Option<ExecutionId>,
+    /// Inbox messages this write answers (number, answer as JSON), written
+    /// with the events or not at all: a message whose event is recorded is
+    /// answered by the same write, so no later owner takes it in again.
+    /// The first answer of a message stands.
+    pub answers: Vec<(i64, String)>,
 }
 
 /// Who owns an execution now.

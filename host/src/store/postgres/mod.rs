@@ -203,6 +203,8 @@ impl ExecutionStore for PostgresStore {
     async fn append(&self, append: Append) -> Result<(), StoreError> {
         let client = self.client().await?;
         let (numbers, times, texts) = event_columns(append.seq, &append.events)?;
+        let (answer_numbers, answer_texts): (Vec<i64>, Vec<&str>) =
+            append.answers.iter().map(|(number, answer)| (*number, answer.as_str())).unzip();
         let (status, at) = match append.status {
             Some((status, at)) => (Some(status.as_str()), Some(at.0 as i64)),
             None => (None, None),
@@ -225,8 +227,16 @@ impl ExecutionStore for PostgresStore {
                  ), woken AS (
                     UPDATE executions SET next_due = LEAST(COALESCE(next_due, stepwise_now_ms()), stepwise_now_ms())
                     WHERE id = $10 AND EXISTS (SELECT 1 FROM owned) RETURNING 1
+                 ), answered AS (
+                    UPDATE inbox SET answer = a.answer, answered_at = stepwise_now_ms()
+                    FROM unnest($11::bigint[], $12::text[]) AS a(id, answer)
+                    WHERE inbox.id = a.id AND inbox.answer IS NULL AND EXISTS (SELECT 1 FROM owned)
+                    RETURNING inbox.id
+                 ), notified AS (
+                    SELECT pg_notify('stepwise_answers', id::text) FROM answered
                  )
-                 SELECT (SELECT count(*) FROM owned), (SELECT count(*) FROM inserted), (SELECT count(*) FROM woken)",
+                 SELECT (SELECT count(*) FROM owned), (SELECT count(*) FROM inserted), (SELECT count(*) FROM woken),
+                        (SELECT count(*) FROM notified)",
                     )
                     .await
                     .map_err(backend)?,
@@ -241,6 +251,8 @@ impl ExecutionStore for PostgresStore {
                     &times,
                     &texts,
                     &append.wake.as_ref().map(|w| w.as_str()),
+                    &answer_numbers,
+                    &answer_texts,
                 ],
             )
             .await;

@@ -111,5 +111,10 @@ pub(super) fn append(db: &Connection, path: &Path, append: &Append) -> Result<()
             .and_then(|mut statement| statement.execute(params![parent.as_str(), now_ms()]))
             .map_err(|e| backend(path, e))?;
     }
+    for (number, answer) in &append.answers {
+        db.prepare_cached("UPDATE inbox SET answer = ?2, answered_at = ?3 WHERE id = ?1 AND answer IS NULL")
+            .and_then(|mut statement| statement.execute(params![number, answer, now_ms()]))
+            .map_err(|e| backend(path, e))?;
+    }
     Ok(())
 }
