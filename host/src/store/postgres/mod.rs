@@ -11,9 +11,16 @@
 //! an advisory lock, so hosts starting together migrate once.
 //!
 //! The client is `tokio-postgres` with a `deadpool` pool: async all the way,
-//! plain SQL, `LISTEN` on its own connection, and a small build.
+//! plain SQL, `LISTEN` on its own connection, and a small build. Statements
+//! are prepared once per pooled connection.
+//!
+//! Here: executions and their logs. Hosts, claims and leases are in
+//! [`hosts`], the inbox in [`inbox`], kv in [`kv`], the schema in [`schema`].
 
 mod blocking;
+mod hosts;
+mod inbox;
+mod kv;
 mod listener;
 mod schema;
 
@@ -437,246 +444,51 @@ impl ExecutionStore for PostgresStore {
     }
 
     async fn register_host(&self, host: &HostRecord) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO hosts (id, node, pid, started_at, heartbeat_at, lease_ms, address)
-                 VALUES ($1, $2, $3, $4, stepwise_now_ms(), $5, $6)
-                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = stepwise_now_ms(), lease_ms = $5, address = $6",
-                    )
-                    .await
-                    .map_err(backend)?,
-                &[
-                    &host.id.0,
-                    &host.node,
-                    &(host.pid as i64),
-                    &(host.started_at.0 as i64),
-                    &(host.lease_ms as i64),
-                    &host.address,
-                ],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
+        hosts::register_host(&self.client().await?, host).await
     }
 
     async fn heartbeat(&self, host: &HostId) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached("UPDATE hosts SET heartbeat_at = stepwise_now_ms() WHERE id = $1")
-                    .await
-                    .map_err(backend)?,
-                &[&host.0],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
+        hosts::heartbeat(&self.client().await?, host).await
     }
 
     async fn deregister_host(&self, host: &HostId) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client.prepare_cached("WITH released AS (UPDATE executions SET owner = NULL, fence = fence + 1 WHERE owner = $1 RETURNING 1)
-                 DELETE FROM hosts WHERE id = $1").await.map_err(backend)?,
-                &[&host.0],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
+        hosts::deregister_host(&self.client().await?, host).await
     }
 
     async fn expire_host(&self, host: &HostId) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client.prepare_cached("UPDATE hosts SET heartbeat_at = 0 WHERE id = $1").await.map_err(backend)?,
-                &[&host.0],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
+        hosts::expire_host(&self.client().await?, host).await
     }
 
     async fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT id, node, pid, started_at, heartbeat_at, lease_ms, address,
-                    (SELECT COUNT(*) FROM executions WHERE owner = hosts.id)
-                 FROM hosts ORDER BY started_at",
-                    )
-                    .await
-                    .map_err(backend)?,
-                &[],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(rows
-            .iter()
-            .map(|row| HostRecord {
-                id: HostId(row.get(0)),
-                node: row.get(1),
-                pid: row.get::<_, i64>(2) as u32,
-                started_at: Timestamp(row.get::<_, i64>(3) as u64),
-                heartbeat_at: Timestamp(row.get::<_, i64>(4) as u64),
-                lease_ms: row.get::<_, i64>(5) as u64,
-                address: row.get(6),
-                owned: row.get::<_, i64>(7) as u64,
-            })
-            .collect())
+        hosts::hosts(&self.client().await?).await
     }
 
     async fn claim(&self, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError> {
-        let client = self.client().await?;
-        // Refused because a live host owns it; that host may let go before
-        // the owner is read back, then the claim is tried again.
-        for _ in 0..3 {
-            match claim_once(&client, id, host).await? {
-                Claim::Held(owner) if owner.0.is_empty() => continue,
-                claim => return Ok(claim),
-            }
-        }
-        claim_once(&client, id, host).await
+        hosts::claim(&self.client().await?, id, host).await
     }
 
     async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<DueClaim>, StoreError> {
-        let client = self.client().await?;
-        // Rows another host is claiming right now are skipped, not waited for:
-        // hosts scanning at once take different executions.
-        let rows = client
-            .query(
-                &client.prepare_cached("WITH due AS (
-                    SELECT e.id, e.owner AS previous FROM executions e
-                    WHERE e.id IN (
-                        SELECT id FROM executions WHERE status IN ('running', 'compensating')
-                        UNION
-                        SELECT id FROM executions WHERE next_due <= $2 AND status IN ('running', 'waiting', 'compensating')
-                        UNION
-                        SELECT execution_id FROM inbox WHERE answer IS NULL
-                    )
-                    AND e.status IN ('running', 'waiting', 'compensating')
-                    AND (e.owner IS NULL
-                         OR (e.owner <> $1 AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.id = e.owner
-                                                           AND h.heartbeat_at + h.lease_ms > stepwise_now_ms())))
-                    ORDER BY e.created_at LIMIT $3
-                    FOR UPDATE SKIP LOCKED
-                 )
-                 UPDATE executions SET owner = $1, fence = executions.fence + 1
-                 FROM due WHERE executions.id = due.id
-                 RETURNING executions.id, due.previous IS NOT NULL AND due.previous <> $1").await.map_err(backend)?,
-                &[&host.0, &(now.0 as i64), &(limit as i64)],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(rows
-            .iter()
-            .map(|row| DueClaim { id: ExecutionId::new(row.get::<_, String>(0)), takeover: row.get(1) })
-            .collect())
+        hosts::claim_due(&self.client().await?, host, now, limit).await
     }
 
     async fn release(&self, id: &ExecutionId, fence: Fence) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached("UPDATE executions SET owner = NULL WHERE id = $1 AND fence = $2")
-                    .await
-                    .map_err(backend)?,
-                &[&id.as_str(), &(fence as i64)],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
+        hosts::release(&self.client().await?, id, fence).await
     }
 
     async fn post(&self, id: &ExecutionId, message: &str) -> Result<i64, StoreError> {
-        let client = self.client().await?;
-        let posted = client
-            .query_one(
-                &client
-                    .prepare_cached(
-                        "WITH posted AS (
-                    INSERT INTO inbox (execution_id, message, posted_at) VALUES ($1, $2, stepwise_now_ms())
-                    RETURNING id
-                 )
-                 SELECT id, pg_notify('stepwise_inbox', $1) FROM posted",
-                    )
-                    .await
-                    .map_err(backend)?,
-                &[&id.as_str(), &message],
-            )
-            .await;
-        match posted {
-            Ok(row) => Ok(row.get(0)),
-            Err(error) if is(&error, &SqlState::FOREIGN_KEY_VIOLATION) => Err(StoreError::NotFound(id.clone())),
-            Err(error) => Err(backend(error)),
-        }
+        inbox::post(&self.client().await?, id, message).await
     }
 
     async fn inbox(&self, host: &HostId, only: Option<&ExecutionId>) -> Result<Vec<InboxMessage>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT i.id, i.execution_id, i.message FROM inbox i JOIN executions e ON e.id = i.execution_id
-                 WHERE i.answer IS NULL AND e.owner = $1 AND ($2::text IS NULL OR i.execution_id = $2)
-                 ORDER BY i.id",
-                    )
-                    .await
-                    .map_err(backend)?,
-                &[&host.0, &only.map(|id| id.as_str())],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(rows
-            .iter()
-            .map(|row| InboxMessage {
-                id: row.get(0),
-                execution_id: ExecutionId::new(row.get::<_, String>(1)),
-                message: row.get(2),
-            })
-            .collect())
+        inbox::inbox(&self.client().await?, host, only).await
     }
 
     async fn answer(&self, message: i64, answer: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "WITH answered AS (
-                    UPDATE inbox SET answer = $2, answered_at = stepwise_now_ms() WHERE id = $1 AND answer IS NULL
-                    RETURNING id
-                 )
-                 SELECT pg_notify('stepwise_answers', id::text) FROM answered",
-                    )
-                    .await
-                    .map_err(backend)?,
-                &[&message, &answer],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
+        inbox::answer(&self.client().await?, message, answer).await
     }
 
     async fn answer_of(&self, message: i64) -> Result<Option<String>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client.prepare_cached("SELECT answer FROM inbox WHERE id = $1").await.map_err(backend)?,
-                &[&message],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(row.and_then(|row| row.get(0)))
+        inbox::answer_of(&self.client().await?, message).await
     }
 
     fn kv(self: Arc<Self>) -> Option<Arc<dyn KvStore>> {
@@ -688,67 +500,6 @@ impl ExecutionStore for PostgresStore {
     }
 }
 
-impl KvStore for PostgresStore {
-    fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, String> {
-        let (namespace, key) = (namespace.to_string(), key.to_string());
-        self.kv.run(move |client| async move {
-            let row = client
-                .query_opt("SELECT value FROM kv WHERE namespace = $1 AND key = $2", &[&namespace, &key])
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(row.map(|row| row.get(0)))
-        })
-    }
-
-    fn set(&self, namespace: &str, key: &str, value: &str) -> Result<(), String> {
-        let (namespace, key, value) = (namespace.to_string(), key.to_string(), value.to_string());
-        self.kv.run(move |client| async move {
-            client.batch_execute("BEGIN").await.map_err(|e| e.to_string())?;
-            let written = async {
-                // Serialises writers of one namespace, so the quota holds.
-                client.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&namespace]).await?;
-                let row = client
-                    .query_one(
-                        "SELECT COUNT(*), COUNT(*) FILTER (WHERE key = $2) FROM kv WHERE namespace = $1",
-                        &[&namespace, &key],
-                    )
-                    .await?;
-                Ok::<_, tokio_postgres::Error>((row.get::<_, i64>(0), row.get::<_, i64>(1)))
-            }
-            .await;
-            let outcome = match written {
-                Ok((entries, exists)) => match check_quota(&key, &value, entries as usize, exists == 0) {
-                    Ok(()) => client
-                        .execute(
-                            "INSERT INTO kv (namespace, key, value) VALUES ($1, $2, $3)
-                             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
-                            &[&namespace, &key, &value],
-                        )
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    Err(refused) => Err(refused),
-                },
-                Err(error) => Err(error.to_string()),
-            };
-            let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
-            client.batch_execute(end).await.map_err(|e| e.to_string())?;
-            outcome
-        })
-    }
-
-    fn delete(&self, namespace: &str, key: &str) -> Result<bool, String> {
-        let (namespace, key) = (namespace.to_string(), key.to_string());
-        self.kv.run(move |client| async move {
-            let rows = client
-                .execute("DELETE FROM kv WHERE namespace = $1 AND key = $2", &[&namespace, &key])
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(rows > 0)
-        })
-    }
-}
-
 /// `url` naming the database `name` instead of its own (its query, such as
 /// `?sslmode=...`, kept).
 fn with_database(url: &str, name: &str) -> String {
@@ -757,43 +508,6 @@ fn with_database(url: &str, name: &str) -> String {
     let path_start = base[authority_start..].find('/').map_or(base.len(), |at| authority_start + at);
     let query = query.map(|query| format!("?{query}")).unwrap_or_default();
     format!("{}/{name}{query}", &base[..path_start])
-}
-
-/// One claim attempt: granted, or who holds it (an empty id when nobody
-/// does any more: the holder let go meanwhile).
-async fn claim_once(client: &deadpool_postgres::Client, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError> {
-    let claimed = client
-        .query_opt(
-            &client
-                .prepare_cached(
-                    "WITH current AS (SELECT owner FROM executions WHERE id = $1 FOR UPDATE)
-             UPDATE executions e SET owner = $2, fence = e.fence + 1
-             FROM current
-             WHERE e.id = $1 AND (current.owner IS NULL OR current.owner = $2 OR NOT EXISTS
-                (SELECT 1 FROM hosts h WHERE h.id = current.owner AND h.heartbeat_at + h.lease_ms > stepwise_now_ms()))
-             RETURNING e.fence, current.owner",
-                )
-                .await
-                .map_err(backend)?,
-            &[&id.as_str(), &host.0],
-        )
-        .await
-        .map_err(backend)?;
-    if let Some(row) = claimed {
-        let previous: Option<String> = row.get(1);
-        let takeover = previous.is_some_and(|previous| previous != host.0);
-        return Ok(Claim::Claimed { fence: row.get::<_, i64>(0) as Fence, takeover });
-    }
-    let owner = client
-        .query_opt(
-            &client.prepare_cached("SELECT owner FROM executions WHERE id = $1").await.map_err(backend)?,
-            &[&id.as_str()],
-        )
-        .await;
-    Ok(match owner.map_err(backend)? {
-        None => Claim::NotFound,
-        Some(row) => Claim::Held(HostId(row.get::<_, Option<String>>(0).unwrap_or_default())),
-    })
 }
 
 #[cfg(test)]
