@@ -60,18 +60,6 @@ async fn start_many(server: &Arc<Server>, workflow: &str, count: usize) -> Vec<S
     ids
 }
 
-/// Polls until the execution's async step `approve` waits.
-async fn until_waiting(server: &Server, id: &str) {
-    for _ in 0..1500 {
-        let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
-        if step(&execution, "approve")["status"] == "waiting" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{id} never waited for its approval");
-}
-
 /// Sends requests at once; their statuses and bodies, in order.
 async fn all_at_once(server: &Arc<Server>, requests: Vec<(String, Value)>) -> Vec<(StatusCode, Value)> {
     let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
@@ -102,7 +90,7 @@ async fn of_ten_parallel_completions_exactly_one_is_recorded_and_nothing_runs_tw
     let ids = start_many(&server, "race", 100).await;
     let mut finals = Vec::new();
     for id in &ids {
-        until_waiting(&server, id).await;
+        server.until_step_waits(id, "approve").await;
         let requests =
             (0..10).map(|n| (format!("/v1/executions/{id}/steps/approve/success"), json!({"by": n}))).collect();
         let answers = all_at_once(&server, requests).await;
@@ -130,7 +118,7 @@ async fn success_racing_failure_and_completions_racing_cancels_roll_back_exactly
     let ids = start_many(&server, "race", 60).await;
     let mut finals = Vec::new();
     for (n, id) in ids.iter().enumerate() {
-        until_waiting(&server, id).await;
+        server.until_step_waits(id, "approve").await;
         let success = (format!("/v1/executions/{id}/steps/approve/success"), json!({"ok": true}));
         let failure = (format!("/v1/executions/{id}/steps/approve/failure"), json!({"error": "declined"}));
         let cancel = (format!("/v1/executions/{id}/cancel"), json!({"reason": "customer"}));
@@ -277,7 +265,7 @@ async fn stepwise_complete_from_a_second_process_goes_through_the_owner() {
     let server = Arc::new(Server::start("second-process", &[("owned.toml", workflow)]));
     let (_, started) = server.post("/v1/workflows/owned/executions", json!({})).await;
     let id = started["execution_id"].as_str().unwrap().to_string();
-    until_waiting(&server, &id).await;
+    server.until_step_waits(&id, "approve").await;
     let (_, hosts) = server.get("/v1/hosts").await;
     let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
     assert_eq!(execution["owner"]["host"], hosts["hosts"][0]["id"], "the server owns it: {execution:#}");
@@ -352,6 +340,21 @@ async fn deeply_nested_json_is_refused_at_every_door_and_blocks_nothing() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(failed["status"], "compensated", "{failed:#}");
     assert_eq!(step(&failed, "deeper")["error"]["kind"], "invalid_output");
+    // An event's payload.
+    let (status, body) = post_raw("/v1/events/order.placed".into(), nested(10_000)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // `stepwise complete --output` from a shell, on the server's own store.
+    let store = format!("sqlite://{}", server.dir.join("server.db").display());
+    for levels in [127, 10_000] {
+        let cli = std::process::Command::new(stepwise_bin())
+            .args(["complete", &id, "ask", "--output", &nested(levels), "--store", &store])
+            .arg("--plugins")
+            .arg(plugins_dir())
+            .output()
+            .unwrap();
+        assert_eq!(cli.status.code(), Some(2), "{}", String::from_utf8_lossy(&cli.stderr));
+        assert!(String::from_utf8_lossy(&cli.stderr).contains("deeper than the limit of 64"));
+    }
     // The CLI's door.
     let cli = std::process::Command::new(stepwise_bin())
         .args(["run", "--store", "memory", "--input", &nested(127)])
@@ -383,14 +386,14 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_server_uses_almost_no_cpu_after_a_burst() {
     let server = race_server("idle");
-    // A burst that also reads plugins (uploads) and leaves executions waiting with deadlines far ahead.
+    // A burst of executions, and executions left waiting with deadlines far ahead.
     let ids = start_many(&server, "accept-quote", 50).await;
     for id in &ids {
         server.wait_final(id).await;
     }
     let waiting = start_many(&server, "approval", 5).await;
     for id in &waiting {
-        until_waiting_any(&server, id).await;
+        server.until(id, "waited", |e| e["status"] == "waiting").await;
     }
     let pid = server.child.id();
     let before = cpu_ticks(pid);
@@ -400,17 +403,6 @@ async fn an_idle_server_uses_almost_no_cpu_after_a_burst() {
     let millis = used * 1000 / hz;
     eprintln!("idle server: {millis} ms of CPU in 5 s");
     assert!(millis <= 60, "an idle server used {millis} ms of CPU in 5 s");
-}
-
-async fn until_waiting_any(server: &Server, id: &str) {
-    for _ in 0..1500 {
-        let (_, execution) = server.get(&format!("/v1/executions/{id}")).await;
-        if execution["status"] == "waiting" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{id} never waited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,7 +415,7 @@ async fn an_execution_that_cannot_be_loaded_is_marked_failed_and_blocks_nothing(
         let (_, healthy) = server.post("/v1/workflows/approval/executions", json!({})).await;
         let ids = [broken, healthy].map(|body| body["execution_id"].as_str().unwrap().to_string());
         for id in &ids {
-            until_waiting_any(&server, id).await;
+            server.until(id, "waited", |e| e["status"] == "waiting").await;
         }
         ids
     };
@@ -455,4 +447,36 @@ async fn an_execution_that_cannot_be_loaded_is_marked_failed_and_blocks_nothing(
     assert_eq!((status, done["status"].as_str()), (StatusCode::OK, Some("succeeded")));
     let (status, quote) = server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
     assert_eq!((status, quote["status"].as_str()), (StatusCode::OK, Some("succeeded")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_repeated_with_its_idempotency_key_gets_the_same_answer() {
+    let server = race_server("repeat");
+    let (_, started) = server.post("/v1/workflows/approval/executions", json!({})).await;
+    let id = started["execution_id"].as_str().unwrap().to_string();
+    server.until_step_waits(&id, "ask").await;
+    let complete = |key: &'static str, output: Value| {
+        let (server, id) = (server.clone(), id.clone());
+        async move {
+            let url = server.url(&format!("/v1/executions/{id}/steps/ask/success"));
+            let request = server.client.post(url).bearer_auth(TOKEN).header("Idempotency-Key", key).json(&output);
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (first_status, first) = complete("approval-1", json!({"approved": true})).await;
+    assert_eq!(first_status, StatusCode::OK, "{first}");
+    // The same report again (a retried request): the same answer, nothing recorded twice.
+    let (again_status, again) = complete("approval-1", json!({"approved": true})).await;
+    assert_eq!(again_status, StatusCode::OK, "{again}");
+    assert_eq!(again["execution_id"], first["execution_id"]);
+    assert_eq!(again["status"], first["status"]);
+    // Another report for the step: refused, it does not wait any more.
+    let (other_status, other) = complete("approval-2", json!({"approved": false})).await;
+    assert_eq!(other_status, StatusCode::CONFLICT, "{other}");
+    assert_eq!(other["error"]["code"], "not_waiting");
+    let execution = server.wait_final(&id).await;
+    let recorded = events(&execution, "step_succeeded").into_iter().filter(|e| e["step"] == "ask").count();
+    assert_eq!(recorded, 1, "{execution:#}");
+    assert_eq!(step(&execution, "ask")["output"]["approved"], true, "the first report's output");
 }

@@ -137,6 +137,27 @@ impl Server {
         (response.status(), response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Polls an execution until `reached` holds for it (30 s at most); returns it.
+    pub async fn until(&self, id: &str, what: &str, reached: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let (_, execution) = self.get(&format!("/v1/executions/{id}")).await;
+            if reached(&execution) {
+                return execution;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{id} never {what}: {execution}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until the execution's async step `step` waits for its completion.
+    pub async fn until_step_waits(&self, id: &str, step: &str) -> Value {
+        self.until(id, "waited", |execution| {
+            execution["steps"].as_array().into_iter().flatten().any(|s| s["id"] == step && s["status"] == "waiting")
+        })
+        .await
+    }
+
     /// Polls an execution until it is final (30 s at most).
     pub async fn wait_final(&self, id: &str) -> Value {
         let started = Instant::now();
