@@ -450,6 +450,14 @@ async fn a_tenants_hook_handlers_run_over_http_and_an_execution_can_be_cancelled
     let id = done["execution_id"].as_str().unwrap();
     let unauthorized = server.client.post(server.url(&format!("/v1/executions/{id}/cancel"))).send().await.unwrap();
     assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    // The scheme is case-insensitive (RFC 7235); any other token is refused.
+    let cancel_nothing = |authorization: String| {
+        let request = server.client.post(server.url("/v1/executions/no-such-id/cancel"));
+        request.header("authorization", authorization).send()
+    };
+    assert_eq!(cancel_nothing(format!("bearer  {TOKEN}")).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(cancel_nothing(format!("Bearer {TOKEN}x")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(cancel_nothing(format!("Basic {TOKEN}")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
     let (status, cancelled) =
         server.post(&format!("/v1/executions/{id}/cancel"), json!({"reason": "customer cancelled"})).await;
     assert_eq!(status, StatusCode::OK, "{cancelled}");
@@ -457,4 +465,38 @@ async fn a_tenants_hook_handlers_run_over_http_and_an_execution_can_be_cancelled
     assert_eq!(cancelled["error"]["message"], "customer cancelled");
     let (status, _) = server.post("/v1/executions/no-such-id/cancel", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn serve_refuses_a_token_no_request_could_present_and_no_auth_overrides_the_environment() {
+    let dir = scratch_dir("serve-tokens");
+    let serve = |extra: &[&str]| {
+        let mut command = Command::new(stepwise_bin());
+        command.args(["serve", "--addr", "127.0.0.1:0", "--store", "memory", "--workflows"]).arg(&dir);
+        command.arg("--plugins").arg(plugins_dir()).args(extra).env_remove("STEPWISE_TOKEN");
+        command
+    };
+    let refused = serve(&["--token", "0123456789abcdef\n"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("trailing newline"), "{refused:?}");
+    let refused = serve(&[]).env("STEPWISE_TOKEN", "short").output().unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("at least 16"), "{refused:?}");
+    // --no-auth with a token in the environment: it serves, open, and says so.
+    let mut child = serve(&["--no-auth"])
+        .env("STEPWISE_TOKEN", "0123456789abcdef")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut warned = false;
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        warned |= line.contains("STEPWISE_TOKEN is ignored");
+        if line.starts_with("stepwise serving on ") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "--no-auth says the environment's token is ignored");
 }

@@ -23,10 +23,11 @@ pub struct ServeArgs {
     store: StoreArg,
     #[command(flatten)]
     tenants: super::TenantDirArg,
-    /// Bearer token that every write endpoint requires.
-    #[arg(long, env = "STEPWISE_TOKEN", hide_env_values = true)]
+    /// Bearer token that every write endpoint requires (else `$STEPWISE_TOKEN`).
+    #[arg(long)]
     token: Option<String>,
-    /// Serve without a token: every write endpoint is open (local development only).
+    /// Serve without a token: every write endpoint is open (local development
+    /// only; a `$STEPWISE_TOKEN` in the environment is then ignored).
     #[arg(long, conflicts_with = "token")]
     no_auth: bool,
     /// Purge finished executions older than this (e.g. `30d`), hourly.
@@ -39,11 +40,24 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
-    if args.token.is_none() && !args.no_auth {
-        bail!("set a bearer token for write endpoints (--token or STEPWISE_TOKEN), or pass --no-auth to serve without one");
-    }
-    if args.token.as_deref().is_some_and(|token| token.len() < 16) {
-        bail!("the bearer token must be at least 16 characters");
+    let from_environment = std::env::var("STEPWISE_TOKEN").ok();
+    let token = match (args.token.clone(), args.no_auth) {
+        (Some(token), _) => Some(token),
+        (None, true) => {
+            if from_environment.is_some() {
+                eprintln!("warning: --no-auth: STEPWISE_TOKEN is ignored, every write endpoint is open");
+            }
+            None
+        }
+        (None, false) => match from_environment {
+            Some(token) => Some(token),
+            None => bail!(
+                "set a bearer token for write endpoints (--token or STEPWISE_TOKEN), or pass --no-auth to serve without one"
+            ),
+        },
+    };
+    if let Some(token) = &token {
+        crate::server::auth::check_token(token).map_err(anyhow::Error::msg)?;
     }
     let engine = demo_engine(&args.store, &args.plugins).await?.with_tenants(args.tenants.load()?);
     let workflows = WorkflowDirectory::load(&args.workflows, engine.registry().clone())
@@ -53,12 +67,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             eprintln!("warning: {} is not loaded: {error}", file.display());
         }
     }
-    let options = ServeOptions {
-        addr: args.addr,
-        token: args.token,
-        retention: args.retention.map(Into::into),
-        lease: args.lease.into(),
-    };
+    let options =
+        ServeOptions { addr: args.addr, token, retention: args.retention.map(Into::into), lease: args.lease.into() };
     serve(engine, Arc::new(workflows), options).await?;
     Ok(ExitCode::SUCCESS)
 }

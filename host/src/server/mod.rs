@@ -7,6 +7,7 @@
 //! and hot-reloaded while it runs.
 
 mod api;
+pub mod auth;
 mod error;
 mod metrics;
 pub mod scheduler;
@@ -155,8 +156,8 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        if presented != Some(token.as_ref()) {
+            .and_then(auth::bearer_token);
+        if !presented.is_some_and(|presented| auth::token_matches(presented, token)) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
