@@ -248,6 +248,15 @@ async fn an_uploaded_plugin_is_used_at_once() {
     let (_, still) = server.post("/v1/workflows/versioned/executions?wait=true", json!({})).await;
     assert_eq!(step(&still, "only")["output"]["version"], "v2");
     assert!(Path::new(&server.dir.join("plugins/versioned.toml")).exists());
+
+    // A name too long for the plugin directory: 400 naming the rule, no path of the server.
+    let (status, body) = upload(&server, &"a".repeat(251), b"x".to_vec(), None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "bad_request"), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not a valid plugin name") && !message.contains(&server.dir.display().to_string()));
+    // Past the 64 MiB upload limit: 413.
+    let (status, body) = upload(&server, "versioned", vec![0u8; 65 << 20], None).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

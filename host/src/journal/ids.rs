@@ -83,9 +83,14 @@ impl PluginName {
         &self.0
     }
 
-    /// Whether `name` is a well-formed plugin name (same alphabet as step ids).
+    /// The longest plugin name (its files, `<name>.wasm.partial` and the
+    /// like, stay far below file-name limits).
+    pub const MAX_LEN: usize = 64;
+
+    /// Whether `name` is a well-formed plugin name: the alphabet of step ids,
+    /// at most [`Self::MAX_LEN`] characters.
     pub fn is_valid(name: &str) -> bool {
-        StepId::is_valid(name)
+        name.len() <= Self::MAX_LEN && StepId::is_valid(name)
     }
 }
 

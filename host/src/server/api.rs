@@ -264,21 +264,25 @@ pub async fn list_plugins(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Uploads a plugin (multipart: `component`, optional `manifest`): checked as a
 /// watched file would be, then written to the plugin directory and swapped in.
-#[utoipa::path(put, path = "/v1/plugins/{name}", params(("name" = String, Path)), request_body(content_type = "multipart/form-data", description = "`component` (the .wasm) and an optional `manifest` (TOML)"), responses((status = 201, body = Object), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/plugins/{name}", params(("name" = String, Path)), request_body(content_type = "multipart/form-data", description = "`component` (the .wasm) and an optional `manifest` (TOML)"), responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn upload_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
     mut multipart: Multipart,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !crate::journal::ids::PluginName::is_valid(&name) {
-        return Err(ApiError::bad_request(format!("`{name}` is not a valid plugin name")));
+    use crate::journal::ids::PluginName;
+    if !PluginName::is_valid(&name) {
+        let shown: String = name.chars().take(PluginName::MAX_LEN).collect();
+        return Err(ApiError::bad_request(format!(
+            "`{shown}{}` is not a valid plugin name: 1-{} of a-z, 0-9, `_` and `-`, starting with a letter",
+            if shown.len() < name.len() { "..." } else { "" },
+            PluginName::MAX_LEN
+        )));
     }
     let (mut component, mut manifest) = (None, None);
-    while let Some(field) =
-        multipart.next_field().await.map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let part = field.name().unwrap_or_default().to_string();
-        let bytes = field.bytes().await.map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?;
+        let bytes = field.bytes().await.map_err(multipart_error)?;
         match part.as_str() {
             "component" => component = Some(bytes),
             "manifest" => {
@@ -295,6 +299,9 @@ pub async fn upload_plugin(
         }
     }
     let component = component.ok_or_else(|| ApiError::bad_request("missing the `component` part"))?;
+    // One upload at a time: each is checked, written and swapped in whole,
+    // and answers with the version it installed.
+    let _one_at_a_time = UPLOADS.lock().await;
     let registry = state.engine.registry().clone();
     let path = registry.dir().join(format!("{name}.wasm"));
     let (checked_name, checked_path, checked_manifest, checked_component) =
@@ -324,6 +331,19 @@ pub async fn upload_plugin(
         StatusCode::CREATED,
         Json(json!({"name": name, "hash": plugin.hash, "version": plugin.version(), "size": plugin.size})),
     ))
+}
+
+/// Serializes plugin uploads.
+static UPLOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A multipart body that cannot be read: too large (413, past the upload
+/// limit) or malformed (400).
+fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the upload is too large: {error}"))
+    } else {
+        ApiError::bad_request(format!("invalid multipart body: {error}"))
+    }
 }
 
 /// Writes a plugin's files, each beside its final name and renamed into place.
