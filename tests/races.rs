@@ -340,9 +340,14 @@ async fn deeply_nested_json_is_refused_at_every_door_and_blocks_nothing() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(failed["status"], "compensated", "{failed:#}");
     assert_eq!(step(&failed, "deeper")["error"]["kind"], "invalid_output");
-    // An event's payload.
+    // An event's payload: too deep, or not an object.
     let (status, body) = post_raw("/v1/events/order.placed".into(), nested(10_000)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    for not_an_object in ["null", "[1]", "\"text\""] {
+        let (status, body) = post_raw("/v1/events/order.placed".into(), not_an_object.into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("JSON object"), "{body}");
+    }
     // `stepwise complete --output` from a shell, on the server's own store.
     let store = format!("sqlite://{}", server.dir.join("server.db").display());
     for levels in [127, 10_000] {

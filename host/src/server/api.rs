@@ -369,7 +369,7 @@ pub struct EventQuery {
 }
 
 /// Publishes an event: every workflow with `on_event` equal to it runs with the body as input.
-#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), EventQuery, ("Idempotency-Key" = Option<String>, Header)), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), EventQuery, ("Idempotency-Key" = Option<String>, Header)), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn publish_event(
     State(state): State<AppState>,
     Path(event): Path<String>,
@@ -378,6 +378,9 @@ pub async fn publish_event(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let payload = parse_body(&body)?;
+    if !payload.is_object() {
+        return Err(ApiError::bad_request("an event's payload is a JSON object"));
+    }
     let key = idempotency_key(&headers)?;
     let mut started = Vec::new();
     for workflow in state.workflows.workflows() {
