@@ -304,6 +304,22 @@ async fn http_to_a_host_in_the_manifest_is_allowed() {
     assert!(assert_contained(&execution, "permanent").contains("HttpRequestDenied"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_name_that_resolves_to_a_private_address_or_an_unnamed_port_is_denied() {
+    let (port, requests) = loopback_server();
+    // `localhost` is listed, with the port: it resolves to loopback, so it reaches nothing.
+    // 127.0.0.1 is listed without a port: only its scheme's port (80) is allowed.
+    let manifest = format!("[capabilities]\nkv = true\nconfig = true\nhttp = [\"localhost:{port}\", \"127.0.0.1\"]\n");
+    let dir = plugin_dir_with("http-private", &[("hostile-net", "hostile", Some(&manifest))]);
+    let engine = demo_host_in(&dir).engine;
+    for url in [format!("http://localhost:{port}/metadata"), format!("http://127.0.0.1:{port}/other-port")] {
+        let attack = attack_workflow("hostile-net", json!({"attack": "http_get", "key": url}));
+        let execution = run(&engine, &attack, json!({})).await;
+        assert!(assert_contained(&execution, "permanent").contains("HttpRequestDenied"), "{url}");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 0, "no connection was made");
+}
+
 #[tokio::test]
 async fn a_manifest_granting_an_unknown_service_is_refused() {
     let dir =
