@@ -21,7 +21,9 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
-cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$guests/Cargo.toml" --workspace
+# The guests' own target directory, whatever CARGO_TARGET_DIR says (the host's may be elsewhere).
+cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$guests/Cargo.toml" --workspace \
+    --target-dir "$guests/target"
 
 out="$guests/target/wasm32-wasip2/release"
 plugins="$root/build/plugins"
