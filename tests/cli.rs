@@ -242,3 +242,13 @@ fn new_creates_step_projects_that_build_and_run_in_every_language() {
     let invalid = stepwise(&["new", "Bad Name", "--lang", "js", "--dir", dir.to_str().unwrap()]);
     assert!(stderr(&invalid).contains("not a valid step name"), "{}", stderr(&invalid));
 }
+
+#[test]
+fn an_unreachable_postgres_store_is_named_with_the_cause() {
+    // Port 1 on loopback: nothing listens there.
+    let url = "postgres://stepwise@127.0.0.1:1/stepwise";
+    let output = stepwise(&["hosts", "--store", url]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains(url) && message.contains("Connection refused"), "{message}");
+}

@@ -31,7 +31,7 @@ impl BlockingPostgres {
                 };
                 let connect = || {
                     runtime.block_on(async {
-                        let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+                        let (client, connection) = config.connect(NoTls).await.map_err(|e| super::explained(&e))?;
                         tokio::spawn(connection);
                         Ok::<_, String>(Arc::new(client))
                     })

@@ -47,13 +47,32 @@ pub struct PostgresStore {
     config: tokio_postgres::Config,
 }
 
-fn backend(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("postgres: {error}"))
+fn backend(error: impl std::error::Error) -> StoreError {
+    StoreError::Backend(format!("postgres: {}", explained(&error)))
+}
+
+/// An error with its causes (tokio-postgres says only "db error" or "error
+/// connecting to server" and keeps the server's message in its source).
+fn explained(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn parse_status(text: &str) -> ExecutionStatus {
     text.parse().unwrap_or(ExecutionStatus::Failed)
 }
+
+/// The longest wait for a pooled connection, or for a new one to open.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl PostgresStore {
     /// Connects to the database `url` names, migrates its schema, and starts
@@ -63,12 +82,22 @@ impl PostgresStore {
             url.parse().map_err(|e| StoreError::Backend(format!("`{url}` is not a PostgreSQL URL: {e}")))?;
         let manager =
             Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(16).build().map_err(backend)?;
-        let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("connecting to `{url}`: {e}")))?;
+        // Waits for a free connection are bounded: a starved pool fails a
+        // call (logged, retried by its caller) instead of hanging it.
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(backend)?;
+        let mut client =
+            pool.get().await.map_err(|e| StoreError::Backend(format!("connecting to `{url}`: {}", explained(&e))))?;
         schema::migrate(&mut client).await?;
         let wakeups = Arc::new(tokio::sync::Notify::new());
         listener::spawn(config.clone(), wakeups.clone());
-        let kv = BlockingPostgres::connect(config.clone()).map_err(backend)?;
+        let kv =
+            BlockingPostgres::connect(config.clone()).map_err(|e| StoreError::Backend(format!("postgres: {e}")))?;
         Ok(Self { pool, wakeups, kv, config })
     }
 
