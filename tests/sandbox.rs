@@ -358,3 +358,39 @@ async fn side_effects_go_through_granted_services_once_and_are_undone_once() {
     let payments = host.payments.snapshot();
     assert_eq!((payments.authorizations_applied, payments.voids_applied), (2, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wait_for_a_free_instance_slot_counts_against_the_deadline() {
+    use std::time::Duration;
+    use stepwise::sandbox::{Call, StepContext};
+    let engine = engine();
+    let echo = engine.registry().get("echo").await.unwrap();
+    let sandbox = engine.registry().sandbox().clone();
+    let call = |input: &str| Call::Invoke {
+        ctx: StepContext {
+            workflow: "slots".into(),
+            execution_id: "slots".into(),
+            step_id: "nap".into(),
+            attempt: 1,
+            idempotency_key: "slots/nap".into(),
+        },
+        input: input.to_string(),
+    };
+    // Every slot taken by a call that sleeps far past the deadline below.
+    let mut sleepers = tokio::task::JoinSet::new();
+    for _ in 0..sandbox.instance_slots() {
+        let (sandbox, echo, nap) = (sandbox.clone(), echo.clone(), call(r#"{"sleep_ms": 4000}"#));
+        sleepers.spawn(async move { sandbox.call(echo.runtime(), nap, Some(Duration::from_secs(30)), None).await });
+    }
+    while sandbox.instances_running() < sandbox.instance_slots() {
+        tokio::task::yield_now().await;
+    }
+    let waited = sandbox.call(echo.runtime(), call("{}"), Some(Duration::from_millis(100)), None).await;
+    let failure = waited.result.expect_err("no slot became free within the deadline");
+    assert_eq!(failure.kind.as_str(), "deadline_exceeded", "{failure:?}");
+    assert!(failure.message.contains("waiting for a free instance slot"), "{failure:?}");
+    // The sleepers were not disturbed.
+    while let Some(done) = sleepers.join_next().await {
+        assert!(done.unwrap().result.is_ok());
+    }
+}

@@ -92,10 +92,27 @@ impl Sandbox {
             };
         }
 
-        let Ok(_slot) = self.slots.acquire().await else {
-            let failure = StepFailure::new(FailureKind::Unavailable, "the sandbox is shutting down");
-            return CallOutcome { result: Err(failure), logs: Vec::new() };
+        // The wait for a free instance slot is part of the call's deadline.
+        let waiting = std::time::Instant::now();
+        let _slot = match tokio::time::timeout(deadline, self.slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_closed)) => {
+                let failure = StepFailure::new(FailureKind::Unavailable, "the sandbox is shutting down");
+                return CallOutcome { result: Err(failure), logs: Vec::new() };
+            }
+            Err(_elapsed) => {
+                let message = format!(
+                    "stopped at its deadline of {} ms while waiting for a free instance slot (all {} busy)",
+                    deadline.as_millis(),
+                    self.instance_slots()
+                );
+                return CallOutcome {
+                    result: Err(StepFailure::new(FailureKind::DeadlineExceeded, message)),
+                    logs: Vec::new(),
+                };
+            }
         };
+        let budget = deadline.saturating_sub(waiting.elapsed());
         let _running = self.ticker.running();
         let logs = LogBuffer::default();
         let stdio = Stdio::new(limits.max_stdio_bytes);
@@ -115,7 +132,7 @@ impl Sandbox {
         let fueled = store
             .set_fuel(limits.fuel)
             .map_err(|error| StepFailure::new(FailureKind::Unavailable, format!("setting fuel: {error}")));
-        store.set_epoch_deadline(epoch::ticks(deadline));
+        store.set_epoch_deadline(epoch::ticks(budget));
         store.epoch_deadline_trap();
 
         let result = if let Err(failure) = fueled {
@@ -133,7 +150,7 @@ impl Sandbox {
                 }
                 .map_err(|e| (false, e))
             };
-            match tokio::time::timeout(deadline, run).await {
+            match tokio::time::timeout(budget, run).await {
                 Err(_elapsed) => Err(StepFailure::new(
                     FailureKind::DeadlineExceeded,
                     format!("stopped at its deadline of {} ms", deadline.as_millis()),

@@ -70,6 +70,17 @@ impl Sandbox {
         }))
     }
 
+    /// How many instances run now (at most one per instance slot).
+    pub fn instances_running(&self) -> usize {
+        MAX_CONCURRENT_INSTANCES as usize - self.slots.available_permits()
+    }
+
+    /// How many instances may run at once; further calls wait for a slot,
+    /// within their deadline.
+    pub fn instance_slots(&self) -> usize {
+        MAX_CONCURRENT_INSTANCES as usize
+    }
+
     /// The wasmtime engine (for compiling components).
     pub fn engine(&self) -> &Engine {
         &self.engine
