@@ -382,7 +382,10 @@ async fn the_wait_for_a_free_instance_slot_counts_against_the_deadline() {
         let (sandbox, echo, nap) = (sandbox.clone(), echo.clone(), call(r#"{"sleep_ms": 4000}"#));
         sleepers.spawn(async move { sandbox.call(echo.runtime(), nap, Some(Duration::from_secs(30)), None).await });
     }
+    let filling = std::time::Instant::now();
     while sandbox.instances_running() < sandbox.instance_slots() {
+        assert!(filling.elapsed() < Duration::from_secs(30), "only {} slots ever busy", sandbox.instances_running());
+        assert!(sleepers.try_join_next().is_none(), "a sleeper ended before every slot was busy");
         tokio::task::yield_now().await;
     }
     let waited = sandbox.call(echo.runtime(), call("{}"), Some(Duration::from_millis(100)), None).await;
