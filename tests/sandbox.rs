@@ -259,20 +259,28 @@ async fn a_component_importing_an_ungranted_capability_is_refused_at_load() {
 
 /// A loopback HTTP server answering `200 OK`; returns its port and a request counter.
 fn loopback_server() -> (u16, Arc<AtomicUsize>) {
+    let (port, requests, _) = recording_loopback_server();
+    (port, requests)
+}
+
+/// A loopback HTTP server answering 200; how many requests it got, and their heads.
+fn recording_loopback_server() -> (u16, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
     let port = listener.local_addr().unwrap().port();
     let requests = Arc::new(AtomicUsize::new(0));
-    let counter = requests.clone();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (counter, recorded) = (requests.clone(), heads.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming().take(16) {
             let Ok(mut stream) = stream else { continue };
-            counter.fetch_add(1, Ordering::SeqCst);
             let mut buffer = [0u8; 4096];
-            let _ = stream.read(&mut buffer);
+            let read = stream.read(&mut buffer).unwrap_or(0);
+            recorded.lock().unwrap().push(String::from_utf8_lossy(&buffer[..read]).to_lowercase());
+            counter.fetch_add(1, Ordering::SeqCst);
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }
     });
-    (port, requests)
+    (port, requests, heads)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +296,7 @@ async fn http_to_a_host_not_in_the_manifest_is_denied_before_connecting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_to_a_host_in_the_manifest_is_allowed() {
-    let (port, requests) = loopback_server();
+    let (port, requests, heads) = recording_loopback_server();
     let manifest = format!("[capabilities]\nkv = true\nconfig = true\nhttp = [\"127.0.0.1:{port}\"]\n");
     let dir = plugin_dir_with("http", &[("hostile-net", "hostile", Some(&manifest))]);
     let engine = demo_host_in(&dir).engine;
@@ -297,6 +305,9 @@ async fn http_to_a_host_in_the_manifest_is_allowed() {
         run(&engine, &attack_workflow("hostile-net", json!({"attack": "http_get", "key": url})), json!({})).await;
     assert_eq!(observed(&execution), json!(200));
     assert_eq!(requests.load(Ordering::SeqCst), 1);
+    // The request carries the step's idempotency key (execution/step).
+    let key = format!("idempotency-key: {}/attack", execution["execution_id"].as_str().unwrap());
+    assert!(heads.lock().unwrap()[0].contains(&key), "{:?} lacks {key}", heads.lock().unwrap());
     // The same plugin still cannot reach another port of the same host.
     let other = format!("http://127.0.0.1:{}/", port.wrapping_add(1));
     let execution =

@@ -125,7 +125,7 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let http_policy = HttpPolicy::new(plugin.http_hosts.clone());
+        let http_policy = HttpPolicy::new(plugin.http_hosts.clone()).with_idempotency_key(&caller.idempotency_key);
         let kv_namespace = match &caller.tenant {
             Some(tenant) => format!("{tenant}/{}", plugin.plugin),
             None => plugin.plugin.clone(),

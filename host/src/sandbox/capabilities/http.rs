@@ -39,9 +39,11 @@ impl Capability for Http {
     }
 }
 
-/// Decides, per request, whether the plugin may reach the request's host.
+/// Decides, per request, whether the plugin may reach the request's host,
+/// and gives every request the step's idempotency key.
 pub struct HttpPolicy {
     allowed_hosts: Arc<[String]>,
+    idempotency_key: Option<http::HeaderValue>,
 }
 
 /// What a grant entry that matched a request allows.
@@ -59,7 +61,15 @@ impl HttpPolicy {
     /// A policy allowing exactly `allowed_hosts`: `host:port` for that port,
     /// `host` for the scheme's own port (80 for http, 443 for https).
     pub fn new(allowed_hosts: Arc<[String]>) -> Self {
-        Self { allowed_hosts }
+        Self { allowed_hosts, idempotency_key: None }
+    }
+
+    /// The same policy, sending `key` as the `Idempotency-Key` header of
+    /// every request whose guest did not set one (a retried attempt sends
+    /// the same key, so the remote side can apply the effect once).
+    pub fn with_idempotency_key(mut self, key: &str) -> Self {
+        self.idempotency_key = http::HeaderValue::from_str(key).ok();
+        self
     }
 
     /// Whether a request to `host` on `port` is allowed (`default_port` is
@@ -126,7 +136,7 @@ type SendResult = wasmtime_wasi_http::Result<(
 impl WasiHttpHooks for HttpPolicy {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
@@ -140,6 +150,9 @@ impl WasiHttpHooks for HttpPolicy {
         let Some((host, port, reach)) = target else {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         };
+        if let Some(key) = &self.idempotency_key {
+            request.headers_mut().entry("idempotency-key").or_insert_with(|| key.clone());
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
             if reach == Reach::PublicOnly {
