@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepwise::store::PostgresStore;
 use stepwise_test_support::audit::{audit_side_effects, Db};
-use stepwise_test_support::server::{Server, TOKEN};
+use stepwise_test_support::server::{is_final, Server, TOKEN};
 use stepwise_test_support::*;
 
 /// approved-quote: cart -> reserve -> approve (async) -> payment; slow-quote:
@@ -53,10 +53,6 @@ fn hosts(label: &str, store: &str, count: usize, lease: &str) -> Vec<Arc<Server>
             .collect();
         starting.into_iter().map(|host| host.join().expect("a host starts")).collect()
     })
-}
-
-fn is_final(execution: &Value) -> bool {
-    ["succeeded", "compensated", "failed"].contains(&execution["status"].as_str().unwrap_or_default())
 }
 
 /// Polls an execution through `server` until it is final or `deadline` passes.

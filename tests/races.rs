@@ -285,7 +285,7 @@ async fn stepwise_complete_from_a_second_process_goes_through_the_owner() {
     assert_eq!(step(&execution, "approve")["output"], json!({"by": "cli"}));
     assert_eq!(events_of(&execution, "step_started", "busy").len(), 1, "one driver: busy ran once");
     assert_eq!(events_of(&execution, "step_started", "after").len(), 1);
-    let (_, metrics) = (0, server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap());
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("stepwise_fencing_refusals_total 0"), "{metrics}");
 }
 
@@ -351,12 +351,9 @@ async fn deeply_nested_json_is_refused_at_every_door_and_blocks_nothing() {
     // `stepwise complete --output` from a shell, on the server's own store.
     let store = format!("sqlite://{}", server.dir.join("server.db").display());
     for levels in [127, 10_000] {
-        let cli = std::process::Command::new(stepwise_bin())
-            .args(["complete", &id, "ask", "--output", &nested(levels), "--store", &store])
-            .arg("--plugins")
-            .arg(plugins_dir())
-            .output()
-            .unwrap();
+        let plugins = plugins_dir().display().to_string();
+        let cli =
+            stepwise(&["complete", &id, "ask", "--output", &nested(levels), "--store", &store, "--plugins", &plugins]);
         assert_eq!(cli.status.code(), Some(2), "{}", String::from_utf8_lossy(&cli.stderr));
         assert!(String::from_utf8_lossy(&cli.stderr).contains("deeper than the limit of 64"));
     }

@@ -163,11 +163,16 @@ impl Server {
         let started = Instant::now();
         loop {
             let (_, execution) = self.get(&format!("/v1/executions/{id}")).await;
-            if ["succeeded", "compensated", "failed"].contains(&execution["status"].as_str().unwrap_or_default()) {
+            if is_final(&execution) {
                 return execution;
             }
             assert!(started.elapsed() < Duration::from_secs(30), "{id} did not finish: {execution}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Whether an execution (its JSON) is over: succeeded, compensated or failed.
+pub fn is_final(execution: &Value) -> bool {
+    ["succeeded", "compensated", "failed"].contains(&execution["status"].as_str().unwrap_or_default())
 }

@@ -64,19 +64,24 @@ fn database_cpu() -> f64 {
     cpu_seconds(|_, command| command == "postgres")
 }
 
-/// Committed transactions of `database` so far, as the statistics say.
-async fn commits(admin: &str, database: &str) -> Result<i64> {
-    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await?;
+/// One row of one query, on a connection of its own to `url`.
+async fn query_one(
+    url: &str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<tokio_postgres::Row> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(connection);
-    let row = client
-        .query_one(
-            "SELECT coalesce(sum(xact_commit), 0)::bigint FROM pg_stat_database WHERE datname = $1",
-            &[&database],
-        )
-        .await?;
+    let row = client.query_one(sql, params).await?;
     drop(client);
     let _ = driver.await;
-    Ok(row.get(0))
+    Ok(row)
+}
+
+/// Committed transactions of `database` so far, as the statistics say.
+async fn commits(admin: &str, database: &str) -> Result<i64> {
+    let sql = "SELECT coalesce(sum(xact_commit), 0)::bigint FROM pg_stat_database WHERE datname = $1";
+    Ok(query_one(admin, sql, &[&database]).await?.get(0))
 }
 
 /// One timed run on `hosts` engines sharing a fresh PostgreSQL database (or
@@ -122,14 +127,9 @@ fn timed_run(
         transactions: 0,
     };
     if let Some(database) = database {
-        let (client, connection) = rt.block_on(tokio_postgres::connect(&database, tokio_postgres::NoTls))?;
-        let driver = rt.spawn(connection);
-        let row = rt.block_on(
-            client.query_one("SELECT (SELECT count(*) FROM executions), (SELECT count(*) FROM events)", &[]),
-        )?;
+        let counts = "SELECT (SELECT count(*) FROM executions), (SELECT count(*) FROM events)";
+        let row = rt.block_on(query_one(&database, counts, &[]))?;
         (figures.executions, figures.events) = (row.get(0), row.get(1));
-        drop(client);
-        let _ = rt.block_on(driver);
         // Closing the hosts' connections makes their backends report their statistics.
         for engine in &engines {
             rt.block_on(engine.shutdown());
@@ -145,7 +145,8 @@ fn timed_run(
 /// The measurement: SQLite, then PostgreSQL with 1, 2 and 3 hosts.
 pub(super) fn hosts(host: &Host, options: &BenchOptions, scratch: &Path, url: &str) -> Result<Value> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(PostgresStore::open(url)).with_context(|| format!("opening the PostgreSQL store `{url}`"))?;
+    // Reachable before anything is measured (the server's own database is not migrated).
+    rt.block_on(query_one(url, "SELECT 1", &[])).with_context(|| format!("connecting to PostgreSQL at `{url}`"))?;
     let mut figures = Map::new();
     for (label, hosts) in [("sqlite", 0usize), ("postgres_1", 1), ("postgres_2", 2), ("postgres_3", 3)] {
         let mut runs = Vec::new();

@@ -26,14 +26,7 @@ pub async fn run(args: HostsArgs) -> Result<ExitCode> {
     let now = Timestamp::now();
     let hosts: Vec<_> = store.hosts().await?.into_iter().filter(|host| args.all || host.is_live(now)).collect();
     if args.json {
-        let listed: Vec<serde_json::Value> = hosts
-            .iter()
-            .map(|host| {
-                let mut json = serde_json::to_value(host).expect("host records serialize");
-                json["live"] = serde_json::json!(host.is_live(now));
-                json
-            })
-            .collect();
+        let listed: Vec<serde_json::Value> = hosts.iter().map(|host| crate::server::host_json(host, now)).collect();
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "hosts": listed }))?);
         return Ok(ExitCode::SUCCESS);
     }

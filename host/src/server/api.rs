@@ -405,17 +405,22 @@ pub async fn list_hosts(State(state): State<AppState>) -> Result<impl IntoRespon
     let hosts = state.engine.store().hosts().await.map_err(|e| ApiError::internal(e.to_string()))?;
     let now = crate::journal::Timestamp::now();
     let hosts: Vec<Value> = hosts
-        .into_iter()
+        .iter()
         .map(|host| {
-            let live = host.is_live(now);
-            let this = &host.id == state.engine.host_id();
-            let mut json = serde_json::to_value(host).expect("host records serialize");
-            json["live"] = json!(live);
-            json["this"] = json!(this);
+            let mut json = host_json(host, now);
+            json["this"] = json!(&host.id == state.engine.host_id());
             json
         })
         .collect();
     Ok(Json(json!({ "hosts": hosts })))
+}
+
+/// A host as `GET /v1/hosts` and `stepwise hosts --json` show it: its
+/// record, and whether its lease holds at `now`.
+pub fn host_json(host: &crate::store::HostRecord, now: crate::journal::Timestamp) -> Value {
+    let mut json = serde_json::to_value(host).expect("host records serialize");
+    json["live"] = json!(host.is_live(now));
+    json
 }
 
 /// Liveness.

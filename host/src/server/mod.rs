@@ -13,6 +13,7 @@ mod metrics;
 pub mod scheduler;
 mod web;
 
+pub use api::host_json;
 pub use error::ApiError;
 
 use crate::engine::Engine;
