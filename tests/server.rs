@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use stepwise_test_support::server::{Server, TOKEN};
+use stepwise_test_support::web;
 use stepwise_test_support::*;
 
 fn error_code(body: &Value) -> &str {
@@ -95,7 +96,7 @@ async fn executions_api_success_and_error_paths() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_without_the_token_are_refused_and_reads_are_open() {
+async fn requests_without_the_token_are_refused_reads_included() {
     let server = Server::start("auth", &[]);
     for (path, request) in [
         (
@@ -112,7 +113,12 @@ async fn writes_without_the_token_are_refused_and_reads_are_open() {
     }
     let response = server.client.post(server.url("/v1/events/order.placed")).json(&json!({})).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "no token at all");
-    for path in ["/healthz", "/v1/executions", "/v1/workflows", "/v1/plugins", "/metrics", "/openapi.json", "/"] {
+    for path in ["/v1/executions", "/v1/workflows", "/v1/plugins", "/metrics", "/v1/hosts"] {
+        let anonymous = server.client.get(server.url(path)).send().await.unwrap().status();
+        assert_eq!(anonymous, StatusCode::UNAUTHORIZED, "{path} without a token");
+        assert_eq!(server.get(path).await.0, StatusCode::OK, "{path} with the admin token");
+    }
+    for path in ["/healthz", "/openapi.json", "/"] {
         assert_eq!(server.client.get(server.url(path)).send().await.unwrap().status(), StatusCode::OK, "{path}");
     }
     let (_, health) = server.get("/healthz").await;
@@ -263,7 +269,7 @@ async fn an_uploaded_plugin_is_used_at_once() {
 async fn metrics_and_openapi_describe_the_server() {
     let server = Server::start("metrics", &[]);
     server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
-    let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = server.client.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     for metric in [
         "stepwise_executions{status=\"succeeded\"} 1",
         "stepwise_step_attempts_total{outcome=\"succeeded\"} 4",
@@ -336,16 +342,7 @@ async fn the_web_view_shows_a_compensated_execution() {
     let (_, execution) = server.post("/v1/workflows/accept-quote-declined/executions?wait=true", quote_input()).await;
     assert_eq!(execution["status"], "compensated");
     let id = execution["execution_id"].as_str().unwrap();
-    let profile = server.dir.join("chromium-profile");
-    let output = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--virtual-time-budget=5000", "--dump-dom"])
-        .arg(server.url(&format!("/#/executions/{id}")))
-        .output()
-        .expect("running chromium");
-    let dom = String::from_utf8_lossy(&output.stdout);
+    let dom = dump_dom(&server, &format!("/#/executions/{id}"));
     assert!(dom.contains("accept-quote-declined"), "{dom}");
     for (step_id, status) in
         [("cart", "compensated"), ("reserve", "compensated"), ("payment", "compensated"), ("order", "failed")]
@@ -357,14 +354,7 @@ async fn the_web_view_shows_a_compensated_execution() {
     assert!(dom.contains("compensation_started"), "the timeline is shown");
     assert!(dom.contains("at rest: no host owns it"), "a finished execution has no owner: {dom}");
     // The list page with a status filter.
-    let output = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--virtual-time-budget=5000", "--dump-dom"])
-        .arg(server.url("/#/?status=compensated"))
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&output.stdout);
+    let dom = dump_dom(&server, "/#/?status=compensated");
     assert!(dom.contains(id) && dom.contains("data-status=\"compensated\""), "{dom}");
     // The hosts sharing the store, this one live.
     let (_, hosts) = server.get("/v1/hosts").await;
@@ -385,18 +375,11 @@ async fn the_web_view_shows_which_host_owns_a_running_execution() {
     assert!(dom.contains(&format!("owned by host <b data-owner=\"{owner}\">")), "{dom}");
 }
 
-/// The DOM of a page of the web view once its script ran, from headless Chromium.
+/// The DOM of a page of the web view, signed in with the admin token
+/// (handed over in the fragment).
 fn dump_dom(server: &Server, path: &str) -> String {
-    let profile = server.dir.join(format!("chromium-profile-{}", path.len()));
-    let output = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--virtual-time-budget=5000", "--dump-dom"])
-        .arg(server.url(path))
-        .output()
-        .expect("running chromium");
-    String::from_utf8_lossy(&output.stdout).to_string()
+    let separator = if path.contains('?') { '&' } else { '?' };
+    web::dump_dom(server, &format!("{path}{separator}token={TOKEN}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,14 +411,6 @@ async fn the_web_view_shows_hooks_skipped_steps_fan_out_elements_and_child_execu
         assert!(dom.contains(&format!("<tr class=\"unit element\" data-step=\"{element}\">")), "{element}: {dom}");
     }
     assert!(dom.contains("2 elements"), "the graph counts the elements");
-}
-
-fn chromium() -> &'static str {
-    if Path::new("/usr/bin/chromium").exists() {
-        "/usr/bin/chromium"
-    } else {
-        "chromium"
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

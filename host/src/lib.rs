@@ -7,6 +7,7 @@
 //! compensates the completed steps in reverse order (a saga).
 //!
 //! Module map (see DESIGN.md):
+//! - [`access`]: API tokens and what each scope may do;
 //! - [`journal`]: the execution log's vocabulary (ids, events, statuses), a leaf
 //!   every other module speaks and that imports none of them;
 //! - [`workflow`]: definitions (file format, Rust builder), validation, the step graph;
@@ -19,6 +20,7 @@
 //! - [`cli`]: the `stepwise` command line;
 //! - [`bench`]: the performance harness (`stepwise bench`).
 
+pub mod access;
 pub mod bench;
 pub mod cli;
 pub mod engine;

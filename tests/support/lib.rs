@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod server;
+pub mod web;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -131,9 +131,9 @@ impl Server {
         (response.status(), response.json().await.unwrap_or(Value::Null))
     }
 
-    /// GETs JSON.
+    /// GETs JSON with the token.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let response = self.client.get(self.url(path)).bearer_auth(TOKEN).send().await.unwrap();
         (response.status(), response.json().await.unwrap_or(Value::Null))
     }
 

@@ -80,6 +80,9 @@ pub enum ExecutionsCommand {
         /// Only executions of this workflow.
         #[arg(long)]
         workflow: Option<String>,
+        /// Only executions of this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -185,10 +188,10 @@ fn parse_status(text: &str) -> Result<ExecutionStatus> {
 
 pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
     match command {
-        ExecutionsCommand::List { status, workflow, limit, json, plugins, store } => {
+        ExecutionsCommand::List { status, workflow, tenant, limit, json, plugins, store } => {
             let status = status.as_deref().map(parse_status).transpose()?;
             let engine = demo_engine(&store, &plugins).await?;
-            let filter = ListFilter { status, workflow, limit: Some(limit), before: None };
+            let filter = ListFilter { status, workflow, tenant, limit: Some(limit), before: None };
             let executions = engine.store().list(&filter).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&executions)?);

@@ -9,6 +9,7 @@ pub mod new;
 mod plugins;
 mod run;
 mod serve;
+mod tokens;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// List the hosts sharing the store: heartbeat, lease, executions owned.
     Hosts(hosts::HostsArgs),
+    /// Create, list and revoke the API tokens of the store (each with a scope).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 /// Where plugins are looked up: `--plugins`, else `$STEPWISE_PLUGINS`, else `./plugins`.
@@ -178,6 +182,7 @@ pub fn main() -> ExitCode {
             Command::Plugins(command) => plugins::run(command).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Hosts(args) => hosts::run(args).await,
+            Command::Tokens(command) => tokens::run(command).await,
             Command::New(args) => new::run(args),
             Command::Bench(_) => unreachable!("handled before the runtime starts"),
             Command::Schema => {

@@ -23,11 +23,14 @@ pub struct ServeArgs {
     store: StoreArg,
     #[command(flatten)]
     tenants: super::TenantDirArg,
-    /// Bearer token that every write endpoint requires (else `$STEPWISE_TOKEN`).
+    /// The admin bearer token (else `$STEPWISE_TOKEN`): every route but
+    /// `/healthz`, `/openapi.json` and the web view's page needs a token, this
+    /// one or an API token from `stepwise tokens create`.
     #[arg(long)]
     token: Option<String>,
-    /// Serve without a token: every write endpoint is open (local development
-    /// only; a `$STEPWISE_TOKEN` in the environment is then ignored).
+    /// Serve without authentication: every route is open to anyone who can
+    /// reach the address (local development only; a `$STEPWISE_TOKEN` in the
+    /// environment is then ignored).
     #[arg(long, conflicts_with = "token")]
     no_auth: bool,
     /// Purge finished executions older than this (e.g. `30d`), hourly.
@@ -45,14 +48,20 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         (Some(token), _) => Some(token),
         (None, true) => {
             if from_environment.is_some() {
-                eprintln!("warning: --no-auth: STEPWISE_TOKEN is ignored, every write endpoint is open");
+                eprintln!("warning: --no-auth: STEPWISE_TOKEN is ignored");
             }
+            eprintln!(
+                "warning: --no-auth: every route (reads, writes, uploads) is open to anyone who can reach {}; \
+                 for local development only",
+                args.addr
+            );
             None
         }
         (None, false) => match from_environment {
             Some(token) => Some(token),
             None => bail!(
-                "set a bearer token for write endpoints (--token or STEPWISE_TOKEN), or pass --no-auth to serve without one"
+                "set the admin bearer token (--token or STEPWISE_TOKEN), or pass --no-auth to serve without \
+                 authentication (local development only)"
             ),
         },
     };

@@ -3,12 +3,14 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::access::{Action, Principal};
 use crate::engine::{Delivery, ExecutionView, Settling, StartOptions};
 use crate::journal::{ExecutionId, ExecutionStatus, UnitId};
 use crate::plugin::LoadedPlugin;
 use crate::store::ListFilter;
 use axum::body::Bytes;
 use axum::extract::{Multipart, Path, Query, State};
+use axum::Extension;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -46,6 +48,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// The idempotency key as stored: a tenant token's keys are its own, so
+/// two tenants choosing the same key start two executions.
+fn principal_key(principal: &Principal, key: String) -> String {
+    match principal.tenant_filter() {
+        Some(tenant) => format!("tenant:{tenant}:{key}"),
+        None => key,
+    }
+}
+
 /// Query of `POST /v1/workflows/{name}/executions`.
 #[derive(Deserialize, IntoParams)]
 pub struct StartQuery {
@@ -67,17 +78,28 @@ pub struct Accepted {
 #[utoipa::path(post, path = "/v1/workflows/{name}/executions", params(("name" = String, Path, description = "Workflow name"), StartQuery, ("Idempotency-Key" = Option<String>, Header, description = "Starting twice with the same key returns the first execution")), request_body(content = Object, description = "The workflow input"), responses((status = 200, description = "The execution, ended (with wait=true) or the one an idempotency key names", body = Object), (status = 202, description = "Started", body = Accepted), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn start_execution(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
     Query(query): Query<StartQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Start)?;
+    let tenant = principal.tenant_to_run_as(query.tenant.clone())?;
     let input = parse_body(&body)?;
     let workflow = state.workflows.get(&name).ok_or_else(|| ApiError::not_found(format!("no workflow `{name}`")))?;
-    let options = StartOptions { idempotency_key: idempotency_key(&headers)?, tenant: query.tenant.clone() };
+    let key = idempotency_key(&headers)?.map(|key| principal_key(&principal, key));
+    let options = StartOptions { idempotency_key: key, tenant };
     let (id, settling) = state.engine.start(workflow, input, options).await?;
     let Some(settling) = settling else {
         let execution = state.engine.show(&id).await?;
+        if !principal.sees(execution.tenant.as_deref()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_taken",
+                "this Idempotency-Key names an execution this token may not see; choose another key",
+            ));
+        }
         return Ok((StatusCode::OK, Json(execution.to_json())));
     };
     if query.wait {
@@ -100,9 +122,35 @@ async fn settle_within(settling: Settling, limit: Duration) -> Result<Option<Exe
 #[utoipa::path(get, path = "/v1/executions/{id}", params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
 pub async fn get_execution(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(state.engine.show(&ExecutionId::new(id)).await?.to_json()))
+    principal.may(Action::Read)?;
+    let id = ExecutionId::new(id);
+    let execution = state.engine.show(&id).await?;
+    if !principal.sees(execution.tenant.as_deref()) {
+        return Err(hidden(&id));
+    }
+    Ok(Json(execution.to_json()))
+}
+
+/// What a tenant asking about another tenant's execution hears: that it
+/// does not exist, exactly as for an id nobody used.
+fn hidden(id: &ExecutionId) -> ApiError {
+    ApiError::from(crate::engine::EngineError::Store(crate::store::StoreError::NotFound(id.clone())))
+}
+
+/// Refuses (404) a principal that may not see execution `id`: only tenant
+/// tokens are limited, to their own executions.
+async fn check_visible(state: &AppState, principal: &Principal, id: &ExecutionId) -> Result<(), ApiError> {
+    if principal.tenant_filter().is_none() {
+        return Ok(());
+    }
+    let stored = state.engine.store().load(id).await.map_err(crate::engine::EngineError::Store)?;
+    match stored {
+        Some(execution) if principal.sees(execution.tenant.as_deref()) => Ok(()),
+        _ => Err(hidden(id)),
+    }
 }
 
 /// Query of `GET /v1/executions`.
@@ -112,6 +160,8 @@ pub struct ListQuery {
     status: Option<String>,
     /// Only this workflow.
     workflow: Option<String>,
+    /// Only this tenant's executions (a tenant token sees only its own).
+    tenant: Option<String>,
     /// Page size (default 50, at most 500).
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
@@ -122,8 +172,17 @@ pub struct ListQuery {
 #[utoipa::path(get, path = "/v1/executions", params(ListQuery), responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
 pub async fn list_executions(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(query): Query<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Read)?;
+    let tenant = match (principal.tenant_filter(), query.tenant) {
+        (Some(own), Some(asked)) if asked != own => {
+            return Err(crate::access::Denied(format!("a token of tenant `{own}` may not list tenant `{asked}`")).into())
+        }
+        (Some(own), _) => Some(own.to_string()),
+        (None, asked) => asked,
+    };
     let status = match &query.status {
         Some(text) => Some(text.parse::<ExecutionStatus>().map_err(|error| ApiError::bad_request(error.to_string()))?),
         None => None,
@@ -132,8 +191,8 @@ pub async fn list_executions(
     if limit == 0 || limit > 500 {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    let filter =
-        ListFilter { status, workflow: query.workflow, limit: Some(limit), before: query.cursor.map(ExecutionId::new) };
+    let before = query.cursor.map(ExecutionId::new);
+    let filter = ListFilter { status, workflow: query.workflow, tenant, limit: Some(limit), before };
     let executions = state.engine.store().list(&filter).await.map_err(|e| ApiError::internal(e.to_string()))?;
     let next_cursor = (executions.len() == limit).then(|| executions.last().map(|e| e.execution_id.clone())).flatten();
     Ok(Json(json!({"executions": executions, "next_cursor": next_cursor})))
@@ -150,12 +209,15 @@ pub struct FailureReport {
 #[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/success", params(("id" = String, Path), ("step" = String, Path)), request_body(content = Object, description = "The step's output"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn step_success(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((id, step)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Operate)?;
     let output = parse_body(&body)?;
     let (id, step) = (ExecutionId::new(id), unit_id(&step)?);
+    check_visible(&state, &principal, &id).await?;
     let key = idempotency_key(&headers)?;
     answer_delivery(&id, state.engine.complete_step(&id, &step, output, key).await?).await
 }
@@ -173,9 +235,11 @@ pub struct CancelRequest {
 #[utoipa::path(post, path = "/v1/executions/{id}/cancel", params(("id" = String, Path)), request_body(content = CancelRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn cancel_execution(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Operate)?;
     let request: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CancelRequest::default()
     } else {
@@ -185,6 +249,7 @@ pub async fn cancel_execution(
     };
     let reason = request.reason.unwrap_or_else(|| "cancelled through the API".to_string());
     let id = ExecutionId::new(id);
+    check_visible(&state, &principal, &id).await?;
     answer_delivery(&id, state.engine.cancel(&id, &reason).await?).await
 }
 
@@ -192,14 +257,17 @@ pub async fn cancel_execution(
 #[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/failure", params(("id" = String, Path), ("step" = String, Path)), request_body = FailureReport, responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn step_failure(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((id, step)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Operate)?;
     let report: FailureReport = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"error\": \"...\"}}: {e}"))
     })?;
     let (id, step) = (ExecutionId::new(id), unit_id(&step)?);
+    check_visible(&state, &principal, &id).await?;
     let key = idempotency_key(&headers)?;
     answer_delivery(&id, state.engine.fail_step(&id, &step, report.error, key).await?).await
 }
@@ -219,7 +287,11 @@ async fn answer_delivery(id: &ExecutionId, delivery: Delivery) -> Result<(Status
 
 /// The loaded workflows, and the files that failed to load.
 #[utoipa::path(get, path = "/v1/workflows", responses((status = 200, body = Object)))]
-pub async fn list_workflows(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn list_workflows(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Read)?;
     let workflows: Vec<Value> = state
         .workflows
         .workflows()
@@ -237,12 +309,16 @@ pub async fn list_workflows(State(state): State<AppState>) -> impl IntoResponse 
         .into_iter()
         .filter_map(|(file, status)| status.error.map(|error| json!({"file": file, "error": error})))
         .collect();
-    Json(json!({"workflows": workflows, "errors": errors}))
+    Ok(Json(json!({"workflows": workflows, "errors": errors})))
 }
 
 /// The plugins: current version, status, last load error.
 #[utoipa::path(get, path = "/v1/plugins", responses((status = 200, body = Object)))]
-pub async fn list_plugins(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn list_plugins(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Read)?;
     let plugins: Vec<Value> = state
         .engine
         .registry()
@@ -259,7 +335,7 @@ pub async fn list_plugins(State(state): State<AppState>) -> impl IntoResponse {
             json!({"name": status.name, "status": state, "hash": hash, "version": version, "size": size, "error": status.error})
         })
         .collect();
-    Json(json!({"plugins": plugins}))
+    Ok(Json(json!({"plugins": plugins})))
 }
 
 /// Uploads a plugin (multipart: `component`, optional `manifest`): checked as a
@@ -267,6 +343,7 @@ pub async fn list_plugins(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(put, path = "/v1/plugins/{name}", params(("name" = String, Path)), request_body(content_type = "multipart/form-data", description = "`component` (the .wasm) and an optional `manifest` (TOML)"), responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn upload_plugin(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
     mut multipart: Multipart,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -279,6 +356,7 @@ pub async fn upload_plugin(
             PluginName::MAX_LEN
         )));
     }
+    principal.may_upload(&name)?;
     let (mut component, mut manifest) = (None, None);
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let part = field.name().unwrap_or_default().to_string();
@@ -372,16 +450,19 @@ pub struct EventQuery {
 #[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), EventQuery, ("Idempotency-Key" = Option<String>, Header)), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn publish_event(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(event): Path<String>,
     Query(query): Query<EventQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Start)?;
+    let tenant = principal.tenant_to_run_as(query.tenant.clone())?;
     let payload = parse_body(&body)?;
     if !payload.is_object() {
         return Err(ApiError::bad_request("an event's payload is a JSON object"));
     }
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers)?.map(|key| principal_key(&principal, key));
     let mut started = Vec::new();
     for workflow in state.workflows.workflows() {
         if workflow.definition().on_event.as_deref() != Some(event.as_str()) {
@@ -390,7 +471,7 @@ pub async fn publish_event(
         let name = workflow.name().to_string();
         let options = StartOptions {
             idempotency_key: key.as_ref().map(|key| format!("event:{event}:{key}:{name}")),
-            tenant: query.tenant.clone(),
+            tenant: tenant.clone(),
         };
         let (id, _settling) = state.engine.start(workflow, payload.clone(), options).await?;
         started.push(json!({"workflow": name, "execution_id": id}));
@@ -401,7 +482,11 @@ pub async fn publish_event(
 /// The hosts sharing this store: heartbeat, lease, how many executions each
 /// drives, and whether its lease holds now.
 #[utoipa::path(get, path = "/v1/hosts", responses((status = 200, body = Object)))]
-pub async fn list_hosts(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn list_hosts(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Observe)?;
     let hosts = state.engine.store().hosts().await.map_err(|e| ApiError::internal(e.to_string()))?;
     let now = crate::journal::Timestamp::now();
     let hosts: Vec<Value> = hosts
@@ -431,7 +516,11 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Observe)?;
     let text = super::metrics::render(&state).await.map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

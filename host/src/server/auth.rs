@@ -1,10 +1,80 @@
-//! The bearer token of write endpoints: reading it from an `Authorization`
-//! header (RFC 6750: the scheme is case-insensitive, then one or more
-//! spaces) and comparing it in constant time, and what a configured token
-//! must look like.
+//! Who a request comes from: the bearer token of its `Authorization` header
+//! (RFC 6750: the scheme is case-insensitive, then one or more spaces),
+//! matched in constant time against the admin token of the environment or
+//! an API token of the store, becomes the request's [`Principal`]; what
+//! each route then allows is `crate::access`'s table. Also what a
+//! configured admin token must look like.
 
+use super::{ApiError, AppState};
+use crate::access::{tokens, Principal, Scope};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+/// Routes anyone may call: liveness, the API description, and the web
+/// view's page (its data comes from routes that need a token).
+const OPEN_ROUTES: &[&str] = &["/healthz", "/openapi.json", "/"];
+
+/// Resolves the request's principal and hands it to the route as an
+/// extension; without a valid token (on any route but the open ones) the
+/// answer is 401. With `--no-auth` everyone is an admin.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if OPEN_ROUTES.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let principal = match &state.token {
+        None => Ok(Principal::unauthenticated_admin()),
+        Some(admin_token) => {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(bearer_token);
+            match presented {
+                None => Err(unauthorized("this endpoint needs `Authorization: Bearer <token>`")),
+                Some(presented) => principal_of(&state, presented, admin_token).await,
+            }
+        }
+    };
+    match principal {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(error) => error,
+    }
+}
+
+/// The principal a presented token stands for: the admin token, or a live
+/// API token of the store whose secret matches.
+async fn principal_of(state: &AppState, presented: &str, admin_token: &str) -> Result<Principal, Response> {
+    if token_matches(presented, admin_token) {
+        return Ok(Principal { scope: Scope::Admin, token_id: "env".into() });
+    }
+    let refused = || unauthorized("the bearer token is not valid (unknown, revoked or mistyped)");
+    let Some((id, secret)) = tokens::parse(presented) else { return Err(refused()) };
+    let record = state.engine.store().token(id).await.map_err(|error| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("checking the token: {error}"))
+            .into_response()
+    })?;
+    let Some(record) = record.filter(|record| record.revoked_at.is_none()) else { return Err(refused()) };
+    if !tokens::secret_matches(secret, &record.secret_hash) {
+        return Err(refused());
+    }
+    let scope = record.scope.parse::<Scope>().map_err(|error| {
+        ApiError::internal(format!("token `{}` has a scope this host does not know: {error}", record.id)).into_response()
+    })?;
+    Ok(Principal { scope, token_id: record.id })
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
 
 /// The shortest token `serve` accepts.
 pub const MIN_TOKEN_LEN: usize = 16;

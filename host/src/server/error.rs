@@ -51,6 +51,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::access::Denied> for ApiError {
+    fn from(denied: crate::access::Denied) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", denied.0)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };

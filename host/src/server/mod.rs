@@ -18,8 +18,8 @@ pub use error::ApiError;
 
 use crate::engine::Engine;
 use crate::workflow::WorkflowDirectory;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -40,7 +40,8 @@ pub struct AppState {
     pub engine: Engine,
     /// The watched workflow directory.
     pub workflows: Arc<WorkflowDirectory>,
-    /// The bearer token writes need (`None`: writes are open, only with `--no-auth`).
+    /// The admin token (`None`: every route is open, only with `--no-auth`);
+    /// API tokens of the store are accepted beside it.
     pub token: Option<Arc<str>>,
 }
 
@@ -115,7 +116,7 @@ pub fn router(state: AppState) -> Router {
                 "this route does not accept this method",
             )
         })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }
@@ -149,32 +150,11 @@ async fn json_errors(request: Request, next: Next) -> Response {
     ApiError::new(status, code, message).into_response()
 }
 
-/// Writes (anything but GET/HEAD) need `Authorization: Bearer <token>`.
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if let (false, Some(token)) = (reads, &state.token) {
-        let presented = request
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(auth::bearer_token);
-        if !presented.is_some_and(|presented| auth::token_matches(presented, token)) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this endpoint needs `Authorization: Bearer <token>`",
-            )
-            .into_response();
-        }
-    }
-    next.run(request).await
-}
-
 /// How the server runs.
 pub struct ServeOptions {
     /// Where to listen.
     pub addr: std::net::SocketAddr,
-    /// The bearer token for writes.
+    /// The admin token (`None`: no authentication, `--no-auth`).
     pub token: Option<String>,
     /// Finished executions older than this are purged hourly.
     pub retention: Option<Duration>,

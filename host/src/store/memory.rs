@@ -7,6 +7,7 @@ use super::{
     ListFilter, NewExecution, Ownership, StoreError, StoredExecution,
 };
 use crate::journal::{ExecutionId, ExecutionStatus, Timestamp};
+use super::tokens::{TokenRecord, TokenStore};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -25,6 +26,7 @@ struct Inner {
     hosts: BTreeMap<HostId, HostRecord>,
     inbox: BTreeMap<i64, Posted>,
     next_message: i64,
+    tokens: BTreeMap<String, TokenRecord>,
 }
 
 struct Row {
@@ -158,9 +160,11 @@ impl ExecutionStore for MemoryStore {
             .filter(|(e, _)| filter.before.as_ref().is_none_or(|before| &e.id < before))
             .filter(|(e, _)| filter.status.is_none_or(|status| e.status == status))
             .filter(|(e, _)| filter.workflow.as_ref().is_none_or(|name| &e.workflow.name == name))
+            .filter(|(e, _)| filter.tenant.is_none() || e.tenant == filter.tenant)
             .map(|(e, row)| ExecutionSummary {
                 execution_id: e.id.clone(),
                 workflow: e.workflow.name.clone(),
+                tenant: e.tenant.clone(),
                 status: e.status,
                 created_at: e.created_at,
                 updated_at: row.updated_at,
@@ -346,5 +350,34 @@ impl ExecutionStore for MemoryStore {
 
     fn kv(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn super::kv::KvStore>> {
         None
+    }
+}
+
+#[async_trait]
+impl TokenStore for MemoryStore {
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.tokens.contains_key(&token.id) {
+            return Err(StoreError::Backend(format!("a token with id `{}` exists", token.id)));
+        }
+        inner.tokens.insert(token.id.clone(), token.clone());
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.lock().tokens.get(id).cloned())
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut tokens: Vec<TokenRecord> = self.lock().tokens.values().cloned().collect();
+        tokens.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(tokens)
+    }
+
+    async fn revoke_token(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(token) = inner.tokens.get_mut(id) else { return Ok(false) };
+        token.revoked_at.get_or_insert(at);
+        Ok(true)
     }
 }

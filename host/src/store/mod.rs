@@ -23,6 +23,7 @@ pub mod kv;
 mod memory;
 mod postgres;
 mod sqlite;
+pub mod tokens;
 
 pub use memory::MemoryStore;
 pub use postgres::{BlockingPostgres, PostgresStore};
@@ -32,6 +33,7 @@ use crate::journal::{ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
 use crate::workflow::{DefinitionRecord, WorkflowDefinition};
 use async_trait::async_trait;
 use kv::KvStore;
+use tokens::TokenStore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -163,6 +165,9 @@ pub struct ExecutionSummary {
     pub execution_id: ExecutionId,
     /// Workflow name.
     pub workflow: String,
+    /// The tenant it runs for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Last recorded status.
     pub status: ExecutionStatus,
     /// When it was created.
@@ -183,6 +188,8 @@ pub struct ListFilter {
     pub status: Option<ExecutionStatus>,
     /// Only this workflow.
     pub workflow: Option<String>,
+    /// Only executions of this tenant.
+    pub tenant: Option<String>,
     /// At most this many (newest first).
     pub limit: Option<usize>,
     /// Only executions older than this one (a page's cursor: the last execution of the previous page).
@@ -279,7 +286,7 @@ pub enum StoreError {
 
 /// Where executions are recorded. Every implementation passes [`conformance`].
 #[async_trait]
-pub trait ExecutionStore: Send + Sync {
+pub trait ExecutionStore: TokenStore + Send + Sync {
     /// Records a new execution owned by its creator (or finds the one with
     /// the same idempotency key).
     async fn create(&self, execution: NewExecution) -> Result<Created, StoreError>;

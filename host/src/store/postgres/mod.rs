@@ -23,6 +23,7 @@ mod inbox;
 mod kv;
 mod listener;
 mod schema;
+mod tokens;
 
 pub use blocking::BlockingPostgres;
 
@@ -47,7 +48,7 @@ pub struct PostgresStore {
     config: tokio_postgres::Config,
 }
 
-fn backend(error: impl std::error::Error) -> StoreError {
+pub(super) fn backend(error: impl std::error::Error) -> StoreError {
     StoreError::Backend(format!("postgres: {}", explained(&error)))
 }
 
@@ -129,7 +130,7 @@ impl PostgresStore {
         &self.config
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(backend)
     }
 }
@@ -138,6 +139,7 @@ fn summary(row: &Row) -> ExecutionSummary {
     ExecutionSummary {
         execution_id: ExecutionId::new(row.get::<_, String>(0)),
         workflow: row.get(1),
+        tenant: row.get(6),
         status: parse_status(row.get(2)),
         created_at: Timestamp(row.get::<_, i64>(3) as u64),
         updated_at: Timestamp(row.get::<_, i64>(4) as u64),
@@ -385,9 +387,9 @@ impl ExecutionStore for PostgresStore {
             .query(
                 &client
                     .prepare_cached(
-                        "SELECT id, workflow, status, created_at, updated_at, error FROM executions
+                        "SELECT id, workflow, status, created_at, updated_at, error, tenant FROM executions
                  WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
-                   AND ($3::text IS NULL OR id < $3)
+                   AND ($3::text IS NULL OR id < $3) AND ($5::text IS NULL OR tenant = $5)
                  ORDER BY id DESC LIMIT $4",
                     )
                     .await
@@ -397,6 +399,7 @@ impl ExecutionStore for PostgresStore {
                     &filter.workflow,
                     &filter.before.as_ref().map(|id| id.as_str()),
                     &filter.limit.map(|limit| limit as i64),
+                    &filter.tenant,
                 ],
             )
             .await

@@ -66,6 +66,16 @@ const MIGRATIONS: &[&str] = &[
         idempotency_key TEXT NOT NULL,
         at BIGINT NOT NULL
     );",
+    // 2: API tokens (the hash of each secret) and listing a tenant's executions.
+    "CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        scope TEXT NOT NULL,
+        label TEXT,
+        secret_hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE INDEX executions_by_tenant ON executions (tenant, id) WHERE tenant IS NOT NULL;",
 ];
 
 /// A constant the advisory lock of migrations is taken on.

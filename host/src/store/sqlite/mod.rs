@@ -27,6 +27,7 @@ use writer::{write_loop, Job, Reply, Write};
 
 mod log;
 mod schema;
+mod tokens;
 mod writer;
 
 /// Executions in a SQLite file.
@@ -63,7 +64,7 @@ impl SqliteStore {
         self.writes.send(Box::new(Write { write, reply })).map_err(|_| backend(&self.path, "the writer thread stopped"))
     }
 
-    async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
+    pub(super) async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
@@ -84,7 +85,7 @@ impl SqliteStore {
         response.recv().map_err(|_| stopped())?.map_err(|e| e.to_string())
     }
 
-    fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    pub(super) fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let connection = self.reader.lock().expect("reader lock poisoned");
         query(&connection).map_err(|e| backend(&self.path, e))
     }
@@ -145,6 +146,7 @@ fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionSummary> {
     Ok(ExecutionSummary {
         execution_id: ExecutionId::new(row.get::<_, String>(0)?),
         workflow: row.get(1)?,
+        tenant: row.get(6)?,
         status: parse_status(&row.get::<_, String>(2)?),
         created_at: Timestamp(row.get::<_, i64>(3)? as u64),
         updated_at: Timestamp(row.get::<_, i64>(4)? as u64),
@@ -254,8 +256,9 @@ impl ExecutionStore for SqliteStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError> {
         self.read(|db| {
             let mut statement = db.prepare_cached(
-                "SELECT id, workflow, status, created_at, updated_at, error FROM executions
+                "SELECT id, workflow, status, created_at, updated_at, error, tenant FROM executions
                  WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) AND (?4 IS NULL OR id < ?4)
+                   AND (?5 IS NULL OR tenant = ?5)
                  ORDER BY id DESC LIMIT ?3",
             )?;
             let limit = filter.limit.map_or(-1, |limit| limit as i64);
@@ -264,7 +267,8 @@ impl ExecutionStore for SqliteStore {
                     filter.status.map(|s| s.as_str()),
                     filter.workflow,
                     limit,
-                    filter.before.as_ref().map(|id| id.as_str())
+                    filter.before.as_ref().map(|id| id.as_str()),
+                    filter.tenant
                 ],
                 summary,
             )?;

@@ -72,6 +72,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         answered_at INTEGER
     );
     CREATE INDEX inbox_open ON inbox (execution_id) WHERE answer IS NULL;",
+    // 6: API tokens (the hash of each secret) and listing a tenant's executions.
+    "CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        scope TEXT NOT NULL,
+        label TEXT,
+        secret_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX executions_by_tenant ON executions (tenant, id) WHERE tenant IS NOT NULL;",
 ];
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {

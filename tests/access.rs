@@ -1,0 +1,244 @@
+//! Who may do what over HTTP: API tokens created with `stepwise tokens`
+//! (a tenant's, `read`, `operator`) and the admin token, each against the
+//! routes, on a real server over a real SQLite store. A tenant never
+//! reads, lists, completes or cancels another tenant's executions; a read
+//! token never writes; a revoked token is refused at once.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use stepwise_test_support::server::{Server, TOKEN};
+use stepwise_test_support::web;
+use stepwise_test_support::*;
+
+/// Creates a token in the store with `scope`; returns (id, token).
+fn create_token(store: &str, scope: &str) -> (String, String) {
+    let output = stepwise(&["tokens", "create", "--scope", scope, "--label", "test", "--json", "--store", store]);
+    assert!(output.status.success(), "{output:?}");
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(created["scope"], scope);
+    (created["id"].as_str().unwrap().to_string(), created["token"].as_str().unwrap().to_string())
+}
+
+/// A request as `token` (none: anonymous); its status and JSON body.
+async fn call(server: &Server, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = server.client.request(method, server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+async fn get(server: &Server, path: &str, token: &str) -> (StatusCode, Value) {
+    call(server, Method::GET, path, Some(token), None).await
+}
+
+async fn post(server: &Server, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    call(server, Method::POST, path, Some(token), Some(body)).await
+}
+
+fn ids(listing: &Value) -> Vec<String> {
+    listing["executions"].as_array().unwrap().iter().map(|e| e["execution_id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scope_reaches_only_what_it_may() {
+    let dir = scratch_dir("access-scopes");
+    let store = format!("sqlite://{}", dir.join("server.db").display());
+    let (_, acme) = create_token(&store, "tenant:acme");
+    let (_, globex) = create_token(&store, "tenant:globex");
+    let (_, read) = create_token(&store, "read");
+    let (_, operator) = create_token(&store, "operator");
+    let server = Server::start_with(dir.clone(), &[], &[]);
+
+    // Each tenant starts an execution that waits for an async step.
+    let (status, started) = post(&server, "/v1/workflows/approval/executions", &acme, json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let acme_run = started["execution_id"].as_str().unwrap().to_string();
+    let (_, started) = post(&server, "/v1/workflows/approval/executions", &globex, json!({})).await;
+    let globex_run = started["execution_id"].as_str().unwrap().to_string();
+    let (_, admin_run) = post(&server, "/v1/workflows/approval/executions", TOKEN, json!({})).await;
+    let admin_run = admin_run["execution_id"].as_str().unwrap().to_string();
+    for id in [&acme_run, &globex_run, &admin_run] {
+        server.until_step_waits(id, "ask").await;
+    }
+    let (_, execution) = get(&server, &format!("/v1/executions/{acme_run}"), &acme).await;
+    assert_eq!(execution["tenant"], "acme", "a tenant token runs executions as its tenant");
+
+    // A tenant may not run as another tenant.
+    let (status, denied) = post(&server, "/v1/workflows/approval/executions?tenant=globex", &acme, json!({})).await;
+    assert_eq!((status, denied["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{denied}");
+    let (status, _) = post(&server, "/v1/events/order.placed?tenant=globex", &acme, json!({"order_id": "o"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Reads: a tenant sees its own executions only; another's is as if it did not exist.
+    let (status, _) = get(&server, &format!("/v1/executions/{acme_run}"), &acme).await;
+    assert_eq!(status, StatusCode::OK);
+    for hidden in [&globex_run, &admin_run] {
+        let (status, body) = get(&server, &format!("/v1/executions/{hidden}"), &acme).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (_, unknown) = get(&server, "/v1/executions/no-such-execution", &acme).await;
+        assert_eq!(body["error"]["code"], unknown["error"]["code"], "indistinguishable from an unknown id");
+    }
+    let (_, listed) = get(&server, "/v1/executions", &acme).await;
+    assert_eq!(ids(&listed), vec![acme_run.clone()]);
+    let (status, _) = get(&server, "/v1/executions?tenant=globex", &acme).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, listed) = get(&server, "/v1/executions?status=waiting", &read).await;
+    assert_eq!(ids(&listed).len(), 3, "a read token sees every execution: {listed}");
+    let (_, listed) = get(&server, "/v1/executions?tenant=globex", &read).await;
+    assert_eq!(ids(&listed), vec![globex_run.clone()], "the tenant filter");
+    for token in [&acme, &read, &operator] {
+        for path in ["/v1/workflows", "/v1/plugins"] {
+            assert_eq!(get(&server, path, token).await.0, StatusCode::OK, "{path}");
+        }
+    }
+    for path in ["/v1/hosts", "/metrics"] {
+        assert_eq!(get(&server, path, &acme).await.0, StatusCode::FORBIDDEN, "a tenant does not see {path}");
+        assert_eq!(get(&server, path, &read).await.0, StatusCode::OK, "{path}");
+        assert_eq!(get(&server, path, &operator).await.0, StatusCode::OK, "{path}");
+    }
+
+    // Writes on another tenant's execution: as if it did not exist; nothing changes.
+    let success = |id: &str| format!("/v1/executions/{id}/steps/ask/success");
+    let (status, _) = post(&server, &success(&globex_run), &acme, json!({"approved": true})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = post(&server, &format!("/v1/executions/{globex_run}/steps/ask/failure"), &acme, json!({"error": "x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = post(&server, &format!("/v1/executions/{globex_run}/cancel"), &acme, json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, untouched) = get(&server, &format!("/v1/executions/{globex_run}"), TOKEN).await;
+    assert_eq!(untouched["status"], "waiting", "{untouched}");
+
+    // A read token writes nothing.
+    for path in [success(&globex_run), format!("/v1/executions/{globex_run}/cancel"), "/v1/workflows/approval/executions".into(), "/v1/events/order.placed".into()] {
+        let (status, body) = post(&server, &path, &read, json!({"approved": true})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("scope `read`"), "{body}");
+    }
+    // An operator completes and cancels anyone's, but starts nothing.
+    let (status, _) = post(&server, "/v1/workflows/approval/executions", &operator, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, cancelled) = post(&server, &format!("/v1/executions/{globex_run}/cancel"), &operator, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "compensated");
+    // The tenant completes its own.
+    let (status, done) = post(&server, &success(&acme_run), &acme, json!({"approved": true})).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "succeeded");
+    let (_, untouched) = get(&server, &format!("/v1/executions/{admin_run}"), TOKEN).await;
+    assert_eq!(untouched["status"], "waiting");
+
+    // Idempotency keys are each tenant's own: the same key starts one execution per tenant.
+    let keyed = |token: &str| {
+        server
+            .client
+            .post(server.url("/v1/workflows/accept-quote/executions?wait=true"))
+            .bearer_auth(token.to_string())
+            .header("Idempotency-Key", "order-1")
+            .json(&quote_input())
+            .send()
+    };
+    let first: Value = keyed(&acme).await.unwrap().json().await.unwrap();
+    let second: Value = keyed(&globex).await.unwrap().json().await.unwrap();
+    let again: Value = keyed(&acme).await.unwrap().json().await.unwrap();
+    assert_ne!(first["execution_id"], second["execution_id"]);
+    assert_eq!(first["execution_id"], again["execution_id"]);
+    assert_eq!(second["tenant"], "globex");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_uploads_plugins_only_under_its_prefix() {
+    let dir = scratch_dir("access-uploads");
+    let store = format!("sqlite://{}", dir.join("server.db").display());
+    let (_, acme) = create_token(&store, "tenant:acme");
+    let (_, operator) = create_token(&store, "operator");
+    let server = Server::start_with(dir.clone(), &[], &[]);
+    let component = std::fs::read(plugins_dir().join("echo.wasm")).unwrap();
+    let upload = |name: &str, token: &str| {
+        let form = reqwest::multipart::Form::new()
+            .part("component", reqwest::multipart::Part::bytes(component.clone()).file_name("c.wasm"));
+        server.client.put(server.url(&format!("/v1/plugins/{name}"))).bearer_auth(token.to_string()).multipart(form).send()
+    };
+    let denied = upload("echo", &acme).await.unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let body: Value = denied.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("`acme-...`"), "{body}");
+    assert_eq!(upload("acme-echo", &operator).await.unwrap().status(), StatusCode::FORBIDDEN);
+    let created = upload("acme-echo", &acme).await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert!(dir.join("plugins/acme-echo.wasm").exists());
+    assert_eq!(upload("globex-echo", TOKEN).await.unwrap().status(), StatusCode::CREATED, "the admin uploads any name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_mistyped_and_revoked_tokens_are_refused_everywhere_but_the_open_routes() {
+    let dir = scratch_dir("access-refused");
+    let store = format!("sqlite://{}", dir.join("server.db").display());
+    let (id, read) = create_token(&store, "read");
+    let server = Server::start_with(dir.clone(), &[], &[]);
+    let routes = [
+        (Method::GET, "/v1/executions"),
+        (Method::GET, "/v1/executions/x"),
+        (Method::GET, "/v1/workflows"),
+        (Method::GET, "/v1/plugins"),
+        (Method::GET, "/v1/hosts"),
+        (Method::GET, "/metrics"),
+        (Method::POST, "/v1/workflows/approval/executions"),
+        (Method::POST, "/v1/executions/x/cancel"),
+        (Method::POST, "/v1/executions/x/steps/ask/success"),
+        (Method::POST, "/v1/events/order.placed"),
+        (Method::PUT, "/v1/plugins/echo"),
+    ];
+    let mistyped = format!("{}0", &read[..read.len() - 1]);
+    for token in [None, Some("not-a-token"), Some(mistyped.as_str())] {
+        for (method, path) in &routes {
+            let (status, body) = call(&server, method.clone(), path, token, Some(json!({}))).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} as {token:?}: {body}");
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+    }
+    let response = server.client.get(server.url("/v1/executions")).send().await.unwrap();
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    for path in ["/healthz", "/openapi.json", "/"] {
+        assert_eq!(call(&server, Method::GET, path, None, None).await.0, StatusCode::OK, "{path} stays open");
+    }
+    // Revoked: refused from the next request on, by the running server.
+    assert_eq!(get(&server, "/v1/executions", &read).await.0, StatusCode::OK);
+    let revoked = stepwise(&["tokens", "revoke", &id, "--store", &store]);
+    assert!(revoked.status.success(), "{revoked:?}");
+    assert_eq!(get(&server, "/v1/executions", &read).await.0, StatusCode::UNAUTHORIZED);
+    // The listing shows it revoked, and never a secret or its hash.
+    let listed = stepwise(&["tokens", "list", "--json", "--store", &store]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(listed["tokens"][0]["revoked_at"].is_string(), "{listed}");
+    let text = listed.to_string();
+    assert!(!text.contains(&read[20..]) && !text.contains("secret"), "{text}");
+    let unknown = stepwise(&["tokens", "revoke", "0000000000000000", "--store", &store]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no token with id"));
+    let bad_scope = stepwise(&["tokens", "create", "--scope", "tenant:Acme", "--store", &store]);
+    assert_eq!(bad_scope.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_scope.stderr).contains("--scope"), "{bad_scope:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_asks_for_a_token_and_a_tenant_sees_only_its_own() {
+    let dir = scratch_dir("access-web");
+    let store = format!("sqlite://{}", dir.join("server.db").display());
+    let (_, acme) = create_token(&store, "tenant:acme");
+    let server = Server::start_with(dir.clone(), &[], &[]);
+    let (_, own) = post(&server, "/v1/workflows/accept-quote/executions?wait=true", &acme, quote_input()).await;
+    let (_, other) = post(&server, "/v1/workflows/accept-quote/executions?wait=true", TOKEN, quote_input()).await;
+    let dom = web::dump_dom(&server, "/#/");
+    assert!(dom.contains("id=\"sign-in\""), "without a token the page asks for one: {dom}");
+    let dom = web::dump_dom(&server, &format!("/#/?token={acme}"));
+    assert!(dom.contains(own["execution_id"].as_str().unwrap()), "{dom}");
+    assert!(!dom.contains(other["execution_id"].as_str().unwrap()), "another's execution is not listed: {dom}");
+    assert!(dom.contains("not shown to this token"), "a tenant does not see the hosts: {dom}");
+}
