@@ -20,7 +20,13 @@ fn create_token(store: &str, scope: &str) -> (String, String) {
 }
 
 /// A request as `token` (none: anonymous); its status and JSON body.
-async fn call(server: &Server, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    server: &Server,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = server.client.request(method, server.url(path));
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -108,7 +114,8 @@ async fn each_scope_reaches_only_what_it_may() {
     let success = |id: &str| format!("/v1/executions/{id}/steps/ask/success");
     let (status, _) = post(&server, &success(&globex_run), &acme, json!({"approved": true})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = post(&server, &format!("/v1/executions/{globex_run}/steps/ask/failure"), &acme, json!({"error": "x"})).await;
+    let (status, _) =
+        post(&server, &format!("/v1/executions/{globex_run}/steps/ask/failure"), &acme, json!({"error": "x"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = post(&server, &format!("/v1/executions/{globex_run}/cancel"), &acme, json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -116,7 +123,12 @@ async fn each_scope_reaches_only_what_it_may() {
     assert_eq!(untouched["status"], "waiting", "{untouched}");
 
     // A read token writes nothing.
-    for path in [success(&globex_run), format!("/v1/executions/{globex_run}/cancel"), "/v1/workflows/approval/executions".into(), "/v1/events/order.placed".into()] {
+    for path in [
+        success(&globex_run),
+        format!("/v1/executions/{globex_run}/cancel"),
+        "/v1/workflows/approval/executions".into(),
+        "/v1/events/order.placed".into(),
+    ] {
         let (status, body) = post(&server, &path, &read, json!({"approved": true})).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
         assert!(body["error"]["message"].as_str().unwrap().contains("scope `read`"), "{body}");
@@ -163,7 +175,12 @@ async fn a_tenant_uploads_plugins_only_under_its_prefix() {
     let upload = |name: &str, token: &str| {
         let form = reqwest::multipart::Form::new()
             .part("component", reqwest::multipart::Part::bytes(component.clone()).file_name("c.wasm"));
-        server.client.put(server.url(&format!("/v1/plugins/{name}"))).bearer_auth(token.to_string()).multipart(form).send()
+        server
+            .client
+            .put(server.url(&format!("/v1/plugins/{name}")))
+            .bearer_auth(token.to_string())
+            .multipart(form)
+            .send()
     };
     let denied = upload("echo", &acme).await.unwrap();
     assert_eq!(denied.status(), StatusCode::FORBIDDEN);

@@ -163,7 +163,8 @@ async fn three_hosts_share_the_work_and_survive_one_killed_mid_burst() {
     let (calls, checked) = audit_side_effects(Db::Postgres(&store), &finals, &|e| e["status"] == "compensated");
     let mut takeovers = 0;
     for server in &servers[..2] {
-        let metrics = server.client.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        let metrics =
+            server.client.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
         let line = metrics.lines().find(|l| l.starts_with("stepwise_takeovers_total")).unwrap_or_default();
         takeovers += line.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     }
@@ -211,7 +212,16 @@ async fn a_paused_host_cannot_write_after_another_took_its_execution_over() {
     assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
     // The paused host wakes with its slow call done: its write is refused.
     let refused = loop {
-        let metrics = servers[0].client.get(servers[0].url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        let metrics = servers[0]
+            .client
+            .get(servers[0].url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let line = metrics.lines().find(|l| l.starts_with("stepwise_fencing_refusals_total")).unwrap().to_string();
         if !line.ends_with(" 0") {
             break line;

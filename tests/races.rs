@@ -285,7 +285,8 @@ async fn stepwise_complete_from_a_second_process_goes_through_the_owner() {
     assert_eq!(step(&execution, "approve")["output"], json!({"by": "cli"}));
     assert_eq!(events_of(&execution, "step_started", "busy").len(), 1, "one driver: busy ran once");
     assert_eq!(events_of(&execution, "step_started", "after").len(), 1);
-    let metrics = server.client.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        server.client.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("stepwise_fencing_refusals_total 0"), "{metrics}");
 }
 
@@ -441,7 +442,8 @@ async fn an_execution_that_cannot_be_loaded_is_marked_failed_and_blocks_nothing(
     let (status, body) = server.get(&format!("/v1/executions/{broken}")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body["error"]["message"].as_str().unwrap().contains(&broken), "{body}");
-    let metrics = server.client.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        server.client.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("stepwise_executions_unloadable_total 1"), "{metrics}");
     // Everything else goes on.
     let (status, done) =

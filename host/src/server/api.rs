@@ -10,9 +10,9 @@ use crate::plugin::LoadedPlugin;
 use crate::store::ListFilter;
 use axum::body::Bytes;
 use axum::extract::{Multipart, Path, Query, State};
-use axum::Extension;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -75,7 +75,7 @@ pub struct Accepted {
 }
 
 /// Runs a workflow with the request body as input.
-#[utoipa::path(post, path = "/v1/workflows/{name}/executions", params(("name" = String, Path, description = "Workflow name"), StartQuery, ("Idempotency-Key" = Option<String>, Header, description = "Starting twice with the same key returns the first execution")), request_body(content = Object, description = "The workflow input"), responses((status = 200, description = "The execution, ended (with wait=true) or the one an idempotency key names", body = Object), (status = 202, description = "Started", body = Accepted), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/executions", params(("name" = String, Path, description = "Workflow name"), StartQuery, ("Idempotency-Key" = Option<String>, Header, description = "Starting twice with the same key returns the first execution")), request_body(content = Object, description = "The workflow input"), responses((status = 200, description = "The execution, ended (with wait=true) or the one an idempotency key names", body = Object), (status = 202, description = "Started", body = Accepted), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn start_execution(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -119,7 +119,7 @@ async fn settle_within(settling: Settling, limit: Duration) -> Result<Option<Exe
 }
 
 /// One execution, as `stepwise run` prints it.
-#[utoipa::path(get, path = "/v1/executions/{id}", params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/executions/{id}", params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_execution(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -169,7 +169,7 @@ pub struct ListQuery {
 }
 
 /// Executions, newest first, a page at a time.
-#[utoipa::path(get, path = "/v1/executions", params(ListQuery), responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/executions", params(ListQuery), responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list_executions(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -206,7 +206,7 @@ pub struct FailureReport {
 }
 
 /// Reports an async step done; the body is its output.
-#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/success", params(("id" = String, Path), ("step" = String, Path)), request_body(content = Object, description = "The step's output"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/success", params(("id" = String, Path), ("step" = String, Path)), request_body(content = Object, description = "The step's output"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn step_success(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -232,7 +232,7 @@ pub struct CancelRequest {
 
 /// Rolls an execution back: running steps settle, then every completed step
 /// is compensated in reverse order, even when the execution had succeeded.
-#[utoipa::path(post, path = "/v1/executions/{id}/cancel", params(("id" = String, Path)), request_body(content = CancelRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/cancel", params(("id" = String, Path)), request_body(content = CancelRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn cancel_execution(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -254,7 +254,7 @@ pub async fn cancel_execution(
 }
 
 /// Reports an async step failed; the execution rolls back.
-#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/failure", params(("id" = String, Path), ("step" = String, Path)), request_body = FailureReport, responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/failure", params(("id" = String, Path), ("step" = String, Path)), request_body = FailureReport, responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn step_failure(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -286,7 +286,7 @@ async fn answer_delivery(id: &ExecutionId, delivery: Delivery) -> Result<(Status
 }
 
 /// The loaded workflows, and the files that failed to load.
-#[utoipa::path(get, path = "/v1/workflows", responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/v1/workflows", responses((status = 200, body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list_workflows(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -313,7 +313,7 @@ pub async fn list_workflows(
 }
 
 /// The plugins: current version, status, last load error.
-#[utoipa::path(get, path = "/v1/plugins", responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/v1/plugins", responses((status = 200, body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list_plugins(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -340,7 +340,7 @@ pub async fn list_plugins(
 
 /// Uploads a plugin (multipart: `component`, optional `manifest`): checked as a
 /// watched file would be, then written to the plugin directory and swapped in.
-#[utoipa::path(put, path = "/v1/plugins/{name}", params(("name" = String, Path)), request_body(content_type = "multipart/form-data", description = "`component` (the .wasm) and an optional `manifest` (TOML)"), responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/plugins/{name}", params(("name" = String, Path)), request_body(content_type = "multipart/form-data", description = "`component` (the .wasm) and an optional `manifest` (TOML)"), responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn upload_plugin(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -447,7 +447,7 @@ pub struct EventQuery {
 }
 
 /// Publishes an event: every workflow with `on_event` equal to it runs with the body as input.
-#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), EventQuery, ("Idempotency-Key" = Option<String>, Header)), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), EventQuery, ("Idempotency-Key" = Option<String>, Header)), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn publish_event(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -481,7 +481,7 @@ pub async fn publish_event(
 
 /// The hosts sharing this store: heartbeat, lease, how many executions each
 /// drives, and whether its lease holds now.
-#[utoipa::path(get, path = "/v1/hosts", responses((status = 200, body = Object)))]
+#[utoipa::path(get, path = "/v1/hosts", responses((status = 200, body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list_hosts(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -515,7 +515,7 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn metrics(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

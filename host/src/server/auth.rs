@@ -65,7 +65,8 @@ async fn principal_of(state: &AppState, presented: &str, admin_token: &str) -> R
         return Err(refused());
     }
     let scope = record.scope.parse::<Scope>().map_err(|error| {
-        ApiError::internal(format!("token `{}` has a scope this host does not know: {error}", record.id)).into_response()
+        ApiError::internal(format!("token `{}` has a scope this host does not know: {error}", record.id))
+            .into_response()
     })?;
     Ok(Principal { scope, token_id: record.id })
 }

@@ -1,6 +1,7 @@
 //! One conformance suite every store passes (as Restate's `bifrost` tests
 //! every log provider with one suite): create, append, fencing, claims,
-//! lease expiry, the inbox, the timer index, kv and purge, with the same
+//! lease expiry, the inbox, the timer index, kv, purge, tenant listings and
+//! API tokens, with the same
 //! test bodies for memory, SQLite and PostgreSQL. A new store is a file plus
 //! one line that calls [`run`] with a way to open a fresh, empty instance.
 //!
@@ -39,6 +40,8 @@ where
     an_unloadable_execution_is_marked_failed_and_fenced(open().await).await;
     purge_deletes_only_finished_executions_before_the_cutoff(open().await).await;
     kv_keeps_namespaces_apart_within_quotas(open().await).await;
+    lists_filter_by_tenant(open().await).await;
+    tokens_are_kept_by_id_and_revoked_once(open().await).await;
 }
 
 fn definition() -> DefinitionRecord {
@@ -64,13 +67,23 @@ const LONG: Duration = Duration::from_secs(60);
 const SHORT: Duration = Duration::from_millis(50);
 
 async fn create(store: &dyn ExecutionStore, id: &str, owner: &HostId, key: Option<&str>) -> Created {
+    create_for(store, id, owner, key, Some("acme")).await
+}
+
+async fn create_for(
+    store: &dyn ExecutionStore,
+    id: &str,
+    owner: &HostId,
+    key: Option<&str>,
+    tenant: Option<&str>,
+) -> Created {
     store
         .create(NewExecution {
             id: ExecutionId::new(id),
             workflow: definition(),
             input: serde_json::json!({"n": 1}),
             idempotency_key: key.map(str::to_string),
-            tenant: Some("acme".into()),
+            tenant: tenant.map(str::to_string),
             parent: None,
             created_at: Timestamp::now(),
             owner: Some(owner.clone()),
@@ -430,4 +443,54 @@ async fn answers_are_written_with_the_events_or_not_at_all(store: Arc<dyn Execut
     assert!(matches!(store.append(late).await, Err(StoreError::Fenced(..))));
     assert_eq!(store.answer_of(second).await.unwrap(), None);
     assert_eq!(store.inbox(&b.id, Some(&id)).await.unwrap().len(), 1);
+}
+
+async fn lists_filter_by_tenant(store: Arc<dyn ExecutionStore>) {
+    let a = host("a", LONG);
+    store.register_host(&a).await.unwrap();
+    for (id, tenant) in [("e1", Some("acme")), ("e2", Some("globex")), ("e3", None), ("e4", Some("acme"))] {
+        create_for(&*store, id, &a.id, None, tenant).await;
+    }
+    let listed = |tenant: Option<&str>| {
+        let filter = ListFilter { tenant: tenant.map(str::to_string), ..ListFilter::default() };
+        let store = store.clone();
+        async move { store.list(&filter).await.unwrap() }
+    };
+    let acme = listed(Some("acme")).await;
+    assert_eq!(acme.iter().map(|e| e.execution_id.as_str()).collect::<Vec<_>>(), ["e4", "e1"]);
+    assert!(acme.iter().all(|e| e.tenant.as_deref() == Some("acme")));
+    assert_eq!(listed(Some("globex")).await.len(), 1);
+    assert!(listed(Some("initech")).await.is_empty());
+    let all = listed(None).await;
+    assert_eq!(all.len(), 4);
+    assert_eq!(all.iter().find(|e| e.execution_id.as_str() == "e3").unwrap().tenant, None);
+}
+
+async fn tokens_are_kept_by_id_and_revoked_once(store: Arc<dyn ExecutionStore>) {
+    use super::tokens::TokenRecord;
+    let token = |id: &str, scope: &str, at: u64| TokenRecord {
+        id: id.into(),
+        scope: scope.into(),
+        label: Some(format!("label of {id}")),
+        secret_hash: format!("hash-{id}"),
+        created_at: Timestamp(at),
+        revoked_at: None,
+    };
+    store.insert_token(&token("t2", "tenant:acme", 2_000)).await.unwrap();
+    store.insert_token(&token("t1", "read", 1_000)).await.unwrap();
+    assert!(store.insert_token(&token("t1", "admin", 3_000)).await.is_err(), "an id is never reused");
+    assert_eq!(store.token("t2").await.unwrap(), Some(token("t2", "tenant:acme", 2_000)));
+    assert_eq!(store.token("t3").await.unwrap(), None);
+    let ids: Vec<String> = store.tokens().await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, ["t1", "t2"], "oldest first");
+    assert!(store.revoke_token("t1", Timestamp(5_000)).await.unwrap());
+    assert!(store.revoke_token("t1", Timestamp(9_000)).await.unwrap());
+    assert_eq!(
+        store.token("t1").await.unwrap().unwrap().revoked_at,
+        Some(Timestamp(5_000)),
+        "the first revocation stands"
+    );
+    assert_eq!(store.token("t1").await.unwrap().unwrap().scope, "read", "the failed insert changed nothing");
+    assert!(!store.revoke_token("t3", Timestamp(5_000)).await.unwrap());
+    assert_eq!(store.token("t2").await.unwrap().unwrap().revoked_at, None);
 }

@@ -2,12 +2,12 @@
 //! memory`. Nothing survives the process; hosts, claims and the inbox work
 //! as in the durable stores, so the engine behaves the same on it.
 
+use super::tokens::{TokenRecord, TokenStore};
 use super::{
     Append, Claim, Created, DueClaim, ExecutionStore, ExecutionSummary, Fence, HostId, HostRecord, InboxMessage,
     ListFilter, NewExecution, Ownership, StoreError, StoredExecution,
 };
 use crate::journal::{ExecutionId, ExecutionStatus, Timestamp};
-use super::tokens::{TokenRecord, TokenStore};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -33,12 +33,12 @@ use crate::journal::{ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
 use crate::workflow::{DefinitionRecord, WorkflowDefinition};
 use async_trait::async_trait;
 use kv::KvStore;
-use tokens::TokenStore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokens::TokenStore;
 
 /// The id of one host: a process that drives executions of a store.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
