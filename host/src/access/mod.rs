@@ -111,13 +111,13 @@ impl Principal {
 
     /// Whether the scope allows `action` at all (for some execution or plugin).
     pub fn may(&self, action: Action) -> Result<(), Denied> {
-        let allowed = match (&self.scope, action) {
-            (Scope::Admin, _) => true,
-            (Scope::Operator, Action::Read | Action::Observe | Action::Operate) => true,
-            (Scope::Read, Action::Read | Action::Observe) => true,
-            (Scope::Tenant(_), Action::Read | Action::Start | Action::Operate | Action::Upload) => true,
-            _ => false,
-        };
+        let allowed = matches!(
+            (&self.scope, action),
+            (Scope::Admin, _)
+                | (Scope::Operator, Action::Read | Action::Observe | Action::Operate)
+                | (Scope::Read, Action::Read | Action::Observe)
+                | (Scope::Tenant(_), Action::Read | Action::Start | Action::Operate | Action::Upload)
+        );
         if allowed {
             Ok(())
         } else {
