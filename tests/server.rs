@@ -70,16 +70,31 @@ async fn executions_api_success_and_error_paths() {
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
     let (status, body) = server.get("/v2/whatever").await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
-    let response = server
-        .client
-        .post(server.url("/v1/workflows/accept-quote/executions"))
-        .bearer_auth(TOKEN)
-        .body("{oops")
-        .send()
-        .await
-        .unwrap();
+    let raw = |content_type: Option<&str>, body: &'static str| {
+        let request = server.client.post(server.url("/v1/workflows/accept-quote/executions")).bearer_auth(TOKEN);
+        let request = match content_type {
+            Some(content_type) => request.header("content-type", content_type),
+            None => request,
+        };
+        request.body(body).send()
+    };
+    let response = raw(Some("application/json"), "{oops").await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&response.json().await.unwrap()), "invalid_json");
+    // JSON is read only when sent as JSON: a form or an unlabelled body is refused, 415.
+    for content_type in [Some("application/x-www-form-urlencoded"), Some("text/plain"), None] {
+        let response = raw(content_type, r#"{"cart_id": "c"}"#).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(error_code(&body), "unsupported_media_type");
+        assert!(body["error"]["message"].as_str().unwrap().contains("application/json"), "{body}");
+    }
+    let response = raw(Some("Application/JSON; charset=utf-8"), r#"{"cart_id": "c", "items": []}"#).await.unwrap();
+    assert_ne!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "parameters and case do not matter");
+    // A cancellation with a misspelled field is refused, naming it.
+    let (status, body) = server.post("/v1/executions/no-such-id/cancel", json!({"reasn": "typo"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"].as_str().unwrap().contains("reasn"), "{body}");
     let response = server.client.delete(server.url("/v1/executions")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     // An oversized body: the server answers 413 and closes the connection, so a client of its own.
@@ -87,6 +102,7 @@ async fn executions_api_success_and_error_paths() {
     let response = reqwest::Client::new()
         .post(server.url("/v1/events/big"))
         .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
         .body(format!("\"{big}\""))
         .send()
         .await

@@ -22,9 +22,23 @@ use utoipa::{IntoParams, ToSchema};
 /// How long `?wait=true` (and step completion) waits for an execution to end before answering 202.
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
-fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+/// A JSON request body (an empty one reads as `{}`): sent as
+/// `application/json` (or a `+json` type), valid, nested at most 64 deep.
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
+    }
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    let essence = content_type.map(|value| value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    if !essence.as_deref().is_some_and(|essence| essence == "application/json" || essence.ends_with("+json")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "the request body must be sent as `Content-Type: application/json` (it was {})",
+                content_type.map_or("not given".to_string(), |value| format!("`{value}`"))
+            ),
+        ));
     }
     let text = std::str::from_utf8(body).map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the request body is not valid JSON: not UTF-8")
@@ -75,7 +89,7 @@ pub struct Accepted {
 }
 
 /// Runs a workflow with the request body as input.
-#[utoipa::path(post, path = "/v1/workflows/{name}/executions", params(("name" = String, Path, description = "Workflow name"), StartQuery, ("Idempotency-Key" = Option<String>, Header, description = "Starting twice with the same key returns the first execution")), request_body(content = Object, description = "The workflow input"), responses((status = 200, description = "The execution, ended (with wait=true) or the one an idempotency key names", body = Object), (status = 202, description = "Started", body = Accepted), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/executions", params(("name" = String, Path, description = "Workflow name"), StartQuery, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Starting twice with the same key returns the first execution (1-255 visible ASCII characters)")), request_body(content = Object, description = "The workflow input"), responses((status = 200, description = "The execution, ended (with wait=true) or the one an idempotency key names", body = Object), (status = 202, description = "Started", body = Accepted), (status = 404, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn start_execution(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -86,7 +100,7 @@ pub async fn start_execution(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Start)?;
     let tenant = principal.tenant_to_run_as(query.tenant.clone())?;
-    let input = parse_body(&body)?;
+    let input = parse_body(&headers, &body)?;
     let workflow = state.workflows.get(&name).ok_or_else(|| ApiError::not_found(format!("no workflow `{name}`")))?;
     let key = idempotency_key(&headers)?.map(|key| principal_key(&principal, key));
     let options = StartOptions { idempotency_key: key, tenant };
@@ -163,6 +177,7 @@ pub struct ListQuery {
     /// Only this tenant's executions (a tenant token sees only its own).
     tenant: Option<String>,
     /// Page size (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -200,13 +215,14 @@ pub async fn list_executions(
 
 /// Body of a failure report.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FailureReport {
     /// What went wrong.
     error: String,
 }
 
 /// Reports an async step done; the body is its output.
-#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/success", params(("id" = String, Path), ("step" = String, Path)), request_body(content = Object, description = "The step's output"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/success", params(("id" = String, Path), ("step" = String, Path)), request_body(content = Object, description = "The step's output"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn step_success(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -215,7 +231,7 @@ pub async fn step_success(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Operate)?;
-    let output = parse_body(&body)?;
+    let output = parse_body(&headers, &body)?;
     let (id, step) = (ExecutionId::new(id), unit_id(&step)?);
     check_visible(&state, &principal, &id).await?;
     let key = idempotency_key(&headers)?;
@@ -224,6 +240,7 @@ pub async fn step_success(
 
 /// Body of a cancellation (optional).
 #[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Why, recorded in the execution.
     #[serde(default)]
@@ -232,21 +249,18 @@ pub struct CancelRequest {
 
 /// Rolls an execution back: running steps settle, then every completed step
 /// is compensated in reverse order, even when the execution had succeeded.
-#[utoipa::path(post, path = "/v1/executions/{id}/cancel", params(("id" = String, Path)), request_body(content = CancelRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/cancel", params(("id" = String, Path)), request_body(content = CancelRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn cancel_execution(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Operate)?;
-    let request: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"reason\": \"...\"}}: {e}"))
-        })?
-    };
+    let request: CancelRequest = serde_json::from_value(parse_body(&headers, &body)?).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"reason\": \"...\"}}: {e}"))
+    })?;
     let reason = request.reason.unwrap_or_else(|| "cancelled through the API".to_string());
     let id = ExecutionId::new(id);
     check_visible(&state, &principal, &id).await?;
@@ -254,7 +268,7 @@ pub async fn cancel_execution(
 }
 
 /// Reports an async step failed; the execution rolls back.
-#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/failure", params(("id" = String, Path), ("step" = String, Path)), request_body = FailureReport, responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/failure", params(("id" = String, Path), ("step" = String, Path)), request_body = FailureReport, responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn step_failure(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -263,7 +277,7 @@ pub async fn step_failure(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Operate)?;
-    let report: FailureReport = serde_json::from_slice(&body).map_err(|e| {
+    let report: FailureReport = serde_json::from_value(parse_body(&headers, &body)?).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"error\": \"...\"}}: {e}"))
     })?;
     let (id, step) = (ExecutionId::new(id), unit_id(&step)?);
@@ -340,7 +354,7 @@ pub async fn list_plugins(
 
 /// Uploads a plugin (multipart: `component`, optional `manifest`): checked as a
 /// watched file would be, then written to the plugin directory and swapped in.
-#[utoipa::path(put, path = "/v1/plugins/{name}", params(("name" = String, Path)), request_body(content_type = "multipart/form-data", description = "`component` (the .wasm) and an optional `manifest` (TOML)"), responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/plugins/{name}", params(("name" = String, Path, max_length = 64, pattern = "^[a-z][a-z0-9_-]*$")), request_body(content_type = "multipart/form-data", description = "`component` (the .wasm) and an optional `manifest` (TOML)"), responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn upload_plugin(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -447,7 +461,7 @@ pub struct EventQuery {
 }
 
 /// Publishes an event: every workflow with `on_event` equal to it runs with the body as input.
-#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), EventQuery, ("Idempotency-Key" = Option<String>, Header)), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), EventQuery, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Publishing twice with the same key starts each workflow once")), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn publish_event(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -458,7 +472,7 @@ pub async fn publish_event(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Start)?;
     let tenant = principal.tenant_to_run_as(query.tenant.clone())?;
-    let payload = parse_body(&body)?;
+    let payload = parse_body(&headers, &body)?;
     if !payload.is_object() {
         return Err(ApiError::bad_request("an event's payload is a JSON object"));
     }

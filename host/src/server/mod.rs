@@ -198,3 +198,59 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
     tracing::info!("shutting down: executions in flight resume on the next start");
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::to_value(super::openapi()).expect("the document serializes")
+    }
+
+    #[test]
+    fn every_route_but_health_documents_its_token_and_scope_answers() {
+        let document = document();
+        for (path, operations) in document["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                let responses = &operation["responses"];
+                if path == "/healthz" {
+                    assert!(responses.get("401").is_none(), "{path} is open");
+                    continue;
+                }
+                for status in ["401", "403"] {
+                    assert!(responses.get(status).is_some(), "{method} {path} lacks {status}");
+                }
+                assert!(operation["security"].is_array(), "{method} {path} lacks its security");
+            }
+        }
+        for (path, method) in [
+            ("/v1/workflows/{name}/executions", "post"),
+            ("/v1/events/{event}", "post"),
+            ("/v1/executions/{id}/cancel", "post"),
+            ("/v1/executions/{id}/steps/{step}/success", "post"),
+        ] {
+            let responses = &document["paths"][path][method]["responses"];
+            assert!(responses.get("415").is_some() && responses.get("400").is_some(), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn the_limits_are_in_the_schema() {
+        let document = document();
+        let parameter = |path: &str, method: &str, name: &str| -> Value {
+            document["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|parameter| parameter["name"] == name)
+                .unwrap_or_else(|| panic!("{method} {path} lacks the parameter {name}"))["schema"]
+                .clone()
+        };
+        let limit = parameter("/v1/executions", "get", "limit");
+        assert_eq!((limit["minimum"].as_u64(), limit["maximum"].as_u64()), (Some(1), Some(500)), "{limit}");
+        let key = parameter("/v1/workflows/{name}/executions", "post", "Idempotency-Key");
+        assert_eq!(key["maxLength"], 255, "{key}");
+        let name = parameter("/v1/plugins/{name}", "put", "name");
+        assert_eq!((name["maxLength"].as_u64(), name["pattern"].as_str()), (Some(64), Some("^[a-z][a-z0-9_-]*$")));
+    }
+}
