@@ -209,6 +209,12 @@ async fn an_async_step_is_completed_over_http() {
     let (_, execution) = server.post("/v1/workflows/approval/executions?wait=true", json!({})).await;
     assert_eq!(execution["status"], "waiting");
     let id = execution["execution_id"].as_str().unwrap();
+    // A step the workflow does not have: 404, and the execution still waits.
+    for step in ["nope", "after"] {
+        let (status, body) = server.post(&format!("/v1/executions/{id}/steps/{step}/success"), json!({})).await;
+        let expected = if step == "nope" { StatusCode::NOT_FOUND } else { StatusCode::CONFLICT };
+        assert_eq!(status, expected, "{step}: {body}");
+    }
     let (status, done) =
         server.post(&format!("/v1/executions/{id}/steps/ask/success"), json!({"approved": true})).await;
     assert_eq!(status, StatusCode::OK, "{done}");
