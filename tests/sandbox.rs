@@ -318,17 +318,54 @@ async fn http_to_a_host_in_the_manifest_is_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_granted_name_that_resolves_to_a_private_address_or_an_unnamed_port_is_denied() {
     let (port, requests) = loopback_server();
-    // `localhost` is listed, with the port: it resolves to loopback, so it reaches nothing.
-    // 127.0.0.1 is listed without a port: only its scheme's port (80) is allowed.
+    // `localhost` is listed, with the port: it resolves to loopback (the
+    // hosts file), so it reaches nothing. 127.0.0.1 is listed without a
+    // port: only its scheme's port (80) is allowed. [::1] is not listed.
     let manifest = format!("[capabilities]\nkv = true\nconfig = true\nhttp = [\"localhost:{port}\", \"127.0.0.1\"]\n");
     let dir = plugin_dir_with("http-private", &[("hostile-net", "hostile", Some(&manifest))]);
     let engine = demo_host_in(&dir).engine;
-    for url in [format!("http://localhost:{port}/metadata"), format!("http://127.0.0.1:{port}/other-port")] {
+    for (url, error) in [
+        (format!("http://localhost:{port}/metadata"), "DestinationIpProhibited"),
+        (format!("http://127.0.0.1:{port}/other-port"), "HttpRequestDenied"),
+        (format!("http://[::1]:{port}/v6-loopback"), "HttpRequestDenied"),
+    ] {
         let attack = attack_workflow("hostile-net", json!({"attack": "http_get", "key": url}));
         let execution = run(&engine, &attack, json!({})).await;
-        assert!(assert_contained(&execution, "permanent").contains("HttpRequestDenied"), "{url}");
+        let message = assert_contained(&execution, "permanent");
+        assert!(message.contains(error), "{url}: {message}");
     }
     assert_eq!(requests.load(Ordering::SeqCst), 0, "no connection was made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_reaches_a_private_address_that_an_address_or_range_entry_grants() {
+    let (port, requests, _) = recording_loopback_server();
+    // The operator names the private range (and the v6 loopback that
+    // `localhost` may also resolve to): the name may reach it, on that port.
+    let manifest = format!(
+        "[capabilities]\nkv = true\nconfig = true\nhttp = [\"localhost:{port}\", \"127.0.0.0/8:{port}\", \"[::1]:{port}\"]\n"
+    );
+    let dir = plugin_dir_with("http-range", &[("hostile-net", "hostile", Some(&manifest))]);
+    let engine = demo_host_in(&dir).engine;
+    let url = format!("http://localhost:{port}/inside");
+    let execution =
+        run(&engine, &attack_workflow("hostile-net", json!({"attack": "http_get", "key": url})), json!({})).await;
+    assert_eq!(observed(&execution), json!(200), "{execution:#}");
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    // An address of the range reached by its literal, on the granted port.
+    let url = format!("http://127.0.0.1:{port}/literal");
+    let execution =
+        run(&engine, &attack_workflow("hostile-net", json!({"attack": "http_get", "key": url})), json!({})).await;
+    assert_eq!(observed(&execution), json!(200), "{execution:#}");
+}
+
+#[tokio::test]
+async fn a_manifest_with_a_malformed_http_entry_is_refused_naming_it() {
+    let manifest = "[capabilities]\nhttp = [\"api.example.com:99999\"]\n";
+    let dir = plugin_dir_with("http-malformed", &[("bad-http", "hostile", Some(manifest))]);
+    let engine = demo_host_in(&dir).engine;
+    let message = engine.registry().get("bad-http").await.err().expect("refused").to_string();
+    assert!(message.contains("`api.example.com:99999`") && message.contains("1-65535"), "{message}");
 }
 
 #[tokio::test]

@@ -51,7 +51,10 @@ pub struct Capabilities {
     /// Host services the plugin may call, by name.
     #[serde(default)]
     pub services: Vec<String>,
-    /// Hosts the plugin may send HTTP requests to: `host` (any port) or `host:port`.
+    /// Where the plugin may send HTTP requests: `host`, an IP address (`[v6]`)
+    /// or a CIDR range, each with `:port` (without one, only the scheme's port:
+    /// 80 or 443). A name must resolve to public addresses, or to addresses
+    /// another entry grants.
     #[serde(default)]
     pub http: Vec<String>,
 }
@@ -120,6 +123,11 @@ impl Manifest {
                 problems.push(format!("`name` is `{name}` but the component file is `{plugin}.wasm`"));
             }
         }
+        for entry in &self.capabilities.http {
+            if let Err(problem) = entry.parse::<crate::sandbox::capabilities::http_grant::HttpGrant>() {
+                problems.push(problem);
+            }
+        }
         if !self.capabilities.config && (!self.config.is_empty() || !self.secrets.is_empty()) {
             problems.push("`config`/`secrets` are set but `capabilities.config` is not granted".to_string());
         }
@@ -167,7 +175,8 @@ impl Manifest {
             config: if self.capabilities.config { Some(config.unwrap_or_default()) } else { None },
             kv: self.capabilities.kv,
             services: self.capabilities.services.iter().cloned().collect(),
-            http_hosts: self.capabilities.http.clone().into(),
+            // Entries that do not parse are reported by `check`, which refuses the plugin.
+            http_hosts: self.capabilities.http.iter().filter_map(|entry| entry.parse().ok()).collect(),
         }
     }
 

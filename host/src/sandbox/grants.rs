@@ -1,6 +1,7 @@
 //! What one plugin may use (its grants, from its manifest) and the host-wide
 //! resources its capabilities reach (the kv store, the service registry).
 
+use super::capabilities::http_grant::HttpGrant;
 use crate::services::ServiceRegistry;
 use crate::store::kv::{KvStore, MemoryKv};
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,8 +18,8 @@ pub struct Grants {
     pub kv: bool,
     /// Services it may call.
     pub services: BTreeSet<String>,
-    /// Hosts it may send HTTP requests to (`host` or `host:port`).
-    pub http_hosts: Arc<[String]>,
+    /// Hosts, addresses and ranges it may send HTTP requests to.
+    pub http_hosts: Arc<[HttpGrant]>,
 }
 
 impl Default for Grants {

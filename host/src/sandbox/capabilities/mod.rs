@@ -7,6 +7,8 @@
 
 mod config;
 pub mod http;
+pub mod http_grant;
+mod http_send;
 pub mod kv;
 mod log;
 mod services;
