@@ -445,3 +445,84 @@ async fn the_wait_for_a_free_instance_slot_counts_against_the_deadline() {
         assert!(done.unwrap().result.is_ok());
     }
 }
+
+/// A service or kv store that does not answer until released (or 60 s):
+/// it counts the calls that started and those that returned.
+#[derive(Default)]
+struct Stuck {
+    started: AtomicUsize,
+    returned: AtomicUsize,
+    released: std::sync::Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+impl Stuck {
+    fn wait(&self) {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let released = self.released.lock().unwrap();
+        let _ = self.wake.wait_timeout_while(released, std::time::Duration::from_secs(60), |released| !*released);
+        self.returned.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn release(&self) {
+        *self.released.lock().unwrap() = true;
+        self.wake.notify_all();
+    }
+}
+
+impl stepwise::services::Service for Stuck {
+    fn call(&self, _method: &str, _input: Value, caller: &stepwise::services::Caller) -> Result<Value, String> {
+        assert!(caller.deadline > std::time::Instant::now(), "the service is told the step's deadline");
+        self.wait();
+        Ok(json!({}))
+    }
+}
+
+impl stepwise::store::kv::KvStore for Stuck {
+    fn get(&self, _namespace: &str, _key: &str) -> Result<Option<String>, String> {
+        self.wait();
+        Ok(None)
+    }
+    fn set(&self, _namespace: &str, _key: &str, _value: &str) -> Result<(), String> {
+        self.wait();
+        Ok(())
+    }
+    fn delete(&self, _namespace: &str, _key: &str) -> Result<bool, String> {
+        self.wait();
+        Ok(false)
+    }
+}
+
+/// A host whose `inventory` service and kv store never answer on their own.
+fn stuck_host(label: &str, plugins: &[(&str, &str, Option<&str>)]) -> (Engine, Arc<Stuck>) {
+    let stuck = Arc::new(Stuck::default());
+    let mut services = stepwise::services::ServiceRegistry::new();
+    services.register("inventory", stuck.clone());
+    let resources = stepwise::sandbox::HostResources { services: Arc::new(services), kv: stuck.clone() };
+    (engine_with(&plugin_dir_with(label, plugins), resources), stuck)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_call_past_the_deadline_is_stopped() {
+    let manifest = "[capabilities]\nservices = [\"inventory\"]\n[limits]\ndeadline_ms = 300\n";
+    let (engine, stuck) = stuck_host("stuck-service", &[("slow-reserve", "reserve-inventory", Some(manifest))]);
+    let toml = "name = \"stuck\"\n[[steps]]\nid = \"reserve\"\nplugin = \"slow-reserve\"\ninput = { items = \"$.input.items\" }\nretry = { max_attempts = 2, initial_backoff_ms = 1 }\n";
+    let execution = run(&engine, toml, quote_input()).await;
+    let reserve = step(&execution, "reserve");
+    assert_eq!(reserve["error"]["kind"], "deadline_exceeded", "{execution:#}");
+    assert_eq!(reserve["attempts"], 2);
+    assert_eq!(stuck.started.load(Ordering::SeqCst), 2, "each attempt called the service");
+    assert_eq!(stuck.returned.load(Ordering::SeqCst), 0, "both attempts ended while the service still waited");
+    stuck.release();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_write_past_the_deadline_is_stopped() {
+    let (engine, stuck) = stuck_host("stuck-kv", &[]);
+    let attack = attack_workflow("hostile", json!({"attack": "kv_set", "key": "k", "value": "v"}));
+    let execution = run(&engine, &attack, json!({})).await;
+    assert_eq!(step(&execution, "attack")["error"]["kind"], "deadline_exceeded", "{execution:#}");
+    assert!(stuck.started.load(Ordering::SeqCst) >= 1);
+    assert_eq!(stuck.returned.load(Ordering::SeqCst), 0, "the step ended while the write still waited");
+    stuck.release();
+}

@@ -115,14 +115,20 @@ pub fn demo_host_in(dir: &Path) -> DemoHost {
     let services = demo::registry(inventory.clone(), payments.clone());
     let kv = Arc::new(MemoryKv::default());
     let resources = HostResources { services: Arc::new(services), kv: kv.clone() };
+    let engine = engine_with(dir, resources);
+    DemoHost { engine, inventory, payments, kv, ledger }
+}
+
+/// An engine over the plugins of `dir` whose capabilities reach `resources`
+/// (services, kv), with an in-memory store.
+pub fn engine_with(dir: &Path, resources: HostResources) -> Engine {
     let sandbox = Sandbox::with_resources(Limits::default(), resources).expect("creating the sandbox");
     let directory = PluginDirectory::scan(dir).expect("scanning the plugin directory");
     // Compiled code is cached across tests: the JavaScript and Python guests
     // (12-18 MB) take seconds to compile.
     let cache = CodeCache::new(&repo_root().join("target/test-code-cache"));
     let registry = PluginRegistry::with_cache(sandbox, directory, Some(cache));
-    let engine = Engine::new(Arc::new(registry), Arc::new(MemoryStore::new()));
-    DemoHost { engine, inventory, payments, kv, ledger }
+    Engine::new(Arc::new(registry), Arc::new(MemoryStore::new()))
 }
 
 /// A demo host over the built plugins.

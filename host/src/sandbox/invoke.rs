@@ -125,6 +125,7 @@ impl Sandbox {
             step_id: ctx.step_id.clone(),
             idempotency_key: ctx.idempotency_key.clone(),
             tenant: tenant.map(str::to_string),
+            deadline: std::time::Instant::now() + budget,
         };
         let state = HostState::new(limits, logs.clone(), &stdio, plugin.grants.clone(), self.resources.clone(), caller);
         let mut store = Store::new(&self.engine, state);

@@ -26,9 +26,14 @@ pub struct Caller {
     pub idempotency_key: String,
     /// The tenant the execution runs for, if any.
     pub tenant: Option<String>,
+    /// When the step's deadline passes: the call is abandoned then (the
+    /// step attempt fails `deadline_exceeded`), so a service that waits on
+    /// something should give up by this moment.
+    pub deadline: std::time::Instant,
 }
 
-/// A service plugins can call by name.
+/// A service plugins can call by name. Calls run on a blocking thread
+/// (they may wait on a database or a network), never on a tokio worker.
 pub trait Service: Send + Sync {
     /// Runs `method` with `input`; an error is a message returned to the guest.
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String>;

@@ -13,17 +13,34 @@ use wasmtime::component::{HasSelf, Linker};
 /// The kv capability.
 pub struct Kv;
 
+/// Each operation runs on a blocking thread (a durable store waits for its
+/// disk or its database), so the guest's wait holds no tokio worker and the
+/// call's deadline can abandon it.
 impl kv::Host for HostState {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.resources.kv.get(&self.kv_namespace, &key).ok().flatten()
+    async fn get(&mut self, key: String) -> Option<String> {
+        self.off_worker(move |kv, namespace| kv.get(namespace, &key).ok().flatten()).await.flatten()
     }
 
-    fn set(&mut self, key: String, value: String) -> Result<(), String> {
-        self.resources.kv.set(&self.kv_namespace, &key, &value)
+    async fn set(&mut self, key: String, value: String) -> Result<(), String> {
+        self.off_worker(move |kv, namespace| kv.set(namespace, &key, &value))
+            .await
+            .unwrap_or_else(|| Err("the kv store failed".to_string()))
     }
 
-    fn delete(&mut self, key: String) -> bool {
-        self.resources.kv.delete(&self.kv_namespace, &key).unwrap_or(false)
+    async fn delete(&mut self, key: String) -> bool {
+        self.off_worker(move |kv, namespace| kv.delete(namespace, &key).unwrap_or(false)).await.unwrap_or(false)
+    }
+}
+
+impl HostState {
+    /// Runs `operation` on this plugin's kv namespace on a blocking thread;
+    /// `None` if that thread panicked.
+    fn off_worker<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&dyn crate::store::kv::KvStore, &str) -> T + Send + 'static,
+    ) -> impl std::future::Future<Output = Option<T>> + Send + 'static {
+        let (kv, namespace) = (self.resources.kv.clone(), self.kv_namespace.clone());
+        async move { tokio::task::spawn_blocking(move || operation(kv.as_ref(), &namespace)).await.ok() }
     }
 }
 

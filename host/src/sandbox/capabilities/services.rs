@@ -10,15 +10,21 @@ use wasmtime::component::{HasSelf, Linker};
 pub struct Services;
 
 impl services::Host for HostState {
-    fn call(&mut self, service: String, method: String, input: String) -> Result<String, String> {
+    /// Runs the service on a blocking thread; the guest waits without
+    /// holding a tokio worker, and the call's deadline (which the service
+    /// sees in [`crate::services::Caller::deadline`]) abandons the wait.
+    async fn call(&mut self, service: String, method: String, input: String) -> Result<String, String> {
         if !self.plugin.services.contains(&service) {
             return Err(format!("service `{service}` is not granted to plugin `{}`", self.plugin.plugin));
         }
-        let Some(handler) = self.resources.services.get(&service) else {
+        let Some(handler) = self.resources.services.get(&service).cloned() else {
             return Err(format!("no service `{service}` is registered in this host"));
         };
         let input = serde_json::from_str(&input).map_err(|error| format!("input is not valid JSON: {error}"))?;
-        let output = handler.call(&method, input, &self.caller)?;
+        let caller = self.caller.clone();
+        let output = tokio::task::spawn_blocking(move || handler.call(&method, input, &caller))
+            .await
+            .map_err(|error| format!("service `{service}` failed: {error}"))??;
         Ok(output.to_string())
     }
 }
