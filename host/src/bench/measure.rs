@@ -35,6 +35,10 @@ impl Ledger for Discard {
     fn entries(&self, _service: &str) -> Result<Vec<LedgerEntry>, String> {
         Ok(Vec::new())
     }
+
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 /// The host every measurement shares: sandbox with the demo services, and a

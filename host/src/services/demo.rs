@@ -102,6 +102,10 @@ impl Service for Inventory {
         self.ledger.record(LedgerEntry::new("inventory", method, input.clone(), caller))?;
         apply_inventory(&mut state, method, input)
     }
+
+    fn may_block(&self) -> bool {
+        self.ledger.may_block()
+    }
 }
 
 fn apply_inventory(state: &mut InventoryState, method: &str, input: Value) -> Result<Value, String> {
@@ -195,6 +199,10 @@ impl Service for Payments {
         let mut state = self.state.lock().expect("payments lock");
         self.ledger.record(LedgerEntry::new("payments", method, input.clone(), caller))?;
         apply_payments(&mut state, method, input)
+    }
+
+    fn may_block(&self) -> bool {
+        self.ledger.may_block()
     }
 }
 

@@ -45,6 +45,10 @@ pub trait Ledger: Send + Sync {
     fn record(&self, entry: LedgerEntry) -> Result<(), String>;
     /// Every call to `service`, in order.
     fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String>;
+    /// Whether recording waits on a disk or a database.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// A ledger in memory.
@@ -57,6 +61,10 @@ impl Ledger for MemoryLedger {
     fn record(&self, entry: LedgerEntry) -> Result<(), String> {
         self.entries.lock().expect("ledger lock").push(entry);
         Ok(())
+    }
+
+    fn may_block(&self) -> bool {
+        false
     }
 
     fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String> {

@@ -32,11 +32,18 @@ pub struct Caller {
     pub deadline: std::time::Instant,
 }
 
-/// A service plugins can call by name. Calls run on a blocking thread
-/// (they may wait on a database or a network), never on a tokio worker.
+/// A service plugins can call by name.
 pub trait Service: Send + Sync {
     /// Runs `method` with `input`; an error is a message returned to the guest.
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String>;
+
+    /// Whether a call may wait (on a disk, a database, a network): such
+    /// calls run on a blocking thread, where the step's deadline can abandon
+    /// them, never on a tokio worker. A service answering from memory in
+    /// microseconds says `false` and is called in place.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// The services a host offers, by name.

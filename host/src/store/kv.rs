@@ -22,6 +22,11 @@ pub trait KvStore: Send + Sync {
     fn set(&self, namespace: &str, key: &str, value: &str) -> Result<(), String>;
     /// Deletes `key` in `namespace`; whether it existed.
     fn delete(&self, namespace: &str, key: &str) -> Result<bool, String>;
+    /// Whether an operation may wait on a disk or a database (it then runs
+    /// on a blocking thread, under the step's deadline).
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// A kv store in memory.
@@ -61,6 +66,10 @@ impl KvStore for MemoryKv {
     fn delete(&self, namespace: &str, key: &str) -> Result<bool, String> {
         let mut namespaces = self.namespaces.lock().expect("kv lock");
         Ok(namespaces.get_mut(namespace).is_some_and(|entries| entries.remove(key).is_some()))
+    }
+
+    fn may_block(&self) -> bool {
+        false
     }
 }
 

@@ -13,9 +13,9 @@ use wasmtime::component::{HasSelf, Linker};
 /// The kv capability.
 pub struct Kv;
 
-/// Each operation runs on a blocking thread (a durable store waits for its
-/// disk or its database), so the guest's wait holds no tokio worker and the
-/// call's deadline can abandon it.
+/// An operation on a durable store (which waits for its disk or its
+/// database) runs on a blocking thread, so the guest's wait holds no tokio
+/// worker and the call's deadline can abandon it; one in memory runs in place.
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> Option<String> {
         self.off_worker(move |kv, namespace| kv.get(namespace, &key).ok().flatten()).await.flatten()
@@ -40,7 +40,12 @@ impl HostState {
         operation: impl FnOnce(&dyn crate::store::kv::KvStore, &str) -> T + Send + 'static,
     ) -> impl std::future::Future<Output = Option<T>> + Send + 'static {
         let (kv, namespace) = (self.resources.kv.clone(), self.kv_namespace.clone());
-        async move { tokio::task::spawn_blocking(move || operation(kv.as_ref(), &namespace)).await.ok() }
+        async move {
+            if !kv.may_block() {
+                return Some(operation(kv.as_ref(), &namespace));
+            }
+            tokio::task::spawn_blocking(move || operation(kv.as_ref(), &namespace)).await.ok()
+        }
     }
 }
 

@@ -10,9 +10,10 @@ use wasmtime::component::{HasSelf, Linker};
 pub struct Services;
 
 impl services::Host for HostState {
-    /// Runs the service on a blocking thread; the guest waits without
-    /// holding a tokio worker, and the call's deadline (which the service
-    /// sees in [`crate::services::Caller::deadline`]) abandons the wait.
+    /// Runs a service that may block on a blocking thread: the guest waits
+    /// without holding a tokio worker, and the call's deadline (which the
+    /// service sees in [`crate::services::Caller::deadline`]) abandons the
+    /// wait. One that answers from memory runs in place.
     async fn call(&mut self, service: String, method: String, input: String) -> Result<String, String> {
         if !self.plugin.services.contains(&service) {
             return Err(format!("service `{service}` is not granted to plugin `{}`", self.plugin.plugin));
@@ -21,6 +22,9 @@ impl services::Host for HostState {
             return Err(format!("no service `{service}` is registered in this host"));
         };
         let input = serde_json::from_str(&input).map_err(|error| format!("input is not valid JSON: {error}"))?;
+        if !handler.may_block() {
+            return Ok(handler.call(&method, input, &self.caller)?.to_string());
+        }
         let caller = self.caller.clone();
         let output = tokio::task::spawn_blocking(move || handler.call(&method, input, &caller))
             .await
