@@ -288,6 +288,36 @@ async fn an_uploaded_plugin_is_used_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_uploads_each_answer_their_own_version_and_leave_a_matching_pair() {
+    let server = std::sync::Arc::new(Server::start("upload-race", &[]));
+    let variants: Vec<(Vec<u8>, &str)> = ["v1", "v2"]
+        .iter()
+        .map(|v| (std::fs::read(repo_root().join(format!("build/variants/versioned-{v}.wasm"))).unwrap(), *v))
+        .collect();
+    let mut uploads = tokio::task::JoinSet::new();
+    for round in 0..8 {
+        let (component, variant) = variants[round % 2].clone();
+        let server = server.clone();
+        uploads.spawn(async move {
+            let manifest = format!("version = \"{}.0.{round}\"\n", &variant[1..]);
+            let (status, answer) = upload(&server, "versioned", component, Some(&manifest)).await;
+            (status, answer, variant, round)
+        });
+    }
+    while let Some(joined) = uploads.join_next().await {
+        let (status, answer, variant, round) = joined.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        assert_eq!(answer["version"], format!("{}.0.{round}", &variant[1..]), "each answer names its own upload");
+    }
+    // Whatever won, the component and its manifest belong together.
+    let (_, plugins) = server.get("/v1/plugins").await;
+    let listed = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "versioned").unwrap().clone();
+    let (_, run) = server.post("/v1/workflows/versioned/executions?wait=true", json!({})).await;
+    let running = step(&run, "only")["output"]["version"].as_str().unwrap().to_string();
+    assert!(listed["version"].as_str().unwrap().starts_with(&running[1..]), "{listed} runs {running}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_openapi_describe_the_server() {
     let server = Server::start("metrics", &[]);
     server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;

@@ -287,8 +287,23 @@ impl PluginRegistry {
     /// previous version keeps serving. A deleted file stops new executions
     /// from using the plugin; versions in use stay loaded.
     pub async fn reload(&self, name: &str) -> Result<(), PluginError> {
-        let path = self.dir.join(format!("{name}.wasm"));
         let _loading = self.loading.lock().await;
+        self.reload_locked(name).await
+    }
+
+    /// Writes a plugin's component and manifest (none: the manifest file is
+    /// removed) into the directory and loads them, as one unit: the watcher,
+    /// which reloads under the same lock, sees either the old pair or the
+    /// new one, never a new manifest beside an old component.
+    pub async fn install(&self, name: &str, component: &[u8], manifest: Option<&str>) -> Result<(), PluginError> {
+        let _loading = self.loading.lock().await;
+        let path = self.dir.join(format!("{name}.wasm"));
+        write_pair(&path, component, manifest).map_err(|source| PluginError::Read { path: path.clone(), source })?;
+        self.reload_locked(name).await
+    }
+
+    async fn reload_locked(&self, name: &str) -> Result<(), PluginError> {
+        let path = self.dir.join(format!("{name}.wasm"));
         if !path.is_file() {
             let mut slots = self.slots.write().expect("registry lock poisoned");
             slots.remove(name);
@@ -422,4 +437,20 @@ impl PluginRegistry {
         });
         Ok(PluginWatch { _watcher: watcher, task })
     }
+}
+
+/// Writes a component and its manifest, each to a temporary name beside
+/// its final one and renamed into place (a reader never sees half a file).
+fn write_pair(path: &Path, component: &[u8], manifest: Option<&str>) -> std::io::Result<()> {
+    let manifest_path = path.with_extension("toml");
+    match manifest {
+        Some(text) => {
+            std::fs::write(path.with_extension("toml.partial"), text)?;
+            std::fs::rename(path.with_extension("toml.partial"), &manifest_path)?;
+        }
+        None if manifest_path.exists() => std::fs::remove_file(&manifest_path)?,
+        None => {}
+    }
+    std::fs::write(path.with_extension("wasm.partial"), component)?;
+    std::fs::rename(path.with_extension("wasm.partial"), path)
 }

@@ -412,12 +412,14 @@ pub async fn upload_plugin(
     .await
     .map_err(|e| ApiError::internal(format!("validation failed: {e}")))?
     .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", error.to_string()))?;
-    write_plugin(&path, &component, manifest.as_deref())
-        .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
-    registry
-        .reload(&name)
-        .await
-        .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", error.to_string()))?;
+    // The component and manifest are replaced as one unit (the watcher waits).
+    registry.install(&name, &component, manifest.as_deref()).await.map_err(|error| match error {
+        crate::plugin::PluginError::Read { .. } => {
+            tracing::error!(plugin = %name, "installing an uploaded plugin: {error}");
+            ApiError::internal(format!("installing `{name}` failed: the plugin directory could not be written"))
+        }
+        error => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", error.to_string()),
+    })?;
     let plugin = registry.get(&name).await.map_err(|error| ApiError::internal(error.to_string()))?;
     Ok((
         StatusCode::CREATED,
@@ -436,21 +438,6 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
     } else {
         ApiError::bad_request(format!("invalid multipart body: {error}"))
     }
-}
-
-/// Writes a plugin's files, each beside its final name and renamed into place.
-fn write_plugin(path: &std::path::Path, component: &[u8], manifest: Option<&str>) -> std::io::Result<()> {
-    let manifest_path = path.with_extension("toml");
-    match manifest {
-        Some(text) => {
-            std::fs::write(path.with_extension("toml.partial"), text)?;
-            std::fs::rename(path.with_extension("toml.partial"), &manifest_path)?;
-        }
-        None if manifest_path.exists() => std::fs::remove_file(&manifest_path)?,
-        None => {}
-    }
-    std::fs::write(path.with_extension("wasm.partial"), component)?;
-    std::fs::rename(path.with_extension("wasm.partial"), path)
 }
 
 /// Query of `POST /v1/events/{event}`.
