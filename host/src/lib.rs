@@ -24,6 +24,8 @@ pub mod access;
 pub mod bench;
 pub mod cli;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod journal;
 pub mod plugin;
 pub mod sandbox;

@@ -54,11 +54,24 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         None => Ok(None),
         Some(value) => {
             let key = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
+            if key.bytes().any(|byte| !(b' '..=b'~').contains(&byte)) {
+                return Err(ApiError::bad_request("Idempotency-Key must be visible ASCII"));
+            }
             if key.is_empty() || key.len() > 255 {
                 return Err(ApiError::bad_request("Idempotency-Key must be 1 to 255 characters"));
             }
             Ok(Some(key.to_string()))
         }
+    }
+}
+
+/// A `tenant` query parameter, checked: absent, or a valid tenant id.
+fn checked_tenant(tenant: Option<String>) -> Result<Option<String>, ApiError> {
+    match tenant {
+        Some(tenant) if !crate::tenants::is_valid_tenant(&tenant) => Err(ApiError::bad_request(format!(
+            "`tenant` must be 1-64 of a-z, 0-9, `_` and `-`, starting with a letter or digit (it was `{tenant}`)"
+        ))),
+        tenant => Ok(tenant),
     }
 }
 
@@ -78,6 +91,7 @@ pub struct StartQuery {
     #[serde(default)]
     wait: bool,
     /// The tenant the execution runs for: its hook handlers run.
+    #[param(pattern = r"^[a-z0-9][a-z0-9_-]*$", max_length = 64, nullable = false)]
     tenant: Option<String>,
 }
 
@@ -89,7 +103,7 @@ pub struct Accepted {
 }
 
 /// Runs a workflow with the request body as input.
-#[utoipa::path(post, path = "/v1/workflows/{name}/executions", params(("name" = String, Path, description = "Workflow name"), StartQuery, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Starting twice with the same key returns the first execution (1-255 visible ASCII characters)")), request_body(content = Object, description = "The workflow input"), responses((status = 200, description = "The execution, ended (with wait=true) or the one an idempotency key names", body = Object), (status = 202, description = "Started", body = Accepted), (status = 404, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/executions", params(("name" = String, Path, min_length = 1, max_length = 128, description = "Workflow name"), StartQuery, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Starting twice with the same key returns the first execution (1-255 visible ASCII characters)")), request_body(content = Object, description = "The workflow input"), responses((status = 200, description = "The execution, ended (with wait=true) or the one an idempotency key names", body = Object), (status = 202, description = "Started", body = Accepted), (status = 404, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn start_execution(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -99,7 +113,7 @@ pub async fn start_execution(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Start)?;
-    let tenant = principal.tenant_to_run_as(query.tenant.clone())?;
+    let tenant = principal.tenant_to_run_as(checked_tenant(query.tenant.clone())?)?;
     let input = parse_body(&headers, &body)?;
     let workflow = state.workflows.get(&name).ok_or_else(|| ApiError::not_found(format!("no workflow `{name}`")))?;
     let key = idempotency_key(&headers)?.map(|key| principal_key(&principal, key));
@@ -133,7 +147,7 @@ async fn settle_within(settling: Settling, limit: Duration) -> Result<Option<Exe
 }
 
 /// One execution, as `stepwise run` prints it.
-#[utoipa::path(get, path = "/v1/executions/{id}", params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/executions/{id}", params(("id" = String, Path, min_length = 1, max_length = 128, description = "The execution id")), responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_execution(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -171,15 +185,19 @@ async fn check_visible(state: &AppState, principal: &Principal, id: &ExecutionId
 #[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
     /// Only this status.
+    #[param(pattern = r"^(running|waiting|compensating|succeeded|compensated|failed)$", nullable = false)]
     status: Option<String>,
     /// Only this workflow.
+    #[param(nullable = false)]
     workflow: Option<String>,
     /// Only this tenant's executions (a tenant token sees only its own).
+    #[param(pattern = r"^[a-z0-9][a-z0-9_-]*$", max_length = 64, nullable = false)]
     tenant: Option<String>,
     /// Page size (default 50, at most 500).
-    #[param(minimum = 1, maximum = 500)]
+    #[param(minimum = 1, maximum = 500, nullable = false)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
+    #[param(nullable = false)]
     cursor: Option<String>,
 }
 
@@ -191,7 +209,7 @@ pub async fn list_executions(
     Query(query): Query<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Read)?;
-    let tenant = match (principal.tenant_filter(), query.tenant) {
+    let tenant = match (principal.tenant_filter(), checked_tenant(query.tenant)?) {
         (Some(own), Some(asked)) if asked != own => {
             return Err(crate::access::Denied(format!("a token of tenant `{own}` may not list tenant `{asked}`")).into())
         }
@@ -222,7 +240,7 @@ pub struct FailureReport {
 }
 
 /// Reports an async step done; the body is its output.
-#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/success", params(("id" = String, Path), ("step" = String, Path)), request_body(content = Object, description = "The step's output"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/success", params(("id" = String, Path, min_length = 1, max_length = 128, description = "The execution id"), ("step" = String, Path, pattern = r"^[a-z][a-z0-9_-]*(\[([0-9]{1,9}|[a-z][a-z0-9_-]{0,63})\])?$", description = "The async step: `step`, `step[3]` (an element) or `hook[plugin]` (a handler)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "The same report again with the same key gets the same answer")), request_body(content = Object, description = "The step's output"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn step_success(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -249,7 +267,7 @@ pub struct CancelRequest {
 
 /// Rolls an execution back: running steps settle, then every completed step
 /// is compensated in reverse order, even when the execution had succeeded.
-#[utoipa::path(post, path = "/v1/executions/{id}/cancel", params(("id" = String, Path)), request_body(content = CancelRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/cancel", params(("id" = String, Path, min_length = 1, max_length = 128, description = "The execution id")), request_body(content = CancelRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn cancel_execution(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -268,7 +286,7 @@ pub async fn cancel_execution(
 }
 
 /// Reports an async step failed; the execution rolls back.
-#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/failure", params(("id" = String, Path), ("step" = String, Path)), request_body = FailureReport, responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/failure", params(("id" = String, Path, min_length = 1, max_length = 128, description = "The execution id"), ("step" = String, Path, pattern = r"^[a-z][a-z0-9_-]*(\[([0-9]{1,9}|[a-z][a-z0-9_-]{0,63})\])?$", description = "The async step: `step`, `step[3]` (an element) or `hook[plugin]` (a handler)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "The same report again with the same key gets the same answer")), request_body = FailureReport, responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn step_failure(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -352,9 +370,20 @@ pub async fn list_plugins(
     Ok(Json(json!({"plugins": plugins})))
 }
 
+/// The parts of a plugin upload.
+#[derive(ToSchema)]
+#[allow(dead_code)] // read part by part from the multipart stream; this describes it
+pub struct PluginUpload {
+    /// The component (`.wasm`).
+    #[schema(value_type = String, format = Binary)]
+    component: Vec<u8>,
+    /// Its manifest (TOML), if any.
+    manifest: Option<String>,
+}
+
 /// Uploads a plugin (multipart: `component`, optional `manifest`): checked as a
 /// watched file would be, then written to the plugin directory and swapped in.
-#[utoipa::path(put, path = "/v1/plugins/{name}", params(("name" = String, Path, max_length = 64, pattern = "^[a-z][a-z0-9_-]*$")), request_body(content_type = "multipart/form-data", description = "`component` (the .wasm) and an optional `manifest` (TOML)"), responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/plugins/{name}", params(("name" = String, Path, max_length = 64, pattern = "^[a-z][a-z0-9_-]*$")), request_body(content = PluginUpload, content_type = "multipart/form-data", description = "`component` (the .wasm) and an optional `manifest` (TOML)"), responses((status = 201, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn upload_plugin(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -444,11 +473,12 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
 #[derive(Deserialize, IntoParams)]
 pub struct EventQuery {
     /// The tenant the triggered executions run for.
+    #[param(pattern = r"^[a-z0-9][a-z0-9_-]*$", max_length = 64, nullable = false)]
     tenant: Option<String>,
 }
 
 /// Publishes an event: every workflow with `on_event` equal to it runs with the body as input.
-#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path), EventQuery, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Publishing twice with the same key starts each workflow once")), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/events/{event}", params(("event" = String, Path, min_length = 1, max_length = 128, description = "The event name (as in `on_event`)"), EventQuery, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "Publishing twice with the same key starts each workflow once")), request_body(content = Object, description = "The event payload"), responses((status = 202, body = Object), (status = 400, body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn publish_event(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -458,7 +488,7 @@ pub async fn publish_event(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Start)?;
-    let tenant = principal.tenant_to_run_as(query.tenant.clone())?;
+    let tenant = principal.tenant_to_run_as(checked_tenant(query.tenant.clone())?)?;
     let payload = parse_body(&headers, &body)?;
     if !payload.is_object() {
         return Err(ApiError::bad_request("an event's payload is a JSON object"));

@@ -1,0 +1,4 @@
+//! Fuzzes `stepwise::fuzz_targets::manifest_file` (see its documentation).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| stepwise::fuzz_targets::manifest_file(data));
