@@ -31,7 +31,7 @@ fn component_of_a_random_world(u: &mut Unstructured<'_>) -> Result<Vec<u8>> {
     }
     let world = worlds[u.choose_index(worlds.len())?];
     let mut module = wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
-    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)
+    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8, false)
         .map_err(|_| arbitrary::Error::IncorrectFormat)?;
     wit_component::ComponentEncoder::default()
         .module(&module)
