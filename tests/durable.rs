@@ -201,17 +201,30 @@ fn executions_are_listed_filtered_shown_and_purged() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown status `exploded`"));
 
+    // Beside them: a failed execution (its compensation kept failing) and a
+    // waiting one (an async step): retention keeps both.
+    let failing = "name = \"stuck\"\nretry = { max_attempts = 2, initial_backoff_ms = 1 }\n[[steps]]\nid = \"hold\"\nplugin = \"compensate-fails\"\ninput = { compensation_error_kind = \"retryable\" }\n[[steps]]\nid = \"boom\"\nplugin = \"fail\"\nafter = [\"hold\"]\n";
+    let waiting = "name = \"approval\"\n[[steps]]\nid = \"ask\"\nplugin = \"echo\"\nasync = true\n";
+    for (file, text, status) in [("stuck.toml", failing, "failed"), ("approval.toml", waiting, "waiting")] {
+        std::fs::write(dir.join(file), text).unwrap();
+        let run = json_of(&cli(&dir, &["run", dir.join(file).to_str().unwrap()]));
+        assert_eq!(run["status"], status, "{run:#}");
+    }
     let kept = cli(&dir, &["executions", "purge", "--older-than", "1h"]);
-    assert!(String::from_utf8_lossy(&kept.stdout).contains("purged 0"));
+    assert!(String::from_utf8_lossy(&kept.stdout).contains("purged nothing"), "{kept:?}");
     std::thread::sleep(Duration::from_millis(20));
-    let purged = cli(&dir, &["executions", "purge", "--older-than", "10ms"]);
-    assert!(
-        String::from_utf8_lossy(&purged.stdout).contains("purged 3"),
-        "{}",
-        String::from_utf8_lossy(&purged.stdout)
-    );
-    assert_eq!(json_of(&cli(&dir, &["executions", "list", "--json"])), json!([]));
-    assert_eq!(definitions(), 0, "definitions no execution uses are purged too");
+    let purged = json_of(&cli(&dir, &["executions", "purge", "--older-than", "10ms", "--json"]));
+    assert_eq!(purged["purged"], json!({"succeeded": 1, "compensated": 2}), "failed kept, waiting never: {purged}");
+    let left = json_of(&cli(&dir, &["executions", "list", "--json"]));
+    let mut statuses: Vec<&str> = left.as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, ["failed", "waiting"]);
+    let purged = cli(&dir, &["executions", "purge", "--older-than", "10ms", "--include-failed"]);
+    assert!(String::from_utf8_lossy(&purged.stdout).contains("purged 1 failed"), "{purged:?}");
+    let left = json_of(&cli(&dir, &["executions", "list", "--json"]));
+    assert_eq!(left.as_array().unwrap().len(), 1, "an unfinished execution is never purged: {left}");
+    assert_eq!(left[0]["status"], "waiting");
+    assert_eq!(definitions(), 1, "definitions no execution uses are purged too");
 }
 
 #[test]

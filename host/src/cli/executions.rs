@@ -106,11 +106,19 @@ pub enum ExecutionsCommand {
         #[command(flatten)]
         store: StoreArg,
     },
-    /// Delete finished executions older than an age (e.g. `30d`, `12h`).
+    /// Delete finished executions older than an age (e.g. `30d`, `12h`):
+    /// `succeeded` and `compensated` ones; `failed` ones only with
+    /// `--include-failed`; unfinished ones never.
     Purge {
         /// Age of the last status change beyond which finished executions go.
         #[arg(long)]
         older_than: humantime::Duration,
+        /// Also delete `failed` executions (compensations that kept failing).
+        #[arg(long)]
+        include_failed: bool,
+        /// Print what was deleted as JSON (`{"purged": {"succeeded": N, ...}}`).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         plugins: PluginDirArg,
         #[command(flatten)]
@@ -220,12 +228,27 @@ pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ExecutionsCommand::Purge { older_than, plugins, store } => {
+        ExecutionsCommand::Purge { older_than, include_failed, json, plugins, store } => {
             let engine = demo_engine(&store, &plugins).await?;
             let age: std::time::Duration = older_than.into();
             let cutoff = Timestamp(Timestamp::now().0.saturating_sub(age.as_millis() as u64));
-            let purged = engine.store().purge_finished_before(cutoff).await?;
-            println!("purged {purged} finished execution(s) last updated before {}", cutoff.to_rfc3339());
+            let mut statuses = crate::store::PURGED_BY_DEFAULT.to_vec();
+            if include_failed {
+                statuses.push(ExecutionStatus::Failed);
+            }
+            let purged = engine.store().purge_finished_before(cutoff, &statuses).await?;
+            if json {
+                let counts: serde_json::Map<String, serde_json::Value> =
+                    purged.iter().map(|(status, count)| (status.as_str().to_string(), (*count).into())).collect();
+                println!("{}", serde_json::json!({"purged": counts, "before": cutoff.to_rfc3339()}));
+            } else {
+                let kept = if include_failed { "" } else { "; failed executions are kept (--include-failed)" };
+                println!(
+                    "purged {} (last updated before {}){kept}",
+                    crate::store::describe_purge(&purged),
+                    cutoff.to_rfc3339()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

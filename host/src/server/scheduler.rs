@@ -42,8 +42,8 @@ pub fn spawn(
                 if last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
                     last_purge = Some(std::time::Instant::now());
                     let cutoff = Timestamp(Timestamp::now().0.saturating_sub(age.as_millis() as u64));
-                    match engine.store().purge_finished_before(cutoff).await {
-                        Ok(purged) => tracing::info!("retention: purged {purged} finished executions"),
+                    match engine.store().purge_finished_before(cutoff, &crate::store::PURGED_BY_DEFAULT).await {
+                        Ok(purged) => tracing::info!("retention: purged {}", crate::store::describe_purge(&purged)),
                         Err(error) => tracing::error!("retention: {error}"),
                     }
                 }

@@ -396,7 +396,11 @@ async fn purge_deletes_only_finished_executions_before_the_cutoff(store: Arc<dyn
         last.status = Some((status, Timestamp(at)));
         store.append(last).await.unwrap();
     }
-    assert_eq!(store.purge_finished_before(Timestamp(5_000)).await.unwrap(), 2);
+    let everything = [ExecutionStatus::Succeeded, ExecutionStatus::Compensated, ExecutionStatus::Waiting];
+    let purged = store.purge_finished_before(Timestamp(5_000), &everything).await.unwrap();
+    assert_eq!(purged, [(ExecutionStatus::Succeeded, 1)], "failed not asked for; waiting never; new-done too new");
+    let purged = store.purge_finished_before(Timestamp(5_000), &[ExecutionStatus::Failed]).await.unwrap();
+    assert_eq!(purged, [(ExecutionStatus::Failed, 1)]);
     let mut left: Vec<String> =
         store.list(&ListFilter::default()).await.unwrap().into_iter().map(|e| e.execution_id.to_string()).collect();
     left.sort();

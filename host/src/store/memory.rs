@@ -182,14 +182,25 @@ impl ExecutionStore for MemoryStore {
         Ok(counts.into_values().collect())
     }
 
-    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+    async fn purge_finished_before(
+        &self,
+        cutoff: Timestamp,
+        statuses: &[ExecutionStatus],
+    ) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
         let mut inner = self.lock();
-        let before = inner.executions.len();
-        inner.executions.retain(|_, row| !(row.execution.status.is_final() && row.updated_at < cutoff));
+        let mut purged: BTreeMap<&'static str, (ExecutionStatus, u64)> = BTreeMap::new();
+        inner.executions.retain(|_, row| {
+            let status = row.execution.status;
+            let goes = status.is_final() && statuses.contains(&status) && row.updated_at < cutoff;
+            if goes {
+                purged.entry(status.as_str()).or_insert((status, 0)).1 += 1;
+            }
+            !goes
+        });
         let Inner { executions, by_idempotency_key, inbox, .. } = &mut *inner;
         by_idempotency_key.retain(|_, id| executions.contains_key(id));
         inbox.retain(|_, posted| executions.contains_key(&posted.execution_id));
-        Ok(before - inner.executions.len())
+        Ok(purged.into_values().collect())
     }
 
     async fn mark_unloadable(&self, id: &ExecutionId, reason: &str) -> Result<(), StoreError> {

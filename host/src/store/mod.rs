@@ -304,8 +304,14 @@ pub trait ExecutionStore: TokenStore + Send + Sync {
     async fn unfinished(&self) -> Result<Vec<ExecutionId>, StoreError>;
     /// How many executions have each status.
     async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError>;
-    /// Deletes finished executions last updated before `cutoff`; returns how many.
-    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError>;
+    /// Deletes the executions in one of `statuses` last updated before
+    /// `cutoff`, final statuses only (an unfinished execution is never
+    /// deleted, whatever is asked); returns how many of each status went.
+    async fn purge_finished_before(
+        &self,
+        cutoff: Timestamp,
+        statuses: &[ExecutionStatus],
+    ) -> Result<Vec<(ExecutionStatus, u64)>, StoreError>;
     /// Marks an execution that cannot be loaded `failed`, with the reason,
     /// and lets go of it, so that it blocks nothing.
     async fn mark_unloadable(&self, id: &ExecutionId, reason: &str) -> Result<(), StoreError>;
@@ -354,6 +360,19 @@ pub trait ExecutionStore: TokenStore + Send + Sync {
     fn wakeups(&self) -> Option<Arc<tokio::sync::Notify>> {
         None
     }
+}
+
+/// What a purge deletes by default: executions that ended well or were
+/// rolled back cleanly. `failed` ones (a compensation that kept failing)
+/// need an operator and stay unless asked for.
+pub const PURGED_BY_DEFAULT: [ExecutionStatus; 2] = [ExecutionStatus::Succeeded, ExecutionStatus::Compensated];
+
+/// A purge report as one line: `3 succeeded, 1 compensated` (or `nothing`).
+pub fn describe_purge(purged: &[(ExecutionStatus, u64)]) -> String {
+    if purged.is_empty() {
+        return "nothing".to_string();
+    }
+    purged.iter().map(|(status, count)| format!("{count} {}", status.as_str())).collect::<Vec<_>>().join(", ")
 }
 
 /// Opens the store a URL names: `memory`, `sqlite://PATH` (created if

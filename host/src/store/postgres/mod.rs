@@ -433,15 +433,23 @@ impl ExecutionStore for PostgresStore {
         Ok(rows.map_err(backend)?.iter().map(|row| (parse_status(row.get(0)), row.get::<_, i64>(1) as u64)).collect())
     }
 
-    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+    async fn purge_finished_before(
+        &self,
+        cutoff: Timestamp,
+        statuses: &[ExecutionStatus],
+    ) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
         let client = self.client().await?;
-        let purged = client
-            .execute(
-                &client.prepare_cached("DELETE FROM executions WHERE status IN ('succeeded', 'compensated', 'failed') AND updated_at < $1").await.map_err(backend)?,
-                &[&(cutoff.0 as i64)],
-            )
+        let statement = client
+            .prepare_cached("DELETE FROM executions WHERE status = $1 AND updated_at < $2")
             .await
             .map_err(backend)?;
+        let mut purged = Vec::new();
+        for status in statuses.iter().copied().filter(|status| status.is_final()) {
+            let count = client.execute(&statement, &[&status.as_str(), &(cutoff.0 as i64)]).await.map_err(backend)?;
+            if count > 0 {
+                purged.push((status, count));
+            }
+        }
         client
             .batch_execute(
                 "DELETE FROM definitions d WHERE NOT EXISTS (SELECT 1 FROM executions e WHERE e.definition = d.hash)",
@@ -455,7 +463,7 @@ impl ExecutionStore for PostgresStore {
             )
             .await
             .map_err(backend)?;
-        Ok(purged as usize)
+        Ok(purged)
     }
 
     async fn mark_unloadable(&self, id: &ExecutionId, reason: &str) -> Result<(), StoreError> {

@@ -295,14 +295,25 @@ impl ExecutionStore for SqliteStore {
         })
     }
 
-    async fn purge_finished_before(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+    async fn purge_finished_before(
+        &self,
+        cutoff: Timestamp,
+        statuses: &[ExecutionStatus],
+    ) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
+        let statuses: Vec<ExecutionStatus> = statuses.iter().copied().filter(|status| status.is_final()).collect();
         self.write(move |db, path| {
-            let purged = db
-                .execute(
-                    "DELETE FROM executions WHERE status IN ('succeeded', 'compensated', 'failed') AND updated_at < ?1",
-                    params![cutoff.0 as i64],
-                )
-                .map_err(|e| backend(path, e))?;
+            let mut purged = Vec::new();
+            for status in statuses {
+                let count = db
+                    .execute(
+                        "DELETE FROM executions WHERE status = ?1 AND updated_at < ?2",
+                        params![status.as_str(), cutoff.0 as i64],
+                    )
+                    .map_err(|e| backend(path, e))?;
+                if count > 0 {
+                    purged.push((status, count as u64));
+                }
+            }
             db.execute_batch(
                 "DELETE FROM definitions WHERE NOT EXISTS
                  (SELECT 1 FROM executions WHERE executions.definition = '@' || definitions.hash)",
