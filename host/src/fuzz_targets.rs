@@ -80,8 +80,11 @@ pub fn plugin_component(data: &[u8]) {
     let _ = LoadedPlugin::from_bytes(sandbox, None, "fuzz", Path::new("fuzz.wasm"), data, None);
 }
 
+/// A fuzz target: arbitrary bytes in, nothing out, never a panic.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name (the directories of `fuzz/corpus/`).
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("workflow_file", workflow_file),
     ("manifest_file", manifest_file),
     ("template_and_condition", template_and_condition),
