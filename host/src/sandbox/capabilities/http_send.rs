@@ -19,6 +19,10 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 /// deadline bounds the whole call anyway).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The largest response body a guest can read: past it, reading fails with
+/// `HTTP-response-body-size` (the step's memory and deadline bound it too).
+pub const MAX_RESPONSE_BODY_BYTES: usize = 16 << 20;
+
 /// A response, and the future that drives its connection to the end.
 pub type Sent = (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>);
 
@@ -90,7 +94,14 @@ pub async fn send_to(
     let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)??;
-    let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
+    let response = response.map(|body| {
+        http_body_util::Limited::new(body, MAX_RESPONSE_BODY_BYTES)
+            .map_err(|error| match error.downcast::<hyper::Error>() {
+                Ok(error) => Error::from(*error),
+                Err(_) => Error::HttpResponseBodySize(Some(MAX_RESPONSE_BODY_BYTES as u64)),
+            })
+            .boxed_unsync()
+    });
     let driven = async move {
         match connection.await {
             Ok(Ok(())) => Ok(()),
@@ -146,6 +157,25 @@ mod tests {
         assert!(head.starts_with("GET /path?q=1 HTTP/1.1\r\n"), "origin form, not the absolute URI: {head}");
         assert!(head.to_ascii_lowercase().contains("host: pinned.invalid"), "{head}");
         let _ = Box::into_pin(driven).await;
+    }
+
+    #[tokio::test]
+    async fn a_response_body_past_the_limit_fails_reading() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer).await;
+            let size = MAX_RESPONSE_BODY_BYTES + 1;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let _ = stream.write_all(&vec![b'x'; size]).await;
+        });
+        let (response, _driven) =
+            send_to(request("http://pinned.invalid/big"), None, &[address], "pinned.invalid", false).await.unwrap();
+        let error = response.into_body().collect().await.err();
+        assert!(matches!(error, Some(Error::HttpResponseBodySize(_))), "{error:?}");
     }
 
     #[tokio::test]
