@@ -493,3 +493,61 @@ async fn throughput_sqlite_vs_memory() {
         }
     }
 }
+
+/// A reservation, then a step whose compensation fails twice before it
+/// succeeds (no retries of its own), then a step that fails: the execution
+/// ends `failed`; each operator retry tries the failed compensation once more.
+const RETRIED_ROLLBACK: &str = r#"
+name = "retried-rollback"
+[[steps]]
+id = "reserve"
+plugin = "reserve-inventory"
+input = { items = [{ sku = "A", quantity = 2 }] }
+[[steps]]
+id = "hold"
+plugin = "compensate-fails"
+input = { compensation_failures = 2 }
+retry = { max_attempts = 1 }
+after = ["reserve"]
+[[steps]]
+id = "boom"
+plugin = "fail"
+after = ["hold"]
+"#;
+
+#[test]
+fn an_operator_retries_a_failed_execution_until_its_compensations_succeed() {
+    let dir = scratch("operator-retry");
+    let workflow = write(&dir, "retried.toml", RETRIED_ROLLBACK);
+    let failed = json_of(&cli(&dir, &["run", &workflow]));
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let id = failed["execution_id"].as_str().unwrap().to_string();
+    let hold = |execution: &Value| step(execution, "hold").clone();
+    assert_eq!(hold(&failed)["status"], "compensation_failed");
+    assert_eq!(step(&failed, "reserve")["status"], "compensated", "the rollback went on past the failure");
+
+    // First retry: attempt 2 fails too; the execution is failed again.
+    let again = cli(&dir, &["retry", &id, "--reason", "payments provider back"]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    let again = json_of(&again);
+    assert_eq!(again["status"], "failed");
+    assert_eq!(hold(&again)["compensation_attempts"], 2);
+    // Second retry: attempt 3 succeeds; the execution is compensated.
+    let done = json_of(&cli(&dir, &["retry", &id]));
+    assert_eq!(done["status"], "compensated", "{done:#}");
+    assert_eq!(hold(&done)["status"], "compensated");
+    assert_eq!(hold(&done)["compensation_attempts"], 3);
+    let retries: Vec<&Value> = events(&done, "retry_requested");
+    assert_eq!(retries.len(), 2, "each retry is in the timeline");
+    assert_eq!(retries[0]["reason"], "payments provider back");
+    assert_eq!(retries[0]["steps"], json!(["hold"]));
+    // Nothing left to retry: refused (exit 2), naming the status.
+    let refused = cli(&dir, &["retry", &id]);
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("is compensated") && message.contains("only a `failed` execution"), "{message}");
+    // The reservation was applied once and undone once, through every retry.
+    let calls = ledger(&dir.join("stepwise.db"));
+    let count = |method: &str| calls.iter().filter(|call| call.method == method).count();
+    assert_eq!((count("reserve"), count("release")), (1, 1), "{calls:?}");
+}

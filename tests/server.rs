@@ -536,3 +536,25 @@ fn serve_refuses_a_token_no_request_could_present_and_no_auth_overrides_the_envi
     let _ = child.wait();
     assert!(warned, "--no-auth says the environment's token is ignored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_execution_is_retried_over_http_and_anything_else_is_refused() {
+    let stuck = "name = \"stuck\"\n[[steps]]\nid = \"hold\"\nplugin = \"compensate-fails\"\ninput = { compensation_failures = 1 }\nretry = { max_attempts = 1 }\n[[steps]]\nid = \"boom\"\nplugin = \"fail\"\nafter = [\"hold\"]\n";
+    let server = Server::start("retry", &[("stuck.toml", stuck)]);
+    let (_, failed) = server.post("/v1/workflows/stuck/executions?wait=true", json!({})).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let id = failed["execution_id"].as_str().unwrap();
+    let (status, retried) = server.post(&format!("/v1/executions/{id}/retry"), json!({"reason": "fixed"})).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["status"], "compensated");
+    assert_eq!(step(&retried, "hold")["compensation_attempts"], 2);
+    let (status, body) = server.post(&format!("/v1/executions/{id}/retry"), json!({})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "not_retryable"), "{body}");
+    let (_, done) = server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
+    let done = done["execution_id"].as_str().unwrap();
+    let (status, body) = server.post(&format!("/v1/executions/{done}/retry"), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a succeeded execution is not retried: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("is succeeded"), "{body}");
+    let (status, _) = server.post("/v1/executions/no-such-id/retry", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

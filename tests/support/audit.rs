@@ -80,6 +80,7 @@ fn raw_events(db: Db<'_>) -> Vec<(String, i64, String)> {
 }
 
 /// One call the demo services recorded.
+#[derive(Debug)]
 pub struct Call {
     /// `inventory` or `payments`.
     pub service: String,

@@ -69,6 +69,20 @@ pub struct CancelArgs {
     store: StoreArg,
 }
 
+/// Arguments of `stepwise retry`.
+#[derive(clap::Args)]
+pub struct RetryArgs {
+    /// The `failed` execution.
+    execution_id: String,
+    /// Why, recorded in the execution.
+    #[arg(long, default_value = "retried by an operator")]
+    reason: String,
+    #[command(flatten)]
+    plugins: PluginDirArg,
+    #[command(flatten)]
+    store: StoreArg,
+}
+
 /// Subcommands of `stepwise executions`.
 #[derive(clap::Subcommand)]
 pub enum ExecutionsCommand {
@@ -170,6 +184,12 @@ pub async fn fail(args: FailArgs) -> Result<ExitCode> {
 pub async fn cancel(args: CancelArgs) -> Result<ExitCode> {
     let engine = demo_engine(&args.store, &args.plugins).await?;
     let delivered = engine.cancel(&ExecutionId::new(args.execution_id), &args.reason).await;
+    print_settled(&engine, delivered).await
+}
+
+pub async fn retry(args: RetryArgs) -> Result<ExitCode> {
+    let engine = demo_engine(&args.store, &args.plugins).await?;
+    let delivered = engine.retry(&ExecutionId::new(args.execution_id), &args.reason).await;
     print_settled(&engine, delivered).await
 }
 

@@ -39,6 +39,10 @@ enum Command {
     /// Roll an execution back: running steps settle, then every completed
     /// step is compensated in reverse order (also after it succeeded).
     Cancel(executions::CancelArgs),
+    /// Retry a `failed` execution: its compensations that failed for good are
+    /// tried again (fresh attempts, the same idempotency keys) and the
+    /// rollback goes on; any other execution is refused (exit 2).
+    Retry(executions::RetryArgs),
     /// List, show and purge recorded executions.
     #[command(subcommand)]
     Executions(executions::ExecutionsCommand),
@@ -178,6 +182,7 @@ pub fn main() -> ExitCode {
             Command::Complete(args) => executions::complete(args).await,
             Command::Fail(args) => executions::fail(args).await,
             Command::Cancel(args) => executions::cancel(args).await,
+            Command::Retry(args) => executions::retry(args).await,
             Command::Executions(command) => executions::run(command).await,
             Command::Plugins(command) => plugins::run(command).await,
             Command::Serve(args) => serve::run(args).await,

@@ -100,6 +100,21 @@ pub(crate) fn take_outside(
             let answer = if accepted { Answer::Accepted } else { Answer::AlreadyDone };
             (accepted.then_some(Event::RollbackRequested { reason }), answer)
         }
+        Outside::Retry { reason } => {
+            if machine.accepts_retry() {
+                (Some(Event::RetryRequested { reason }), Answer::Accepted)
+            } else if machine.retried_and_rolling_back() {
+                (None, Answer::AlreadyDone)
+            } else {
+                let status = machine.status();
+                return Err(Refusal::NotRetryable(format!(
+                    "execution `{}` is {}: only a `failed` execution (a compensation that failed for good) \
+                     can be retried",
+                    machine.execution_id(),
+                    status.as_str()
+                )));
+            }
+        }
         Outside::Wake => {
             wake(machine, busy, batch);
             (None, Answer::AlreadyDone)

@@ -90,6 +90,9 @@ pub enum EngineError {
     /// another host took it over).
     #[error("{0}")]
     Lost(String),
+    /// A retry of an execution that is not `failed`.
+    #[error("{0}")]
+    NotRetryable(String),
 }
 
 impl From<Refusal> for EngineError {
@@ -97,6 +100,7 @@ impl From<Refusal> for EngineError {
         match refusal {
             Refusal::NotWaiting(message) => EngineError::NotWaiting(message),
             Refusal::NoSuchStep(message) => EngineError::NoSuchStep(message),
+            Refusal::NotRetryable(message) => EngineError::NotRetryable(message),
             Refusal::NoSuchExecution(message) | Refusal::Unavailable(message) => EngineError::Lost(message),
         }
     }
@@ -447,6 +451,15 @@ impl Engine {
     /// [`Answer::AlreadyDone`].
     pub async fn cancel(&self, id: &ExecutionId, reason: &str) -> Result<Delivery, EngineError> {
         self.deliver(id, Outside::Cancel { reason: reason.to_string() }).await
+    }
+
+    /// Retries a `failed` execution: its compensations that failed for good
+    /// are tried again (fresh attempts, the same idempotency keys) and the
+    /// rollback goes on. A retry of an execution rolling back after a retry
+    /// is answered [`Answer::AlreadyDone`]; of any other, refused with
+    /// [`EngineError::NotRetryable`].
+    pub async fn retry(&self, id: &ExecutionId, reason: &str) -> Result<Delivery, EngineError> {
+        self.deliver(id, Outside::Retry { reason: reason.to_string() }).await
     }
 
     /// Reports an async step done with `output`. Exactly one of racing

@@ -36,6 +36,11 @@ pub enum Outside {
         /// Why.
         reason: String,
     },
+    /// Try the failed compensations of a `failed` execution again.
+    Retry {
+        /// Why.
+        reason: String,
+    },
     /// Look again at waiting children and due deadlines.
     Wake,
 }
@@ -74,6 +79,9 @@ pub enum Refusal {
     /// No such execution.
     #[error("{0}")]
     NoSuchExecution(String),
+    /// A retry of an execution that is not `failed`.
+    #[error("{0}")]
+    NotRetryable(String),
     /// The execution's owner could not take the event (its store failed).
     #[error("{0}")]
     Unavailable(String),

@@ -68,6 +68,13 @@ pub enum TimelineKind {
         /// Why.
         reason: String,
     },
+    /// An operator asked for the failed compensations to be tried again.
+    RetryRequested {
+        /// Why.
+        reason: String,
+        /// The units whose compensation is tried again.
+        steps: Vec<UnitId>,
+    },
     /// A fan-out step or a hook expanded into its units (elements, handlers).
     StepExpanded {
         /// The step or hook.

@@ -149,6 +149,13 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// An operator asked for a `failed` execution's failed compensations to
+    /// be tried again (fresh attempts, the same idempotency keys) and the
+    /// rollback to go on.
+    RetryRequested {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A node's decision that depends on code: its `when` condition, its

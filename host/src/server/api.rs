@@ -285,6 +285,36 @@ pub async fn cancel_execution(
     answer_delivery(&id, state.engine.cancel(&id, &reason).await?).await
 }
 
+/// Body of a retry (optional).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Why, recorded in the execution.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Retries a `failed` execution: the compensations that failed for good are
+/// tried again (fresh attempts, the same idempotency keys) and the rollback
+/// goes on; 409 `not_retryable` for an execution in any other status.
+#[utoipa::path(post, path = "/v1/executions/{id}/retry", params(("id" = String, Path, min_length = 1, max_length = 128, description = "The execution id")), request_body(content = RetryRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 400, description = "Invalid JSON", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "The execution is not `failed`", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn retry_execution(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.may(Action::Operate)?;
+    let request: RetryRequest = serde_json::from_value(parse_body(&headers, &body)?).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"reason\": \"...\"}}: {e}"))
+    })?;
+    let reason = request.reason.unwrap_or_else(|| "retried through the API".to_string());
+    let id = ExecutionId::new(id);
+    check_visible(&state, &principal, &id).await?;
+    answer_delivery(&id, state.engine.retry(&id, &reason).await?).await
+}
+
 /// Reports an async step failed; the execution rolls back.
 #[utoipa::path(post, path = "/v1/executions/{id}/steps/{step}/failure", params(("id" = String, Path, min_length = 1, max_length = 128, description = "The execution id"), ("step" = String, Path, pattern = r"^[a-z][a-z0-9_-]*(\[([0-9]{1,9}|[a-z][a-z0-9_-]{0,63})\])?$", description = "The async step: `step`, `step[3]` (an element) or `hook[plugin]` (a handler)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$", description = "The same report again with the same key gets the same answer")), request_body = FailureReport, responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn step_failure(

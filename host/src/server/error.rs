@@ -74,6 +74,7 @@ impl From<crate::engine::EngineError> for ApiError {
             }
             EngineError::NoSuchStep(_) => Self::new(StatusCode::NOT_FOUND, "no_such_step", error.to_string()),
             EngineError::NotWaiting(_) => Self::new(StatusCode::CONFLICT, "not_waiting", error.to_string()),
+            EngineError::NotRetryable(_) => Self::new(StatusCode::CONFLICT, "not_retryable", error.to_string()),
             EngineError::Store(StoreError::Conflict(..)) | EngineError::Store(StoreError::Fenced(..)) => {
                 Self::new(StatusCode::CONFLICT, "conflict", error.to_string())
             }

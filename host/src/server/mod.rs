@@ -55,6 +55,7 @@ pub struct AppState {
         api::step_success,
         api::step_failure,
         api::cancel_execution,
+        api::retry_execution,
         api::list_workflows,
         api::list_plugins,
         api::list_hosts,
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/executions/{id}/steps/{step}/success", post(api::step_success))
         .route("/v1/executions/{id}/steps/{step}/failure", post(api::step_failure))
         .route("/v1/executions/{id}/cancel", post(api::cancel_execution))
+        .route("/v1/executions/{id}/retry", post(api::retry_execution))
         .route("/v1/plugins", get(api::list_plugins))
         .route("/v1/hosts", get(api::list_hosts))
         .route("/v1/events/{event}", post(api::publish_event))

@@ -380,6 +380,7 @@ impl Machine {
                 }
             }
             Event::RollbackRequested { reason } => self.rollback_requested(at, reason, &mut commands),
+            Event::RetryRequested { reason } => self.retry_requested(at, reason, &mut commands),
         }
         commands
     }

@@ -98,7 +98,9 @@ impl Machine {
         failure: StepFailure,
         commands: &mut Vec<Command>,
     ) {
-        let Retry { step, due, retry_in_ms } = self.retry(unit, attempt, &failure, at, true);
+        // After an operator's retry the policy grants a fresh set of attempts.
+        let counted = attempt.saturating_sub(self.unit(unit).compensation_attempts_before_retry);
+        let Retry { step, due, retry_in_ms } = self.retry(unit, counted, &failure, at, true);
         self.record(
             at,
             TimelineKind::CompensationAttemptFailed {

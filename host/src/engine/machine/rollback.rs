@@ -89,6 +89,44 @@ impl Machine {
         (self.status.is_forward() && self.is_started()) || self.status == ExecutionStatus::Succeeded
     }
 
+    /// An operator's retry of a `failed` execution: every unit whose
+    /// compensation failed for good is compensated again, in the original
+    /// order, with fresh attempts (numbered on from the last one; the
+    /// idempotency key is the unit's, unchanged); units compensated already
+    /// stay so. Anything but a `failed` execution is left as it is.
+    pub(super) fn retry_requested(&mut self, at: Timestamp, reason: String, commands: &mut Vec<Command>) {
+        if !self.accepts_retry() {
+            return;
+        }
+        let failed: Vec<Unit> =
+            self.units().filter(|unit| self.unit(*unit).phase == StepPhase::CompensationFailed).collect();
+        let steps = failed.iter().map(|unit| self.label(*unit)).collect();
+        self.record(at, TimelineKind::RetryRequested { reason, steps });
+        for unit in failed {
+            let state = self.unit_mut(unit);
+            state.phase = StepPhase::Succeeded;
+            state.compensation_attempts_before_retry = state.compensation_attempts;
+        }
+        self.status = ExecutionStatus::Compensating;
+        self.finished_at = None;
+        self.compensation_queue = None;
+        self.advance(at, commands);
+    }
+
+    /// Whether an operator's retry would change anything now: only a
+    /// `failed` execution (a compensation that failed for good) is retried.
+    pub fn accepts_retry(&self) -> bool {
+        self.status == ExecutionStatus::Failed
+            && self.units().any(|unit| self.unit(unit).phase == StepPhase::CompensationFailed)
+    }
+
+    /// Whether the execution rolls back after an operator's retry (a second
+    /// retry then has nothing to add).
+    pub fn retried_and_rolling_back(&self) -> bool {
+        self.status == ExecutionStatus::Compensating
+            && self.units().any(|unit| self.unit(unit).compensation_attempts_before_retry > 0)
+    }
+
     pub(super) fn start_compensation(&mut self, unit: Unit, attempt: u32, commands: &mut Vec<Command>) {
         self.unit_mut(unit).phase = StepPhase::Compensating { attempt };
         commands.push(Command::Compensate { unit, attempt, data: self.compensation_data(unit) });
@@ -110,7 +148,8 @@ impl Machine {
                 StepPhase::Compensated | StepPhase::CompensationFailed => continue,
                 StepPhase::Compensating { .. } | StepPhase::CompensationRetryWaiting { .. } => return,
                 _ => {
-                    self.start_compensation(unit, 1, commands);
+                    let attempt = self.unit(unit).compensation_attempts + 1;
+                    self.start_compensation(unit, attempt, commands);
                     return;
                 }
             }

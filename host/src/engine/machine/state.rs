@@ -112,6 +112,9 @@ pub struct StepState {
     pub attempts: u32,
     /// `compensate` attempts started.
     pub compensation_attempts: u32,
+    /// `compensate` attempts made before an operator's retry: the retry
+    /// policy counts the attempts after it afresh.
+    pub compensation_attempts_before_retry: u32,
     /// Output of the successful attempt.
     pub output: Option<Value>,
     /// Compensation data of the successful attempt.
@@ -134,6 +137,7 @@ impl StepState {
             phase: StepPhase::Pending,
             attempts: 0,
             compensation_attempts: 0,
+            compensation_attempts_before_retry: 0,
             output: None,
             compensation_data: None,
             error: None,
