@@ -464,6 +464,7 @@ impl World {
                     self.recorded(|e| matches!(e, Event::AsyncStepFailed { step: s, .. } if s == step))
                 }
                 Outside::Cancel { .. } => self.recorded(|e| matches!(e, Event::RollbackRequested { .. })),
+                Outside::Retry { .. } => self.recorded(|e| matches!(e, Event::RetryRequested { .. })),
                 Outside::Wake => 1,
             };
             if recorded == 0 {
