@@ -526,3 +526,29 @@ async fn a_kv_write_past_the_deadline_is_stopped() {
     assert_eq!(stuck.returned.load(Ordering::SeqCst), 0, "the step ended while the write still waited");
     stuck.release();
 }
+
+/// On a runtime with one worker thread, a guest spinning in a loop until
+/// its deadline must not hold that worker: a task beside it keeps ticking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_guest_in_a_loop_does_not_hold_a_tokio_worker() {
+    let manifest = "[capabilities]\nkv = true\nconfig = true\nhttp = [\"allowed.invalid\"]\n[limits]\nfuel = 1000000000000\ndeadline_ms = 1500\n";
+    let dir = plugin_dir_with("spin-yields", &[("spinner", "hostile", Some(manifest))]);
+    let engine = demo_host_in(&dir).engine;
+    engine.registry().get("spinner").await.expect("loads");
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let counter = ticks.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let attack = attack_workflow("spinner", json!({"attack": "loop"}));
+    let execution = run(&engine, &attack, json!({})).await;
+    let during = ticks.load(Ordering::SeqCst);
+    ticker.abort();
+    assert_contained(&execution, "deadline_exceeded");
+    // 1.5 s of spinning: the ticker, sharing the only worker, ran throughout
+    // (a held worker would have let it tick at most a few times).
+    assert!(during >= 20, "the task beside the spinning guest ticked only {during} times");
+}

@@ -1,5 +1,6 @@
 //! The epoch ticker: advances the engine's epoch at a fixed rate while
-//! guest code may run, so that it can be interrupted at its deadline, and
+//! guest code may run, so that running guest code yields to the executor at
+//! every tick and is interrupted at its deadline (see `invoke`), and
 //! sleeps while no call is in flight (an idle host wakes for nothing).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
 
-/// How often the epoch advances; deadlines are expressed in these ticks.
+/// How often the epoch advances: how long guest code runs before it yields.
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// How many calls are in flight, and the ticker's wake-up.
@@ -89,9 +90,4 @@ impl Drop for Ticker {
         self.stop.store(true, Ordering::Relaxed);
         self.activity.changed.notify_one();
     }
-}
-
-/// The number of ticks that covers `duration`, rounded up, at least one.
-pub fn ticks(duration: Duration) -> u64 {
-    (duration.as_nanos().div_ceil(TICK.as_nanos()) as u64).max(1)
 }

@@ -6,7 +6,7 @@
 
 use super::bindings::stepwise::step::types::{StepContext, StepError};
 use super::host_state::{LogBuffer, Stdio};
-use super::{epoch, Grants, HostState, Limits, Sandbox, StepPre};
+use super::{Grants, HostState, Limits, Sandbox, StepPre};
 use crate::journal::failure::{FailureKind, StepFailure};
 use crate::journal::LogLine;
 use crate::services::Caller;
@@ -133,8 +133,18 @@ impl Sandbox {
         let fueled = store
             .set_fuel(limits.fuel)
             .map_err(|error| StepFailure::new(FailureKind::Unavailable, format!("setting fuel: {error}")));
-        store.set_epoch_deadline(epoch::ticks(budget));
-        store.epoch_deadline_trap();
+        // At every epoch tick, running guest code yields to the executor (a
+        // guest in a loop never holds a tokio worker for more than a tick),
+        // and is interrupted once its deadline has passed.
+        let stop_at = std::time::Instant::now() + budget;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if std::time::Instant::now() >= stop_at {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Yield(1)
+            })
+        });
 
         let result = if let Err(failure) = fueled {
             Err(failure)
