@@ -165,32 +165,57 @@ async fn each_scope_reaches_only_what_it_may() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_uploads_plugins_only_under_its_prefix() {
+async fn a_tenant_uploads_only_its_own_plugins_within_a_ceiling() {
     let dir = scratch_dir("access-uploads");
     let store = format!("sqlite://{}", dir.join("server.db").display());
     let (_, acme) = create_token(&store, "tenant:acme");
+    let (_, acme_evil) = create_token(&store, "tenant:acme-evil");
     let (_, operator) = create_token(&store, "operator");
     let server = Server::start_with(dir.clone(), &[], &[]);
     let component = std::fs::read(plugins_dir().join("echo.wasm")).unwrap();
-    let upload = |name: &str, token: &str| {
-        let form = reqwest::multipart::Form::new()
+    let upload = |name: &str, token: &str, manifest: Option<&str>| {
+        let mut form = reqwest::multipart::Form::new()
             .part("component", reqwest::multipart::Part::bytes(component.clone()).file_name("c.wasm"));
-        server
-            .client
-            .put(server.url(&format!("/v1/plugins/{name}")))
-            .bearer_auth(token.to_string())
-            .multipart(form)
-            .send()
+        if let Some(manifest) = manifest {
+            form = form.text("manifest", manifest.to_string());
+        }
+        // A client per upload: a refusal answers before the body is read and
+        // closes the connection, as it should for up to 64 MiB it will not use.
+        let request =
+            reqwest::Client::new().put(server.url(&format!("/v1/plugins/{name}"))).bearer_auth(token.to_string());
+        async move {
+            let response = request.multipart(form).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
     };
-    let denied = upload("echo", &acme).await.unwrap();
-    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
-    let body: Value = denied.json().await.unwrap();
+    let (status, body) = upload("echo", &acme, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body["error"]["message"].as_str().unwrap().contains("`acme-...`"), "{body}");
-    assert_eq!(upload("acme-echo", &operator).await.unwrap().status(), StatusCode::FORBIDDEN);
-    let created = upload("acme-echo", &acme).await.unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    assert!(dir.join("plugins/acme-echo.wasm").exists());
-    assert_eq!(upload("globex-echo", TOKEN).await.unwrap().status(), StatusCode::CREATED, "the admin uploads any name");
+    assert_eq!(upload("acme-echo", &operator, None).await.0, StatusCode::FORBIDDEN);
+    let (status, body) = upload("acme-echo", &acme, Some("version = \"1.0.0\"\n")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let stamped = std::fs::read_to_string(dir.join("plugins/acme-echo.toml")).unwrap();
+    assert!(stamped.contains("tenant = \"acme\"") && stamped.contains("1.0.0"), "{stamped}");
+    assert_eq!(upload("acme-echo", &acme, None).await.0, StatusCode::CREATED, "its own plugin, replaced");
+    // A name that looks like acme's but is another tenant's, or the platform's: refused.
+    assert_eq!(upload("acme-evil-check", &acme_evil, None).await.0, StatusCode::CREATED);
+    let (status, body) = upload("acme-evil-check", &acme, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("is not tenant `acme`'s"), "{body}");
+    assert_eq!(upload("acme-platform", TOKEN, None).await.0, StatusCode::CREATED, "the admin uploads any name");
+    assert_eq!(upload("acme-platform", &acme, None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(upload("acme-echo", TOKEN, None).await.0, StatusCode::CREATED, "an admin may replace a tenant's");
+    // A tenant cannot grant itself the host's environment, shared services,
+    // private addresses or more than the default limits.
+    let greedy = "[capabilities]\nconfig = true\nservices = [\"payments\"]\nhttp = [\"169.254.169.254\"]\n[secrets]\nt = { env = \"STEPWISE_TOKEN\" }\n[limits]\ndeadline_ms = 3600000\n";
+    let (status, body) = upload("acme-greedy", &acme, Some(greedy)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    for refused in ["`secrets`", "`capabilities.services`", "`169.254.169.254`", "`limits.deadline_ms`"] {
+        assert!(message.contains(refused), "{refused} in {message}");
+    }
+    assert!(!dir.join("plugins/acme-greedy.wasm").exists(), "nothing was installed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

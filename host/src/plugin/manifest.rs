@@ -36,6 +36,10 @@ pub struct Manifest {
     /// Limits overriding the host defaults.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// The tenant that owns the plugin: set by the server when a tenant's
+    /// token uploads it; only that tenant (or an admin) may replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// Capabilities a manifest can grant (`log` is always granted).

@@ -11,6 +11,7 @@ mod directory;
 mod grants;
 mod manifest;
 mod registry;
+pub mod tenant_upload;
 mod world;
 
 pub use cache::{CacheOutcome, CodeCache};

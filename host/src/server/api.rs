@@ -455,6 +455,9 @@ pub async fn upload_plugin(
     let _one_at_a_time = UPLOADS.lock().await;
     let registry = state.engine.registry().clone();
     let path = registry.dir().join(format!("{name}.wasm"));
+    if let Some(tenant) = principal.tenant_filter() {
+        manifest = Some(tenant_manifest(&path, &name, tenant, manifest.as_deref(), registry.sandbox().limits())?);
+    }
     let (checked_name, checked_path, checked_manifest, checked_component) =
         (name.clone(), path.clone(), manifest.clone(), component.clone());
     let sandbox = registry.sandbox().clone();
@@ -484,6 +487,32 @@ pub async fn upload_plugin(
         StatusCode::CREATED,
         Json(json!({"name": name, "hash": plugin.hash, "version": plugin.version(), "size": plugin.size})),
     ))
+}
+
+/// The manifest a tenant's upload installs: the plugin must be new or the
+/// tenant's own, and the manifest within what a tenant may grant itself,
+/// stamped with the tenant (see [`crate::plugin::tenant_upload`]).
+fn tenant_manifest(
+    path: &std::path::Path,
+    name: &str,
+    tenant: &str,
+    manifest: Option<&str>,
+    defaults: &crate::sandbox::Limits,
+) -> Result<String, ApiError> {
+    use crate::plugin::tenant_upload::{owner_of, stamped_manifest, Owner};
+    let owner = owner_of(path).map_err(|error| {
+        tracing::error!(plugin = name, "reading the owner of a plugin: {error}");
+        ApiError::internal(format!("the manifest of plugin `{name}` cannot be read"))
+    })?;
+    match owner {
+        Owner::Nobody => {}
+        Owner::Tenant(owner) if owner == tenant => {}
+        Owner::Tenant(_) | Owner::Platform => {
+            return Err(crate::access::Denied(format!("plugin `{name}` exists and is not tenant `{tenant}`'s")).into())
+        }
+    }
+    stamped_manifest(manifest, tenant, defaults)
+        .map_err(|problems| crate::access::Denied(format!("the manifest: {}", problems.join("; "))).into())
 }
 
 /// Serializes plugin uploads.

@@ -57,7 +57,8 @@ async fn principal_of(state: &AppState, presented: &str, admin_token: &str) -> R
     let refused = || unauthorized("the bearer token is not valid (unknown, revoked or mistyped)");
     let Some((id, secret)) = tokens::parse(presented) else { return Err(refused()) };
     let record = state.engine.store().token(id).await.map_err(|error| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("checking the token: {error}"))
+        tracing::error!("checking an API token: {error}");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the token could not be checked; try again")
             .into_response()
     })?;
     let Some(record) = record.filter(|record| record.revoked_at.is_none()) else { return Err(refused()) };

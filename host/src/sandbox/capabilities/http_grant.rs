@@ -106,6 +106,12 @@ impl fmt::Display for HttpGrant {
 }
 
 impl HttpGrant {
+    /// Whether the entry names a host (rather than an address or a range,
+    /// which open private networks and only an operator may grant).
+    pub fn names_a_host(&self) -> bool {
+        matches!(self.host, GrantedHost::Name(_))
+    }
+
     fn port_matches(&self, port: u16, default_port: u16) -> bool {
         self.port.map_or(port == default_port, |granted| granted == port)
     }
@@ -162,8 +168,10 @@ pub fn address_allowed(grants: &[HttpGrant], address: IpAddr, port: u16, default
 }
 
 /// Whether `ip` is an address of the public internet: not loopback,
-/// private, link-local, shared (CGNAT), unspecified, multicast, broadcast,
-/// documentation or reserved.
+/// private, link-local, site-local, shared (CGNAT), unspecified, multicast,
+/// broadcast, documentation, discard-only or reserved, nor an IPv6 form that
+/// embeds or translates to an IPv4 address (NAT64, IPv4-compatible, 6to4,
+/// Teredo).
 pub fn is_public(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => {
@@ -181,13 +189,24 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let first = segments[0];
+            // Forms that embed or translate to an IPv4 address (NAT64,
+            // IPv4-compatible, 6to4, Teredo) are refused outright: on a
+            // network that routes them they can reach private IPv4 hosts.
+            let translated = (first == 0x0064 && segments[1] == 0xff9b)
+                || segments[..6].iter().all(|segment| *segment == 0)
+                || first == 0x2002
+                || (first == 0x2001 && segments[1] == 0);
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                || translated
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+                || (first & 0xffc0) == 0xfec0
+                || (first == 0x0100 && segments[1..4].iter().all(|segment| *segment == 0))
+                || first == 0x2001 && segments[1] == 0x0db8)
         }
     }
 }
@@ -267,6 +286,13 @@ mod tests {
             "ff02::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "64:ff9b::a00:5",
+            "64:ff9b:1::a00:5",
+            "::a00:5",
+            "2002:a00:5::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "100::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
