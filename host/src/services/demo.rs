@@ -95,10 +95,21 @@ impl Inventory {
     }
 }
 
+/// A call that reaches the service after its step's deadline (it waited
+/// for the lock, or for a blocking thread) is not applied: the step has
+/// failed already, and a retry will make the call again with the same key.
+fn within_deadline(caller: &Caller) -> Result<(), String> {
+    if std::time::Instant::now() >= caller.deadline {
+        return Err("the step's deadline passed before the call could be applied".into());
+    }
+    Ok(())
+}
+
 impl Service for Inventory {
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
         // The lock spans record-then-apply so that the ledger's order is the state's order.
         let mut state = self.state.lock().expect("inventory lock");
+        within_deadline(caller)?;
         self.ledger.record(LedgerEntry::new("inventory", method, input.clone(), caller))?;
         apply_inventory(&mut state, method, input)
     }
@@ -197,6 +208,7 @@ impl Payments {
 impl Service for Payments {
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
         let mut state = self.state.lock().expect("payments lock");
+        within_deadline(caller)?;
         self.ledger.record(LedgerEntry::new("payments", method, input.clone(), caller))?;
         apply_payments(&mut state, method, input)
     }
