@@ -196,6 +196,7 @@ fn executions_are_listed_filtered_shown_and_purged() {
     let view = String::from_utf8(cli(&dir, &["executions", "show", id]).stdout).unwrap();
     assert!(view.contains("status compensated") && view.contains("order rejected: quote expired"), "{view}");
     assert!(view.contains("compensation_started payment"), "{view}");
+    assert!(view.contains("COST") && view.contains("cost: ") && view.contains("fuel "), "costs are shown: {view}");
 
     let bad = cli(&dir, &["executions", "list", "--status", "exploded"]);
     assert_eq!(bad.status.code(), Some(2));

@@ -33,6 +33,19 @@ async fn a_workflow_mixes_rust_javascript_and_python_steps() {
     let payments = host.payments.snapshot();
     assert_eq!(payments.authorizations_applied, 1);
     assert_eq!(host.inventory.snapshot().reserves_applied, 1);
+    // What each call cost is recorded, whatever the language, and summed.
+    let mut fuel = 0;
+    for (id, language) in [("cart", "Rust"), ("reserve", "JavaScript"), ("payment", "Python")] {
+        let cost = &step(&execution, id)["cost"];
+        assert_eq!(cost["calls"], 1, "{language}: {cost}");
+        assert!(cost["fuel"].as_u64().unwrap() > 0, "{language} consumed fuel: {cost}");
+        assert!(cost["wall_us"].as_u64().unwrap() > 0, "{language} took time: {cost}");
+        assert!(cost["peak_memory_bytes"].as_u64().unwrap() >= 65536, "{language} had a memory: {cost}");
+        fuel += cost["fuel"].as_u64().unwrap();
+    }
+    let total = &execution["cost"];
+    assert_eq!(total["calls"], 4, "four steps, one call each: {total}");
+    assert!(total["fuel"].as_u64().unwrap() > fuel, "the total includes create-order too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -321,15 +321,25 @@ async fn racing_uploads_each_answer_their_own_version_and_leave_a_matching_pair(
 async fn metrics_and_openapi_describe_the_server() {
     let server = Server::start("metrics", &[]);
     server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
+    server.post("/v1/workflows/accept-quote/executions?wait=true&tenant=acme", quote_input()).await;
+    server.post("/v1/workflows/accept-quote/executions?wait=true&tenant=acme", quote_input()).await;
     let text = server.client.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     for metric in [
-        "stepwise_executions{status=\"succeeded\"} 1",
-        "stepwise_step_attempts_total{outcome=\"succeeded\"} 4",
-        "stepwise_step_latency_seconds_count 4",
+        "stepwise_executions{status=\"succeeded\"} 3",
+        "stepwise_step_attempts_total{outcome=\"succeeded\"} 16",
+        "stepwise_step_latency_seconds_count 16",
+        "stepwise_guest_calls_total{tenant=\"\",plugin=\"reserve-inventory\"} 1",
+        "stepwise_guest_calls_total{tenant=\"acme\",plugin=\"reserve-inventory\"} 2",
         "stepwise_plugin_loads_total{source=\"compiled\"}",
     ] {
         assert!(text.contains(metric), "missing {metric} in:\n{text}");
     }
+    // Fuel is summed per tenant and plugin: acme ran twice what the platform ran once.
+    let fuel = |tenant: &str| -> u64 {
+        let prefix = format!("stepwise_guest_fuel_total{{tenant=\"{tenant}\",plugin=\"reserve-inventory\"}} ");
+        text.lines().find_map(|line| line.strip_prefix(&prefix)).expect("a fuel line").parse().unwrap()
+    };
+    assert!(fuel("acme") > fuel("") && fuel("") > 0, "{} vs {}", fuel("acme"), fuel(""));
     let (_, openapi) = server.get("/openapi.json").await;
     for path in [
         "/v1/workflows/{name}/executions",
@@ -404,6 +414,7 @@ async fn the_web_view_shows_a_compensated_execution() {
     }
     assert!(dom.contains("order rejected: quote expired"), "the error is shown");
     assert!(dom.contains("compensation_started"), "the timeline is shown");
+    assert!(dom.contains("class=\"cost\" data-fuel=") && dom.contains("id=\"execution-cost\""), "costs are shown");
     assert!(dom.contains("at rest: no host owns it"), "a finished execution has no owner: {dom}");
     // The list page with a status filter.
     let dom = dump_dom(&server, "/#/?status=compensated");

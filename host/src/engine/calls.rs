@@ -7,7 +7,7 @@
 use super::machine::{Machine, Target, Unit};
 use super::view::ExecutionView;
 use super::{ChildRun, Engine, EngineError};
-use crate::journal::{Event, ExecutionStatus, FailureKind, LogLine, PluginName, StepFailure, UnitId};
+use crate::journal::{CallCost, Event, ExecutionStatus, FailureKind, LogLine, PluginName, StepFailure, UnitId};
 use crate::plugin::LoadedPlugin;
 use crate::sandbox::{Call, StepContext};
 use crate::workflow::WorkflowDefinition;
@@ -37,10 +37,11 @@ pub(super) fn failed_event(
     attempt: u32,
     failure: StepFailure,
     logs: Vec<LogLine>,
+    cost: Option<CallCost>,
 ) -> Event {
     match export {
-        Export::Invoke => Event::AttemptFailed { step, attempt, failure, logs },
-        Export::Compensate => Event::CompensationFailed { step, attempt, failure, logs },
+        Export::Invoke => Event::AttemptFailed { step, attempt, failure, logs, cost },
+        Export::Compensate => Event::CompensationFailed { step, attempt, failure, logs, cost },
     }
 }
 
@@ -99,7 +100,7 @@ fn plugin_call(
     async move {
         let Some(loaded) = loaded else {
             let failure = StepFailure::new(FailureKind::Unavailable, format!("plugin `{plugin}` is not loaded"));
-            return failed_event(export, step, attempt, failure, Vec::new());
+            return failed_event(export, step, attempt, failure, Vec::new(), None);
         };
         let started = std::time::Instant::now();
         let outcome = sandbox.call(loaded.runtime(), call, timeout, tenant.as_deref()).await;
@@ -109,6 +110,8 @@ fn plugin_call(
                 metrics.compensation_attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
+        metrics.observe_cost(tenant.as_deref(), plugin.as_str(), &outcome.cost);
+        let cost = (!outcome.cost.is_empty()).then_some(outcome.cost);
         match (export, outcome.result) {
             (Export::Invoke, Ok(success)) => Event::AttemptSucceeded {
                 step,
@@ -116,9 +119,10 @@ fn plugin_call(
                 output: success.output.unwrap_or(Value::Null),
                 compensation: success.compensation,
                 logs: outcome.logs,
+                cost,
             },
-            (Export::Compensate, Ok(_)) => Event::CompensationSucceeded { step, attempt, logs: outcome.logs },
-            (_, Err(failure)) => failed_event(export, step, attempt, failure, outcome.logs),
+            (Export::Compensate, Ok(_)) => Event::CompensationSucceeded { step, attempt, logs: outcome.logs, cost },
+            (_, Err(failure)) => failed_event(export, step, attempt, failure, outcome.logs, cost),
         }
     }
 }
@@ -152,7 +156,7 @@ fn child_call(
     let workflow = workflow.to_string();
     async move {
         let failed = |kind, message: String| {
-            failed_event(export, step.clone(), attempt, StepFailure::new(kind, message), Vec::new())
+            failed_event(export, step.clone(), attempt, StepFailure::new(kind, message), Vec::new(), None)
         };
         match export {
             Export::Invoke => {
@@ -176,10 +180,11 @@ fn child_call(
                             output: view.output.unwrap_or(Value::Null),
                             compensation: None,
                             logs: Vec::new(),
+                            cost: None,
                         },
                         ExecutionStatus::Compensated | ExecutionStatus::Failed => {
                             let failure = child_failure(&view);
-                            failed_event(export, step, attempt, failure, Vec::new())
+                            failed_event(export, step, attempt, failure, Vec::new(), None)
                         }
                         _ => Event::ChildWaiting { step, attempt },
                     },
@@ -190,7 +195,7 @@ fn child_call(
                 let reason = format!("its parent execution `{parent}` is rolling back");
                 match engine.rollback_and_wait(&completed, reason).await {
                     Ok(view) if view.status == ExecutionStatus::Compensated => {
-                        Event::CompensationSucceeded { step, attempt, logs: Vec::new() }
+                        Event::CompensationSucceeded { step, attempt, logs: Vec::new(), cost: None }
                     }
                     Ok(view) => failed(
                         FailureKind::Permanent,
@@ -200,7 +205,9 @@ fn child_call(
                         ),
                     ),
                     // Its attempt never created the child: nothing to undo.
-                    Err(EngineError::NotFound(_)) => Event::CompensationSucceeded { step, attempt, logs: Vec::new() },
+                    Err(EngineError::NotFound(_)) => {
+                        Event::CompensationSucceeded { step, attempt, logs: Vec::new(), cost: None }
+                    }
                     Err(error) => {
                         failed(FailureKind::Unavailable, format!("rolling back child execution `{completed}`: {error}"))
                     }

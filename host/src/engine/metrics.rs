@@ -2,8 +2,10 @@
 //! executions), kept in atomics so that the hot path only increments them.
 //! The server renders them as Prometheus text.
 
-use crate::journal::ExecutionStatus;
+use crate::journal::{CallCost, ExecutionStatus};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds of the step latency histogram buckets, in milliseconds.
@@ -35,6 +37,8 @@ pub struct EngineMetrics {
     pub fencing_refusals: AtomicU64,
     /// Executions that could not be loaded and were marked `failed`.
     pub executions_unloadable: AtomicU64,
+    /// What guest calls cost, by tenant (`""` for none), then plugin.
+    costs: Mutex<BTreeMap<String, BTreeMap<String, CallCost>>>,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -51,6 +55,37 @@ impl EngineMetrics {
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Adds the cost of one guest call of `plugin` for `tenant`.
+    pub fn observe_cost(&self, tenant: Option<&str>, plugin: &str, cost: &CallCost) {
+        if cost.is_empty() {
+            return;
+        }
+        let tenant = tenant.unwrap_or_default();
+        let mut costs = self.costs.lock().expect("metrics lock");
+        // Looked up by reference: the hot path allocates only for a new pair.
+        let plugins = match costs.get_mut(tenant) {
+            Some(plugins) => plugins,
+            None => costs.entry(tenant.to_string()).or_default(),
+        };
+        match plugins.get_mut(plugin) {
+            Some(sum) => sum.add(cost),
+            None => {
+                plugins.insert(plugin.to_string(), *cost);
+            }
+        }
+    }
+
+    /// What guest calls cost so far, by (tenant, plugin).
+    pub fn costs(&self) -> Vec<((String, String), CallCost)> {
+        let costs = self.costs.lock().expect("metrics lock");
+        costs
+            .iter()
+            .flat_map(|(tenant, plugins)| {
+                plugins.iter().map(move |(plugin, cost)| ((tenant.clone(), plugin.clone()), *cost))
+            })
+            .collect()
     }
 
     /// Counts an execution reaching a final status.

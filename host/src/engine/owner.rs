@@ -390,6 +390,7 @@ impl Owner {
             attempt,
             StepFailure::new(FailureKind::Trap, "the host task running this call panicked"),
             Vec::new(),
+            None,
         );
         let call = calls::call(&self.engine, &self.machine, &self.plugins, unit, attempt, export, payload);
         let handle = self.tasks.spawn(call);

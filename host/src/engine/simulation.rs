@@ -292,18 +292,19 @@ impl World {
                     output,
                     compensation,
                     logs: vec![],
+                    cost: None,
                 }
             } else {
                 let kind = if roll < 95 { FailureKind::Retryable } else { FailureKind::Permanent };
                 let failure = StepFailure::new(kind, "simulated");
-                Event::AttemptFailed { step: flight.label, attempt: flight.attempt, failure, logs: vec![] }
+                Event::AttemptFailed { step: flight.label, attempt: flight.attempt, failure, logs: vec![], cost: None }
             }
         } else if always_succeed || self.services.undone.contains(&key) || roll < 90 {
             self.services.undone.insert(key);
-            Event::CompensationSucceeded { step: flight.label, attempt: flight.attempt, logs: vec![] }
+            Event::CompensationSucceeded { step: flight.label, attempt: flight.attempt, logs: vec![], cost: None }
         } else {
             let failure = StepFailure::new(FailureKind::Retryable, "simulated");
-            Event::CompensationFailed { step: flight.label, attempt: flight.attempt, failure, logs: vec![] }
+            Event::CompensationFailed { step: flight.label, attempt: flight.attempt, failure, logs: vec![], cost: None }
         };
         self.step(vec![event], None, Vec::new(), !always_succeed, false);
     }

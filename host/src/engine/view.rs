@@ -6,7 +6,7 @@
 
 use super::machine::{ExecutionError, Machine, NodePhase, NodeState, StepPhase, StepState, Unit};
 use super::timeline::TimelineEntry;
-use crate::journal::{ExecutionId, ExecutionStatus, PluginName, StepFailure, StepId, Timestamp, UnitId};
+use crate::journal::{CallCost, ExecutionId, ExecutionStatus, PluginName, StepFailure, StepId, Timestamp, UnitId};
 use crate::store::Ownership;
 use crate::workflow::StepKind;
 use serde::Serialize;
@@ -135,6 +135,10 @@ pub struct RunView {
     /// The child executions its attempts started (workflow steps).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub child_execution_ids: Vec<ExecutionId>,
+    /// What its guest calls (attempts and compensations) cost, summed
+    /// (absent when it made none: a transform, a workflow step, a skip).
+    #[serde(skip_serializing_if = "CallCost::is_empty")]
+    pub cost: CallCost,
 }
 
 /// One unit in the execution JSON: a fan-out element or a hook handler.
@@ -255,6 +259,8 @@ pub struct ExecutionView {
     /// it is over, or waits for the outside world).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<Ownership>,
+    /// What all its guest calls cost (steps, elements, hook handlers), summed.
+    pub cost: CallCost,
 }
 
 fn unit_view(machine: &Machine, unit: Unit, state: &StepState) -> UnitView {
@@ -276,6 +282,7 @@ fn unit_view(machine: &Machine, unit: Unit, state: &StepState) -> UnitView {
             started_at: state.started_at,
             finished_at: state.finished_at,
             child_execution_ids: child_ids(machine, unit, state),
+            cost: state.cost,
         },
     }
 }
@@ -349,9 +356,16 @@ fn step_view(machine: &Machine, node: usize) -> StepView {
             started_at: state.started_at,
             finished_at: single.and_then(|e| e.finished_at).or(state.finished_at),
             child_execution_ids: elements.iter().flat_map(|e| e.run.child_execution_ids.clone()).collect(),
+            cost: sum_costs(state.elements.iter().map(|e| &e.cost)),
         },
         elements: step.for_each.as_ref().map(|_| elements),
     }
+}
+
+fn sum_costs<'a>(costs: impl Iterator<Item = &'a CallCost>) -> CallCost {
+    let mut sum = CallCost::default();
+    costs.for_each(|cost| sum.add(cost));
+    sum
 }
 
 fn hook_view(machine: &Machine, node: usize) -> HookView {
@@ -396,6 +410,7 @@ impl ExecutionView {
             hooks: hooks.into_iter().map(|node| hook_view(machine, node)).collect(),
             events: machine.timeline().to_vec(),
             owner: None,
+            cost: sum_costs(machine.nodes().iter().flat_map(|node| node.elements.iter().map(|e| &e.cost))),
         }
     }
 

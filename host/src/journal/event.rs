@@ -5,6 +5,7 @@
 //! condition, a transform's output, a fan-out's list) is an event too
 //! ([`Event::NodeDecided`]), so a replay never depends on today's code.
 
+use super::cost::CallCost;
 use super::failure::StepFailure;
 use super::ids::{PluginName, StepId};
 use super::log_line::LogLine;
@@ -70,6 +71,9 @@ pub enum Event {
         compensation: Option<Value>,
         /// What the guest logged.
         logs: Vec<LogLine>,
+        /// What the call cost (absent in logs written before costs were recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<CallCost>,
     },
     /// An attempt of `invoke` failed.
     AttemptFailed {
@@ -81,6 +85,9 @@ pub enum Event {
         failure: StepFailure,
         /// What the guest logged.
         logs: Vec<LogLine>,
+        /// What the call cost (absent in logs written before costs were recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<CallCost>,
     },
     /// An attempt of `compensate` is about to be made.
     CompensationStarted {
@@ -97,6 +104,9 @@ pub enum Event {
         attempt: u32,
         /// What the guest logged.
         logs: Vec<LogLine>,
+        /// What the call cost (absent in logs written before costs were recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<CallCost>,
     },
     /// An attempt of `compensate` failed.
     CompensationFailed {
@@ -108,6 +118,9 @@ pub enum Event {
         failure: StepFailure,
         /// What the guest logged.
         logs: Vec<LogLine>,
+        /// What the call cost (absent in logs written before costs were recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<CallCost>,
     },
     /// A timer the machine armed fired.
     TimerFired {

@@ -7,6 +7,7 @@
 //! behaviour beyond parsing and formatting its types, and must stay that way:
 //! a type belongs here when it is written to (or read from) the log.
 
+pub mod cost;
 pub mod event;
 pub mod failure;
 pub mod ids;
@@ -16,6 +17,7 @@ pub mod status;
 pub mod time;
 pub mod unit;
 
+pub use cost::CallCost;
 pub use event::{Event, HandlerBinding, NodeDecision, RecordedEvent, Timer, LOG_VERSION};
 pub use failure::{FailureKind, StepFailure};
 pub use ids::{ExecutionId, PluginName, StepId};

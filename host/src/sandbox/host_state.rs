@@ -154,6 +154,11 @@ impl HostState {
     pub fn hit_memory_limit(&self) -> bool {
         self.limiter.memory_limit_hit
     }
+
+    /// The largest linear memory the guest had, in bytes.
+    pub fn peak_memory_bytes(&self) -> usize {
+        self.limiter.peak_memory_bytes
+    }
 }
 
 impl WasiView for HostState {
@@ -175,6 +180,7 @@ struct Limiter {
     table_elements: usize,
     instances: usize,
     memory_limit_hit: bool,
+    peak_memory_bytes: usize,
 }
 
 impl Limiter {
@@ -184,6 +190,7 @@ impl Limiter {
             table_elements: limits.max_table_elements,
             instances: limits.max_instances,
             memory_limit_hit: false,
+            peak_memory_bytes: 0,
         }
     }
 }
@@ -194,6 +201,7 @@ impl ResourceLimiter for Limiter {
             self.memory_limit_hit = true;
             return Ok(false);
         }
+        self.peak_memory_bytes = self.peak_memory_bytes.max(desired);
         Ok(true)
     }
 

@@ -8,7 +8,7 @@ use super::bindings::stepwise::step::types::{StepContext, StepError};
 use super::host_state::{LogBuffer, Stdio};
 use super::{Grants, HostState, Limits, Sandbox, StepPre};
 use crate::journal::failure::{FailureKind, StepFailure};
-use crate::journal::LogLine;
+use crate::journal::{CallCost, LogLine};
 use crate::services::Caller;
 use serde_json::Value;
 use std::sync::Arc;
@@ -60,6 +60,8 @@ pub struct CallOutcome {
     pub result: Result<CallSuccess, StepFailure>,
     /// Lines from `log`, then captured stdout and stderr.
     pub logs: Vec<LogLine>,
+    /// What the call cost (nothing when it never ran: refused input, no slot).
+    pub cost: CallCost,
 }
 
 enum Returned {
@@ -89,6 +91,7 @@ impl Sandbox {
             return CallOutcome {
                 result: Err(StepFailure::new(FailureKind::InputTooLarge, message)),
                 logs: Vec::new(),
+                cost: CallCost::default(),
             };
         }
 
@@ -98,7 +101,7 @@ impl Sandbox {
             Ok(Ok(slot)) => slot,
             Ok(Err(_closed)) => {
                 let failure = StepFailure::new(FailureKind::Unavailable, "the sandbox is shutting down");
-                return CallOutcome { result: Err(failure), logs: Vec::new() };
+                return CallOutcome { result: Err(failure), logs: Vec::new(), cost: CallCost::default() };
             }
             Err(_elapsed) => {
                 let message = format!(
@@ -109,10 +112,12 @@ impl Sandbox {
                 return CallOutcome {
                     result: Err(StepFailure::new(FailureKind::DeadlineExceeded, message)),
                     logs: Vec::new(),
+                    cost: CallCost::default(),
                 };
             }
         };
         let budget = deadline.saturating_sub(waiting.elapsed());
+        let started = std::time::Instant::now();
         let _running = self.ticker.running();
         let logs = LogBuffer::default();
         let stdio = Stdio::new(limits.max_stdio_bytes);
@@ -172,11 +177,17 @@ impl Sandbox {
                 Ok(Ok(returned)) => interpret(returned, limits.max_output_bytes),
             }
         };
+        let cost = CallCost {
+            calls: 1,
+            fuel: limits.fuel.saturating_sub(store.get_fuel().unwrap_or(limits.fuel)),
+            wall_us: started.elapsed().as_micros() as u64,
+            peak_memory_bytes: store.data().peak_memory_bytes() as u64,
+        };
         drop(store);
 
         let mut lines = logs.take();
         stdio.drain_into(&mut lines);
-        CallOutcome { result, logs: lines }
+        CallOutcome { result, logs: lines, cost }
     }
 }
 

@@ -69,6 +69,26 @@ pub async fn render(state: &AppState) -> Result<String, crate::store::StoreError
     let _ = writeln!(out, "stepwise_step_latency_seconds_sum {sum}");
     let _ = writeln!(out, "stepwise_step_latency_seconds_count {count}");
 
+    // What guest calls cost, per tenant and plugin: counters a platform can bill from.
+    let costs = metrics.costs();
+    for (name, help, value) in [
+        ("stepwise_guest_calls_total", "Guest calls (attempts and compensations), by tenant and plugin.", 0),
+        ("stepwise_guest_fuel_total", "Fuel guest calls consumed, by tenant and plugin.", 1),
+        ("stepwise_guest_seconds_total", "Wall time of guest calls, by tenant and plugin.", 2),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for ((tenant, plugin), cost) in &costs {
+            let labels = format!("tenant=\"{tenant}\",plugin=\"{plugin}\"");
+            match value {
+                0 => writeln!(out, "{name}{{{labels}}} {}", cost.calls),
+                1 => writeln!(out, "{name}{{{labels}}} {}", cost.fuel),
+                _ => writeln!(out, "{name}{{{labels}}} {}", cost.wall_us as f64 / 1e6),
+            }
+            .expect("writing to a string");
+        }
+    }
+
     let stats = state.engine.registry().stats();
     let _ = writeln!(out, "# HELP stepwise_plugin_loads_total Plugin versions loaded, by how.");
     let _ = writeln!(out, "# TYPE stepwise_plugin_loads_total counter");

@@ -35,8 +35,8 @@ pub use state::{Completion, ExecutionError, NodePhase, NodeState, Origin, Pinned
 use super::command::Command;
 use super::timeline::{CallPhase, TimelineEntry, TimelineKind};
 use crate::journal::{
-    Event, ExecutionId, ExecutionStatus, FailureKind, HandlerBinding, LogLine, Slot, StepFailure, Timer, Timestamp,
-    UnitId, LOG_VERSION,
+    CallCost, Event, ExecutionId, ExecutionStatus, FailureKind, HandlerBinding, LogLine, Slot, StepFailure, Timer,
+    Timestamp, UnitId, LOG_VERSION,
 };
 use crate::workflow::reference::{Root, Scope};
 use crate::workflow::{StepKind, Workflow};
@@ -319,15 +319,17 @@ impl Machine {
                     self.record(at, TimelineKind::StepStarted { step, attempt });
                 }
             }
-            Event::AttemptSucceeded { step, attempt, output, compensation, logs } => {
+            Event::AttemptSucceeded { step, attempt, output, compensation, logs, cost } => {
                 if let Some(unit) = self.unit_in(&step, |phase| phase.awaits_attempt(attempt)) {
+                    self.add_cost(unit, cost);
                     self.record_logs(&step, attempt, CallPhase::Invoke, logs);
                     self.attempt_succeeded(at, unit, attempt, output, compensation, &mut commands);
                     self.advance(at, &mut commands);
                 }
             }
-            Event::AttemptFailed { step, attempt, failure, logs } => {
+            Event::AttemptFailed { step, attempt, failure, logs, cost } => {
                 if let Some(unit) = self.unit_in(&step, |phase| phase.awaits_attempt(attempt)) {
+                    self.add_cost(unit, cost);
                     self.record_logs(&step, attempt, CallPhase::Invoke, logs);
                     self.attempt_failed(at, unit, attempt, failure, &mut commands);
                     self.advance(at, &mut commands);
@@ -364,16 +366,18 @@ impl Machine {
                     self.record(at, TimelineKind::CompensationStarted { step, attempt });
                 }
             }
-            Event::CompensationSucceeded { step, attempt, logs } => {
+            Event::CompensationSucceeded { step, attempt, logs, cost } => {
                 if let Some(unit) = self.unit_in(&step, |phase| phase == StepPhase::Compensating { attempt }) {
+                    self.add_cost(unit, cost);
                     self.record_logs(&step, attempt, CallPhase::Compensate, logs);
                     self.unit_mut(unit).phase = StepPhase::Compensated;
                     self.record(at, TimelineKind::StepCompensated { step, attempt });
                     self.advance(at, &mut commands);
                 }
             }
-            Event::CompensationFailed { step, attempt, failure, logs } => {
+            Event::CompensationFailed { step, attempt, failure, logs, cost } => {
                 if let Some(unit) = self.unit_in(&step, |phase| phase == StepPhase::Compensating { attempt }) {
+                    self.add_cost(unit, cost);
                     self.record_logs(&step, attempt, CallPhase::Compensate, logs);
                     self.compensation_failed(at, unit, attempt, failure, &mut commands);
                     self.advance(at, &mut commands);
@@ -383,6 +387,13 @@ impl Machine {
             Event::RetryRequested { reason } => self.retry_requested(at, reason, &mut commands),
         }
         commands
+    }
+
+    /// Adds what a call of `unit` cost to its sum.
+    fn add_cost(&mut self, unit: Unit, cost: Option<CallCost>) {
+        if let Some(cost) = cost {
+            self.unit_mut(unit).cost.add(&cost);
+        }
     }
 
     fn timer_fired(&mut self, at: Timestamp, timer: Timer, commands: &mut Vec<Command>) {

@@ -2,7 +2,7 @@
 //! else: no rules live here (they are in the sibling rooms `progress`,
 //! `retry` and `rollback`).
 
-use crate::journal::{ExecutionId, HandlerBinding, PluginName, StepFailure, Timestamp, UnitId};
+use crate::journal::{CallCost, ExecutionId, HandlerBinding, PluginName, StepFailure, Timestamp, UnitId};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -129,6 +129,8 @@ pub struct StepState {
     pub finished_at: Option<Timestamp>,
     /// For an async step: how it was completed from outside.
     pub completion: Option<Completion>,
+    /// What its calls (attempts and compensations) cost, summed.
+    pub cost: CallCost,
 }
 
 impl StepState {
@@ -145,6 +147,7 @@ impl StepState {
             started_at: None,
             finished_at: None,
             completion: None,
+            cost: CallCost::default(),
         }
     }
 }

@@ -156,6 +156,7 @@ fn a_failed_element_compensates_every_completed_element_once_with_its_own_data()
             output: json!("c"),
             compensation: None,
             logs: vec![],
+            cost: None,
         },
     );
     assert_eq!(compensated_labels(&machine, &commands), vec!["line[2]"]);
@@ -257,7 +258,14 @@ fn a_waiting_child_holds_its_step_until_the_child_ends() {
     assert_eq!(invoked(&machine.outstanding_commands()), vec![(0, 1, json!({}))]);
     let commands = machine.feed(
         at(3),
-        Event::AttemptSucceeded { step: id("a"), attempt: 1, output: json!(7), compensation: None, logs: vec![] },
+        Event::AttemptSucceeded {
+            step: id("a"),
+            attempt: 1,
+            output: json!(7),
+            compensation: None,
+            logs: vec![],
+            cost: None,
+        },
     );
     assert_eq!(invoked(&commands), vec![(1, 1, json!({"from": 7}))]);
 }

@@ -104,6 +104,7 @@ fn a_fan_out_list_is_recorded_with_the_decision() {
             output: json!({"items": items}),
             compensation: None,
             logs: vec![],
+            cost: None,
         },
     );
     let [Command::Decide { decision: NodeDecision::Expand { items: listed }, .. }] = commands.as_slice() else {
@@ -182,7 +183,14 @@ fn the_workflow_timeout_rolls_back_a_running_execution() {
     assert_eq!(machine.status(), ExecutionStatus::Compensating);
     let commands = machine.feed(
         at(501),
-        Event::AttemptSucceeded { step: id("b"), attempt: 1, output: json!(2), compensation: None, logs: vec![] },
+        Event::AttemptSucceeded {
+            step: id("b"),
+            attempt: 1,
+            output: json!(2),
+            compensation: None,
+            logs: vec![],
+            cost: None,
+        },
     );
     assert_eq!(compensating(&commands), vec![(1, json!(2))], "b completed after all: compensated first");
     compensated(&mut machine, "b", 1);
@@ -222,7 +230,8 @@ fn a_rollback_request_while_a_step_runs_waits_for_it_then_compensates_it_once() 
     // b fails retryably: no retry while rolling back; a is compensated.
     machine.feed(at(5), Event::AttemptStarted { step: id("b"), attempt: 1 });
     let failure = StepFailure::new(FailureKind::Retryable, "flaky");
-    let commands = machine.feed(at(6), Event::AttemptFailed { step: id("b"), attempt: 1, failure, logs: vec![] });
+    let commands =
+        machine.feed(at(6), Event::AttemptFailed { step: id("b"), attempt: 1, failure, logs: vec![], cost: None });
     assert_eq!(compensating(&commands), vec![(0, json!({"v": 1}))]);
     assert!(!commands.iter().any(|c| matches!(c, Command::StartTimer { .. })));
 }

@@ -80,18 +80,21 @@ fn succeed(
     compensation: Option<Value>,
 ) -> Vec<Command> {
     machine.feed(at(1), Event::AttemptStarted { step: id(step), attempt });
-    machine.feed(at(2), Event::AttemptSucceeded { step: id(step), attempt, output, compensation, logs: vec![] })
+    machine.feed(
+        at(2),
+        Event::AttemptSucceeded { step: id(step), attempt, output, compensation, logs: vec![], cost: None },
+    )
 }
 
 fn fail(machine: &mut Machine, step: &str, attempt: u32, kind: FailureKind) -> Vec<Command> {
     machine.feed(at(1), Event::AttemptStarted { step: id(step), attempt });
     let failure = StepFailure::new(kind, "boom");
-    machine.feed(at(2), Event::AttemptFailed { step: id(step), attempt, failure, logs: vec![] })
+    machine.feed(at(2), Event::AttemptFailed { step: id(step), attempt, failure, logs: vec![], cost: None })
 }
 
 fn compensated(machine: &mut Machine, step: &str, attempt: u32) -> Vec<Command> {
     machine.feed(at(3), Event::CompensationStarted { step: id(step), attempt });
-    machine.feed(at(4), Event::CompensationSucceeded { step: id(step), attempt, logs: vec![] })
+    machine.feed(at(4), Event::CompensationSucceeded { step: id(step), attempt, logs: vec![], cost: None })
 }
 
 fn invoked(commands: &[Command]) -> Vec<(usize, u32, Value)> {
@@ -217,15 +220,17 @@ fn a_failing_compensation_is_retried_then_the_execution_fails_but_other_steps_ar
     fail(&mut machine, "c", 1, FailureKind::Permanent);
     machine.feed(at(3), Event::CompensationStarted { step: id("b"), attempt: 1 });
     let failure = StepFailure::new(FailureKind::Retryable, "down");
-    let commands = machine
-        .feed(at(4), Event::CompensationFailed { step: id("b"), attempt: 1, failure: failure.clone(), logs: vec![] });
+    let commands = machine.feed(
+        at(4),
+        Event::CompensationFailed { step: id("b"), attempt: 1, failure: failure.clone(), logs: vec![], cost: None },
+    );
     let timer = Timer::CompensationRetry { step: id("b"), attempt: 2 };
     assert!(matches!(&commands[..], [Command::StartTimer { timer: t, .. }] if *t == timer));
     let commands = machine.feed(at(200), Event::TimerFired { timer });
     assert_eq!(compensating(&commands).len(), 1);
     machine.feed(at(201), Event::CompensationStarted { step: id("b"), attempt: 2 });
-    let commands =
-        machine.feed(at(202), Event::CompensationFailed { step: id("b"), attempt: 2, failure, logs: vec![] });
+    let commands = machine
+        .feed(at(202), Event::CompensationFailed { step: id("b"), attempt: 2, failure, logs: vec![], cost: None });
     // b is given up on; a is still compensated.
     assert_eq!(compensating(&commands), vec![(0, json!({"v": 1}))]);
     assert_eq!(compensated(&mut machine, "a", 1), vec![Command::Finish]);
@@ -255,7 +260,14 @@ fn running_steps_settle_before_compensation_and_steps_waiting_to_retry_are_cance
     // The slow step completes after the failure: it is compensated.
     let commands = machine.feed(
         at(5),
-        Event::AttemptSucceeded { step: id("slow"), attempt: 1, output: json!("s"), compensation: None, logs: vec![] },
+        Event::AttemptSucceeded {
+            step: id("slow"),
+            attempt: 1,
+            output: json!("s"),
+            compensation: None,
+            logs: vec![],
+            cost: None,
+        },
     );
     assert_eq!(compensating(&commands), vec![(0, json!("s"))]);
     // The cancelled step's timer fires late: ignored.
@@ -278,8 +290,14 @@ fn a_missing_input_path_fails_the_step_permanently() {
 #[test]
 fn results_for_attempts_not_in_flight_are_ignored() {
     let (mut machine, _) = start(chain(3), json!({"x": 1}));
-    let stale =
-        Event::AttemptSucceeded { step: id("b"), attempt: 1, output: json!(1), compensation: None, logs: vec![] };
+    let stale = Event::AttemptSucceeded {
+        step: id("b"),
+        attempt: 1,
+        output: json!(1),
+        compensation: None,
+        logs: vec![],
+        cost: None,
+    };
     assert!(machine.feed(at(1), stale).is_empty());
     assert_eq!(machine.nodes()[1].phase, NodePhase::Pending);
     let unknown = Event::AttemptStarted { step: id("nope"), attempt: 1 };
@@ -304,6 +322,7 @@ fn replaying_the_same_events_rebuilds_the_same_state_and_outstanding_work() {
             output: json!({"v": 1}),
             compensation: None,
             logs: vec![],
+            cost: None,
         },
     );
     record(&mut machine, at(3), Event::AttemptStarted { step: id("b"), attempt: 1 });
