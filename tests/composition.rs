@@ -316,3 +316,33 @@ async fn an_operator_rollback_compensates_a_succeeded_execution_and_its_children
     let again = cancel(&engine, &id, "again").await;
     assert_eq!(again["events"].as_array().unwrap().len(), cancelled["events"].as_array().unwrap().len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_on_optional_data_is_false_when_the_data_is_missing() {
+    let toml = r#"
+        name = "gift"
+        [[steps]]
+        id = "wrap"
+        plugin = "echo"
+        when = "input.gift.wrap == true"
+        input = { wrap = true }
+        [[steps]]
+        id = "ship"
+        plugin = "echo"
+        input = { to = "$.input.address" }
+    "#;
+    let engine = engine();
+    let without = run(&engine, toml, json!({"address": "Main St"})).await;
+    assert_eq!(without["status"], "succeeded", "{without:#}");
+    assert_eq!(step(&without, "wrap")["status"], "skipped");
+    assert!(step(&without, "wrap")["skip_reason"].as_str().unwrap().contains("is false"));
+    assert_eq!(step(&without, "ship")["status"], "succeeded");
+    let null_gift = run(&engine, toml, json!({"address": "Main St", "gift": null})).await;
+    assert_eq!(step(&null_gift, "wrap")["status"], "skipped", "a field of null is missing too");
+    let with = run(&engine, toml, json!({"address": "Main St", "gift": {"wrap": true}})).await;
+    assert_eq!(step(&with, "wrap")["status"], "succeeded", "{with:#}");
+    // A condition that is not about missing data still fails the step.
+    let typed = toml.replace("input.gift.wrap == true", "input.address > 3");
+    let failed = run(&engine, &typed, json!({"address": "Main St"})).await;
+    assert_eq!(step(&failed, "wrap")["error"]["kind"], "expression", "{failed:#}");
+}

@@ -92,6 +92,27 @@ impl Expression {
 
     /// Evaluates the expression against `scope` and returns its value as JSON.
     pub fn evaluate(&self, scope: &dyn Scope) -> Result<Value, String> {
+        let value = self.execute(scope).map_err(|error| format!("`{}`: {error}", self.source))?;
+        value.json().map_err(|error| format!("`{}`: the result cannot be JSON: {error}", self.source))
+    }
+
+    /// Evaluates a condition: the value must be a boolean. A condition that
+    /// reads a key the data does not have (`input.gift.wrap` without a
+    /// `gift`, a field of a skipped step's `null` output) is false, not an
+    /// error: optional data is the normal case for a condition.
+    pub fn evaluate_condition(&self, scope: &dyn Scope) -> Result<bool, String> {
+        match self.execute(scope) {
+            Ok(cel::Value::Bool(value)) => Ok(value),
+            Err(error) if reads_missing_data(&error) => Ok(false),
+            Err(error) => Err(format!("`{}`: {error}", self.source)),
+            Ok(other) => {
+                let shown = other.json().map_or_else(|_| format!("{other:?}"), |json| json.to_string());
+                Err(format!("`{}` must be true or false, but is {shown}", self.source))
+            }
+        }
+    }
+
+    fn execute(&self, scope: &dyn Scope) -> Result<cel::Value, cel::ExecutionError> {
         let mut context = cel::Context::default();
         context.add_variable_from_value("input", to_cel(scope.input()));
         let mut steps = HashMap::new();
@@ -113,16 +134,21 @@ impl Expression {
             context.add_variable_from_value("item", to_cel(item));
             context.add_variable_from_value("index", to_cel(index));
         }
-        let value = self.program.execute(&context).map_err(|error| format!("`{}`: {error}", self.source))?;
-        value.json().map_err(|error| format!("`{}`: the result cannot be JSON: {error}", self.source))
+        self.program.execute(&context)
     }
+}
 
-    /// Evaluates a condition: the value must be a boolean.
-    pub fn evaluate_condition(&self, scope: &dyn Scope) -> Result<bool, String> {
-        match self.evaluate(scope)? {
-            Value::Bool(value) => Ok(value),
-            other => Err(format!("`{}` must be true or false, but is {other}", self.source)),
+/// Whether an evaluation failed only because it read data that is not there:
+/// a missing key, or a field of `null`.
+fn reads_missing_data(error: &cel::ExecutionError) -> bool {
+    match error {
+        cel::ExecutionError::NoSuchKey(_) => true,
+        cel::ExecutionError::UnsupportedTargetType { target } => matches!(target, cel::Value::Null),
+        // `x.field` where `x` is null: the field select (`_._`) on a null.
+        cel::ExecutionError::NoSuchOverload(overload) => {
+            overload.function() == "_._" && overload.argument_types().first().is_some_and(|t| t == "null_type")
         }
+        _ => false,
     }
 }
 
@@ -316,5 +342,28 @@ mod tests {
         assert!(not_bool.evaluate_condition(&scope()).unwrap_err().contains("must be true or false"));
         let missing = Expression::compile("input.nope == 1").unwrap();
         assert!(missing.evaluate(&scope()).unwrap_err().contains("`input.nope == 1`"));
+    }
+
+    #[test]
+    fn a_condition_reading_missing_data_is_false() {
+        let mut with_nulls = scope();
+        with_nulls.input = json!({"gift": null, "total": 120});
+        for source in [
+            "input.nope == 1",
+            "input.gift.wrap",
+            "input.gift.wrap == true",
+            "input.nope.deeper.still",
+            "has(input.total) && input.nope > 1",
+        ] {
+            let condition = Expression::compile(source).unwrap();
+            assert_eq!(condition.evaluate_condition(&with_nulls), Ok(false), "{source}");
+        }
+        // Present data still decides, and other errors are still errors.
+        assert_eq!(Expression::compile("input.total > 100").unwrap().evaluate_condition(&with_nulls), Ok(true));
+        assert_eq!(Expression::compile("!has(input.nope)").unwrap().evaluate_condition(&with_nulls), Ok(true));
+        let type_error = Expression::compile("input.total > 'x'").unwrap();
+        assert!(type_error.evaluate_condition(&with_nulls).is_err(), "comparing a number with a string");
+        // A value (not a condition) reading missing data is an error, naming the expression.
+        assert!(Expression::compile("input.nope").unwrap().evaluate(&with_nulls).unwrap_err().contains("No such key"));
     }
 }
