@@ -329,11 +329,13 @@ async fn a_condition_on_optional_data_is_false_when_the_data_is_missing() {
         [[steps]]
         id = "ship"
         plugin = "echo"
-        input = { to = "$.input.address" }
+        input = { to = "$.input.address", note = "$.input.note ?? \"none\"", gift = "$.input.gift.wrap ?? false" }
     "#;
     let engine = engine();
     let without = run(&engine, toml, json!({"address": "Main St"})).await;
     assert_eq!(without["status"], "succeeded", "{without:#}");
+    // Optional references in an input fall back to their defaults.
+    assert_eq!(step(&without, "ship")["output"], json!({"to": "Main St", "note": "none", "gift": false}));
     assert_eq!(step(&without, "wrap")["status"], "skipped");
     assert!(step(&without, "wrap")["skip_reason"].as_str().unwrap().contains("is false"));
     assert_eq!(step(&without, "ship")["status"], "succeeded");

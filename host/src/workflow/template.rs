@@ -2,8 +2,11 @@
 //!
 //! A string that starts with `$.` is a reference and is replaced by the value
 //! it names (whole value, any JSON type). A string that starts with `$$` is a
-//! literal with the first `$` removed, so `"$$.5"` renders as `"$.5"`. Every
-//! other value is copied as is.
+//! literal with the first `$` removed, so `"$$.5"` renders as `"$.5"`. A
+//! reference followed by ` ?? <JSON>` is optional: when the data it names is
+//! not there (a missing key, an index past the end, a field of `null`), the
+//! JSON after `??` is used instead (`"$.input.gift ?? null"`,
+//! `"$.input.note ?? \"none\""`). Every other value is copied as is.
 
 use super::reference::{Reference, Scope};
 use serde_json::{Map, Value};
@@ -18,6 +21,7 @@ pub struct Template {
 enum Node {
     Literal(Value),
     Reference(Reference),
+    Optional(Reference, Value),
     Array(Vec<Node>),
     Object(Vec<(String, Node)>),
 }
@@ -67,13 +71,31 @@ fn join(path: &str, key: &str) -> String {
 fn compile_node(value: &Value, path: String, errors: &mut Vec<TemplateError>) -> Node {
     match value {
         Value::String(text) if text.starts_with("$$") => Node::Literal(Value::String(text[1..].to_string())),
-        Value::String(text) if text.starts_with("$.") => match Reference::parse(text) {
-            Ok(reference) => Node::Reference(reference),
-            Err(message) => {
-                errors.push(TemplateError { path, message });
-                Node::Literal(Value::Null)
+        Value::String(text) if text.starts_with("$.") => {
+            let (reference, default) = match text.split_once(" ?? ") {
+                Some((reference, default)) => (reference.trim_end(), Some(default.trim())),
+                None => (text.as_str(), None),
+            };
+            let default = match default.map(serde_json::from_str::<Value>) {
+                None => None,
+                Some(Ok(value)) => Some(value),
+                Some(Err(_)) => {
+                    let message = format!(
+                        "the default after `??` in `{text}` must be a JSON value (null, 0, \"text\", [], {{}})"
+                    );
+                    errors.push(TemplateError { path, message });
+                    return Node::Literal(Value::Null);
+                }
+            };
+            match (Reference::parse(reference), default) {
+                (Ok(reference), None) => Node::Reference(reference),
+                (Ok(reference), Some(default)) => Node::Optional(reference, default),
+                (Err(message), _) => {
+                    errors.push(TemplateError { path, message });
+                    Node::Literal(Value::Null)
+                }
             }
-        },
+        }
         Value::Array(items) => Node::Array(
             items
                 .iter()
@@ -91,7 +113,7 @@ fn compile_node(value: &Value, path: String, errors: &mut Vec<TemplateError>) ->
 fn collect_references<'a>(node: &'a Node, path: String, found: &mut Vec<(String, &'a Reference)>) {
     match node {
         Node::Literal(_) => {}
-        Node::Reference(reference) => found.push((path, reference)),
+        Node::Reference(reference) | Node::Optional(reference, _) => found.push((path, reference)),
         Node::Array(items) => {
             for (index, item) in items.iter().enumerate() {
                 collect_references(item, format!("{path}[{index}]"), found);
@@ -109,6 +131,7 @@ fn render_node(node: &Node, scope: &dyn Scope) -> Result<Value, String> {
     Ok(match node {
         Node::Literal(value) => value.clone(),
         Node::Reference(reference) => reference.resolve(scope)?.clone(),
+        Node::Optional(reference, default) => reference.resolve(scope).unwrap_or(default).clone(),
         Node::Array(items) => {
             Value::Array(items.iter().map(|item| render_node(item, scope)).collect::<Result<_, _>>()?)
         }
@@ -164,5 +187,27 @@ mod tests {
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[0].path, "a");
         assert_eq!(errors[1].path, "b[0]");
+    }
+
+    #[test]
+    fn an_optional_reference_falls_back_to_its_default() {
+        let template = Template::compile(&json!({
+            "gift": "$.input.gift ?? null",
+            "note": "$.input.note ?? \"none\"",
+            "first": "$.steps.cart.output.items[5] ?? 0",
+            "deep": "$.input.a.b.c ?? {\"empty\": true}",
+            "present": "$.input.cart_id ?? \"unused\""
+        }))
+        .unwrap();
+        let scope = Outputs(json!({"cart_id": "c1", "a": null}), json!({"items": [1, 2]}));
+        assert_eq!(
+            template.render(&scope).unwrap(),
+            json!({"gift": null, "note": "none", "first": 0, "deep": {"empty": true}, "present": "c1"})
+        );
+        assert_eq!(template.references().len(), 5, "optional references still count as reads");
+        let errors = Template::compile(&json!({"x": "$.input.a ?? not json"})).unwrap_err();
+        assert!(errors[0].message.contains("must be a JSON value"), "{errors:?}");
+        let errors = Template::compile(&json!({"x": "$.input. ?? 1"})).unwrap_err();
+        assert_eq!(errors[0].path, "x");
     }
 }
