@@ -1,7 +1,7 @@
 //! Saga semantics on real compiled guests: data wiring, retries with backoff,
 //! reverse-order compensation, failing compensations, concurrency, traps and deadlines.
 
-use serde_json::json;
+use serde_json::{json, Value};
 use stepwise::engine::StartOptions;
 use stepwise::workflow::Workflow;
 use stepwise_test_support::*;
@@ -336,4 +336,106 @@ async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T
         results.push(handle.await.expect("task"));
     }
     results
+}
+
+/// `on_permanent_failure`: `skip` and `continue` let an execution go on past
+/// a step (or a fan-out element) that failed for good; nothing of it is
+/// compensated, and `fail` (the default) still rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_and_continue_go_on_past_a_step_that_failed_for_good() {
+    let engine = engine();
+    let workflow = |policy: &str| {
+        format!(
+            r#"
+            name = "tolerant"
+            [[steps]]
+            id = "first"
+            plugin = "echo"
+            input = {{ n = 1 }}
+            [[steps]]
+            id = "risky"
+            plugin = "fail"
+            input = {{ message = "the ERP is read-only today" }}
+            after = ["first"]
+            on_permanent_failure = "{policy}"
+            [[steps]]
+            id = "reader"
+            plugin = "echo"
+            input = {{ saw = "$.steps.risky.output" }}
+            [[steps]]
+            id = "independent"
+            plugin = "echo"
+            input = {{ n = 2 }}
+            after = ["risky"]
+            "#
+        )
+    };
+    let continued = run(&engine, &workflow("continue"), json!({})).await;
+    assert_eq!(continued["status"], "succeeded", "{continued:#}");
+    let risky = step(&continued, "risky");
+    assert_eq!(risky["status"], "succeeded", "the step's error became its output: {risky:#}");
+    assert_eq!(risky["output"]["error"]["kind"], "permanent");
+    assert_eq!(step(&continued, "reader")["output"]["saw"]["error"]["message"], "the ERP is read-only today");
+    assert_eq!(events(&continued, "failure_tolerated").len(), 1);
+
+    let skipped = run(&engine, &workflow("skip"), json!({})).await;
+    assert_eq!(skipped["status"], "succeeded", "{skipped:#}");
+    let risky = step(&skipped, "risky");
+    assert_eq!(risky["status"], "skipped");
+    assert!(risky["skip_reason"].as_str().unwrap().contains("on_permanent_failure is `skip`"), "{risky:#}");
+    assert_eq!(step(&skipped, "reader")["status"], "skipped", "it needs the skipped step's output");
+    assert!(step(&skipped, "reader")["skip_reason"].as_str().unwrap().contains("risky"));
+    assert_eq!(step(&skipped, "independent")["status"], "succeeded");
+
+    let failed = run(&engine, &workflow("fail"), json!({})).await;
+    assert_eq!(failed["status"], "compensated", "the default rolls back");
+    assert_eq!(step(&failed, "first")["status"], "compensated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_and_continue_apply_to_each_element_of_a_fan_out() {
+    let engine = engine();
+    let workflow = |policy: &str| {
+        format!(
+            r#"
+            name = "limits"
+            [[steps]]
+            id = "check"
+            plugin = "cart-limit"
+            for_each = "$.input.carts"
+            input = "$.item"
+            on_permanent_failure = "{policy}"
+            [[steps]]
+            id = "report"
+            plugin = "echo"
+            input = {{ checked = "$.steps.check.output" }}
+            "#
+        )
+    };
+    let carts = json!({"carts": [{"id": "a", "total": 10}, {"id": "b", "total": 50000}, {"id": "c", "total": 20}]});
+    let skipped = run(&engine, &workflow("skip"), carts.clone()).await;
+    assert_eq!(skipped["status"], "succeeded", "{skipped:#}");
+    let checked = &step(&skipped, "report")["output"]["checked"];
+    assert_eq!(checked[0]["approved"], true);
+    assert_eq!(checked[1], Value::Null, "the failed element reads as null");
+    assert_eq!(checked[2]["approved"], true);
+    let elements = step(&skipped, "check")["elements"].as_array().unwrap().clone();
+    assert_eq!(elements[1]["status"], "failed", "the element itself says it failed");
+
+    let continued = run(&engine, &workflow("continue"), carts).await;
+    assert_eq!(continued["status"], "succeeded", "{continued:#}");
+    let checked = &step(&continued, "report")["output"]["checked"];
+    assert_eq!(checked[1]["error"]["kind"], "permanent", "{checked:#}");
+    assert_eq!(checked[0]["approved"], true);
+}
+
+#[test]
+fn on_permanent_failure_is_refused_on_a_transform() {
+    let engine = engine();
+    let toml = "name = \"t\"\n[[steps]]\nid = \"sum\"\ntransform = \"1 + 1\"\non_permanent_failure = \"skip\"\n";
+    let error = Workflow::from_toml("t.toml", toml, engine.registry().as_ref()).unwrap_err().to_string();
+    assert!(error.contains("on_permanent_failure") && error.contains("plugin and workflow steps"), "{error}");
+    let bad = "name = \"t\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\non_permanent_failure = \"ignore\"\n";
+    let error = Workflow::from_toml("t.toml", bad, engine.registry().as_ref()).unwrap_err().to_string();
+    assert!(error.contains("unknown variant `ignore`"), "{error}");
 }

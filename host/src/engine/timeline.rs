@@ -68,6 +68,14 @@ pub enum TimelineKind {
         /// Why.
         reason: String,
     },
+    /// A step failed for good, and its `on_permanent_failure` lets the
+    /// execution go on (`skip` or `continue`).
+    FailureTolerated {
+        /// The unit.
+        step: UnitId,
+        /// `skip` or `continue`.
+        on_permanent_failure: String,
+    },
     /// An operator asked for the failed compensations to be tried again.
     RetryRequested {
         /// Why.

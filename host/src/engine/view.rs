@@ -85,10 +85,13 @@ fn node_status(node: &NodeState) -> StepStatus {
         NodePhase::Failed if node.elements.is_empty() => return StepStatus::Failed,
         _ => {}
     }
+    // A unit whose failure its step tolerated (`on_permanent_failure`) lets
+    // the step succeed: it counts as succeeded here (its own row says failed).
+    let status_of = |unit: &StepState| if unit.tolerated { StepStatus::Succeeded } else { unit.phase.into() };
     if let [only] = node.elements.as_slice() {
-        return only.phase.into();
+        return status_of(only);
     }
-    let statuses: Vec<StepStatus> = node.elements.iter().map(|e| e.phase.into()).collect();
+    let statuses: Vec<StepStatus> = node.elements.iter().map(status_of).collect();
     for status in [
         StepStatus::Failed,
         StepStatus::CompensationFailed,

@@ -133,6 +133,7 @@ impl StepBuilder {
                 retry: None,
                 timeout_ms: None,
                 is_async: false,
+                on_permanent_failure: Default::default(),
             },
         }
     }

@@ -133,6 +133,33 @@ pub struct StepDefinition {
     /// reports the result for this step.
     #[serde(default, rename = "async", skip_serializing_if = "std::ops::Not::not")]
     pub is_async: bool,
+    /// What happens when the step fails for good (a permanent error, or its
+    /// retries used up): `fail` rolls the execution back (the default);
+    /// `skip` marks it skipped (steps reading its output are skipped too) and
+    /// goes on; `continue` makes its error its output (`{"error": {"kind",
+    /// "message"}}`) and goes on. For a fan-out, per element.
+    #[serde(default, skip_serializing_if = "OnPermanentFailure::is_fail")]
+    pub on_permanent_failure: OnPermanentFailure,
+}
+
+/// What a step failing for good does to its execution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnPermanentFailure {
+    /// The execution rolls back.
+    #[default]
+    Fail,
+    /// The step is skipped; the execution goes on.
+    Skip,
+    /// The step's error becomes its output; the execution goes on.
+    Continue,
+}
+
+impl OnPermanentFailure {
+    /// Whether it is the default (`fail`).
+    pub fn is_fail(&self) -> bool {
+        *self == OnPermanentFailure::Fail
+    }
 }
 
 fn empty_object() -> Value {

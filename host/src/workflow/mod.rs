@@ -20,7 +20,9 @@ pub mod template;
 mod validate;
 
 pub use builder::{HookBuilder, StepBuilder, WorkflowBuilder};
-pub use definition::{json_schema, HookDefinition, RetryPolicy, StepDefinition, WorkflowDefinition};
+pub use definition::{
+    json_schema, HookDefinition, OnPermanentFailure, RetryPolicy, StepDefinition, WorkflowDefinition,
+};
 pub use directory::{DirectoryCatalog, WorkflowDirectory, WorkflowFileStatus, WorkflowWatch};
 pub use error::{Problem, WorkflowError};
 pub use expression::Expression;
@@ -135,6 +137,8 @@ pub struct Step {
     pub timeout: Option<Duration>,
     /// Completed from outside after `invoke`.
     pub is_async: bool,
+    /// What failing for good does: roll back, skip, or continue with the error as output.
+    pub on_permanent_failure: OnPermanentFailure,
 }
 
 /// What a node runs.

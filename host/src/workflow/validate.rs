@@ -210,6 +210,13 @@ fn validate_step(
     if step.timeout_ms == Some(0) {
         problems.push(Problem::step(id, "timeout_ms", "must be greater than 0"));
     }
+    if step.transform.is_some() && !step.on_permanent_failure.is_fail() {
+        problems.push(Problem::step(
+            id,
+            "on_permanent_failure",
+            "applies to plugin and workflow steps (a transform that cannot be evaluated fails its execution)",
+        ));
+    }
     let retry = step.retry.clone().or_else(|| definition.retry.clone()).unwrap_or_default();
     if let Some(own) = &step.retry {
         check_retry(own, Some(&node), problems);
@@ -247,6 +254,7 @@ fn validate_step(
         retry,
         timeout: step.timeout_ms.map(Duration::from_millis),
         is_async: step.is_async,
+        on_permanent_failure: step.on_permanent_failure,
     })
 }
 
@@ -339,6 +347,8 @@ fn validate_hook(
         retry,
         timeout: hook.timeout_ms.map(Duration::from_millis),
         is_async: false,
+        // A handler's permanent error is its veto: it always rolls back.
+        on_permanent_failure: OnPermanentFailure::Fail,
     })
 }
 

@@ -14,7 +14,7 @@ use crate::engine::command::Command;
 use crate::engine::timeline::TimelineKind;
 use crate::journal::json::check_depth;
 use crate::journal::{ExecutionStatus, FailureKind, NodeDecision, StepFailure, Timer, Timestamp, UnitId};
-use crate::workflow::StepKind;
+use crate::workflow::{OnPermanentFailure, StepKind};
 use serde_json::{Map, Value};
 
 impl Machine {
@@ -263,8 +263,47 @@ impl Machine {
         }
         let step = self.label(unit);
         self.record(at, TimelineKind::StepSucceeded { step, attempt });
-        if self.nodes[unit.node].elements.iter().all(|element| element.phase == StepPhase::Succeeded) {
-            self.succeed_node(at, unit.node);
+        self.settle_node_if_done(at, unit.node);
+    }
+
+    /// A unit failed for good, and its step says to go on (`on_permanent_failure`
+    /// `skip` or `continue`): the unit stays failed (nothing of it is
+    /// compensated, its invoke having failed), its output is its error
+    /// (`continue`) or nothing (`skip`), and the execution goes on.
+    pub(super) fn tolerate_failure(
+        &mut self,
+        at: Timestamp,
+        unit: Unit,
+        policy: OnPermanentFailure,
+        failure: StepFailure,
+    ) {
+        let state = self.unit_mut(unit);
+        state.tolerated = true;
+        if policy == OnPermanentFailure::Continue {
+            state.output = Some(serde_json::json!({ "error": failure }));
+        }
+        let step = self.label(unit);
+        let outcome = if policy == OnPermanentFailure::Continue { "continue" } else { "skip" };
+        self.record(at, TimelineKind::FailureTolerated { step, on_permanent_failure: outcome.to_string() });
+        self.settle_node_if_done(at, unit.node);
+    }
+
+    /// Once every unit of a node succeeded or failed in a tolerated way, the
+    /// node succeeds; a single unit that failed with `skip` skips its node.
+    fn settle_node_if_done(&mut self, at: Timestamp, node: usize) {
+        let elements = &self.nodes[node].elements;
+        if !elements.iter().all(|element| element.phase == StepPhase::Succeeded || element.tolerated) {
+            return;
+        }
+        let step = &self.workflow.steps()[node];
+        let single_skipped = step.for_each.is_none()
+            && step.on_permanent_failure == OnPermanentFailure::Skip
+            && elements.iter().all(|element| element.tolerated);
+        if single_skipped {
+            let error = elements[0].error.as_ref().map(ToString::to_string).unwrap_or_default();
+            self.skip_node(at, node, format!("it failed ({error}) and its on_permanent_failure is `skip`"));
+        } else {
+            self.succeed_node(at, node);
         }
     }
 

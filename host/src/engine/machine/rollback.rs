@@ -20,6 +20,11 @@ impl Machine {
         state.finished_at = Some(at);
         let attempts = state.attempts;
         self.record(at, TimelineKind::StepFailed { step: step.clone(), attempts, error: failure.clone() });
+        let policy = self.workflow.steps()[unit.node].on_permanent_failure;
+        if self.status.is_forward() && !policy.is_fail() {
+            self.tolerate_failure(at, unit, policy, failure);
+            return;
+        }
         let node = &mut self.nodes[unit.node];
         node.phase = NodePhase::Failed;
         node.finished_at = Some(at);

@@ -131,6 +131,9 @@ pub struct StepState {
     pub completion: Option<Completion>,
     /// What its calls (attempts and compensations) cost, summed.
     pub cost: CallCost,
+    /// It failed for good, and its step's `on_permanent_failure` let the
+    /// execution go on.
+    pub tolerated: bool,
 }
 
 impl StepState {
@@ -148,6 +151,7 @@ impl StepState {
             finished_at: None,
             completion: None,
             cost: CallCost::default(),
+            tolerated: false,
         }
     }
 }

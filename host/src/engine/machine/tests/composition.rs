@@ -79,12 +79,13 @@ fn a_condition_that_cannot_be_evaluated_fails_the_step_and_rolls_back() {
     let workflow = Arc::new(
         Workflow::builder("w")
             .step(StepBuilder::new("a", "p", json!({})))
-            .step(StepBuilder::new("b", "p", json!({})).when("steps.a.output.missing > 1"))
+            // A type error (a missing key would make the condition false instead).
+            .step(StepBuilder::new("b", "p", json!({})).when("steps.a.output.name > 1"))
             .build(&plugins())
             .unwrap(),
     );
     let (mut machine, _) = start(workflow, json!({}));
-    let commands = succeed(&mut machine, "a", 1, json!({}), None);
+    let commands = succeed(&mut machine, "a", 1, json!({"name": "x"}), None);
     assert_eq!(compensated_labels(&machine, &commands), vec!["a"]);
     assert_eq!(machine.error().unwrap().failure.kind, FailureKind::Expression);
     assert_eq!(machine.error().unwrap().step, Some(id("b")));
