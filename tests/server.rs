@@ -569,3 +569,46 @@ async fn a_failed_execution_is_retried_over_http_and_anything_else_is_refused() 
     let (status, _) = server.post("/v1/executions/no-such-id/retry", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_searches_pages_and_offers_the_actions_an_execution_allows() {
+    let stuck = "name = \"stuck\"\n[[steps]]\nid = \"hold\"\nplugin = \"compensate-fails\"\ninput = { compensation_failures = 1 }\nretry = { max_attempts = 1 }\n[[steps]]\nid = \"boom\"\nplugin = \"fail\"\nafter = [\"hold\"]\n";
+    let server = Server::start("web-operate", &[("stuck.toml", stuck)]);
+    let (_, acme) = server.post("/v1/workflows/accept-quote/executions?wait=true&tenant=acme", quote_input()).await;
+    let (_, plain) = server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
+    let (_, waiting) = server.post("/v1/workflows/approval/executions?wait=true", json!({"ask": "ana"})).await;
+    let (_, failed) = server.post("/v1/workflows/stuck/executions?wait=true", json!({})).await;
+    let id = |execution: &Value| execution["execution_id"].as_str().unwrap().to_string();
+
+    // Search by workflow and tenant.
+    let dom = dump_dom(&server, "/#/?workflow=accept-quote&tenant=acme");
+    assert!(dom.contains(&id(&acme)) && !dom.contains(&id(&plain)), "{dom}");
+    assert!(!dom.contains(&id(&waiting)), "another workflow is not listed");
+    // A page at a time, with a link to the next one.
+    let dom = dump_dom(&server, "/#/?limit=1");
+    assert!(dom.contains("id=\"next-page\"") && dom.contains(&id(&failed)), "newest first, one per page: {dom}");
+    assert!(!dom.contains(&id(&acme)), "{dom}");
+
+    // A failed execution offers a retry; a waiting one a form to complete its step.
+    // (The dumped page holds its script too: look inside the rendered actions only.)
+    let actions = |dom: &str| -> String {
+        const OPEN: &str = "<div id=\"actions\">";
+        let rendered = |at: &usize| !dom[at + OPEN.len()..].starts_with("${");
+        let start = dom.match_indices(OPEN).map(|(at, _)| at).find(rendered).expect("the actions are rendered");
+        let rest = &dom[start..];
+        rest[..rest.find("</div>").unwrap()].to_string()
+    };
+    let dom = dump_dom(&server, &format!("/#/executions/{}", id(&failed)));
+    let offered = actions(&dom);
+    assert!(offered.contains("data-action=\"retry\""), "{offered}");
+    assert!(!offered.contains("data-action=\"cancel\""), "a failed execution cannot be cancelled: {offered}");
+    let dom = dump_dom(&server, &format!("/#/executions/{}", id(&waiting)));
+    let offered = actions(&dom);
+    assert!(offered.contains("<form class=\"complete\" data-step=\"ask\">"), "{offered}");
+    assert!(offered.contains("data-action=\"cancel\"") && !offered.contains("data-action=\"retry\""), "{offered}");
+    // Payloads, collapsed, and how long each step took.
+    let dom = dump_dom(&server, &format!("/#/executions/{}", id(&plain)));
+    assert!(dom.contains("data-payload=\"input\"") && dom.contains("data-payload=\"output\""), "{dom}");
+    assert!(dom.contains("data-payload=\"compensation data\""), "reserve returns compensation data");
+    assert!(dom.contains("class=\"duration\" data-ms="), "{dom}");
+}
