@@ -252,3 +252,59 @@ fn an_unreachable_postgres_store_is_named_with_the_cause() {
     let message = stderr(&output);
     assert!(message.contains(url) && message.contains("Connection refused"), "{message}");
 }
+
+/// `stepwise invoke` runs one step alone, with its services answered from
+/// fixtures: a Rust step's invoke and compensate, a JavaScript and a Python
+/// step, and a service failing from its fixture.
+#[test]
+fn a_step_is_invoked_alone_with_services_from_fixtures() {
+    let dir = scratch_dir("invoke");
+    let fixture = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let inventory = fixture("inventory.json", r#"{"reserve": {"reservation_id": "res_1", "units": 2}, "release": {}}"#);
+    let plugins = plugins_dir().display().to_string();
+    let invoke = |args: &[&str]| {
+        let output = stepwise(&[&["invoke"][..], args, &["--plugins", &plugins]].concat());
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.code(), report)
+    };
+    let items = r#"{"items": [{"sku": "A", "quantity": 2}]}"#;
+    let service = format!("inventory={inventory}");
+    let (code, report) = invoke(&["reserve-inventory", "--input", items, "--service", &service]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert!(report["result"]["ok"]["output"]["reservation_id"].as_str().unwrap().starts_with("res_"), "{report:#}");
+    assert!(report["logs"][0]["message"].as_str().unwrap().contains("reserved 2 units"), "{report:#}");
+    let calls = report["service_calls"].as_array().unwrap();
+    assert_eq!((calls.len(), calls[0]["method"].as_str()), (1, Some("reserve")));
+    assert!(calls[0]["idempotency_key"].as_str().unwrap().ends_with("/reserve-inventory"));
+    assert!(report["cost"]["fuel"].as_u64().unwrap() > 0 && report["cost"]["wall_us"].as_u64().unwrap() > 0);
+    let data = report["result"]["ok"]["compensation"].to_string();
+    let (code, undone) = invoke(&["reserve-inventory", "--compensate", &data, "--service", &service]);
+    assert_eq!(code, Some(0), "{undone:#}");
+    assert_eq!(undone["export"], "compensate");
+    assert_eq!(undone["service_calls"][0]["method"], "release");
+
+    // A service failing from its fixture: the step's error, exit 1.
+    let broken = format!("inventory={}", fixture("broken.json", r#"{"reserve": {"error": "warehouse offline"}}"#));
+    let (code, failed) = invoke(&["reserve-inventory", "--input", items, "--service", &broken]);
+    assert_eq!(code, Some(1));
+    assert!(failed["result"]["error"]["message"].as_str().unwrap().contains("warehouse offline"), "{failed:#}");
+
+    // JavaScript and Python steps, the same way.
+    let cart = r#"{"items": [{"sku": "A", "quantity": 2, "unit_price": 150}]}"#;
+    let (code, js) = invoke(&["js-cart-total", "--input", cart]);
+    assert_eq!(code, Some(0), "{js:#}");
+    assert!(js["result"]["ok"]["output"].is_object(), "{js:#}");
+    let payments = format!("payments={}", fixture("payments.json", r#"{"authorize": {"authorization_id": "auth_1", "status": "authorized"}}"#));
+    let (code, py) = invoke(&["py-authorize-payment", "--input", r#"{"amount": 300, "currency": "EUR"}"#, "--service", &payments]);
+    assert_eq!(code, Some(0), "{py:#}");
+    assert_eq!(py["service_calls"][0]["method"], "authorize");
+    // A malformed --service is refused before anything runs.
+    let output = stepwise(&["invoke", "reserve-inventory", "--plugins", &plugins, "--service", "inventory"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("expected NAME=FIXTURE.json"));
+}

@@ -5,6 +5,7 @@
 mod bench;
 mod executions;
 mod hosts;
+mod invoke;
 pub mod new;
 mod plugins;
 mod run;
@@ -46,6 +47,10 @@ enum Command {
     /// List, show and purge recorded executions.
     #[command(subcommand)]
     Executions(executions::ExecutionsCommand),
+    /// Run one step's invoke (or compensate) alone, in the sandbox, with its
+    /// services answered from fixtures: prints the result, logs, service
+    /// calls and cost (exit 1 when the step failed).
+    Invoke(invoke::InvokeArgs),
     /// Inspect and check step plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
@@ -185,6 +190,7 @@ pub fn main() -> ExitCode {
             Command::Retry(args) => executions::retry(args).await,
             Command::Executions(command) => executions::run(command).await,
             Command::Plugins(command) => plugins::run(command).await,
+            Command::Invoke(args) => invoke::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Hosts(args) => hosts::run(args).await,
             Command::Tokens(command) => tokens::run(command).await,
