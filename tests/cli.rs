@@ -299,8 +299,12 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
     let (code, js) = invoke(&["js-cart-total", "--input", cart]);
     assert_eq!(code, Some(0), "{js:#}");
     assert!(js["result"]["ok"]["output"].is_object(), "{js:#}");
-    let payments = format!("payments={}", fixture("payments.json", r#"{"authorize": {"authorization_id": "auth_1", "status": "authorized"}}"#));
-    let (code, py) = invoke(&["py-authorize-payment", "--input", r#"{"amount": 300, "currency": "EUR"}"#, "--service", &payments]);
+    let payments = format!(
+        "payments={}",
+        fixture("payments.json", r#"{"authorize": {"authorization_id": "auth_1", "status": "authorized"}}"#)
+    );
+    let (code, py) =
+        invoke(&["py-authorize-payment", "--input", r#"{"amount": 300, "currency": "EUR"}"#, "--service", &payments]);
     assert_eq!(code, Some(0), "{py:#}");
     assert_eq!(py["service_calls"][0]["method"], "authorize");
     // A malformed --service is refused before anything runs.

@@ -51,7 +51,8 @@ struct Fixture {
 
 impl Service for Fixture {
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
-        let call = json!({"service": self.name, "method": method, "input": input, "idempotency_key": caller.idempotency_key});
+        let call =
+            json!({"service": self.name, "method": method, "input": input, "idempotency_key": caller.idempotency_key});
         self.calls.lock().expect("fixture lock").push(call);
         match self.answers.get(method) {
             Some(Value::Object(answer)) if answer.len() == 1 && answer.get("error").is_some_and(Value::is_string) => {

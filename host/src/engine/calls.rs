@@ -193,7 +193,17 @@ fn child_call(
             }
             Export::Compensate => {
                 let reason = format!("its parent execution `{parent}` is rolling back");
-                match engine.rollback_and_wait(&completed, reason).await {
+                let mut rolled_back = engine.rollback_and_wait(&completed, reason.clone()).await;
+                // A child whose own rollback failed is `failed`: a later
+                // compensation attempt (an operator's retry of the parent)
+                // retries the child's failed compensations.
+                if attempt > 1 && matches!(&rolled_back, Ok(view) if view.status == ExecutionStatus::Failed) {
+                    rolled_back = match engine.retry(&completed, &reason).await {
+                        Ok(delivery) => delivery.settling.wait().await,
+                        Err(error) => Err(error),
+                    };
+                }
+                match rolled_back {
                     Ok(view) if view.status == ExecutionStatus::Compensated => {
                         Event::CompensationSucceeded { step, attempt, logs: Vec::new(), cost: None }
                     }

@@ -81,13 +81,23 @@ impl From<StepPhase> for StepStatus {
 fn node_status(node: &NodeState) -> StepStatus {
     match &node.phase {
         NodePhase::Pending | NodePhase::Deciding => return StepStatus::Pending,
-        NodePhase::Skipped { .. } => return StepStatus::Skipped,
+        // A step skipped after its failure may still be compensated (an async
+        // step whose invoke returned): then its units say how that went.
+        NodePhase::Skipped { .. } if node.elements.iter().all(|e| !e.phase.is_compensation()) => {
+            return StepStatus::Skipped
+        }
         NodePhase::Failed if node.elements.is_empty() => return StepStatus::Failed,
         _ => {}
     }
     // A unit whose failure its step tolerated (`on_permanent_failure`) lets
     // the step succeed: it counts as succeeded here (its own row says failed).
-    let status_of = |unit: &StepState| if unit.tolerated { StepStatus::Succeeded } else { unit.phase.into() };
+    let status_of = |unit: &StepState| {
+        if unit.tolerated && unit.phase == StepPhase::Failed {
+            StepStatus::Succeeded
+        } else {
+            unit.phase.into()
+        }
+    };
     if let [only] = node.elements.as_slice() {
         return status_of(only);
     }

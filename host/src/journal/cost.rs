@@ -24,7 +24,7 @@ impl CallCost {
     /// Adds `other` to this sum: calls, fuel and time add up; peak memory is
     /// the larger of the two.
     pub fn add(&mut self, other: &CallCost) {
-        self.calls += other.calls;
+        self.calls = self.calls.saturating_add(other.calls);
         self.fuel = self.fuel.saturating_add(other.fuel);
         self.wall_us = self.wall_us.saturating_add(other.wall_us);
         self.peak_memory_bytes = self.peak_memory_bytes.max(other.peak_memory_bytes);

@@ -148,6 +148,11 @@ impl StepBuilder {
         self.with(|step| step.when = Some(condition.to_string()))
     }
 
+    /// What failing for good does: roll back (the default), skip, or continue.
+    pub fn on_permanent_failure(self, policy: super::OnPermanentFailure) -> Self {
+        self.with(|step| step.on_permanent_failure = policy)
+    }
+
     /// Runs the step once per element of the array `items` names, at most
     /// `max_concurrency` at once.
     pub fn for_each(self, items: &str, max_concurrency: Option<u32>) -> Self {

@@ -338,6 +338,12 @@ impl Machine {
             Event::ChildWaiting { step, attempt } => {
                 if let Some(unit) = self.unit_in(&step, |phase| phase == StepPhase::Running { attempt }) {
                     self.unit_mut(unit).phase = StepPhase::ChildWaiting { attempt };
+                    if !self.status.is_forward() {
+                        // The rollback began while it ran: its child is rolled
+                        // back like a completed unit (the queue is not built
+                        // yet, this unit having been running until now).
+                        self.completion_order.push(unit);
+                    }
                     let child = self.child_execution_id(unit, attempt);
                     self.record(at, TimelineKind::ChildWaiting { step, attempt, child });
                     self.advance(at, &mut commands);

@@ -47,15 +47,18 @@ impl Machine {
                 if !self.status.is_forward() {
                     return;
                 }
+                let was_settled = self.nodes[node].is_settled();
                 let ready = self.nodes[node].phase == NodePhase::Pending
                     && self.workflow.steps()[node].dependencies.iter().all(|&d| self.nodes[d].is_settled());
                 if ready {
                     self.start_node(at, node, commands);
-                    settled_one |= self.nodes[node].is_settled();
                 }
                 if self.nodes[node].phase == NodePhase::Started {
                     self.start_units(at, node, commands);
                 }
+                // Settled here (skipped, empty, or every unit failed to start
+                // and its step went on): nodes listed before it get another look.
+                settled_one |= !was_settled && self.nodes[node].is_settled();
             }
             if !settled_one {
                 return;
@@ -201,7 +204,11 @@ impl Machine {
             }
             if self.nodes[node].elements[element].phase == StepPhase::Pending {
                 self.start_attempt(at, Unit { node, element }, 1, commands);
-                active += 1;
+                // An element whose input failed to render (and whose step goes
+                // on past failures) holds no slot.
+                if self.nodes[node].elements[element].phase.is_active() {
+                    active += 1;
+                }
             }
         }
     }
@@ -280,6 +287,10 @@ impl Machine {
         let state = self.unit_mut(unit);
         state.tolerated = true;
         if policy == OnPermanentFailure::Continue {
+            // An async step whose invoke returned is still compensated on a
+            // later rollback: its compensation gets what its invoke returned,
+            // never this error.
+            state.compensation_data.get_or_insert(Value::Null);
             state.output = Some(serde_json::json!({ "error": failure }));
         }
         let step = self.label(unit);

@@ -87,6 +87,17 @@ impl StepPhase {
         self.is_busy() || matches!(self, Self::Waiting { .. } | Self::ChildWaiting { .. })
     }
 
+    /// Whether the unit is being (or was) compensated.
+    pub fn is_compensation(self) -> bool {
+        matches!(
+            self,
+            Self::Compensating { .. }
+                | Self::CompensationRetryWaiting { .. }
+                | Self::Compensated
+                | Self::CompensationFailed
+        )
+    }
+
     /// Whether a unit in this phase awaits the result of attempt `attempt`.
     pub(super) fn awaits_attempt(self, attempt: u32) -> bool {
         matches!(self, Self::Running { attempt: a } | Self::ChildWaiting { attempt: a } if a == attempt)

@@ -280,3 +280,40 @@ fn unit_labels_name_elements_and_handlers_and_nothing_else() {
         assert_eq!(machine.unit_of(&id(label)), None, "{label}");
     }
 }
+
+#[test]
+fn a_step_that_fails_to_start_and_goes_on_lets_the_steps_listed_before_it_start() {
+    use crate::workflow::OnPermanentFailure;
+    // `b` is listed first and reads `a`; `a`'s input cannot be rendered.
+    let workflow = Arc::new(
+        Workflow::builder("w")
+            .step(StepBuilder::new("b", "p", json!({"saw": "$.steps.a.output"})))
+            .step(
+                StepBuilder::new("a", "p", json!({"x": "$.input.missing"}))
+                    .on_permanent_failure(OnPermanentFailure::Continue),
+            )
+            .build(&plugins())
+            .unwrap(),
+    );
+    let (machine, commands) = start(workflow, json!({}));
+    assert_eq!(labels(&machine, &commands), vec!["b"], "b starts in the same pass: {commands:?}");
+    assert_eq!(machine.status(), ExecutionStatus::Running);
+}
+
+#[test]
+fn fan_out_elements_that_fail_to_start_and_go_on_hold_no_slot() {
+    use crate::workflow::OnPermanentFailure;
+    let workflow = Arc::new(
+        Workflow::builder("w")
+            .step(
+                StepBuilder::new("each", "p", json!({"x": "$.item.x"}))
+                    .for_each("$.input.items", Some(1))
+                    .on_permanent_failure(OnPermanentFailure::Skip),
+            )
+            .build(&plugins())
+            .unwrap(),
+    );
+    let (machine, commands) = start(workflow, json!({"items": [{}, {}, {"x": 1}]}));
+    assert_eq!(labels(&machine, &commands), vec!["each[2]"], "the third element runs: {commands:?}");
+    assert_eq!(machine.status(), ExecutionStatus::Running);
+}
