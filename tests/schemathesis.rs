@@ -10,7 +10,7 @@ use stepwise_test_support::server::{Server, TOKEN};
 fn the_server_answers_as_its_openapi_document_says() {
     let server = Server::start("schemathesis", &[]);
     let output = std::process::Command::new(repo_root().join("scripts/schemathesis.sh"))
-        .args([&server.base, TOKEN, "80"])
+        .args([&server.base, TOKEN, "120"])
         .output()
         .expect("running scripts/schemathesis.sh");
     let report = String::from_utf8_lossy(&output.stdout);
@@ -19,5 +19,5 @@ fn the_server_answers_as_its_openapi_document_says() {
     let generated: u64 =
         report.lines().filter_map(|line| line.trim().split(" generated").next()?.trim().parse::<u64>().ok()).sum();
     eprintln!("schemathesis: {generated} generated cases in three passes");
-    assert!(generated >= 1000, "a bounded but real run: {generated} cases");
+    assert!(generated >= 2000, "a bounded but real run: {generated} cases");
 }
