@@ -307,6 +307,32 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
         invoke(&["py-authorize-payment", "--input", r#"{"amount": 300, "currency": "EUR"}"#, "--service", &payments]);
     assert_eq!(code, Some(0), "{py:#}");
     assert_eq!(py["service_calls"][0]["method"], "authorize");
+    // A recorded step again, with the input it ran with (rebuilt from the log).
+    let store = format!("sqlite://{}", dir.join("recorded.db").display());
+    let run = stepwise_test_support::stepwise(&[
+        "run",
+        "guest-examples/workflows/accept-quote.toml",
+        "--input-file",
+        "guest-examples/workflows/accept-quote.input.json",
+        "--store",
+        &store,
+        "--plugins",
+        &plugins,
+    ]);
+    let execution: Value =
+        serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&run.stderr)));
+    let from = format!("{}/reserve", execution["execution_id"].as_str().unwrap());
+    let output =
+        stepwise(&["invoke", "--from", &from, "--store", &store, "--plugins", &plugins, "--service", &service]);
+    let again: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(again["plugin"], "reserve-inventory");
+    assert_eq!(again["input"]["items"], step(&execution, "cart")["output"]["items"], "the recorded input: {again:#}");
+    assert!(again["result"]["ok"]["output"]["reservation_id"].as_str().unwrap().starts_with("res_"), "{again:#}");
+    let wrong = stepwise(&["invoke", "--from", &format!("{from}x"), "--store", &store, "--plugins", &plugins]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("has no step `reservex`"), "{wrong:?}");
+
     // A malformed --service is refused before anything runs.
     let output = stepwise(&["invoke", "reserve-inventory", "--plugins", &plugins, "--service", "inventory"]);
     assert_eq!(output.status.code(), Some(2));

@@ -20,11 +20,20 @@ use std::sync::{Arc, Mutex};
 /// Arguments of `stepwise invoke`.
 #[derive(clap::Args)]
 pub struct InvokeArgs {
-    /// The plugin (a component `<name>.wasm` of the plugin directory, with its manifest).
-    plugin: String,
+    /// The plugin (a component `<name>.wasm` of the plugin directory, with its
+    /// manifest); with `--from`, the recorded step's plugin.
+    #[arg(required_unless_present = "from")]
+    plugin: Option<String>,
     /// The step's input, as JSON.
-    #[arg(long, default_value = "{}")]
+    #[arg(long, default_value = "{}", conflicts_with = "from")]
     input: String,
+    /// Rerun a recorded step: `EXECUTION_ID/STEP` (a plugin step or a fan-out
+    /// element, `reserve[2]`) of the store `--store`, with the input it was run
+    /// with (rebuilt from the execution's log) and the plugin's current version.
+    #[arg(long, value_name = "EXECUTION_ID/STEP")]
+    from: Option<String>,
+    #[command(flatten)]
+    store: super::StoreArg,
     /// Call `compensate` with this compensation data (JSON) instead of `invoke`.
     #[arg(long, value_name = "DATA")]
     compensate: Option<String>,
@@ -102,24 +111,42 @@ fn manifest_with(text: Option<String>, config: &[String]) -> Result<Option<Strin
     Ok(Some(toml::to_string(&table)?))
 }
 
+/// The plugin and input a recorded step ran with.
+async fn recorded(args: &InvokeArgs, from: &str) -> Result<(String, Value)> {
+    let Some((execution, step)) = from.split_once('/') else {
+        bail!("--from `{from}`: expected EXECUTION_ID/STEP");
+    };
+    let step: crate::journal::UnitId =
+        step.parse().map_err(|error: crate::journal::unit::InvalidUnitId| anyhow::anyhow!("--from: {error}"))?;
+    let engine = super::demo_engine(&args.store, &args.plugins).await?;
+    let (plugin, input) = engine.recorded_input(&crate::journal::ExecutionId::new(execution), &step).await?;
+    if let Some(named) = args.plugin.as_deref().filter(|named| *named != plugin.as_str()) {
+        bail!("--from `{from}` ran plugin `{plugin}`, not `{named}`");
+    }
+    Ok((plugin.to_string(), input))
+}
+
 pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
+    let (plugin_name, input) = match &args.from {
+        Some(from) => recorded(&args, from).await?,
+        None => (args.plugin.clone().unwrap_or_default(), parse_json("--input", &args.input)?),
+    };
     let calls = Arc::new(Mutex::new(Vec::new()));
     let services = fixtures(&args.services, &calls)?;
     let resources = HostResources { services: Arc::new(services), kv: Arc::new(MemoryKv::default()) };
     let sandbox = Sandbox::with_resources(Limits::default(), resources)?;
-    let path: PathBuf = args.plugins.dir.join(format!("{}.wasm", args.plugin));
+    let path: PathBuf = args.plugins.dir.join(format!("{plugin_name}.wasm"));
     let wasm = std::fs::read(&path).with_context(|| format!("reading the plugin {}", path.display()))?;
     let manifest = crate::plugin::Manifest::text_for_component(&path).map_err(anyhow::Error::msg)?;
     let manifest = manifest_with(manifest, &args.config)?;
-    let plugin = LoadedPlugin::from_bytes(&sandbox, None, &args.plugin, &path, &wasm, manifest.as_deref())?;
-    let input = parse_json("--input", &args.input)?;
+    let plugin = LoadedPlugin::from_bytes(&sandbox, None, &plugin_name, &path, &wasm, manifest.as_deref())?;
     let execution_id = format!("invoke-{}", Timestamp::now().0);
     let ctx = StepContext {
         workflow: "stepwise-invoke".into(),
         execution_id: execution_id.clone(),
-        step_id: args.plugin.clone(),
+        step_id: plugin_name.clone(),
         attempt: args.attempt,
-        idempotency_key: format!("{execution_id}/{}", args.plugin),
+        idempotency_key: format!("{execution_id}/{plugin_name}"),
     };
     let (export, call) = match &args.compensate {
         Some(data) => {
@@ -137,7 +164,9 @@ pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
         Err(failure) => (json!({"error": failure}), false),
     };
     let report = json!({
-        "plugin": args.plugin,
+        "plugin": plugin_name,
+        "from": args.from,
+        "input": input,
         "version": plugin.version(),
         "export": export,
         "result": result,

@@ -93,6 +93,25 @@ impl Engine {
         Ok(view)
     }
 
+    /// What a recorded plugin step of an execution ran with: its plugin and
+    /// its rendered input, rebuilt by replaying the log (for `stepwise
+    /// invoke --from`).
+    pub async fn recorded_input(&self, id: &ExecutionId, step: &UnitId) -> Result<(PluginName, Value), EngineError> {
+        let replayed = self.replay(id).await?;
+        let machine = &replayed.machine;
+        let unit = machine
+            .unit_of(step)
+            .ok_or_else(|| EngineError::NoSuchStep(format!("execution `{id}` has no step `{step}`")))?;
+        let plugin = match &machine.workflow().steps()[unit.node].kind {
+            crate::workflow::StepKind::Plugin { name, .. } => name.clone(),
+            _ => return Err(EngineError::Invalid(format!("step `{step}` does not run a plugin"))),
+        };
+        let input = machine
+            .render_input(unit)
+            .map_err(|error| EngineError::Invalid(format!("the input of step `{step}` cannot be rendered: {error}")))?;
+        Ok((plugin, input))
+    }
+
     /// Marks an execution that cannot be loaded `failed`, logs and counts
     /// it; returns the error to report.
     pub(super) async fn unloadable(&self, id: &ExecutionId, error: EngineError) -> EngineError {

@@ -560,7 +560,9 @@ impl Machine {
         Outputs { input: &self.input, workflow: &self.workflow, nodes: &self.nodes, element }
     }
 
-    fn render_input(&self, unit: Unit) -> Result<Value, String> {
+    /// The input of `unit`, rendered from the execution's input and the
+    /// outputs it reads (the same as its attempts got: those never change).
+    pub fn render_input(&self, unit: Unit) -> Result<Value, String> {
         self.workflow.steps()[unit.node].input.render(&self.scope(Some(unit)))
     }
 
