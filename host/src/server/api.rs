@@ -256,18 +256,35 @@ pub async fn step_success(
     answer_delivery(&id, state.engine.complete_step(&id, &step, output, key).await?).await
 }
 
-/// Body of a cancellation (optional).
+/// Body of a cancellation or a retry (optional).
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
-pub struct CancelRequest {
+pub struct ReasonRequest {
     /// Why, recorded in the execution.
     #[serde(default)]
     reason: Option<String>,
 }
 
+/// A JSON body read as `T` (see [`parse_body`]); a body of another shape is
+/// 400 `invalid_json`, naming the `expected` shape.
+fn parse_body_as<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    expected: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_value(parse_body(headers, body)?)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {expected}: {e}")))
+}
+
+/// The reason a cancellation or retry body gives, else `default`.
+fn reason_of(headers: &HeaderMap, body: &Bytes, default: &str) -> Result<String, ApiError> {
+    let request: ReasonRequest = parse_body_as(headers, body, r#"{"reason": "..."}"#)?;
+    Ok(request.reason.unwrap_or_else(|| default.to_string()))
+}
+
 /// Rolls an execution back: running steps settle, then every completed step
 /// is compensated in reverse order, even when the execution had succeeded.
-#[utoipa::path(post, path = "/v1/executions/{id}/cancel", params(("id" = String, Path, min_length = 1, max_length = 128, description = "The execution id")), request_body(content = CancelRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/cancel", params(("id" = String, Path, min_length = 1, max_length = 128, description = "The execution id")), request_body(content = ReasonRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 400, description = "Invalid JSON (or nested deeper than 64), a bad id or field", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn cancel_execution(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -276,28 +293,16 @@ pub async fn cancel_execution(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Operate)?;
-    let request: CancelRequest = serde_json::from_value(parse_body(&headers, &body)?).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"reason\": \"...\"}}: {e}"))
-    })?;
-    let reason = request.reason.unwrap_or_else(|| "cancelled through the API".to_string());
+    let reason = reason_of(&headers, &body, "cancelled through the API")?;
     let id = ExecutionId::new(id);
     check_visible(&state, &principal, &id).await?;
     answer_delivery(&id, state.engine.cancel(&id, &reason).await?).await
 }
 
-/// Body of a retry (optional).
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RetryRequest {
-    /// Why, recorded in the execution.
-    #[serde(default)]
-    reason: Option<String>,
-}
-
 /// Retries a `failed` execution: the compensations that failed for good are
 /// tried again (fresh attempts, the same idempotency keys) and the rollback
 /// goes on; 409 `not_retryable` for an execution in any other status.
-#[utoipa::path(post, path = "/v1/executions/{id}/retry", params(("id" = String, Path, min_length = 1, max_length = 128, description = "The execution id")), request_body(content = RetryRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 400, description = "Invalid JSON", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "The execution is not `failed`", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/executions/{id}/retry", params(("id" = String, Path, min_length = 1, max_length = 128, description = "The execution id")), request_body(content = ReasonRequest, description = "Optional: why"), responses((status = 200, body = Object), (status = 202, body = Accepted), (status = 400, description = "Invalid JSON", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "The execution is not `failed`", body = ErrorBody), (status = 415, description = "A JSON body not sent as application/json", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn retry_execution(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -306,10 +311,7 @@ pub async fn retry_execution(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Operate)?;
-    let request: RetryRequest = serde_json::from_value(parse_body(&headers, &body)?).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"reason\": \"...\"}}: {e}"))
-    })?;
-    let reason = request.reason.unwrap_or_else(|| "retried through the API".to_string());
+    let reason = reason_of(&headers, &body, "retried through the API")?;
     let id = ExecutionId::new(id);
     check_visible(&state, &principal, &id).await?;
     answer_delivery(&id, state.engine.retry(&id, &reason).await?).await
@@ -325,9 +327,7 @@ pub async fn step_failure(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Operate)?;
-    let report: FailureReport = serde_json::from_value(parse_body(&headers, &body)?).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("expected {{\"error\": \"...\"}}: {e}"))
-    })?;
+    let report: FailureReport = parse_body_as(&headers, &body, r#"{"error": "..."}"#)?;
     let (id, step) = (ExecutionId::new(id), unit_id(&step)?);
     check_visible(&state, &principal, &id).await?;
     let key = idempotency_key(&headers)?;

@@ -64,7 +64,7 @@ pub struct AppState {
         api::healthz,
         api::metrics
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail, api::Accepted, api::FailureReport, api::CancelRequest)),
+    components(schemas(error::ErrorBody, error::ErrorDetail, api::Accepted, api::FailureReport, api::ReasonRequest)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
