@@ -63,12 +63,8 @@ node "$js/build.mjs" "$plugins"
 # Python guests: componentize-py from PyPI, pinned, in a virtual environment.
 python="$root/guest-examples/python"
 venv="$root/build/python-venv"
-if [ ! -x "$venv/bin/componentize-py" ] || [ "$python/requirements.txt" -nt "$venv/.installed" ]; then
-    echo "installing the Python toolchain (componentize-py in build/python-venv)" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$python/requirements.txt"
-    touch "$venv/.installed"
-fi
+. "$root/scripts/python-venv.sh"
+ensure_venv "$venv" "$python/requirements.txt" componentize-py
 # step directory -> the smallest world that has what the step imports
 for entry in authorize_payment:step-services cart_total:step-log; do
     step="${entry%%:*}" world="${entry#*:}" name="py-${step//_/-}"

@@ -18,12 +18,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 base=$1 token=$2 examples=${3:-25}
 venv="$root/build/schemathesis-venv"
-if [ ! -x "$venv/bin/schemathesis" ] || [ "$root/scripts/schemathesis-requirements.txt" -nt "$venv/.installed" ]; then
-    echo "installing schemathesis into build/schemathesis-venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/schemathesis-requirements.txt"
-    touch "$venv/.installed"
-fi
+. "$root/scripts/python-venv.sh"
+ensure_venv "$venv" "$root/scripts/schemathesis-requirements.txt" schemathesis
 run() {
     "$venv/bin/schemathesis" run "$base/openapi.json" -H "Authorization: Bearer $token" \
         --max-examples "$examples" --workers 1 --no-color --seed 20261129 --phases examples,coverage,fuzzing "$@"
