@@ -19,6 +19,16 @@ fn create_token(store: &str, scope: &str) -> (String, String) {
     (created["id"].as_str().unwrap().to_string(), created["token"].as_str().unwrap().to_string())
 }
 
+/// A server over a fresh store (directory `label`) that holds a token for
+/// each of `scopes`, created before it starts; returns the server, its store
+/// URL and the `(id, token)` of each scope, in order.
+fn server_with_tokens(label: &str, scopes: &[&str]) -> (Server, String, Vec<(String, String)>) {
+    let dir = scratch_dir(label);
+    let store = Server::store_in(&dir);
+    let tokens = scopes.iter().map(|scope| create_token(&store, scope)).collect();
+    (Server::start_with(dir, &[], &[]), store, tokens)
+}
+
 /// A request as `token` (none: anonymous); its status and JSON body.
 async fn call(
     server: &Server,
@@ -54,13 +64,9 @@ fn ids(listing: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_scope_reaches_only_what_it_may() {
-    let dir = scratch_dir("access-scopes");
-    let store = format!("sqlite://{}", dir.join("server.db").display());
-    let (_, acme) = create_token(&store, "tenant:acme");
-    let (_, globex) = create_token(&store, "tenant:globex");
-    let (_, read) = create_token(&store, "read");
-    let (_, operator) = create_token(&store, "operator");
-    let server = Server::start_with(dir.clone(), &[], &[]);
+    let (server, _, tokens) =
+        server_with_tokens("access-scopes", &["tenant:acme", "tenant:globex", "read", "operator"]);
+    let [(_, acme), (_, globex), (_, read), (_, operator)] = <[_; 4]>::try_from(tokens).unwrap();
 
     // Each tenant starts an execution that waits for an async step.
     let (status, started) = post(&server, "/v1/workflows/approval/executions", &acme, json!({})).await;
@@ -166,12 +172,9 @@ async fn each_scope_reaches_only_what_it_may() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_uploads_only_its_own_plugins_within_a_ceiling() {
-    let dir = scratch_dir("access-uploads");
-    let store = format!("sqlite://{}", dir.join("server.db").display());
-    let (_, acme) = create_token(&store, "tenant:acme");
-    let (_, acme_evil) = create_token(&store, "tenant:acme-evil");
-    let (_, operator) = create_token(&store, "operator");
-    let server = Server::start_with(dir.clone(), &[], &[]);
+    let (server, _, tokens) = server_with_tokens("access-uploads", &["tenant:acme", "tenant:acme-evil", "operator"]);
+    let [(_, acme), (_, acme_evil), (_, operator)] = <[_; 3]>::try_from(tokens).unwrap();
+    let dir = server.dir.clone();
     let component = std::fs::read(plugins_dir().join("echo.wasm")).unwrap();
     let upload = |name: &str, token: &str, manifest: Option<&str>| {
         let mut form = reqwest::multipart::Form::new()
@@ -220,10 +223,8 @@ async fn a_tenant_uploads_only_its_own_plugins_within_a_ceiling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_mistyped_and_revoked_tokens_are_refused_everywhere_but_the_open_routes() {
-    let dir = scratch_dir("access-refused");
-    let store = format!("sqlite://{}", dir.join("server.db").display());
-    let (id, read) = create_token(&store, "read");
-    let server = Server::start_with(dir.clone(), &[], &[]);
+    let (server, store, mut tokens) = server_with_tokens("access-refused", &["read"]);
+    let (id, read) = tokens.remove(0);
     let routes = [
         (Method::GET, "/v1/executions"),
         (Method::GET, "/v1/executions/x"),
@@ -271,10 +272,8 @@ async fn anonymous_mistyped_and_revoked_tokens_are_refused_everywhere_but_the_op
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_view_asks_for_a_token_and_a_tenant_sees_only_its_own() {
-    let dir = scratch_dir("access-web");
-    let store = format!("sqlite://{}", dir.join("server.db").display());
-    let (_, acme) = create_token(&store, "tenant:acme");
-    let server = Server::start_with(dir.clone(), &[], &[]);
+    let (server, _, mut tokens) = server_with_tokens("access-web", &["tenant:acme"]);
+    let (_, acme) = tokens.remove(0);
     let (_, own) = post(&server, "/v1/workflows/accept-quote/executions?wait=true", &acme, quote_input()).await;
     let (_, other) = post(&server, "/v1/workflows/accept-quote/executions?wait=true", TOKEN, quote_input()).await;
     let dom = web::dump_dom(&server, "/#/");

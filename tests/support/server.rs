@@ -66,10 +66,16 @@ impl Server {
         Self::start_with(dir, extra_workflows, &[])
     }
 
-    /// Starts a server on `dir` with extra `stepwise serve` arguments.
+    /// Starts a server on `dir` with extra `stepwise serve` arguments, over
+    /// the store [`Self::store_in`] names.
     pub fn start_with(dir: PathBuf, extra_workflows: &[(&str, &str)], extra_args: &[&str]) -> Self {
-        let store = format!("sqlite://{}", dir.join("server.db").display());
+        let store = Self::store_in(&dir);
         Self::start_on(dir, &store, extra_workflows, extra_args)
+    }
+
+    /// The URL of the SQLite store a server started on `dir` uses.
+    pub fn store_in(dir: &std::path::Path) -> String {
+        format!("sqlite://{}", dir.join("server.db").display())
     }
 
     /// Starts a server on `dir` (plugins, workflows, code cache) over the store `store`.
