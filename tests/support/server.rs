@@ -115,11 +115,16 @@ impl Server {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut printed = Vec::new();
         let base = loop {
-            let line = lines.next().expect("the server exited before listening").unwrap();
+            let Some(line) = lines.next() else {
+                panic!("the server exited before listening; it printed:\n{}", printed.join("\n"));
+            };
+            let line = line.unwrap();
             if let Some(url) = line.strip_prefix("stepwise serving on ") {
                 break url.to_string();
             }
+            printed.push(line);
         };
         std::thread::spawn(move || lines.for_each(drop));
         let client = reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap();

@@ -441,4 +441,27 @@ mod tests {
         })
         .await;
     }
+
+    /// Hosts started together migrate one empty database at once: every one
+    /// of them opens it, and the schema is applied once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_hosts_opening_an_empty_database_together_all_open_it() {
+        let Ok(url) = std::env::var("STEPWISE_TEST_POSTGRES") else {
+            eprintln!("STEPWISE_TEST_POSTGRES is not set: the PostgreSQL store is not checked");
+            return;
+        };
+        for round in 0..8 {
+            let name = format!("migrate_together_{}_{round}", std::process::id());
+            let url = PostgresStore::create_database(&url, &name).await.expect("creating a database");
+            let opening: Vec<_> = (0..6)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move { PostgresStore::open(&url).await.map(drop) })
+                })
+                .collect();
+            for host in opening {
+                host.await.unwrap().unwrap_or_else(|e| panic!("round {round}: a host failed to open: {e}"));
+            }
+        }
+    }
 }

@@ -81,22 +81,16 @@ const MIGRATIONS: &[&str] = &[
 /// A constant the advisory lock of migrations is taken on.
 const MIGRATION_LOCK: i64 = 0x5354_4550_5749_5345; // "STEPWISE"
 
-/// Applies the migrations this database lacks, one transaction each.
+/// Applies the migrations this database lacks, in one transaction that holds
+/// the migration lock from its first statement.
 pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS stepwise_migrations (version INT PRIMARY KEY)")
-        .await
-        .or_else(|error| {
-            // Two hosts creating it at once: the loser sees it exist.
-            if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(error)
-            }
-        })
-        .map_err(backend)?;
+    // The lock comes first: `CREATE TABLE IF NOT EXISTS` is not safe against
+    // a concurrent creator (the loser fails on the table's row type).
     let tx = client.transaction().await.map_err(backend)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS stepwise_migrations (version INT PRIMARY KEY)")
+        .await
+        .map_err(backend)?;
     let applied: i32 =
         tx.query_one("SELECT COALESCE(MAX(version), 0) FROM stepwise_migrations", &[]).await.map_err(backend)?.get(0);
     if applied as usize > MIGRATIONS.len() {
