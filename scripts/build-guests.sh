@@ -35,7 +35,8 @@ copy() { # copy <cargo artifact> <destination>, only when it changed
 }
 
 for step in retrieve-cart reserve-inventory authorize-payment create-order \
-            echo flaky fail panic compensate-fails hostile cart-limit enrich-cart cart-total; do
+            echo flaky fail panic compensate-fails hostile cart-limit enrich-cart cart-total \
+            apply-gift-card; do
     copy "$out/${step//-/_}.wasm" "$plugins/$step.wasm"
     # A plugin's manifest (plugin.toml in its crate) lands beside its component.
     if [ -f "$guests/$step/plugin.toml" ]; then

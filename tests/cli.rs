@@ -1,7 +1,7 @@
 //! The `stepwise` command line as a user runs it: exit codes, JSON on stdout,
 //! errors on stderr naming the file, step and field.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use stepwise_test_support::*;
 
 fn plugins_arg() -> String {
@@ -293,6 +293,10 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
     let (code, failed) = invoke(&["reserve-inventory", "--input", items, "--service", &broken]);
     assert_eq!(code, Some(1));
     assert!(failed["result"]["error"]["message"].as_str().unwrap().contains("warehouse offline"), "{failed:#}");
+
+    // A step that skips itself says so (exit 0: a skip is not a failure).
+    let (code, skipped) = invoke(&["apply-gift-card", "--input", r#"{"total": 5}"#]);
+    assert_eq!((code, &skipped["result"]), (Some(0), &json!({"skipped": "the cart has no gift card"})));
 
     // JavaScript and Python steps, the same way.
     let cart = r#"{"items": [{"sku": "A", "quantity": 2, "unit_price": 150}]}"#;

@@ -429,6 +429,48 @@ async fn skip_and_continue_apply_to_each_element_of_a_fan_out() {
     assert_eq!(checked[0]["approved"], true);
 }
 
+#[tokio::test]
+async fn a_guest_that_skips_itself_is_skipped_with_its_readers_and_never_compensated() {
+    let engine = engine();
+    let workflow = r#"
+        name = "gift"
+        [[steps]]
+        id = "gift"
+        plugin = "apply-gift-card"
+        input = { gift_card = "$.input.card ?? null", total = 40 }
+        [[steps]]
+        id = "thank"
+        plugin = "echo"
+        input = { card = "$.steps.gift.output.card" }
+        [[steps]]
+        id = "order"
+        plugin = "fail"
+        input = { message = "$.input.order_error" }
+        after = ["gift"]
+        when = "has(input.order_error)"
+    "#;
+    let skipped = run(&engine, workflow, json!({})).await;
+    assert_eq!(skipped["status"], "succeeded", "{skipped:#}");
+    let gift = step(&skipped, "gift");
+    assert_eq!(gift["status"], "skipped", "{gift:#}");
+    assert_eq!(gift["skip_reason"], "the step skipped itself: the cart has no gift card");
+    assert_eq!(step(&skipped, "thank")["status"], "skipped", "it reads the skipped step's output");
+    let timeline = events(&skipped, "step_skipped");
+    assert!(timeline.iter().any(|e| e["step"] == "gift" && e["reason"].as_str().unwrap().contains("no gift card")));
+
+    // Rolled back after a later failure: the skipped step is not compensated.
+    let rolled_back = run(&engine, workflow, json!({"order_error": "out of stock"})).await;
+    assert_eq!(rolled_back["status"], "compensated", "{rolled_back:#}");
+    assert_eq!(step(&rolled_back, "gift")["status"], "skipped");
+    assert!(events(&rolled_back, "compensation_started").is_empty(), "{rolled_back:#}");
+
+    // With a gift card it runs, and a rollback compensates it.
+    let applied = run(&engine, workflow, json!({"card": "GC-1", "order_error": "out of stock"})).await;
+    assert_eq!(applied["status"], "compensated", "{applied:#}");
+    assert_eq!(step(&applied, "gift")["status"], "compensated");
+    assert_eq!(step(&applied, "thank")["status"], "compensated");
+}
+
 #[test]
 fn on_permanent_failure_is_refused_on_a_transform() {
     let engine = engine();

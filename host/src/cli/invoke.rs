@@ -7,7 +7,7 @@
 use super::PluginDirArg;
 use crate::journal::Timestamp;
 use crate::plugin::LoadedPlugin;
-use crate::sandbox::{Call, HostResources, Limits, Sandbox, StepContext};
+use crate::sandbox::{Call, CallSuccess, HostResources, Limits, Sandbox, StepContext};
 use crate::services::{Caller, Service, ServiceRegistry};
 use crate::store::kv::MemoryKv;
 use anyhow::{bail, Context, Result};
@@ -157,6 +157,7 @@ pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
     };
     let outcome = sandbox.call(plugin.runtime(), call, None, None).await;
     let (result, succeeded) = match outcome.result {
+        Ok(CallSuccess { skipped: Some(reason), .. }) => (json!({"skipped": reason}), true),
         Ok(success) if export == "invoke" => {
             (json!({"ok": {"output": success.output, "compensation": success.compensation}}), true)
         }

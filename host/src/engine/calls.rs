@@ -9,7 +9,7 @@ use super::view::ExecutionView;
 use super::{ChildRun, Engine, EngineError};
 use crate::journal::{CallCost, Event, ExecutionStatus, FailureKind, LogLine, PluginName, StepFailure, UnitId};
 use crate::plugin::LoadedPlugin;
-use crate::sandbox::{Call, StepContext};
+use crate::sandbox::{Call, CallSuccess, StepContext};
 use crate::workflow::WorkflowDefinition;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -113,6 +113,9 @@ fn plugin_call(
         metrics.observe_cost(tenant.as_deref(), plugin.as_str(), &outcome.cost);
         let cost = (!outcome.cost.is_empty()).then_some(outcome.cost);
         match (export, outcome.result) {
+            (Export::Invoke, Ok(CallSuccess { skipped: Some(reason), .. })) => {
+                Event::AttemptSkipped { step, attempt, reason, logs: outcome.logs, cost }
+            }
             (Export::Invoke, Ok(success)) => Event::AttemptSucceeded {
                 step,
                 attempt,

@@ -15,7 +15,8 @@
 //!   compensated after its compensation was recorded;
 //! - on success nothing is compensated; on rollback every unit whose invoke
 //!   succeeded is compensated exactly once (recorded), and every side effect
-//!   applied at the (idempotent) services is undone;
+//!   applied at the (idempotent) services is undone; a unit whose guest
+//!   skipped it is never compensated;
 //! - a `failed` execution an operator retries (at random, and while it drains)
 //!   still compensates each unit at most once, and exactly once when it ends
 //!   `compensated`;
@@ -301,6 +302,10 @@ impl World {
                     logs: vec![],
                     cost: None,
                 }
+            } else if roll < 80 {
+                // The guest found nothing to do (it applied nothing).
+                let reason = "simulated: nothing to do".to_string();
+                Event::AttemptSkipped { step: flight.label, attempt: flight.attempt, reason, logs: vec![], cost: None }
             } else {
                 let kind = if roll < 95 { FailureKind::Retryable } else { FailureKind::Permanent };
                 let failure = StepFailure::new(kind, "simulated");
@@ -450,6 +455,14 @@ impl World {
         }
         if compensations.values().any(|&n| n > 1) {
             self.fail(format!("a unit compensated more than once: {compensations:?}"));
+        }
+        // A unit that skipped itself did nothing: nothing of it is undone.
+        for recorded in &self.log {
+            if let Event::AttemptSkipped { step, .. } = &recorded.event {
+                if self.recorded(|e| matches!(e, Event::CompensationStarted { step: s, .. } if s == step)) > 0 {
+                    self.fail(format!("{step} skipped itself but was compensated"));
+                }
+            }
         }
         match status {
             ExecutionStatus::Succeeded => {

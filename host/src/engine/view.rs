@@ -67,6 +67,7 @@ impl From<StepPhase> for StepStatus {
             StepPhase::RetryWaiting { .. } => Self::Retrying,
             StepPhase::Waiting { .. } | StepPhase::ChildWaiting { .. } => Self::Waiting,
             StepPhase::Succeeded => Self::Succeeded,
+            StepPhase::Skipped => Self::Skipped,
             StepPhase::Failed => Self::Failed,
             StepPhase::Cancelled => Self::Cancelled,
             StepPhase::Compensating { .. } | StepPhase::CompensationRetryWaiting { .. } => Self::Compensating,

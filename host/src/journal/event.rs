@@ -75,6 +75,22 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cost: Option<CallCost>,
     },
+    /// An attempt of `invoke` returned that the step skipped itself (a
+    /// `skippable-step` guest's `skipped` outcome): there is nothing to
+    /// compensate, and the nodes that read its output are skipped.
+    AttemptSkipped {
+        /// The unit.
+        step: UnitId,
+        /// Attempt number.
+        attempt: u32,
+        /// Why, in the guest's words.
+        reason: String,
+        /// What the guest logged.
+        logs: Vec<LogLine>,
+        /// What the call cost.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<CallCost>,
+    },
     /// An attempt of `invoke` failed.
     AttemptFailed {
         /// The unit.

@@ -10,7 +10,7 @@
 use super::cache::{CacheOutcome, CodeCache};
 use super::{check_world, grants, Manifest, PluginDirectory, PluginError};
 use crate::journal::ids::PluginName;
-use crate::sandbox::{Sandbox, SandboxedPlugin, StepPre};
+use crate::sandbox::{LinkedStep, Sandbox, SandboxedPlugin};
 use crate::workflow::PluginCatalog;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -102,8 +102,8 @@ impl LoadedPlugin {
             .linker()
             .instantiate_pre(&component)
             .map_err(|error| world_error(vec![format!("imports do not match the host's: {error:#}")]))?;
-        let pre = StepPre::new(instance_pre)
-            .map_err(|error| world_error(vec![format!("exports do not match the step world: {error:#}")]))?;
+        let linked = LinkedStep::new(instance_pre)
+            .map_err(|error| world_error(vec![format!("exports do not match a step world: {error}")]))?;
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         match outcome {
             Some(CacheOutcome::Hit) => {
@@ -116,7 +116,7 @@ impl LoadedPlugin {
                 tracing::warn!(plugin = name, "cannot archive the plugin version: {error}");
             }
         }
-        let runtime = SandboxedPlugin { pre, limits, grants: Arc::new(grants) };
+        let runtime = SandboxedPlugin { linked, limits, grants: Arc::new(grants) };
         Ok(Self {
             name: PluginName::new(name),
             path: path.to_path_buf(),

@@ -1,4 +1,7 @@
-//! Host bindings generated from `wit/step.wit`.
+//! Host bindings generated from `wit/step.wit`: the `step` world, whose
+//! `invoke` returns a response, and the `skippable-step` world, whose
+//! `invoke` may also say the step skipped itself. Both share one set of
+//! interfaces (types, log, config, kv, services), linked once.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -13,3 +16,19 @@ wasmtime::component::bindgen!({
         "stepwise:step/kv.delete": async,
     },
 });
+
+/// The `skippable-step` world's exports, over the `step` world's interfaces.
+pub mod skippable {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "skippable-step",
+        exports: { default: async },
+        with: {
+            "stepwise:step/types": super::stepwise::step::types,
+            "stepwise:step/log": super::stepwise::step::log,
+            "stepwise:step/config": super::stepwise::step::config,
+            "stepwise:step/kv": super::stepwise::step::kv,
+            "stepwise:step/services": super::stepwise::step::services,
+        },
+    });
+}

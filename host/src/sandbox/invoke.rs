@@ -4,9 +4,10 @@
 //! The store and instance serve exactly this call and are dropped after it,
 //! so a trap or a runaway guest never poisons anything shared.
 
-use super::bindings::stepwise::step::types::{StepContext, StepError};
+use super::bindings::stepwise::step::types::{StepContext, StepError, StepOutcome};
 use super::host_state::{LogBuffer, Stdio};
-use super::{Grants, HostState, Limits, Sandbox, StepPre};
+use super::linked::{LinkedStep, Returned};
+use super::{Grants, HostState, Limits, Sandbox};
 use crate::journal::failure::{FailureKind, StepFailure};
 use crate::journal::{CallCost, LogLine};
 use crate::services::Caller;
@@ -18,7 +19,7 @@ use wasmtime::{Store, Trap};
 /// A plugin ready to be called: linked code, its limits and its grants.
 pub struct SandboxedPlugin {
     /// The linked component.
-    pub pre: StepPre<HostState>,
+    pub linked: LinkedStep,
     /// Its per-call limits (host defaults with the manifest's overrides).
     pub limits: Limits,
     /// Its capability grants.
@@ -51,6 +52,9 @@ pub struct CallSuccess {
     pub output: Option<Value>,
     /// The compensation data, when the guest returned any (`invoke` only).
     pub compensation: Option<Value>,
+    /// Why the step skipped itself (`invoke` of a `skippable-step` only):
+    /// then there is no output and nothing to compensate.
+    pub skipped: Option<String>,
 }
 
 /// The classified result of a call and the lines the guest logged meanwhile.
@@ -62,11 +66,6 @@ pub struct CallOutcome {
     pub logs: Vec<LogLine>,
     /// What the call cost (nothing when it never ran: refused input, no slot).
     pub cost: CallCost,
-}
-
-enum Returned {
-    Invoked(Result<super::bindings::stepwise::step::types::StepResponse, StepError>),
-    Compensated(Result<(), StepError>),
 }
 
 impl Sandbox {
@@ -155,14 +154,10 @@ impl Sandbox {
             Err(failure)
         } else {
             let run = async {
-                let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| (true, e))?;
+                let instance = plugin.linked.instantiate(&mut store).await.map_err(|e| (true, e))?;
                 match &call {
-                    Call::Invoke { ctx, input } => {
-                        instance.call_invoke(&mut store, ctx, input).await.map(Returned::Invoked)
-                    }
-                    Call::Compensate { ctx, data } => {
-                        instance.call_compensate(&mut store, ctx, data).await.map(Returned::Compensated)
-                    }
+                    Call::Invoke { ctx, input } => instance.invoke(&mut store, ctx, input).await,
+                    Call::Compensate { ctx, data } => instance.compensate(&mut store, ctx, data).await,
                 }
                 .map_err(|e| (false, e))
             };
@@ -199,16 +194,25 @@ fn interpret(returned: Returned, max_output_bytes: usize) -> Result<CallSuccess,
     };
     match returned {
         Returned::Compensated(result) => {
-            result.map(|()| CallSuccess { output: None, compensation: None }).map_err(from_step_error)
+            result.map(|()| CallSuccess { output: None, compensation: None, skipped: None }).map_err(from_step_error)
         }
         Returned::Invoked(Err(error)) => Err(from_step_error(error)),
-        Returned::Invoked(Ok(response)) => {
+        Returned::Invoked(Ok(StepOutcome::Skipped(reason))) => {
+            if reason.len() > max_output_bytes {
+                return Err(StepFailure::new(
+                    FailureKind::OutputTooLarge,
+                    format!("skip reason of {} bytes exceeds the limit of {max_output_bytes} bytes", reason.len()),
+                ));
+            }
+            Ok(CallSuccess { output: None, compensation: None, skipped: Some(reason) })
+        }
+        Returned::Invoked(Ok(StepOutcome::Done(response))) => {
             let output = parse_json("output", &response.output, max_output_bytes)?;
             let compensation = match &response.compensation {
                 Some(data) => Some(parse_json("compensation data", data, max_output_bytes)?),
                 None => None,
             };
-            Ok(CallSuccess { output: Some(output), compensation })
+            Ok(CallSuccess { output: Some(output), compensation, skipped: None })
         }
     }
 }

@@ -15,6 +15,7 @@ mod grants;
 mod host_state;
 pub mod invoke;
 pub mod limits;
+mod linked;
 
 pub use bindings::stepwise::step::types::StepContext;
 pub use bindings::{Step, StepPre};
@@ -22,6 +23,7 @@ pub use grants::{Grants, HostResources};
 pub use host_state::HostState;
 pub use invoke::{Call, CallOutcome, CallSuccess, SandboxedPlugin};
 pub use limits::Limits;
+pub use linked::LinkedStep;
 
 use anyhow::Result;
 use std::sync::Arc;

@@ -16,9 +16,33 @@ pub mod bindings {
     });
 }
 
+/// Bindings of the `skippable-step` world, whose `invoke` returns a
+/// [`StepOutcome`]: a step that may find it has nothing to do exports with
+/// `stepwise_guest::export_skippable!(MyStep with_types_in stepwise_guest::skippable);`.
+/// Its interfaces (types, log, services, ...) are the ones in [`bindings`],
+/// so every helper here works for both.
+pub mod skippable {
+    wit_bindgen::generate!({
+        world: "skippable-step",
+        path: "../../../wit",
+        pub_export_macro: true,
+        default_bindings_module: "stepwise_guest::skippable",
+        export_macro_name: "export_skippable",
+        with: {
+            "stepwise:step/types@0.1.0": crate::bindings::stepwise::step::types,
+            "stepwise:step/log@0.1.0": crate::bindings::stepwise::step::log,
+            "stepwise:step/config@0.1.0": crate::bindings::stepwise::step::config,
+            "stepwise:step/kv@0.1.0": crate::bindings::stepwise::step::kv,
+            "stepwise:step/services@0.1.0": crate::bindings::stepwise::step::services,
+        },
+    });
+}
+
 pub use bindings::export;
 pub use bindings::stepwise::step::log::Level;
+pub use bindings::stepwise::step::types::StepOutcome;
 pub use bindings::{Guest, Json, StepContext, StepError, StepResponse};
+pub use skippable::export_skippable;
 
 use serde::{de::DeserializeOwned, Serialize};
 

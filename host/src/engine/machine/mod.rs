@@ -327,6 +327,14 @@ impl Machine {
                     self.advance(at, &mut commands);
                 }
             }
+            Event::AttemptSkipped { step, attempt, reason, logs, cost } => {
+                if let Some(unit) = self.unit_in(&step, |phase| phase.awaits_attempt(attempt)) {
+                    self.add_cost(unit, cost);
+                    self.record_logs(&step, attempt, CallPhase::Invoke, logs);
+                    self.attempt_skipped(at, unit, reason);
+                    self.advance(at, &mut commands);
+                }
+            }
             Event::AttemptFailed { step, attempt, failure, logs, cost } => {
                 if let Some(unit) = self.unit_in(&step, |phase| phase.awaits_attempt(attempt)) {
                     self.add_cost(unit, cost);

@@ -273,6 +273,22 @@ impl Machine {
         self.settle_node_if_done(at, unit.node);
     }
 
+    /// An `invoke` attempt said the step had nothing to do: the unit is
+    /// skipped and never compensated. A plain step's node is skipped with it
+    /// (and so are the nodes that read its output); a fan-out element's or a
+    /// hook handler's output is `null`.
+    pub(super) fn attempt_skipped(&mut self, at: Timestamp, unit: Unit, reason: String) {
+        let state = self.unit_mut(unit);
+        state.phase = StepPhase::Skipped;
+        state.skip_reason = Some(reason.clone());
+        state.finished_at = Some(at);
+        let step = self.label(unit);
+        self.record(at, TimelineKind::StepSkipped { step, reason: format!("the step skipped itself: {reason}") });
+        if self.status.is_forward() {
+            self.settle_node_if_done(at, unit.node);
+        }
+    }
+
     /// A unit failed for good, and its step says to go on (`on_permanent_failure`
     /// `skip` or `continue`): the unit stays failed (nothing of it is
     /// compensated, its invoke having failed), its output is its error
@@ -303,10 +319,22 @@ impl Machine {
     /// node succeeds; a single unit that failed with `skip` skips its node.
     fn settle_node_if_done(&mut self, at: Timestamp, node: usize) {
         let elements = &self.nodes[node].elements;
-        if !elements.iter().all(|element| element.phase == StepPhase::Succeeded || element.tolerated) {
+        let settled = |element: &StepState| {
+            matches!(element.phase, StepPhase::Succeeded | StepPhase::Skipped) || element.tolerated
+        };
+        if !elements.iter().all(settled) {
             return;
         }
         let step = &self.workflow.steps()[node];
+        let plain = step.for_each.is_none() && !step.is_hook();
+        if let (true, [StepState { skip_reason: Some(reason), .. }]) = (plain, elements.as_slice()) {
+            // Its own skip is in the timeline already, under the same name.
+            let reason = reason.clone();
+            let state = &mut self.nodes[node];
+            state.phase = NodePhase::Skipped { reason: format!("the step skipped itself: {reason}") };
+            state.finished_at = Some(at);
+            return;
+        }
         let single_skipped = step.for_each.is_none()
             && step.on_permanent_failure == OnPermanentFailure::Skip
             && elements.iter().all(|element| element.tolerated);

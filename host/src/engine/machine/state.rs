@@ -53,6 +53,8 @@ pub enum StepPhase {
     },
     /// `invoke` succeeded (for an async step: completed from outside).
     Succeeded,
+    /// `invoke` said the step had nothing to do (see [`StepState::skip_reason`]).
+    Skipped,
     /// `invoke` failed for good.
     Failed,
     /// Was waiting to retry when the execution started rolling back.
@@ -145,6 +147,8 @@ pub struct StepState {
     /// It failed for good, and its step's `on_permanent_failure` let the
     /// execution go on.
     pub tolerated: bool,
+    /// Why its `invoke` skipped it, in the guest's words.
+    pub skip_reason: Option<String>,
 }
 
 impl StepState {
@@ -163,6 +167,7 @@ impl StepState {
             completion: None,
             cost: CallCost::default(),
             tolerated: false,
+            skip_reason: None,
         }
     }
 }

@@ -367,3 +367,4 @@ fn output_template_failure_rolls_back() {
 
 mod composition;
 mod decisions;
+mod skips;
