@@ -70,6 +70,19 @@ impl Expression {
         })
     }
 
+    /// Compiles a `when` condition: besides [`Expression::compile`]'s checks,
+    /// an expression whose value its syntax alone shows is not a boolean (a
+    /// number, a string, arithmetic, a list, `size(..)`) is refused at load.
+    pub fn compile_condition(source: &str) -> Result<Self, String> {
+        let expression = Self::compile(source)?;
+        match result_kind(expression.program.expression()) {
+            Some(kind) if kind != BOOLEAN => {
+                Err(format!("`{source}` is a condition and must be true or false, but it is always {kind}"))
+            }
+            _ => Ok(expression),
+        }
+    }
+
     /// The expression as written.
     pub fn source(&self) -> &str {
         &self.source
@@ -231,6 +244,55 @@ fn walk(node: &IdedExpr, bound: &mut Vec<String>, found: &mut Found) {
     }
 }
 
+const BOOLEAN: &str = "a boolean";
+
+/// What kind of value `node` evaluates to, when its syntax alone tells
+/// (`None`: it depends on the data, as `input.flag` does).
+fn result_kind(node: &IdedExpr) -> Option<&'static str> {
+    use cel::common::ast::operators as op;
+    match &node.expr {
+        Expr::Literal(literal) => Some(match literal {
+            LiteralValue::Boolean(_) => BOOLEAN,
+            LiteralValue::Int(_) | LiteralValue::UInt(_) | LiteralValue::Double(_) => "a number",
+            LiteralValue::String(_) => "a string",
+            LiteralValue::Bytes(_) => "bytes",
+            LiteralValue::Null => "null",
+        }),
+        Expr::List(_) => Some("a list"),
+        Expr::Map(_) | Expr::Struct(_) => Some("a map"),
+        Expr::Select(select) if select.test => Some(BOOLEAN), // has(..)
+        Expr::Call(call) => match call.func_name.as_str() {
+            op::LOGICAL_AND
+            | op::LOGICAL_OR
+            | op::LOGICAL_NOT
+            | op::EQUALS
+            | op::NOT_EQUALS
+            | op::GREATER
+            | op::GREATER_EQUALS
+            | op::LESS
+            | op::LESS_EQUALS
+            | op::IN
+            | op::NOT_STRICTLY_FALSE => Some(BOOLEAN),
+            "contains" | "startsWith" | "endsWith" | "matches" => Some(BOOLEAN),
+            op::ADD => Some("the result of `+` (a number, a string or a list)"),
+            op::SUBSTRACT | op::MULTIPLY | op::DIVIDE | op::MODULO | op::NEGATE => Some("a number"),
+            "size" | "int" | "uint" | "double" => Some("a number"),
+            "string" => Some("a string"),
+            op::CONDITIONAL if call.args.len() == 3 => match (result_kind(&call.args[1]), result_kind(&call.args[2])) {
+                (Some(then), Some(otherwise)) if then != BOOLEAN && otherwise != BOOLEAN => Some(then),
+                _ => None,
+            },
+            _ => None,
+        },
+        // `map` and `filter` build a list; `all`, `exists`, `exists_one` a boolean.
+        Expr::Comprehension(comprehension) => match (&comprehension.accu_init.expr, &comprehension.result.expr) {
+            (Expr::List(_), Expr::Ident(result)) if *result == comprehension.accu_var => Some("a list"),
+            _ => None,
+        },
+        Expr::Ident(_) | Expr::Select(_) | Expr::Unspecified => None,
+    }
+}
+
 /// `steps` or `hooks`, when `node` is that variable and no comprehension shadows it.
 fn unbound_root<'a>(node: &'a IdedExpr, bound: &[String]) -> Option<&'a str> {
     match &node.expr {
@@ -342,6 +404,38 @@ mod tests {
         assert!(not_bool.evaluate_condition(&scope()).unwrap_err().contains("must be true or false"));
         let missing = Expression::compile("input.nope == 1").unwrap();
         assert!(missing.evaluate(&scope()).unwrap_err().contains("`input.nope == 1`"));
+    }
+
+    #[test]
+    fn a_condition_that_cannot_be_boolean_is_refused_at_compile_time() {
+        for (source, kind) in [
+            ("1", "a number"),
+            ("'yes'", "a string"),
+            ("input.total * 2", "a number"),
+            ("input.name + '!'", "the result of `+`"),
+            ("size(input.items)", "a number"),
+            ("[input.a]", "a list"),
+            ("{'a': 1}", "a map"),
+            ("input.items.map(i, i.q)", "a list"),
+            ("input.vip ? 'gold' : 'plain'", "a string"),
+            ("null", "null"),
+        ] {
+            let error = Expression::compile_condition(source).unwrap_err();
+            assert!(error.contains("must be true or false") && error.contains(kind), "{source}: {error}");
+        }
+        for source in [
+            "input.flag",
+            "input.total > 100 && !input.vip",
+            "has(input.gift)",
+            "input.items.all(i, i.q > 0)",
+            "input.items.exists_one(i, i.q > 0)",
+            "'a' in input.tags",
+            "input.name.startsWith('x')",
+            "input.vip ? true : input.total > 10",
+            "steps.cart.output.ok",
+        ] {
+            assert!(Expression::compile_condition(source).is_ok(), "{source}");
+        }
     }
 
     #[test]

@@ -91,10 +91,22 @@ impl Graph<'_> {
             ));
         }
         let mut found = Vec::new();
-        let steps = expression.steps().iter().map(|id| Reference::parse(&format!("$.steps.{id}.output")));
-        let hooks = expression.hooks().iter().map(|id| Reference::parse(&format!("$.hooks.{id}.output")));
-        for reference in steps.chain(hooks).flatten() {
-            found.extend(self.reference(&reference, at, "", true, problems));
+        let steps = expression.steps().iter().map(|id| (format!("steps.{id}"), format!("$.steps.{id}.output")));
+        let hooks = expression.hooks().iter().map(|id| (format!("hooks.{id}"), format!("$.hooks.{id}.output")));
+        for (spelled, reference) in steps.chain(hooks) {
+            let Ok(reference) = Reference::parse(&reference) else { continue };
+            // Its problems name the expression, as written, not the template
+            // spelling the check uses.
+            let mut found_problems = Vec::new();
+            found.extend(self.reference(&reference, at, "", true, &mut found_problems));
+            problems.extend(found_problems.into_iter().map(|mut problem| {
+                problem.message = problem.message.replacen(
+                    &format!("`{reference}`"),
+                    &format!("`{}` reads `{spelled}`", expression.source()),
+                    1,
+                );
+                problem
+            }));
         }
         found
     }

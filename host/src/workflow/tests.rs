@@ -190,7 +190,19 @@ fn composition_errors_name_the_file_the_step_or_hook_and_the_field() {
         ),
         (
             "[[steps]]\nid = \"a\"\ntransform = \"steps.nope.output\"\n",
-            "step `a`, field `transform`: `$.steps.nope.output`: unknown step `nope`",
+            "step `a`, field `transform`: `steps.nope.output` reads `steps.nope`: unknown step `nope`",
+        ),
+        (
+            "[[steps]]\nid = \"a\"\nplugin = \"echo\"\nwhen = \"steps.nope.output.ok\"\n",
+            "step `a`, field `when`: `steps.nope.output.ok` reads `steps.nope`: unknown step `nope`",
+        ),
+        (
+            "[[steps]]\nid = \"a\"\nplugin = \"echo\"\nwhen = \"size(steps.cart.output.items)\"\n",
+            "step `a`, field `when`: `size(steps.cart.output.items)` is a condition and must be true or false, but it is always a number",
+        ),
+        (
+            "[[hooks]]\nname = \"check\"\nwhen = \"input.total * 2\"\n",
+            "hook `check`, field `when`: `input.total * 2` is a condition and must be true or false",
         ),
         (
             "[[steps]]\nid = \"a\"\nplugin = \"echo\"\ninput = { c = \"$.hooks.check.output\" }\n",
