@@ -552,3 +552,83 @@ fn an_operator_retries_a_failed_execution_until_its_compensations_succeed() {
     let count = |method: &str| calls.iter().filter(|call| call.method == method).count();
     assert_eq!((count("reserve"), count("release")), (1, 1), "{calls:?}");
 }
+
+/// A loopback HTTP server that leaves its first `held` requests unanswered
+/// (the step calling it stops at its deadline, or its process is killed)
+/// and answers the others `200`; it sends the head of every request it gets.
+fn holding_http_server(held: usize) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    let port = listener.local_addr().unwrap().port();
+    let (heads, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut unanswered = Vec::new();
+        for (index, stream) in listener.incoming().take(8).enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 4096];
+            let read = stream.read(&mut buffer).unwrap_or(0);
+            let _ = heads.send(String::from_utf8_lossy(&buffer[..read]).to_lowercase());
+            if index < held {
+                unanswered.push(stream);
+            } else {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            }
+        }
+    });
+    (port, received)
+}
+
+/// The `Idempotency-Key` header of an outgoing request stays the step's
+/// across a retry after a deadline and across a SIGKILL of the process:
+/// attempt 1 is left unanswered (deadline), attempt 2 is in flight when the
+/// process is killed, and the attempt `resume` makes is answered.
+#[test]
+fn the_idempotency_key_of_an_http_call_is_the_same_across_attempts_and_a_sigkill() {
+    let dir = scratch("idempotent-http");
+    let (port, heads) = holding_http_server(2);
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugins_dir().join("hostile.wasm"), plugins.join("charge.wasm")).unwrap();
+    let manifest = format!("[capabilities]\nkv = true\nconfig = true\nhttp = [\"127.0.0.1:{port}\"]\n");
+    std::fs::write(plugins.join("charge.toml"), manifest).unwrap();
+    let workflow = write(
+        &dir,
+        "charge.toml",
+        &format!(
+            r#"
+            name = "charge"
+            [[steps]]
+            id = "charge"
+            plugin = "charge"
+            input = {{ attack = "http_get", key = "http://127.0.0.1:{port}/charges" }}
+            timeout_ms = 1500
+            retry = {{ max_attempts = 5, initial_backoff_ms = 10 }}
+            "#
+        ),
+    );
+    let (store, plugins) = (store_url(&dir), plugins.display().to_string());
+    let mut child = Command::new(stepwise_bin())
+        .args(["run", &workflow, "--store", &store, "--plugins", &plugins])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait = Duration::from_secs(60);
+    let first = heads.recv_timeout(wait).expect("attempt 1 calls the server");
+    let second = heads.recv_timeout(wait).expect("attempt 2 calls the server after attempt 1's deadline");
+    child.kill().unwrap(); // SIGKILL, with attempt 2's request in flight
+    child.wait().unwrap();
+    assert_eq!(unfinished(&dir), 1, "the kill left the execution unfinished");
+
+    let resumed = stepwise(&["resume", "--store", &store, "--plugins", &plugins]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let third = heads.recv_timeout(wait).expect("the resumed attempt calls the server");
+    let listed = stepwise(&["executions", "list", "--json", "--store", &store, "--plugins", &plugins]);
+    let executions = json_of(&listed);
+    let execution = &executions[0];
+    assert_eq!(execution["status"], "succeeded", "{execution}");
+    let key = format!("idempotency-key: {}/charge", execution["execution_id"].as_str().unwrap());
+    for (call, head) in [("attempt 1", &first), ("attempt 2", &second), ("after the kill", &third)] {
+        assert!(head.contains(&key), "{call}: {head} lacks {key}");
+    }
+}
