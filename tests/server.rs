@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use stepwise_test_support::browser::Page;
 use stepwise_test_support::server::{Server, TOKEN};
 use stepwise_test_support::web;
 use stepwise_test_support::*;
@@ -611,4 +612,82 @@ async fn the_web_view_searches_pages_and_offers_the_actions_an_execution_allows(
     assert!(dom.contains("data-payload=\"input\"") && dom.contains("data-payload=\"output\""), "{dom}");
     assert!(dom.contains("data-payload=\"compensation data\""), "reserve returns compensation data");
     assert!(dom.contains("class=\"duration\" data-ms="), "{dom}");
+}
+
+/// Each action of the web view, clicked in headless Chromium as an operator
+/// would: the search form, retry, complete and fail an async step with the
+/// JSON editor, cancel; the server's answer says each one took effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_actions_work_when_clicked_in_a_browser() {
+    let stuck = "name = \"stuck\"\n[[steps]]\nid = \"hold\"\nplugin = \"compensate-fails\"\ninput = { compensation_failures = 1 }\nretry = { max_attempts = 1 }\n[[steps]]\nid = \"boom\"\nplugin = \"fail\"\nafter = [\"hold\"]\n";
+    let server = Server::start("web-click", &[("stuck.toml", stuck)]);
+    let (_, failed) = server.post("/v1/workflows/stuck/executions?wait=true", json!({})).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let (_, execution) = server.post("/v1/workflows/approval/executions?wait=true", json!({})).await;
+        assert_eq!(execution["status"], "waiting");
+        waiting.push(execution["execution_id"].as_str().unwrap().to_string());
+    }
+    let id = |execution: &Value| execution["execution_id"].as_str().unwrap().to_string();
+    let mut page = Page::open(&server, &format!("/#/?token={TOKEN}")).await;
+
+    // Search: type a workflow into the form and submit it.
+    page.wait_for("the search form", "document.querySelector('#search input[name=workflow]')").await;
+    page.evaluate(
+        "document.querySelector('#search input[name=workflow]').value = 'stuck'; \
+         document.querySelector('#search button').click()",
+    )
+    .await;
+    let listed = page
+        .wait_for(
+            "the search result",
+            "location.hash.includes('workflow=stuck') && document.querySelectorAll('#executions tr').length === 2 \
+             && document.querySelector('#executions').innerText",
+        )
+        .await;
+    assert!(listed.as_str().unwrap().contains(&id(&failed)), "{listed}");
+
+    // Retry the failed execution's compensations: it ends compensated.
+    let show = |execution: &str| format!("location.hash = '#/executions/{execution}'");
+    page.evaluate(&show(&id(&failed))).await;
+    page.wait_for("the retry button", "document.querySelector('button[data-action=retry]')").await;
+    page.evaluate("document.querySelector('button[data-action=retry]').click()").await;
+    page.wait_for("the retry's answer", "document.getElementById('action-result').innerText.startsWith('done')").await;
+    let retried = server.until(&id(&failed), "became compensated", |e| e["status"] == "compensated").await;
+    assert_eq!(retried["events"].as_array().unwrap().iter().filter(|e| e["type"] == "retry_requested").count(), 1);
+
+    // Complete a waiting step with the JSON typed into its editor.
+    let fill_and_press = |outcome: &str, body: &str| {
+        format!(
+            "document.querySelector('form.complete[data-step=ask] textarea').value = {body:?}; \
+             document.querySelector('form.complete[data-step=ask] button[data-outcome={outcome}]').click()"
+        )
+    };
+    page.evaluate(&show(&waiting[0])).await;
+    page.wait_for("the completion form", "document.querySelector('form.complete[data-step=ask]')").await;
+    page.evaluate(&fill_and_press("success", r#"{"approved": "by ana"}"#)).await;
+    let completed = server.until(&waiting[0], "became succeeded", |e| e["status"] == "succeeded").await;
+    let after = completed["steps"].as_array().unwrap().iter().find(|s| s["id"] == "after").unwrap().clone();
+    assert_eq!(after["output"]["approved"], "by ana", "{completed:#}");
+
+    // Fail one: the text becomes the step's error, and the execution rolls back.
+    page.evaluate(&show(&waiting[1])).await;
+    page.wait_for("the completion form", "document.querySelector('form.complete[data-step=ask]')").await;
+    page.evaluate(&fill_and_press("failure", r#""no budget this quarter""#)).await;
+    let rejected = server.until(&waiting[1], "became compensated", |e| e["status"] == "compensated").await;
+    assert!(rejected["error"]["message"].as_str().unwrap().contains("no budget this quarter"), "{rejected:#}");
+
+    // JSON that does not parse is refused in the page, and nothing is sent.
+    page.evaluate(&show(&waiting[2])).await;
+    page.wait_for("the completion form", "document.querySelector('form.complete[data-step=ask]')").await;
+    page.evaluate(&fill_and_press("success", "{not json")).await;
+    page.wait_for("the refusal", "document.getElementById('action-result').innerText.startsWith('not JSON')").await;
+    let (_, still) = server.get(&format!("/v1/executions/{}", waiting[2])).await;
+    assert_eq!(still["status"], "waiting");
+
+    // Cancel it instead.
+    page.evaluate("document.querySelector('button[data-action=cancel]').click()").await;
+    let cancelled = server.until(&waiting[2], "became compensated", |e| e["status"] == "compensated").await;
+    assert_eq!(cancelled["error"]["kind"], "cancelled", "{cancelled:#}");
 }

@@ -4,6 +4,7 @@
 //! ledger against the recorded events ([`audit`]).
 
 pub mod audit;
+pub mod browser;
 pub mod server;
 pub mod web;
 
