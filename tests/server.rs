@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepwise_test_support::browser::Page;
 use stepwise_test_support::server::{Server, TOKEN};
@@ -690,4 +691,97 @@ async fn the_web_view_actions_work_when_clicked_in_a_browser() {
     page.evaluate("document.querySelector('button[data-action=cancel]').click()").await;
     let cancelled = server.until(&waiting[2], "became compensated", |e| e["status"] == "compensated").await;
     assert_eq!(cancelled["error"]["kind"], "cancelled", "{cancelled:#}");
+}
+
+/// An OTLP/HTTP collector on a loopback port: the spans it was sent.
+async fn otlp_collector() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let spans = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = spans.clone();
+    let collect = move |body: axum::body::Bytes| async move {
+        let request: Value = serde_json::from_slice(&body).expect("an OTLP/JSON body");
+        for resource in request["resourceSpans"].as_array().into_iter().flatten() {
+            let service = json!({"key": "service.name", "value": {"stringValue": "stepwise"}});
+            assert!(
+                resource["resource"]["attributes"].as_array().unwrap().contains(&service),
+                "{}",
+                resource["resource"]
+            );
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                sink.lock().unwrap().extend(scope["spans"].as_array().into_iter().flatten().cloned());
+            }
+        }
+        ([("content-type", "application/json")], "{}")
+    };
+    let app = axum::Router::new().route("/v1/traces", axum::routing::post(collect));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (endpoint, spans)
+}
+
+/// A span attribute's value (`stringValue` or `intValue`, as text).
+fn attribute(span: &Value, key: &str) -> String {
+    let value = &span["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|kv| kv["key"] == key)
+        .unwrap_or_else(|| panic!("span {} has no `{key}`", span["name"]))["value"];
+    value["stringValue"].as_str().or(value["intValue"].as_str()).map(str::to_string).unwrap_or(value.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_execution_is_a_trace_of_its_attempts_and_compensations_sent_over_otlp() {
+    let (endpoint, spans) = otlp_collector().await;
+    let dir = std::env::temp_dir().join(format!("stepwise-server-otlp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = Server::start_with(dir, &[], &["--otlp-endpoint", &endpoint]);
+    let path = "/v1/workflows/accept-quote-declined/executions?wait=true&tenant=acme";
+    let (_, execution) = server.post(path, quote_input()).await;
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    let id = execution["execution_id"].as_str().unwrap().to_string();
+    let trace_id = id.replace('-', "");
+
+    // Exported in batches: wait for the root span to arrive.
+    let started = Instant::now();
+    let trace = loop {
+        let trace: Vec<Value> = spans.lock().unwrap().iter().filter(|s| s["traceId"] == trace_id).cloned().collect();
+        if trace.iter().any(|s| s["parentSpanId"] == "") {
+            break trace;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the trace never arrived: {trace:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let root = trace.iter().find(|s| s["parentSpanId"] == "").unwrap();
+    assert_eq!(root["name"], "execution accept-quote-declined");
+    assert_eq!(attribute(root, "outcome"), "compensated");
+    assert_eq!(attribute(root, "tenant"), "acme");
+    assert_eq!(root["status"]["code"], 2, "not succeeded: an error status");
+
+    let named = |name: &str| trace.iter().filter(|s| s["name"] == name).collect::<Vec<_>>();
+    for step in ["cart", "reserve", "payment", "order"] {
+        let attempts = named(&format!("attempt {step}"));
+        assert_eq!(attempts.len(), 1, "one attempt of {step}: {trace:#?}");
+        let attempt = attempts[0];
+        assert_eq!(attempt["parentSpanId"], root["spanId"], "a child of the execution");
+        assert_eq!(attribute(attempt, "attempt"), "1");
+        assert_eq!(attribute(attempt, "tenant"), "acme");
+        assert_eq!(attribute(attempt, "workflow"), "accept-quote-declined");
+        assert_eq!(attribute(attempt, "plugin.hash").len(), 64, "the pinned version");
+        assert!(attribute(attempt, "fuel").parse::<u64>().unwrap() > 0);
+        let (start, end) = (&attempt["startTimeUnixNano"], &attempt["endTimeUnixNano"]);
+        let nanos = |v: &Value| v.as_str().unwrap().parse::<u128>().unwrap();
+        assert!(nanos(start) <= nanos(end) && nanos(start) >= nanos(&root["startTimeUnixNano"]), "{attempt}");
+        assert!(nanos(end) <= nanos(&root["endTimeUnixNano"]), "within the execution: {attempt}");
+    }
+    let order = named("attempt order")[0];
+    assert_eq!(attribute(order, "outcome"), "permanent");
+    assert!(order["status"]["message"].as_str().unwrap().contains("quote expired"), "{order}");
+    for step in ["cart", "reserve", "payment"] {
+        let compensation = named(&format!("compensation {step}"));
+        assert_eq!(compensation.len(), 1, "{step} compensated once: {trace:#?}");
+        assert_eq!(attribute(compensation[0], "export"), "compensate");
+        assert_eq!(attribute(compensation[0], "outcome"), "succeeded");
+    }
+    assert!(named("compensation order").is_empty(), "the failed step is not compensated");
 }

@@ -32,6 +32,7 @@ pub mod sandbox;
 pub mod server;
 pub mod services;
 pub mod store;
+pub mod telemetry;
 pub mod tenants;
 pub mod watch;
 pub mod workflow;

@@ -2,6 +2,7 @@
 
 use super::{demo_engine, PluginDirArg, StoreArg};
 use crate::server::{serve, ServeOptions};
+use crate::telemetry::Traces;
 use crate::workflow::WorkflowDirectory;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -40,6 +41,10 @@ pub struct ServeArgs {
     /// (another host takes them over after that).
     #[arg(long, default_value = "10s")]
     lease: humantime::Duration,
+    /// Export each execution as a trace (each attempt and compensation a
+    /// span) to this OTLP/HTTP collector, e.g. `http://127.0.0.1:4318`.
+    #[arg(long, env = "STEPWISE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -68,7 +73,14 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     if let Some(token) = &token {
         crate::server::auth::check_token(token).map_err(anyhow::Error::msg)?;
     }
-    let engine = demo_engine(&args.store, &args.plugins).await?.with_tenants(args.tenants.load()?);
+    let mut engine = demo_engine(&args.store, &args.plugins).await?.with_tenants(args.tenants.load()?);
+    let traces = match &args.otlp_endpoint {
+        Some(endpoint) => Some(Arc::new(Traces::otlp(endpoint).context("--otlp-endpoint")?)),
+        None => None,
+    };
+    if let Some(traces) = &traces {
+        engine = engine.with_traces(traces.clone());
+    }
     let workflows = WorkflowDirectory::load(&args.workflows, engine.registry().clone())
         .with_context(|| format!("reading the workflow directory {}", args.workflows.display()))?;
     for (file, status) in workflows.files() {
@@ -78,6 +90,11 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     }
     let options =
         ServeOptions { addr: args.addr, token, retention: args.retention.map(Into::into), lease: args.lease.into() };
-    serve(engine, Arc::new(workflows), options).await?;
+    let served = serve(engine, Arc::new(workflows), options).await;
+    // Spans buffered at shutdown are sent before the process ends.
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ use super::{ChildRun, Engine, EngineError};
 use crate::journal::{CallCost, Event, ExecutionStatus, FailureKind, LogLine, PluginName, StepFailure, UnitId};
 use crate::plugin::LoadedPlugin;
 use crate::sandbox::{Call, CallSuccess, StepContext};
+use crate::telemetry::CallSpan;
 use crate::workflow::WorkflowDefinition;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -96,14 +97,39 @@ fn plugin_call(
         Export::Compensate => Call::Compensate { ctx, data: payload },
     };
     let metrics = engine.shared.metrics.clone();
+    let traces = engine.shared.traces.clone();
+    let (execution_id, workflow) = (execution_id.to_string(), machine.workflow().name().to_string());
     let plugin = plugin.clone();
     async move {
         let Some(loaded) = loaded else {
             let failure = StepFailure::new(FailureKind::Unavailable, format!("plugin `{plugin}` is not loaded"));
             return failed_event(export, step, attempt, failure, Vec::new(), None);
         };
-        let started = std::time::Instant::now();
+        let (started, started_at) = (std::time::Instant::now(), std::time::SystemTime::now());
         let outcome = sandbox.call(loaded.runtime(), call, timeout, tenant.as_deref()).await;
+        if let Some(traces) = &traces {
+            let (outcome_name, error) = match &outcome.result {
+                Ok(CallSuccess { skipped: Some(_), .. }) => ("skipped", None),
+                Ok(_) => ("succeeded", None),
+                Err(failure) => (failure.kind.as_str(), Some(failure.message.as_str())),
+            };
+            traces.call(&CallSpan {
+                execution_id: &execution_id,
+                workflow: &workflow,
+                tenant: tenant.as_deref(),
+                step: &step.to_string(),
+                plugin: plugin.as_str(),
+                plugin_hash: &loaded.hash,
+                plugin_version: loaded.version(),
+                export: if export == Export::Invoke { "invoke" } else { "compensate" },
+                attempt,
+                outcome: outcome_name,
+                error,
+                cost: &outcome.cost,
+                started: started_at,
+                duration: started.elapsed(),
+            });
+        }
         match export {
             Export::Invoke => metrics.observe_attempt(outcome.result.is_ok(), started.elapsed()),
             Export::Compensate => {

@@ -41,6 +41,7 @@ pub use view::{ExecutionView, HookView, RunView, StepStatus, StepView, UnitView}
 use crate::journal::{Event, ExecutionId, ExecutionStatus, PluginName, Timestamp, UnitId, LOG_VERSION};
 use crate::plugin::{PluginError, PluginRegistry};
 use crate::store::{Created, ExecutionStore, NewExecution, Ownership, StoreError};
+use crate::telemetry::{ExecutionSpan, Traces};
 use crate::tenants::TenantBindings;
 use crate::workflow::{Workflow, WorkflowDefinition, WorkflowError};
 use owner::{Message, Owner};
@@ -183,6 +184,7 @@ pub(crate) struct Shared {
     tenants: Arc<TenantBindings>,
     live: Arc<live::LiveTable>,
     host: Arc<host::Host>,
+    traces: Option<Arc<Traces>>,
 }
 
 impl Engine {
@@ -196,6 +198,7 @@ impl Engine {
             tenants: Arc::new(TenantBindings::none()),
             live: Arc::new(live::LiveTable::default()),
             host: Arc::new(host::Host::new(DEFAULT_LEASE, None)),
+            traces: None,
         };
         Self { shared: Arc::new(shared) }
     }
@@ -224,6 +227,30 @@ impl Engine {
         let mut shared = (*self.shared).clone();
         shared.host = Arc::new(host::Host::new(lease, address));
         Self { shared: Arc::new(shared) }
+    }
+
+    /// The same engine recording each execution as a trace into `traces`.
+    pub fn with_traces(self, traces: Arc<Traces>) -> Self {
+        let mut shared = (*self.shared).clone();
+        shared.traces = Some(traces);
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// Counts an execution that reached a final status and ends its trace.
+    pub(crate) fn finished(&self, machine: &Machine, status: ExecutionStatus) {
+        self.shared.metrics.observe_finished(status);
+        if let Some(traces) = &self.shared.traces {
+            let at = machine.finished_at().unwrap_or_else(Timestamp::now);
+            traces.execution(&ExecutionSpan {
+                execution_id: machine.execution_id().as_str(),
+                workflow: machine.workflow().name(),
+                tenant: machine.origin().tenant.as_deref(),
+                status: status.as_str(),
+                started: machine.started_at().unwrap_or(at),
+                finished: at,
+                cost: &machine.cost(),
+            });
+        }
     }
 
     /// The tenants' hook handler bindings.
@@ -380,7 +407,7 @@ impl Engine {
         };
         self.shared.metrics.executions_started.fetch_add(1, Ordering::Relaxed);
         if status.is_final() {
-            self.shared.metrics.observe_finished(status);
+            self.finished(&machine, status);
         }
         let mailbox = self.shared.live.open(&id);
         let mut owner = Owner::new(self.clone(), machine, plugins, (events, fence, status), mailbox);

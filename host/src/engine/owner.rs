@@ -316,7 +316,7 @@ impl Owner {
             self.next_seq += count;
             self.persisted = Persisted { status: Some(status), next_due: Some(next_due), released: release };
             if status.is_final() && changed_status.is_some() {
-                self.engine.shared.metrics.observe_finished(status);
+                self.engine.finished(&self.machine, status);
             }
         }
         for done in after {

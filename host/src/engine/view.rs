@@ -370,16 +370,10 @@ fn step_view(machine: &Machine, node: usize) -> StepView {
             started_at: state.started_at,
             finished_at: single.and_then(|e| e.finished_at).or(state.finished_at),
             child_execution_ids: elements.iter().flat_map(|e| e.run.child_execution_ids.clone()).collect(),
-            cost: sum_costs(state.elements.iter().map(|e| &e.cost)),
+            cost: state.elements.iter().map(|e| &e.cost).sum(),
         },
         elements: step.for_each.as_ref().map(|_| elements),
     }
-}
-
-fn sum_costs<'a>(costs: impl Iterator<Item = &'a CallCost>) -> CallCost {
-    let mut sum = CallCost::default();
-    costs.for_each(|cost| sum.add(cost));
-    sum
 }
 
 fn hook_view(machine: &Machine, node: usize) -> HookView {
@@ -424,7 +418,7 @@ impl ExecutionView {
             hooks: hooks.into_iter().map(|node| hook_view(machine, node)).collect(),
             events: machine.timeline().to_vec(),
             owner: None,
-            cost: sum_costs(machine.nodes().iter().flat_map(|node| node.elements.iter().map(|e| &e.cost))),
+            cost: machine.cost(),
         }
     }
 

@@ -36,6 +36,14 @@ impl CallCost {
     }
 }
 
+impl<'a> std::iter::Sum<&'a CallCost> for CallCost {
+    fn sum<I: Iterator<Item = &'a CallCost>>(costs: I) -> Self {
+        let mut sum = CallCost::default();
+        costs.for_each(|cost| sum.add(cost));
+        sum
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,6 +209,11 @@ impl Machine {
         self.finished_at
     }
 
+    /// What its calls cost, summed over every unit.
+    pub fn cost(&self) -> CallCost {
+        self.nodes.iter().flat_map(|node| node.elements.iter().map(|unit| &unit.cost)).sum()
+    }
+
     /// Whether anything runs or will run without news from outside: an
     /// attempt or compensation in flight or waiting out its backoff.
     pub fn is_busy(&self) -> bool {
