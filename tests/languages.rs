@@ -1,7 +1,8 @@
-//! Steps in Rust, JavaScript (componentize-js), Python (componentize-py)
-//! and raw WAT, in one workflow: data flows between them, compensations
-//! run in each language, errors map to the contract, and the sandbox stops
-//! runaway guests whatever their runtime.
+//! Steps in Rust, JavaScript and TypeScript (@stepwise/sdk on QuickJS and
+//! SpiderMonkey), Python (componentize-py) and raw WAT, in one workflow:
+//! data flows between them, compensations run in each language, errors map
+//! to the contract, and the sandbox stops runaway guests whatever their
+//! runtime.
 
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -43,8 +44,10 @@ async fn a_workflow_mixes_rust_javascript_and_python_steps() {
         assert!(cost["peak_memory_bytes"].as_u64().unwrap() >= 65536, "{language} had a memory: {cost}");
         fuel += cost["fuel"].as_u64().unwrap();
     }
+    assert_eq!(step(&execution, "wrap")["status"], "skipped", "no gift: the TypeScript step skipped itself");
+    assert_eq!(step(&execution, "wrap")["skip_reason"], "the step skipped itself: no item is a gift");
     let total = &execution["cost"];
-    assert_eq!(total["calls"], 4, "four steps, one call each: {total}");
+    assert_eq!(total["calls"], 5, "five steps, one call each: {total}");
     assert!(total["fuel"].as_u64().unwrap() > fuel, "the total includes create-order too");
 }
 
@@ -64,6 +67,60 @@ async fn a_late_failure_runs_compensations_in_all_three_languages_in_reverse_ord
     assert_eq!(host.ledger.entries("payments").unwrap().iter().filter(|e| e.method == "void").count(), 1);
     assert_eq!(host.ledger.entries("inventory").unwrap().iter().filter(|e| e.method == "release").count(), 1);
     assert!(host.inventory.snapshot().reservations.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_typescript_step_runs_and_is_compensated_with_the_others() {
+    let host = demo_host();
+    let workflow = Arc::new(
+        Workflow::load_file(&example_workflow("accept-quote-polyglot-declined.toml"), host.engine.registry().as_ref())
+            .unwrap(),
+    );
+    let mut input = quote_input();
+    input["items"][0]["gift"] = json!(true);
+    let execution = host.engine.run(workflow, input, StartOptions::default()).await.unwrap().to_json();
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    let wrap = step(&execution, "wrap");
+    assert_eq!(wrap["status"], "compensated", "{wrap:#}");
+    assert_eq!(wrap["output"]["wrapped"], json!(input_quantity(&quote_input(), 0)));
+    assert_eq!(logs(&execution, "wrapped 2 units (TypeScript)").len(), 1, "{:?}", logs(&execution, ""));
+    assert_eq!(logs(&execution, "unwrapped wrap-").len(), 1, "compensated once, with its compensation data");
+    // Both reservations (stock, wraps) were made once and released once.
+    let inventory = host.ledger.entries("inventory").unwrap();
+    assert_eq!(inventory.iter().filter(|e| e.method == "reserve").count(), 2);
+    assert_eq!(inventory.iter().filter(|e| e.method == "release").count(), 2);
+    assert!(host.inventory.snapshot().reservations.is_empty());
+}
+
+fn input_quantity(input: &Value, item: usize) -> u64 {
+    input["items"][item]["quantity"].as_u64().unwrap()
+}
+
+/// What a JavaScript step written with @stepwise/sdk throws or returns becomes
+/// the contract's result, never a trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatever_a_javascript_step_throws_is_a_step_error_with_its_message() {
+    let engine = engine();
+    let run_cart = |input: Value| {
+        let engine = engine.clone();
+        async move {
+            let toml = "name = \"t\"\n[[steps]]\nid = \"s\"\nplugin = \"js-cart-total\"\ninput = \"$.input\"\nretry = { max_attempts = 2, initial_backoff_ms = 5 }\n";
+            run(&engine, toml, input).await
+        }
+    };
+    // `throw new Error(..)`: retryable, with its message and stack.
+    let thrown = run_cart(json!({"fail": "retryable"})).await;
+    let error = &step(&thrown, "s")["error"];
+    assert_eq!((error["kind"].as_str(), step(&thrown, "s")["attempts"].as_u64()), (Some("retryable"), Some(2)));
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with("Error: failed as asked") && message.contains("\n"), "message and stack: {message}");
+    // StepResponse.permanentFailure: permanent, one attempt.
+    let permanent = run_cart(json!({"fail": "permanent"})).await;
+    assert_eq!(step(&permanent, "s")["error"]["kind"], "permanent");
+    assert_eq!(step(&permanent, "s")["attempts"], 1);
+    // A plain object returned is the output.
+    let cart = run_cart(json!({"items": [{"quantity": 2, "unit_price": 5}]})).await;
+    assert_eq!(step(&cart, "s")["output"], json!({"total": 10, "units": 2, "lines": 1}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,11 @@
-// Builds the JavaScript step plugins (componentize-js: SpiderMonkey, no AOT)
-// and the WAT guest (wasm-tools from jco) into components. Skips outputs
-// newer than their sources. Usage: node build.mjs <output directory>
-import { componentize } from '@bytecodealliance/componentize-js';
+// Builds the JavaScript and TypeScript step plugins (written with
+// @stepwise/sdk, see sdk/build.mjs: QuickJS for sync steps, SpiderMonkey for
+// async ones) and the WAT guest (wasm-tools from jco) into components. Skips
+// outputs newer than their sources. Usage: node build.mjs <output directory>
+import { buildStep } from '@stepwise/sdk/build';
 import { parse, componentEmbed, componentNew } from '@bytecodealliance/jco';
-import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,8 +15,9 @@ const out = process.argv[2] ?? join(here, '../../build/plugins');
 
 // plugin name -> source, world (the smallest that has what the step imports)
 const steps = {
-  'js-reserve-inventory': { source: 'steps/reserve-inventory.js', world: 'step-services' },
-  'js-cart-total': { source: 'steps/cart-total.js', world: 'step-log' },
+  'js-reserve-inventory': { source: 'steps/reserve-inventory.js', world: 'skippable-step-services' },
+  'js-cart-total': { source: 'steps/cart-total.js', world: 'skippable-step-log' },
+  'js-gift-wrap': { source: 'steps/gift-wrap.ts', world: 'skippable-step-services' },
 };
 
 async function mtime(path) {
@@ -33,24 +36,30 @@ async function upToDate(output, inputs) {
   return true;
 }
 
+// TypeScript steps are type-checked (tsc, against the SDK's types) before
+// rolldown strips their types; once per build.
+let typeChecked = false;
+function typeCheck() {
+  if (typeChecked) return;
+  const tsc = spawnSync(join(here, 'node_modules/.bin/tsc'), ['-p', here], { encoding: 'utf8' });
+  if (tsc.status !== 0) {
+    console.error(`${tsc.stdout}${tsc.stderr}`);
+    throw new Error('the TypeScript steps do not type-check (tsc -p guest-examples/js)');
+  }
+  typeChecked = true;
+}
+
 await mkdir(out, { recursive: true });
 const witFile = join(wit, 'step.wit');
+const sdkFiles = (await readdir(join(here, 'sdk'))).map((file) => join(here, 'sdk', file));
 for (const [name, { source, world }] of Object.entries(steps)) {
   const output = join(out, `${name}.wasm`);
   const manifest = join(here, 'steps', `${name}.toml`);
   if ((await mtime(manifest)) > 0) await copyFile(manifest, join(out, `${name}.toml`));
-  if (await upToDate(output, [join(here, source), witFile, join(here, 'package-lock.json')])) continue;
-  const started = Date.now();
-  const { component } = await componentize({
-    sourcePath: join(here, source),
-    witPath: wit,
-    worldName: world,
-    // No WASI imports the steps do not use (stdio would also hide a trap's
-    // stderr, so it stays enabled: the host captures it).
-    disableFeatures: ['random', 'clocks', 'http', 'fetch-event'],
-  });
-  await writeFile(output, component);
-  console.error(`built ${name} (${component.length} bytes) in ${Date.now() - started} ms`);
+  if (await upToDate(output, [join(here, source), witFile, join(here, 'package-lock.json'), ...sdkFiles])) continue;
+  if (source.endsWith('.ts')) typeCheck();
+  const built = await buildStep({ source: join(here, source), output, wit, world });
+  console.error(`built ${name} (${built.runtime}, ${built.bytes} bytes) in ${built.ms} ms`);
 }
 
 // The WAT guest: the raw contract, embedded and wrapped by wasm-tools.

@@ -1,0 +1,232 @@
+// @stepwise/sdk: Stepwise steps in JavaScript, the way Medusa's Workflows SDK
+// reads (`createStep`, `StepResponse`, `container.resolve`).
+//
+// A step file has no host imports of its own:
+//
+//   import { createStep, StepResponse } from '@stepwise/sdk';
+//   export default createStep('reserve-inventory',
+//     async (input, { container, logger }) => { ...; return new StepResponse(output, compensationData); },
+//     async (compensationData, { container }) => { ... });
+//
+// The build (`@stepwise/sdk/build`) wraps it with `bindStep`, which turns it
+// into the WIT exports `invoke` and `compensate`: JSON text in and out, the
+// `step-outcome` and `step-error` variants, the host's log, services and
+// config. Whatever the step throws becomes a step error, never a trap.
+
+const SKIP = Symbol('stepwise.skip');
+
+/** What a step returns: its output and the data its compensation receives. */
+export class StepResponse {
+  /**
+   * @param {unknown} output the step's output (`$.steps.<id>.output`)
+   * @param {unknown} [compensationData] what `compensate` receives (else the output)
+   */
+  constructor(output, compensationData) {
+    this.output = output;
+    this.compensationData = compensationData;
+  }
+
+  /** Fails the step for good (no retry; the saga compensates). Throws. */
+  static permanentFailure(message = 'permanent failure') {
+    throw new PermanentFailure(message);
+  }
+
+  /** The step had nothing to do: it and the steps reading its output are skipped. */
+  static skip(reason = 'the step skipped itself') {
+    return { [SKIP]: String(reason) };
+  }
+}
+
+/** A failure retrying cannot fix: the step fails and the saga compensates. */
+export class PermanentFailure extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'PermanentFailure';
+  }
+}
+
+/** A host service call that failed (retryable: the host retries the step). */
+export class ServiceError extends Error {
+  constructor(service, method, message) {
+    super(`${service}.${method}: ${message}`);
+    this.name = 'ServiceError';
+  }
+}
+
+/**
+ * A step: `invoke(input, context)` and optionally `compensate(data, context)`,
+ * either sync or async.
+ */
+export function createStep(name, invoke, compensate) {
+  if (typeof name !== 'string' || name === '') throw new TypeError('createStep: the first argument is the step name');
+  if (typeof invoke !== 'function') throw new TypeError(`createStep('${name}'): invoke must be a function`);
+  if (compensate !== undefined && typeof compensate !== 'function') {
+    throw new TypeError(`createStep('${name}'): compensate must be a function when given`);
+  }
+  return { name, invoke, compensate };
+}
+
+/** Whether `fn` is an `async` function (it returns a promise). */
+export function isAsync(fn) {
+  return typeof fn === 'function' && fn.constructor && fn.constructor.name === 'AsyncFunction';
+}
+
+/**
+ * The WIT exports of `step`. `host` holds the imports the world has: `log`,
+ * and when granted `call` (services) and `configGet`; `runtime` names the
+ * JavaScript engine (`quickjs` runs sync steps only).
+ */
+export function bindStep(step, host) {
+  if (!step || typeof step.invoke !== 'function') {
+    throw new TypeError('the step module must `export default createStep(...)`');
+  }
+  if (host.runtime === 'quickjs' && (isAsync(step.invoke) || isAsync(step.compensate))) {
+    throw new TypeError(`step '${step.name}' is async: build it with the spidermonkey runtime`);
+  }
+  const settle = (value, onValue) => {
+    if (value && typeof value.then === 'function') {
+      if (host.runtime === 'quickjs') {
+        throw stepError(new PermanentFailure('the step returned a promise; the quickjs runtime runs sync steps only (build with the spidermonkey runtime)'));
+      }
+      return value.then(onValue, (error) => {
+        throw stepError(error);
+      });
+    }
+    return onValue(value);
+  };
+  return {
+    invoke(ctx, input) {
+      try {
+        const context = makeContext(step, ctx, host);
+        return settle(step.invoke(parseJson(input, 'input'), context), outcome);
+      } catch (error) {
+        throw stepError(error);
+      }
+    },
+    compensate(ctx, data) {
+      if (!step.compensate) return undefined;
+      try {
+        const context = makeContext(step, ctx, host);
+        return settle(step.compensate(parseJson(data, 'compensation data'), context), () => undefined);
+      } catch (error) {
+        throw stepError(error);
+      }
+    },
+  };
+}
+
+function parseJson(text, what) {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new PermanentFailure(`the ${what} is not JSON: ${error.message}`);
+  }
+}
+
+function toJson(value, what) {
+  let text;
+  try {
+    text = JSON.stringify(value === undefined ? null : value);
+  } catch (error) {
+    throw new PermanentFailure(`the ${what} cannot be JSON: ${error.message}`);
+  }
+  if (text === undefined) throw new PermanentFailure(`the ${what} cannot be JSON (a ${typeof value})`);
+  return text;
+}
+
+/** A step function's return value as the WIT `step-outcome`. */
+function outcome(value) {
+  if (value && typeof value === 'object' && SKIP in value) return { tag: 'skipped', val: value[SKIP] };
+  if (value instanceof StepResponse) {
+    const compensation = value.compensationData === undefined ? undefined : toJson(value.compensationData, 'compensation data');
+    return { tag: 'done', val: { output: toJson(value.output, 'output'), compensation } };
+  }
+  return { tag: 'done', val: { output: toJson(value, 'output'), compensation: undefined } };
+}
+
+/** Anything thrown as the WIT `step-error`: permanent or retryable, with its message and stack. */
+function stepError(error) {
+  if (error && typeof error === 'object' && (error.tag === 'retryable' || error.tag === 'permanent')) {
+    return { tag: error.tag, val: String(error.val) };
+  }
+  if (error instanceof PermanentFailure) return { tag: 'permanent', val: error.message };
+  let message;
+  if (error instanceof Error) {
+    message = `${error.name}: ${error.message}`;
+    if (error.stack) message += `\n${String(error.stack).trim()}`;
+  } else {
+    try {
+      message = typeof error === 'string' ? error : `thrown: ${JSON.stringify(error)}`;
+    } catch {
+      message = `thrown: ${String(error)}`;
+    }
+  }
+  return { tag: 'retryable', val: message };
+}
+
+function makeContext(step, ctx, host) {
+  const logger = makeLogger(host);
+  const context = {
+    workflow: ctx.workflow,
+    executionId: ctx.executionId,
+    stepId: ctx.stepId,
+    stepName: step.name,
+    attempt: ctx.attempt,
+    idempotencyKey: ctx.idempotencyKey,
+    logger,
+    container: makeContainer(host),
+    config: {
+      get(key) {
+        if (!host.configGet) throw new Error(`config.get('${key}'): this step's world has no config (grant capabilities.config and build with a kv world)`);
+        const value = host.configGet(String(key));
+        return value === null ? undefined : value;
+      },
+    },
+  };
+  // Medusa's steps destructure `{ container, context }`.
+  context.context = context;
+  return context;
+}
+
+function makeLogger(host) {
+  const line = (level) => (...parts) => {
+    const text = parts.map((part) => (typeof part === 'string' ? part : safeJson(part))).join(' ');
+    host.log(level, text);
+  };
+  return { trace: line('trace'), debug: line('debug'), info: line('info'), warn: line('warn'), error: line('error') };
+}
+
+function safeJson(value) {
+  try {
+    return value instanceof Error ? `${value.name}: ${value.message}` : JSON.stringify(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/** `container.resolve('inventory').reserve(input)` calls the granted host service. */
+function makeContainer(host) {
+  return {
+    resolve(service) {
+      if (!host.call) {
+        throw new Error(`container.resolve('${service}'): this step's world has no services (grant capabilities.services and build with a services world)`);
+      }
+      return new Proxy({}, {
+        get(_, method) {
+          if (typeof method !== 'string' || method === 'then') return undefined;
+          return (input) => {
+            let output;
+            try {
+              output = host.call(String(service), method, toJson(input, `input of ${service}.${method}`));
+            } catch (error) {
+              if (error instanceof PermanentFailure) throw error;
+              const message = error && typeof error === 'object' && 'payload' in error ? error.payload : error && error.message ? error.message : String(error);
+              throw new ServiceError(service, method, message);
+            }
+            return parseJson(output, `answer of ${service}.${method}`);
+          };
+        },
+      });
+    },
+  };
+}
