@@ -565,9 +565,16 @@ fn holding_http_server(held: usize) -> (u16, std::sync::mpsc::Receiver<String>) 
         let mut unanswered = Vec::new();
         for (index, stream) in listener.incoming().take(8).enumerate() {
             let Ok(mut stream) = stream else { continue };
+            // The whole head, however many reads it takes.
+            let mut head = Vec::new();
             let mut buffer = [0u8; 4096];
-            let read = stream.read(&mut buffer).unwrap_or(0);
-            let _ = heads.send(String::from_utf8_lossy(&buffer[..read]).to_lowercase());
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => head.extend_from_slice(&buffer[..read]),
+                }
+            }
+            let _ = heads.send(String::from_utf8_lossy(&head).to_lowercase());
             if index < held {
                 unanswered.push(stream);
             } else {

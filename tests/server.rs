@@ -652,7 +652,11 @@ async fn the_web_view_actions_work_when_clicked_in_a_browser() {
     // Retry the failed execution's compensations: it ends compensated.
     let show = |execution: &str| format!("location.hash = '#/executions/{execution}'");
     page.evaluate(&show(&id(&failed))).await;
-    page.wait_for("the retry button", "document.querySelector('button[data-action=retry]')").await;
+    let retry = format!(
+        "document.body.innerText.includes('{}') && document.querySelector('button[data-action=retry]')",
+        id(&failed)
+    );
+    page.wait_for("the retry button", &retry).await;
     page.evaluate("document.querySelector('button[data-action=retry]').click()").await;
     page.wait_for("the retry's answer", "document.getElementById('action-result').innerText.startsWith('done')").await;
     let retried = server.until(&id(&failed), "became compensated", |e| e["status"] == "compensated").await;
@@ -665,8 +669,15 @@ async fn the_web_view_actions_work_when_clicked_in_a_browser() {
              document.querySelector('form.complete[data-step=ask] button[data-outcome={outcome}]').click()"
         )
     };
+    // Each page is waited for by its execution's id: the previous one's
+    // form must not be mistaken for it.
+    let form_of = |execution: &str| {
+        format!(
+            "document.body.innerText.includes('{execution}') && document.querySelector('form.complete[data-step=ask]')"
+        )
+    };
     page.evaluate(&show(&waiting[0])).await;
-    page.wait_for("the completion form", "document.querySelector('form.complete[data-step=ask]')").await;
+    page.wait_for("the completion form", &form_of(&waiting[0])).await;
     page.evaluate(&fill_and_press("success", r#"{"approved": "by ana"}"#)).await;
     let completed = server.until(&waiting[0], "became succeeded", |e| e["status"] == "succeeded").await;
     let after = completed["steps"].as_array().unwrap().iter().find(|s| s["id"] == "after").unwrap().clone();
@@ -674,14 +685,14 @@ async fn the_web_view_actions_work_when_clicked_in_a_browser() {
 
     // Fail one: the text becomes the step's error, and the execution rolls back.
     page.evaluate(&show(&waiting[1])).await;
-    page.wait_for("the completion form", "document.querySelector('form.complete[data-step=ask]')").await;
+    page.wait_for("the completion form", &form_of(&waiting[1])).await;
     page.evaluate(&fill_and_press("failure", r#""no budget this quarter""#)).await;
     let rejected = server.until(&waiting[1], "became compensated", |e| e["status"] == "compensated").await;
     assert!(rejected["error"]["message"].as_str().unwrap().contains("no budget this quarter"), "{rejected:#}");
 
     // JSON that does not parse is refused in the page, and nothing is sent.
     page.evaluate(&show(&waiting[2])).await;
-    page.wait_for("the completion form", "document.querySelector('form.complete[data-step=ask]')").await;
+    page.wait_for("the completion form", &form_of(&waiting[2])).await;
     page.evaluate(&fill_and_press("success", "{not json")).await;
     page.wait_for("the refusal", "document.getElementById('action-result').innerText.startsWith('not JSON')").await;
     let (_, still) = server.get(&format!("/v1/executions/{}", waiting[2])).await;
@@ -693,21 +704,24 @@ async fn the_web_view_actions_work_when_clicked_in_a_browser() {
     assert_eq!(cancelled["error"]["kind"], "cancelled", "{cancelled:#}");
 }
 
-/// An OTLP/HTTP collector on a loopback port: the spans it was sent.
+/// An OTLP/HTTP collector on a loopback port: the spans it was sent, each
+/// with its resource's attributes under `resource`; a body that is not
+/// OTLP/JSON is kept as `{"unreadable": ...}` for the test to see.
 async fn otlp_collector() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
     let spans = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = spans.clone();
     let collect = move |body: axum::body::Bytes| async move {
-        let request: Value = serde_json::from_slice(&body).expect("an OTLP/JSON body");
+        let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+            sink.lock().unwrap().push(json!({"unreadable": String::from_utf8_lossy(&body)}));
+            return ([("content-type", "application/json")], "{}");
+        };
         for resource in request["resourceSpans"].as_array().into_iter().flatten() {
-            let service = json!({"key": "service.name", "value": {"stringValue": "stepwise"}});
-            assert!(
-                resource["resource"]["attributes"].as_array().unwrap().contains(&service),
-                "{}",
-                resource["resource"]
-            );
             for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
-                sink.lock().unwrap().extend(scope["spans"].as_array().into_iter().flatten().cloned());
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    let mut span = span.clone();
+                    span["resource"] = resource["resource"]["attributes"].clone();
+                    sink.lock().unwrap().push(span);
+                }
             }
         }
         ([("content-type", "application/json")], "{}")
@@ -752,7 +766,10 @@ async fn each_execution_is_a_trace_of_its_attempts_and_compensations_sent_over_o
         assert!(started.elapsed() < Duration::from_secs(30), "the trace never arrived: {trace:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    assert!(!spans.lock().unwrap().iter().any(|s| s.get("unreadable").is_some()), "every body is OTLP/JSON");
     let root = trace.iter().find(|s| s["parentSpanId"] == "").unwrap();
+    let service = json!({"key": "service.name", "value": {"stringValue": "stepwise"}});
+    assert!(root["resource"].as_array().unwrap().contains(&service), "{}", root["resource"]);
     assert_eq!(root["name"], "execution accept-quote-declined");
     assert_eq!(attribute(root, "outcome"), "compensated");
     assert_eq!(attribute(root, "tenant"), "acme");
@@ -784,4 +801,26 @@ async fn each_execution_is_a_trace_of_its_attempts_and_compensations_sent_over_o
         assert_eq!(attribute(compensation[0], "outcome"), "succeeded");
     }
     assert!(named("compensation order").is_empty(), "the failed step is not compensated");
+
+    // Cancelled after it succeeded, an execution ends twice: one root, and
+    // the second ending a child of it.
+    let (_, succeeded) = server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
+    let id = succeeded["execution_id"].as_str().unwrap().to_string();
+    server.post(&format!("/v1/executions/{id}/cancel"), json!({"reason": "customer changed their mind"})).await;
+    server.until(&id, "was compensated", |e| e["status"] == "compensated").await;
+    let trace_id = id.replace('-', "");
+    let started = Instant::now();
+    let trace = loop {
+        let trace: Vec<Value> = spans.lock().unwrap().iter().filter(|s| s["traceId"] == trace_id).cloned().collect();
+        if trace.iter().any(|s| s["name"] == "execution accept-quote (ended again)") {
+            break trace;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the second ending never arrived: {trace:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let roots: Vec<&Value> = trace.iter().filter(|s| s["parentSpanId"] == "").collect();
+    assert_eq!(roots.len(), 1, "one root: {trace:#?}");
+    assert_eq!(attribute(roots[0], "outcome"), "succeeded");
+    let again = trace.iter().find(|s| s["name"] == "execution accept-quote (ended again)").unwrap();
+    assert_eq!((attribute(again, "outcome").as_str(), &again["parentSpanId"]), ("compensated", &roots[0]["spanId"]));
 }

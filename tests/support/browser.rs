@@ -60,6 +60,13 @@ impl Page {
 
     /// Sends a DevTools command and returns its result.
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let reply = self.try_call(method, params).await;
+        assert!(reply["error"].is_null(), "{method}: {reply}");
+        reply["result"].clone()
+    }
+
+    /// Sends a DevTools command and returns the whole reply (`result` or `error`).
+    async fn try_call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let text = json!({"id": id, "method": method, "params": params}).to_string();
@@ -69,8 +76,7 @@ impl Page {
             let Message::Text(text) = message else { continue };
             let reply: Value = serde_json::from_str(&text).unwrap();
             if reply["id"] == id {
-                assert!(reply["error"].is_null(), "{method}: {reply}");
-                return reply["result"].clone();
+                return reply;
             }
         }
     }
@@ -87,10 +93,12 @@ impl Page {
     /// server answers); returns its value. Panics with `what` after 30 s.
     pub async fn wait_for(&mut self, what: &str, expression: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let guarded = format!("(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()");
         loop {
-            let value = self
-                .evaluate(&format!("(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()"))
-                .await;
+            // A page being replaced (navigation) answers with an error: try again.
+            let params = json!({"expression": guarded, "returnByValue": true});
+            let reply = self.try_call("Runtime.evaluate", params).await;
+            let value = reply["result"]["result"]["value"].clone();
             let truthy = !matches!(&value, Value::Null | Value::Bool(false)) && value != json!("") && value != json!(0);
             if truthy {
                 return value;

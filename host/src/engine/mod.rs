@@ -249,6 +249,7 @@ impl Engine {
                 started: machine.started_at().unwrap_or(at),
                 finished: at,
                 cost: &machine.cost(),
+                ended_before: machine.endings() > 1,
             });
         }
     }

@@ -116,9 +116,13 @@ fn node_status(node: &NodeState) -> StepStatus {
             return status;
         }
     }
+    let nothing_active = node.elements.iter().all(|unit| !unit.phase.is_active());
     match node.phase {
         NodePhase::Succeeded => StepStatus::Succeeded,
         _ if statuses.contains(&StepStatus::Cancelled) => StepStatus::Cancelled,
+        // Rolled back while its elements ran: some skipped themselves, the
+        // others never started.
+        _ if nothing_active && statuses.contains(&StepStatus::Skipped) => StepStatus::Skipped,
         _ => StepStatus::Running,
     }
 }
@@ -169,6 +173,9 @@ pub struct UnitView {
     /// A hook handler's priority.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// Why its guest skipped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
     /// How it ran.
     #[serde(flatten)]
     pub run: RunView,
@@ -285,6 +292,7 @@ fn unit_view(machine: &Machine, unit: Unit, state: &StepState) -> UnitView {
         index: step.for_each.as_ref().map(|_| unit.element),
         plugin: handler.map(|h| h.plugin.clone()),
         priority: handler.map(|h| h.priority),
+        skip_reason: state.skip_reason.as_ref().map(|reason| format!("the step skipped itself: {reason}")),
         run: RunView {
             status: state.phase.into(),
             attempts: state.attempts,

@@ -71,6 +71,9 @@ pub struct ExecutionSpan<'a> {
     pub finished: Timestamp,
     /// Its calls' cost, summed.
     pub cost: &'a CallCost,
+    /// Whether it ended before (rolled back after it succeeded, retried
+    /// after it failed): the trace has its root, this ending is a child.
+    pub ended_before: bool,
 }
 
 impl Traces {
@@ -120,11 +123,16 @@ impl Traces {
         ];
         attributes.extend(cost_attributes(execution.cost));
         attributes.extend(execution.tenant.map(|tenant| KeyValue::new("tenant", tenant.to_string())));
-        let builder = SpanBuilder::from_name(format!("execution {}", execution.workflow))
+        let name = if execution.ended_before { "execution {} (ended again)" } else { "execution {}" };
+        let builder = SpanBuilder::from_name(name.replace("{}", execution.workflow))
             .with_kind(SpanKind::Internal)
             .with_start_time(system_time(execution.started))
             .with_attributes(attributes);
-        let mut span = otlp::root_span(&self.tracer, execution.execution_id, builder);
+        let mut span = if execution.ended_before {
+            self.tracer.build_with_context(builder, &otlp::execution_parent(execution.execution_id))
+        } else {
+            otlp::root_span(&self.tracer, execution.execution_id, builder)
+        };
         span.set_status(match execution.status {
             "succeeded" => Status::Ok,
             other => Status::error(other.to_string()),

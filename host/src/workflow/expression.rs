@@ -70,17 +70,24 @@ impl Expression {
         })
     }
 
-    /// Compiles a `when` condition: besides [`Expression::compile`]'s checks,
-    /// an expression whose value its syntax alone shows is not a boolean (a
-    /// number, a string, arithmetic, a list, `size(..)`) is refused at load.
+    /// Checks the expression as a `when` condition: one whose value its
+    /// syntax alone shows is not a boolean (a number, a string, arithmetic, a
+    /// list, `size(..)`) is refused when a workflow is loaded.
+    pub fn check_is_condition(&self) -> Result<(), String> {
+        match result_kind(self.program.expression()) {
+            Some(kind) if kind != BOOLEAN => {
+                Err(format!("`{}` is a condition and must be true or false, but it is always {kind}", self.source))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Compiles a `when` condition ([`Expression::compile`], then
+    /// [`Expression::check_is_condition`]).
     pub fn compile_condition(source: &str) -> Result<Self, String> {
         let expression = Self::compile(source)?;
-        match result_kind(expression.program.expression()) {
-            Some(kind) if kind != BOOLEAN => {
-                Err(format!("`{source}` is a condition and must be true or false, but it is always {kind}"))
-            }
-            _ => Ok(expression),
-        }
+        expression.check_is_condition()?;
+        Ok(expression)
     }
 
     /// The expression as written.

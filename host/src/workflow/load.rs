@@ -83,6 +83,11 @@ impl Workflow {
         stack.push(definition.name.clone());
         let validated = validate(&definition, plugins, &mut problems);
         let mut children = BTreeMap::new();
+        if let (Some(_), Some((steps, ..))) = (workflows, &validated) {
+            // New definitions only: a stored one replays as it was accepted,
+            // whatever checks were added since.
+            check_conditions(steps, &mut problems);
+        }
         if let Some(workflows) = workflows {
             resolve_children(&definition, plugins, workflows, stack, &mut children, &mut problems);
         }
@@ -98,6 +103,17 @@ impl Workflow {
                 children,
             }),
             _ => Err(WorkflowError { source_name: source_name.to_string(), problems }),
+        }
+    }
+}
+
+/// Refuses `when` conditions whose syntax shows they are never true or false.
+fn check_conditions(steps: &[Step], problems: &mut Vec<Problem>) {
+    for step in steps {
+        let Some(condition) = &step.when else { continue };
+        if let Err(message) = condition.check_is_condition() {
+            let problem = if step.is_hook() { Problem::hook } else { Problem::step };
+            problems.push(problem(step.id.as_str(), "when", message));
         }
     }
 }

@@ -296,3 +296,13 @@ fn conditions_and_hooks_add_dependencies_like_references() {
     assert_eq!(pay.data_dependencies, vec![0, 2]);
     assert!(workflow.steps()[2].is_hook());
 }
+
+#[test]
+fn a_stored_definition_replays_whatever_condition_checks_were_added_since() {
+    // Accepted before conditions were type-checked at load: an execution
+    // started with it must still replay.
+    let text = "name = \"old\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\nwhen = \"size(input.items)\"\n";
+    let definition = Workflow::parse_toml("old.toml", text).unwrap();
+    assert!(Workflow::revalidate_stored("stored definition", definition).is_ok());
+    assert!(only_problem(text).contains("must be true or false"), "a new one is refused");
+}

@@ -147,10 +147,6 @@ fn compile_expression(source: &str, at: &Located<'_>, problems: &mut Vec<Problem
     Expression::compile(source).map_err(|message| problems.push(at.problem("", message))).ok()
 }
 
-fn compile_condition(source: &str, at: &Located<'_>, problems: &mut Vec<Problem>) -> Option<Expression> {
-    Expression::compile_condition(source).map_err(|message| problems.push(at.problem("", message))).ok()
-}
-
 fn validate_step(
     definition: &WorkflowDefinition,
     step: &StepDefinition,
@@ -241,7 +237,7 @@ fn validate_step(
     }
     let when = step.when.as_ref().and_then(|source| {
         let at = Located { node: Some(&node), field: "when" };
-        let expression = compile_condition(source, &at, problems)?;
+        let expression = compile_expression(source, &at, problems)?;
         data.extend(graph.expression_references(&expression, &at, false, problems));
         Some(expression)
     });
@@ -334,7 +330,7 @@ fn validate_hook(
     }
     let when = hook.when.as_ref().and_then(|source| {
         let at = Located { node: Some(&node), field: "when" };
-        let expression = compile_condition(source, &at, problems)?;
+        let expression = compile_expression(source, &at, problems)?;
         data.extend(graph.expression_references(&expression, &at, false, problems));
         Some(expression)
     });

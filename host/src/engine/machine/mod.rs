@@ -59,6 +59,8 @@ pub struct Machine {
     error: Option<ExecutionError>,
     started_at: Option<Timestamp>,
     finished_at: Option<Timestamp>,
+    /// How many times it reached a final status.
+    endings: u32,
     pinned: Pinned,
     /// The log format: from version 2, decisions are recorded events.
     log_version: u32,
@@ -111,6 +113,7 @@ impl Machine {
             error: None,
             started_at: None,
             finished_at: None,
+            endings: 0,
             pinned: Pinned::default(),
             log_version: LOG_VERSION,
         }
@@ -207,6 +210,12 @@ impl Machine {
     /// When it reached a final status.
     pub fn finished_at(&self) -> Option<Timestamp> {
         self.finished_at
+    }
+
+    /// How many times it reached a final status: more than once when it was
+    /// rolled back after it succeeded, or retried after it failed.
+    pub fn endings(&self) -> u32 {
+        self.endings
     }
 
     /// What its calls cost, summed over every unit.

@@ -286,7 +286,24 @@ impl Machine {
         self.record(at, TimelineKind::StepSkipped { step, reason: format!("the step skipped itself: {reason}") });
         if self.status.is_forward() {
             self.settle_node_if_done(at, unit.node);
+        } else if self.is_plain(unit.node) {
+            // Rolling back: nothing starts after it, but it reads as skipped.
+            self.mark_self_skipped(at, unit.node, &reason);
         }
+    }
+
+    /// A plain step: one unit, neither a fan-out nor a hook.
+    fn is_plain(&self, node: usize) -> bool {
+        let step = &self.workflow.steps()[node];
+        step.for_each.is_none() && !step.is_hook()
+    }
+
+    /// Marks a plain step's node skipped by its own guest; its timeline
+    /// entry was recorded with the unit's skip.
+    fn mark_self_skipped(&mut self, at: Timestamp, node: usize, reason: &str) {
+        let state = &mut self.nodes[node];
+        state.phase = NodePhase::Skipped { reason: format!("the step skipped itself: {reason}") };
+        state.finished_at = Some(at);
     }
 
     /// A unit failed for good, and its step says to go on (`on_permanent_failure`
@@ -325,16 +342,11 @@ impl Machine {
         if !elements.iter().all(settled) {
             return;
         }
-        let step = &self.workflow.steps()[node];
-        let plain = step.for_each.is_none() && !step.is_hook();
-        if let (true, [StepState { skip_reason: Some(reason), .. }]) = (plain, elements.as_slice()) {
-            // Its own skip is in the timeline already, under the same name.
+        if let (true, [StepState { skip_reason: Some(reason), .. }]) = (self.is_plain(node), elements.as_slice()) {
             let reason = reason.clone();
-            let state = &mut self.nodes[node];
-            state.phase = NodePhase::Skipped { reason: format!("the step skipped itself: {reason}") };
-            state.finished_at = Some(at);
-            return;
+            return self.mark_self_skipped(at, node, &reason);
         }
+        let step = &self.workflow.steps()[node];
         let single_skipped = step.for_each.is_none()
             && step.on_permanent_failure == OnPermanentFailure::Skip
             && elements.iter().all(|element| element.tolerated);
@@ -388,6 +400,7 @@ impl Machine {
                 self.output = Some(output);
                 self.status = ExecutionStatus::Succeeded;
                 self.finished_at = Some(at);
+                self.endings += 1;
                 self.record(at, TimelineKind::ExecutionSucceeded);
                 commands.push(Command::Finish);
             }

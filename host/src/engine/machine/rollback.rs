@@ -162,6 +162,7 @@ impl Machine {
         let any_failed = self.units().any(|unit| self.unit(unit).phase == StepPhase::CompensationFailed);
         self.status = if any_failed { ExecutionStatus::Failed } else { ExecutionStatus::Compensated };
         self.finished_at = Some(at);
+        self.endings += 1;
         let kind = if any_failed { TimelineKind::ExecutionFailed } else { TimelineKind::ExecutionCompensated };
         self.record(at, kind);
         commands.push(Command::Finish);

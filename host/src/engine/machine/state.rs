@@ -85,7 +85,7 @@ impl StepPhase {
     }
 
     /// Whether the unit started and has not ended its forward life.
-    pub(super) fn is_active(self) -> bool {
+    pub(crate) fn is_active(self) -> bool {
         self.is_busy() || matches!(self, Self::Waiting { .. } | Self::ChildWaiting { .. })
     }
 

@@ -67,6 +67,26 @@ fn an_attempt_in_flight_that_skips_during_a_rollback_is_not_compensated() {
     let commands =
         machine.feed(at(5), Event::AttemptSkipped { step: id("b"), attempt: 1, reason, logs: vec![], cost: None });
     assert_eq!(compensating(&commands), vec![(0, json!("a"))], "only a is compensated");
+    assert!(matches!(&machine.nodes()[1].phase, NodePhase::Skipped { reason } if reason.contains("nothing to do")));
+}
+
+#[test]
+fn a_fan_out_rolled_back_while_its_element_skipped_reads_as_skipped_not_running() {
+    let workflow = Arc::new(
+        Workflow::builder("w")
+            .step(StepBuilder::new("each", "p", json!({"x": "$.item"})).for_each("$.input.items", Some(1)))
+            .build(&plugins())
+            .unwrap(),
+    );
+    let (mut machine, _) = start(workflow, json!({"items": [1, 2, 3]}));
+    machine.feed(at(1), Event::AttemptStarted { step: id("each[0]"), attempt: 1 });
+    machine.feed(at(2), Event::RollbackRequested { reason: "operator".into() });
+    let reason = "nothing to do".to_string();
+    machine.feed(at(3), Event::AttemptSkipped { step: id("each[0]"), attempt: 1, reason, logs: vec![], cost: None });
+    assert_eq!(machine.status(), ExecutionStatus::Compensated);
+    let view = crate::engine::view::ExecutionView::of(&machine).to_json();
+    assert_eq!(view["steps"][0]["status"], "skipped", "{view:#}");
+    assert_eq!(view["steps"][0]["elements"][0]["skip_reason"], "the step skipped itself: nothing to do");
 }
 
 #[test]
