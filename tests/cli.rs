@@ -199,7 +199,7 @@ fn schema_describes_the_workflow_format() {
 #[test]
 fn new_creates_step_projects_that_build_and_run_in_every_language() {
     let dir = scratch_dir("new");
-    for lang in ["rust", "js", "python"] {
+    for lang in ["rust", "js", "ts", "python"] {
         let name = format!("hello-{lang}");
         let output = stepwise(&["new", &name, "--lang", lang, "--dir", dir.to_str().unwrap()]);
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -210,7 +210,7 @@ fn new_creates_step_projects_that_build_and_run_in_every_language() {
         // Reuse the toolchains scripts/build-guests.sh installed (same pinned
         // versions): the Rust target directory, the npm packages, the venv.
         match lang {
-            "js" => std::os::unix::fs::symlink(
+            "js" | "ts" => std::os::unix::fs::symlink(
                 repo_root().join("guest-examples/js/node_modules"),
                 project.join("node_modules"),
             ),

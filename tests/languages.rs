@@ -196,3 +196,18 @@ async fn infinite_loops_in_javascript_and_python_are_stopped_by_the_same_limits(
         assert_eq!(ok.unwrap().to_json()["status"], "succeeded", "the host keeps serving beside {plugin}");
     }
 }
+
+/// The JavaScript steps' unit tests (`node --test`, through the SDK's
+/// binding with services answered by functions: no Wasm) pass.
+#[test]
+fn the_javascript_steps_unit_tests_pass_in_node() {
+    plugins_dir(); // installs the pinned npm packages
+    let output = std::process::Command::new("node")
+        .args(["--test", "test/"])
+        .current_dir(repo_root().join("guest-examples/js"))
+        .output()
+        .expect("running node");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(report.contains("# pass 4") && report.contains("# fail 0"), "{report}");
+}

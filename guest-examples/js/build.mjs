@@ -13,11 +13,11 @@ const here = dirname(fileURLToPath(import.meta.url));
 const wit = join(here, '../../wit');
 const out = process.argv[2] ?? join(here, '../../build/plugins');
 
-// plugin name -> source, world (the smallest that has what the step imports)
+// plugin name -> source (the world follows the grants of steps/<name>.toml)
 const steps = {
-  'js-reserve-inventory': { source: 'steps/reserve-inventory.js', world: 'skippable-step-services' },
-  'js-cart-total': { source: 'steps/cart-total.js', world: 'skippable-step-log' },
-  'js-gift-wrap': { source: 'steps/gift-wrap.ts', world: 'skippable-step-services' },
+  'js-reserve-inventory': 'steps/reserve-inventory.js',
+  'js-cart-total': 'steps/cart-total.js',
+  'js-gift-wrap': 'steps/gift-wrap.ts',
 };
 
 async function mtime(path) {
@@ -52,14 +52,16 @@ function typeCheck() {
 await mkdir(out, { recursive: true });
 const witFile = join(wit, 'step.wit');
 const sdkFiles = (await readdir(join(here, 'sdk'))).map((file) => join(here, 'sdk', file));
-for (const [name, { source, world }] of Object.entries(steps)) {
+for (const [name, source] of Object.entries(steps)) {
   const output = join(out, `${name}.wasm`);
   const manifest = join(here, 'steps', `${name}.toml`);
-  if ((await mtime(manifest)) > 0) await copyFile(manifest, join(out, `${name}.toml`));
-  if (await upToDate(output, [join(here, source), witFile, join(here, 'package-lock.json'), ...sdkFiles])) continue;
+  const hasManifest = (await mtime(manifest)) > 0;
+  if (hasManifest) await copyFile(manifest, join(out, `${name}.toml`));
+  const inputs = [join(here, source), witFile, join(here, 'package-lock.json'), ...sdkFiles, ...(hasManifest ? [manifest] : [])];
+  if (await upToDate(output, inputs)) continue;
   if (source.endsWith('.ts')) typeCheck();
-  const built = await buildStep({ source: join(here, source), output, wit, world });
-  console.error(`built ${name} (${built.runtime}, ${built.bytes} bytes) in ${built.ms} ms`);
+  const built = await buildStep({ source: join(here, source), output, wit, manifest: hasManifest ? manifest : undefined });
+  console.error(`built ${name} (${built.runtime}, ${built.world}, ${built.bytes} bytes) in ${built.ms} ms`);
 }
 
 // The WAT guest: the raw contract, embedded and wrapped by wasm-tools.

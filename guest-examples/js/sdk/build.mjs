@@ -8,7 +8,7 @@
 //      (componentize-js, ~12 MB) for `async` ones: QuickJS's non-async
 //      runtime cannot wait for a promise inside a call.
 import { rolldown } from 'rolldown';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -27,12 +27,14 @@ const WORLDS = {
  * @param {string} options.source the step file (`export default createStep(...)`)
  * @param {string} options.output the component to write
  * @param {string} options.wit the WIT directory (stepwise:step@0.1.0)
- * @param {string} [options.world] one of WORLDS (default: `skippable-step-log`)
+ * @param {string} [options.manifest] the plugin's manifest: the world follows its grants
+ * @param {string} [options.world] one of WORLDS (default: from the manifest, else `skippable-step-log`)
  * @param {'auto'|'quickjs'|'spidermonkey'} [options.runtime] (default: `auto`)
- * @returns {Promise<{runtime: string, bytes: number, ms: number}>}
+ * @returns {Promise<{runtime: string, world: string, bytes: number, ms: number}>}
  */
-export async function buildStep({ source, output, wit, world = 'skippable-step-log', runtime = 'auto' }) {
+export async function buildStep({ source, output, wit, manifest, world, runtime = 'auto' }) {
   const started = Date.now();
+  world ??= manifest ? worldFor(await readFile(manifest, 'utf8'), manifest) : 'skippable-step-log';
   const imports = WORLDS[world];
   if (!imports) throw new Error(`${source}: unknown world \`${world}\` (one of ${Object.keys(WORLDS).join(', ')})`);
   if (!['auto', 'quickjs', 'spidermonkey'].includes(runtime)) {
@@ -48,10 +50,28 @@ export async function buildStep({ source, output, wit, world = 'skippable-step-l
     await writeFile(entryPath, entry);
     const component = runtime === 'quickjs' ? await quickjs(entryPath, entry, wit, world) : await spidermonkey(entryPath, wit, world);
     await writeFile(output, component);
-    return { runtime, bytes: component.length, ms: Date.now() - started };
+    return { runtime, world, bytes: component.length, ms: Date.now() - started };
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The smallest world whose imports a manifest grants: `services` for
+ * `container`, `kv` and `config` (granted together) for `config.get`.
+ */
+export function worldFor(manifestText, path = 'the manifest') {
+  const capabilities = (manifestText.split(/^\s*\[capabilities\]\s*$/m)[1] ?? '').split(/^\s*\[/m)[0];
+  const granted = (key, value) => new RegExp(`^\\s*${key}\\s*=\\s*${value}`, 'm').test(capabilities);
+  const services = granted('services', '\\[\\s*"');
+  const kv = granted('kv', 'true');
+  const config = granted('config', 'true');
+  if (kv !== config) {
+    throw new Error(`${path}: grant both \`kv\` and \`config\` or neither (a JavaScript step's world imports them together)`);
+  }
+  if (services && kv) return 'skippable-step';
+  if (services) return 'skippable-step-services';
+  return kv ? 'skippable-step-kv' : 'skippable-step-log';
 }
 
 const ENTRY = '\0stepwise-entry';

@@ -1,4 +1,4 @@
-//! `stepwise new <name> --lang rust|js|python`: a ready-to-build step project.
+//! `stepwise new <name> --lang rust|js|ts|python`: a ready-to-build step project.
 //!
 //! The project holds the WIT contract, the step's source with its bindings
 //! set up, a `build.sh` that installs the language's toolchain from its
@@ -14,8 +14,10 @@ use std::process::ExitCode;
 pub enum Language {
     /// Rust with wit-bindgen, for `wasm32-wasip2`.
     Rust,
-    /// JavaScript with componentize-js.
+    /// JavaScript with @stepwise/sdk (QuickJS, or SpiderMonkey when async).
     Js,
+    /// TypeScript with @stepwise/sdk (type-checked by tsc).
+    Ts,
     /// Python with componentize-py.
     Python,
 }
@@ -34,6 +36,23 @@ pub struct NewArgs {
 }
 
 const WIT: &str = include_str!("../../../wit/step.wit");
+
+/// What builds a JavaScript or TypeScript step: the pinned toolchain and the build script.
+const JS_BUILD: &[(&str, &str, bool)] = &[
+    ("package.json", include_str!("templates/js/package.json"), false),
+    ("build.mjs", include_str!("templates/js/build.mjs"), false),
+    ("build.sh", include_str!("templates/js/build.sh"), true),
+];
+
+/// @stepwise/sdk, vendored into a JavaScript or TypeScript project (the
+/// same files as guest-examples/js/sdk).
+const SDK: &[(&str, &str, bool)] = &[
+    ("stepwise-sdk/package.json", include_str!("../../../guest-examples/js/sdk/package.json"), false),
+    ("stepwise-sdk/index.js", include_str!("../../../guest-examples/js/sdk/index.js"), false),
+    ("stepwise-sdk/index.d.ts", include_str!("../../../guest-examples/js/sdk/index.d.ts"), false),
+    ("stepwise-sdk/build.mjs", include_str!("../../../guest-examples/js/sdk/build.mjs"), false),
+    ("stepwise-sdk/testing.js", include_str!("../../../guest-examples/js/sdk/testing.js"), false),
+];
 const WORKFLOW: &str = include_str!("templates/workflow.toml");
 
 /// The files of a project: path inside it, content, whether it is executable.
@@ -44,12 +63,16 @@ fn files(lang: Language) -> Vec<(&'static str, &'static str, bool)> {
             ("src/lib.rs", include_str!("templates/rust/lib.rs"), false),
             ("build.sh", include_str!("templates/rust/build.sh"), true),
         ],
-        Language::Js => vec![
-            ("package.json", include_str!("templates/js/package.json"), false),
-            ("step.js", include_str!("templates/js/step.js"), false),
-            ("build.mjs", include_str!("templates/js/build.mjs"), false),
-            ("build.sh", include_str!("templates/js/build.sh"), true),
-        ],
+        Language::Js => [JS_BUILD, &[("step.js", include_str!("templates/js/step.js"), false)], SDK].concat(),
+        Language::Ts => [
+            JS_BUILD,
+            &[
+                ("step.ts", include_str!("templates/ts/step.ts"), false),
+                ("tsconfig.json", include_str!("templates/ts/tsconfig.json"), false),
+            ],
+            SDK,
+        ]
+        .concat(),
         Language::Python => vec![
             ("app.py", include_str!("templates/python/app.py"), false),
             ("requirements.txt", include_str!("templates/python/requirements.txt"), false),

@@ -1,20 +1,16 @@
-// The `{{name}}` step: a Stepwise step component in JavaScript (world `step-log`).
-//
-// Return `{ output, compensation }` (JSON strings; `compensation` may be
-// undefined). Throw `{ tag: 'retryable', val: '...' }` for a transient failure
-// (the host retries) or `{ tag: 'permanent', val: '...' }` (the saga
-// compensates); anything else thrown is a trap. Record fields are camelCase.
-import { log } from 'stepwise:step/log@0.1.0';
+// The `{{name}}` step, written with @stepwise/sdk (Medusa's createStep, for
+// Stepwise). Return a value (the output), `new StepResponse(output,
+// compensationData)` or `StepResponse.skip(reason)`; throw anything for a
+// retryable error, `StepResponse.permanentFailure(message)` for a permanent
+// one. Host services granted in {{name}}.toml: `container.resolve('name')`.
+import { createStep, StepResponse } from '@stepwise/sdk';
 
-export function invoke(ctx, input) {
-  const { name } = JSON.parse(input);
-  if (typeof name !== 'string') {
-    throw { tag: 'permanent', val: '`name` is missing' };
-  }
-  log('info', `greeting ${name} (attempt ${ctx.attempt})`);
-  return { output: JSON.stringify({ greeting: `Hello, ${name}!` }), compensation: undefined };
-}
-
-export function compensate(ctx, data) {
-  log('info', `nothing to undo for ${data}`);
-}
+export default createStep(
+  '{{name}}',
+  ({ name }, { logger, attempt }) => {
+    if (typeof name !== 'string') StepResponse.permanentFailure('`name` is missing');
+    logger.info(`greeting ${name} (attempt ${attempt})`);
+    return new StepResponse({ greeting: `Hello, ${name}!` }, { name });
+  },
+  (data, { logger }) => logger.info(`nothing to undo for ${data.name}`),
+);
