@@ -4,7 +4,7 @@
 // outputs newer than their sources. Usage: node build.mjs <output directory>
 import { buildStep } from '@stepwise/sdk/build';
 import { parse, componentEmbed, componentNew } from '@bytecodealliance/jco';
-import { copyFile, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,8 @@ const steps = {
   'js-reserve-inventory': 'steps/reserve-inventory.js',
   'js-cart-total': 'steps/cart-total.js',
   'js-gift-wrap': 'steps/gift-wrap.ts',
+  // The same cart total on SpiderMonkey: the benchmark's baseline for QuickJS.
+  'js-cart-total-spidermonkey': { source: 'steps/cart-total.js', runtime: 'spidermonkey', manifest: 'js-cart-total' },
 };
 
 async function mtime(path) {
@@ -52,15 +54,20 @@ function typeCheck() {
 await mkdir(out, { recursive: true });
 const witFile = join(wit, 'step.wit');
 const sdkFiles = (await readdir(join(here, 'sdk'))).map((file) => join(here, 'sdk', file));
-for (const [name, source] of Object.entries(steps)) {
+for (const [name, entry] of Object.entries(steps)) {
+  const { source, runtime = 'auto', manifest: manifestOf = name } = typeof entry === 'string' ? { source: entry } : entry;
   const output = join(out, `${name}.wasm`);
-  const manifest = join(here, 'steps', `${name}.toml`);
+  const manifest = join(here, 'steps', `${manifestOf}.toml`);
   const hasManifest = (await mtime(manifest)) > 0;
-  if (hasManifest) await copyFile(manifest, join(out, `${name}.toml`));
+  if (hasManifest) {
+    // The manifest's name is the plugin's.
+    const text = (await readFile(manifest, 'utf8')).replace(/^name = ".*"$/m, `name = "${name}"`);
+    await writeFile(join(out, `${name}.toml`), text);
+  }
   const inputs = [join(here, source), witFile, join(here, 'package-lock.json'), ...sdkFiles, ...(hasManifest ? [manifest] : [])];
   if (await upToDate(output, inputs)) continue;
   if (source.endsWith('.ts')) typeCheck();
-  const built = await buildStep({ source: join(here, source), output, wit, manifest: hasManifest ? manifest : undefined });
+  const built = await buildStep({ source: join(here, source), output, wit, runtime, manifest: hasManifest ? manifest : undefined });
   console.error(`built ${name} (${built.runtime}, ${built.world}, ${built.bytes} bytes) in ${built.ms} ms`);
 }
 

@@ -20,8 +20,16 @@ use std::time::{Duration, Instant};
 const ACCEPT_QUOTE: &str = include_str!("../../../guest-examples/workflows/accept-quote.toml");
 const QUOTE_INPUT: &str = include_str!("../../../guest-examples/workflows/accept-quote.input.json");
 
-/// The guests compared for the isolated step: language -> plugin.
-const CART_TOTALS: [(&str, &str); 3] = [("rust", "cart-total"), ("js", "js-cart-total"), ("python", "py-cart-total")];
+/// The guests compared for the isolated step: language -> plugin. The
+/// JavaScript step is built twice from one source: on QuickJS (what a sync
+/// step gets) and on SpiderMonkey (the baseline it replaced, and what an
+/// async step gets).
+const CART_TOTALS: [(&str, &str); 4] = [
+    ("rust", "cart-total"),
+    ("js", "js-cart-total"),
+    ("js-spidermonkey", "js-cart-total-spidermonkey"),
+    ("python", "py-cart-total"),
+];
 
 /// The demo services record nothing here: the benchmark measures the engine,
 /// not the services' audit log (which would grow without bound).
@@ -340,7 +348,8 @@ fn chains(host: &Host, options: &BenchOptions) -> Result<Value> {
 fn loads(options: &BenchOptions, scratch: &Path) -> Result<Value> {
     let sandbox = Sandbox::new(Limits::default())?;
     let mut figures = Map::new();
-    let guests = ["wat-echo", "cart-total", "retrieve-cart", "js-cart-total", "py-cart-total"];
+    let guests =
+        ["wat-echo", "cart-total", "retrieve-cart", "js-cart-total", "js-cart-total-spidermonkey", "py-cart-total"];
     for guest in guests {
         let path = options.plugins.join(format!("{guest}.wasm"));
         if !path.exists() {
@@ -352,8 +361,10 @@ fn loads(options: &BenchOptions, scratch: &Path) -> Result<Value> {
             continue; // seconds to compile: measured in full runs only
         }
         let repetitions = if big { 1 } else { options.repetitions };
+        let mut cache_bytes = 0;
         for repetition in 0..repetitions {
-            let cache = CodeCache::new(&scratch.join(format!("load-{guest}-{repetition}")));
+            let cache_dir = scratch.join(format!("load-{guest}-{repetition}"));
+            let cache = CodeCache::new(&cache_dir);
             let began = Instant::now();
             let plugin = LoadedPlugin::load_cached(&sandbox, Some(&cache), guest, &path)?;
             cold.push(began.elapsed().as_secs_f64() * 1e3);
@@ -363,6 +374,7 @@ fn loads(options: &BenchOptions, scratch: &Path) -> Result<Value> {
                 cached.push(began.elapsed().as_secs_f64() * 1e3);
             }
             figures.insert(guest.to_string(), json!({"size_bytes": plugin.size}));
+            cache_bytes = directory_bytes(&cache_dir);
         }
         figures.insert(
             guest.to_string(),
@@ -370,10 +382,24 @@ fn loads(options: &BenchOptions, scratch: &Path) -> Result<Value> {
                 "size_bytes": figures[guest]["size_bytes"],
                 "cold_compile_ms": median_of(&cold),
                 "cached_load_ms": median_of(&cached),
+                "compiled_cache_bytes": cache_bytes,
             }),
         );
     }
     Ok(Value::Object(figures))
+}
+
+/// The bytes of the files under `dir` (the code cache: compiled code and the archived version).
+fn directory_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => directory_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// From writing a new version of a plugin into a watched directory to the
