@@ -219,6 +219,31 @@ async fn a_tenant_uploads_only_its_own_plugins_within_a_ceiling() {
         assert!(message.contains(refused), "{refused} in {message}");
     }
     assert!(!dir.join("plugins/acme-greedy.wasm").exists(), "nothing was installed");
+
+    // Workflows: a tenant's own names, with the platform's plugins or its own.
+    let put_workflow = |name: &str, token: &str, plugin: &str| {
+        let text = format!("name = \"{name}\"\n[[steps]]\nid = \"only\"\nplugin = \"{plugin}\"\n");
+        let request = server
+            .client
+            .put(server.url(&format!("/v1/workflows/{name}")))
+            .bearer_auth(token.to_string())
+            .header("Content-Type", "application/toml")
+            .body(text);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    assert_eq!(put_workflow("globex-flow", &acme, "echo").await.0, StatusCode::FORBIDDEN);
+    let (status, body) = put_workflow("acme-flow", &acme, "acme-evil-check").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another tenant's code would see acme's data: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("belongs to another tenant"), "{body}");
+    assert!(!dir.join("workflows/acme-flow.toml").exists());
+    assert_eq!(put_workflow("acme-flow", &acme, "echo").await.0, StatusCode::CREATED);
+    let (status, ran) = post(&server, "/v1/workflows/acme-flow/executions?wait=true", &acme, json!({"n": 1})).await;
+    assert_eq!((status, ran["status"].as_str()), (StatusCode::OK, Some("succeeded")), "{ran}");
+    assert_eq!(ran["tenant"], "acme");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

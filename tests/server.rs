@@ -289,6 +289,79 @@ async fn an_uploaded_plugin_is_used_at_once() {
     assert_eq!((status, error_code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"), "{body}");
 }
 
+/// PUTs a workflow file; its status and JSON answer.
+async fn put_workflow(server: &Server, name: &str, content_type: &str, text: &str) -> (StatusCode, Value) {
+    let response = server
+        .client
+        .put(server.url(&format!("/v1/workflows/{name}")))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", content_type)
+        .body(text.to_string())
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_uploaded_over_http_and_load_once_their_plugins_arrive() {
+    let late =
+        "name = \"late\"\n[[steps]]\nid = \"greet\"\nplugin = \"late-echo\"\ninput = { hello = \"$.input.name\" }\n";
+    let server = Server::start("workflow-upload", &[("late.toml", late)]);
+    // A workflow file naming a plugin that is not there yet is refused...
+    let (_, listed) = server.get("/v1/workflows").await;
+    let error =
+        listed["errors"].as_array().unwrap().iter().find(|e| e["file"].as_str().unwrap().ends_with("late.toml"));
+    assert!(error.unwrap()["error"].as_str().unwrap().contains("late-echo"), "{listed:#}");
+    // ... and loads once the plugin is uploaded, without touching the file.
+    let echo = std::fs::read(plugins_dir().join("echo.wasm")).unwrap();
+    assert_eq!(upload(&server, "late-echo", echo, None).await.0, StatusCode::CREATED);
+    let started = Instant::now();
+    loop {
+        let (status, ran) = server.post("/v1/workflows/late/executions?wait=true", json!({"name": "Ada"})).await;
+        if status == StatusCode::OK {
+            assert_eq!(ran["output"]["greet"]["hello"], "Ada", "{ran:#}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the workflow never loaded: {status} {ran}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Uploaded over HTTP: checked, written, loaded before the answer.
+    let greet = |suffix: &str| {
+        format!(
+            "name = \"greet\"\n[[steps]]\nid = \"say\"\nplugin = \"echo\"\ninput = {{ text = \"hello{suffix}\" }}\n"
+        )
+    };
+    let (status, body) = put_workflow(&server, "greet", "application/toml", &greet("")).await;
+    assert_eq!((status, body["file"].as_str()), (StatusCode::CREATED, Some("greet.toml")), "{body}");
+    let (_, ran) = server.post("/v1/workflows/greet/executions?wait=true", json!({})).await;
+    assert_eq!(ran["output"]["say"]["text"], "hello", "{ran:#}");
+    let (status, _) = put_workflow(&server, "greet", "text/plain; charset=utf-8", &greet(" again")).await;
+    assert_eq!(status, StatusCode::OK, "replaced");
+    let (_, ran) = server.post("/v1/workflows/greet/executions?wait=true", json!({})).await;
+    assert_eq!(ran["output"]["say"]["text"], "hello again", "the new version runs at once");
+    assert!(server.dir.join("workflows/greet.toml").is_file());
+
+    // Refusals change nothing and say why.
+    let broken = "name = \"greet\"\n[[steps]]\nid = \"say\"\nplugin = \"nope\"\n";
+    let (status, body) = put_workflow(&server, "greet", "application/toml", broken).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("step `say`, field `plugin`") && message.contains("nope"), "{message}");
+    let (status, body) = put_workflow(&server, "other", "application/toml", &greet("")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["message"].as_str().unwrap().contains("defines workflow `greet`, not `other`"), "{body}");
+    assert_eq!(
+        put_workflow(&server, "greet", "application/json", &greet("")).await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(put_workflow(&server, "Bad Name", "application/toml", &greet("")).await.0, StatusCode::BAD_REQUEST);
+    let (_, ran) = server.post("/v1/workflows/greet/executions?wait=true", json!({})).await;
+    assert_eq!(ran["output"]["say"]["text"], "hello again", "the good version still serves");
+    assert!(!server.dir.join("workflows/other.toml").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_uploads_each_answer_their_own_version_and_leave_a_matching_pair() {
     let server = std::sync::Arc::new(Server::start("upload-race", &[]));

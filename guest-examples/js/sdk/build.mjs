@@ -32,7 +32,7 @@ const WORLDS = {
  * @param {'auto'|'quickjs'|'spidermonkey'} [options.runtime] (default: `auto`)
  * @returns {Promise<{runtime: string, world: string, bytes: number, ms: number}>}
  */
-export async function buildStep({ source, output, wit, manifest, world, runtime = 'auto' }) {
+export async function buildStep({ source, output, wit, manifest, world, runtime = 'auto', quickjsTuning }) {
   const started = Date.now();
   world ??= manifest ? worldFor(await readFile(manifest, 'utf8'), manifest) : 'skippable-step-log';
   const imports = WORLDS[world];
@@ -48,7 +48,7 @@ export async function buildStep({ source, output, wit, manifest, world, runtime 
     const entry = await bundle(ENTRY, entryModule(resolve(source), imports, runtime));
     const entryPath = join(work, 'entry.js');
     await writeFile(entryPath, entry);
-    const component = runtime === 'quickjs' ? await quickjs(entryPath, entry, wit, world) : await spidermonkey(entryPath, wit, world);
+    const component = runtime === 'quickjs' ? await quickjs(entryPath, entry, wit, world, quickjsTuning) : await spidermonkey(entryPath, wit, world);
     await writeFile(output, component);
     return { runtime, world, bytes: component.length, ms: Date.now() - started };
   } finally {
@@ -125,9 +125,9 @@ async function isAsyncStep(code, work) {
   return isAsync(step.invoke) || isAsync(step.compensate);
 }
 
-async function quickjs(entryPath, entry, wit, world) {
+async function quickjs(entryPath, entry, wit, world, tuning = {}) {
   const { componentize } = await import('componentize-qjs');
-  const { component } = await componentize({ witPath: wit, jsSource: entry, jsPath: entryPath, world, sync: true });
+  const { component } = await componentize({ witPath: wit, jsSource: entry, jsPath: entryPath, world, sync: true, ...tuning });
   return component;
 }
 

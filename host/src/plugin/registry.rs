@@ -183,6 +183,8 @@ pub struct PluginRegistry {
     versions: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
     loading: tokio::sync::Mutex<()>,
     stats: RegistryStats,
+    /// Counts changes to the set of plugins (one added, removed or replaced).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl PluginRegistry {
@@ -205,6 +207,7 @@ impl PluginRegistry {
             versions: Mutex::new(HashMap::new()),
             loading: tokio::sync::Mutex::new(()),
             stats: RegistryStats::default(),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -302,7 +305,30 @@ impl PluginRegistry {
         self.reload_locked(name).await
     }
 
+    /// A receiver that sees each change to the set of plugins (a workflow
+    /// naming a plugin that just arrived can be checked again).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The tenant that uploaded `name` (its manifest's stamp), if a tenant did.
+    pub fn owner(&self, name: &str) -> Option<String> {
+        let current = self.slot(name, |slot| slot.current.clone()).flatten();
+        if let Some(plugin) = current {
+            return plugin.manifest.tenant.clone();
+        }
+        let path = self.dir.join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&path).ok()?;
+        Manifest::parse(&text, &path).ok()?.tenant
+    }
+
     async fn reload_locked(&self, name: &str) -> Result<(), PluginError> {
+        let result = self.reload_file(name).await;
+        self.changes.send_modify(|changes| *changes += 1);
+        result
+    }
+
+    async fn reload_file(&self, name: &str) -> Result<(), PluginError> {
         let path = self.dir.join(format!("{name}.wasm"));
         if !path.is_file() {
             let mut slots = self.slots.write().expect("registry lock poisoned");

@@ -12,6 +12,7 @@ mod error;
 mod metrics;
 pub mod scheduler;
 mod web;
+mod workflow_upload;
 
 pub use api::host_json;
 pub use error::ApiError;
@@ -60,6 +61,7 @@ pub struct AppState {
         api::list_plugins,
         api::list_hosts,
         api::upload_plugin,
+        workflow_upload::upload_workflow,
         api::publish_event,
         api::healthz,
         api::metrics
@@ -94,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BODY));
     Router::new()
         .route("/v1/workflows", get(api::list_workflows))
+        .route("/v1/workflows/{name}", put(workflow_upload::upload_workflow))
         .route("/v1/workflows/{name}/executions", post(api::start_execution))
         .route("/v1/executions", get(api::list_executions))
         .route("/v1/executions/{id}", get(api::get_execution))
@@ -170,6 +173,8 @@ pub struct ServeOptions {
 pub async fn serve(engine: Engine, workflows: Arc<WorkflowDirectory>, options: ServeOptions) -> anyhow::Result<()> {
     let _plugin_watch = engine.registry().watch().map_err(anyhow::Error::msg)?;
     let _workflow_watch = workflows.watch().map_err(anyhow::Error::msg)?;
+    // A workflow naming a plugin that is not there yet loads once it arrives.
+    let _plugin_follow = workflows.follow_plugins(engine.registry().subscribe());
     let _tenant_watch = engine.tenants().watch().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(options.addr).await?;
     let address = listener.local_addr()?;

@@ -4,7 +4,7 @@
 //! The files of a directory see each other: a step may run any workflow of
 //! the directory as a child (`workflow = "name"`).
 
-use super::{PluginCatalog, Workflow, WorkflowCatalog, WorkflowDefinition};
+use super::{PluginCatalog, Workflow, WorkflowCatalog, WorkflowDefinition, WorkflowError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -197,4 +197,85 @@ impl State {
             }
         }
     }
+}
+
+/// What [`WorkflowDirectory::install`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// The file the workflow lives in now.
+    pub file: PathBuf,
+    /// Whether it replaced an earlier version.
+    pub replaced: bool,
+}
+
+impl WorkflowDirectory {
+    /// Checks `text` as the workflow `name` (against the plugins and the
+    /// other workflows of the directory, as a file of it would be), then
+    /// writes it into the directory (`<name>.toml`, or the file that already
+    /// defines `name`) and loads it, as one step: the watcher sees either
+    /// the old file or the new one. A refused text changes nothing.
+    pub fn install(&self, name: &str, text: &str) -> Result<Installed, WorkflowError> {
+        let mut state = self.state.write().expect("workflow lock poisoned");
+        let existing =
+            state.files.iter().find(|(_, status)| status.workflow.as_deref() == Some(name)).map(|(p, _)| p.clone());
+        let file = existing.clone().unwrap_or_else(|| self.dir.join(format!("{name}.toml")));
+        let source = file.display().to_string();
+        let definition = Workflow::parse_toml(&source, text)?;
+        if definition.name != name {
+            return Err(refused(
+                &source,
+                "name",
+                format!("the file defines workflow `{}`, not `{name}`", definition.name),
+            ));
+        }
+        let mut catalog: BTreeMap<String, WorkflowDefinition> =
+            state.parsed.iter().filter(|(path, _)| **path != file).map(|(_, d)| (d.name.clone(), d.clone())).collect();
+        catalog.insert(name.to_string(), definition.clone());
+        Workflow::from_definition_with(&source, definition, self.plugins.as_ref(), &catalog)?;
+        let partial = self.dir.join(format!(".{name}.toml.partial"));
+        let written = std::fs::write(&partial, text).and_then(|()| std::fs::rename(&partial, &file));
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&partial);
+            return Err(refused(&source, "file", format!("cannot write it: {error}")));
+        }
+        state.read_file(&file);
+        state.revalidate(self.plugins.as_ref());
+        Ok(Installed { file, replaced: existing.is_some() })
+    }
+
+    /// Checks every file again: after plugins arrived or left, a workflow
+    /// that named a missing plugin may load now (and one may stop loading;
+    /// its previous version keeps serving).
+    pub fn revalidate(&self) {
+        let mut state = self.state.write().expect("workflow lock poisoned");
+        state.revalidate(self.plugins.as_ref());
+    }
+
+    /// Checks every file again each time `changes` (the plugin registry's)
+    /// moves; stops when the handle drops.
+    pub fn follow_plugins(self: &Arc<Self>, mut changes: tokio::sync::watch::Receiver<u64>) -> PluginFollow {
+        let directory = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(directory) = directory.upgrade() else { break };
+                directory.revalidate();
+            }
+        });
+        PluginFollow { task }
+    }
+}
+
+/// Re-checks a workflow directory when plugins change; stops when dropped.
+pub struct PluginFollow {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PluginFollow {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn refused(source: &str, field: &str, message: String) -> WorkflowError {
+    WorkflowError { source_name: source.to_string(), problems: vec![super::Problem::workflow(Some(field), message)] }
 }

@@ -23,7 +23,7 @@ pub use builder::{HookBuilder, StepBuilder, WorkflowBuilder};
 pub use definition::{
     json_schema, HookDefinition, OnPermanentFailure, RetryPolicy, StepDefinition, WorkflowDefinition,
 };
-pub use directory::{DirectoryCatalog, WorkflowDirectory, WorkflowFileStatus, WorkflowWatch};
+pub use directory::{DirectoryCatalog, Installed, WorkflowDirectory, WorkflowFileStatus, WorkflowWatch};
 pub use error::{Problem, WorkflowError};
 pub use expression::Expression;
 
