@@ -11,14 +11,21 @@
 #
 # Installs what it needs: the wasm32-wasip2 Rust target, the npm packages of
 # guest-examples/js (npm ci), componentize-py in build/python-venv.
+#
+# --rust-only: only the Rust guests (what the accept-quote demo needs): no
+# JavaScript or Python toolchain is installed.
 set -euo pipefail
+rust_only=false
+if [ "${1:-}" = "--rust-only" ]; then
+    rust_only=true
+fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 guests="$root/guest-examples/rust"
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     echo "installing the wasm32-wasip2 Rust target" >&2
-    rustup target add wasm32-wasip2
+    rustup target add wasm32-wasip2 >&2
 fi
 
 # The guests' own target directory, whatever CARGO_TARGET_DIR says (the host's may be elsewhere).
@@ -51,6 +58,9 @@ for variant in versioned-v1 versioned-v2; do
     copy "$out/${variant//-/_}.wasm" "$root/build/variants/$variant.wasm"
 done
 copy "$out/not-a-step.wasm" "$invalid/not-a-step.wasm"
+if $rust_only; then
+    exit 0
+fi
 
 # JavaScript guests and the WAT guest: componentize-js (SpiderMonkey) and the
 # wasm-tools bundled in jco, from npm, pinned by package-lock.json.

@@ -311,6 +311,12 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
         invoke(&["py-authorize-payment", "--input", r#"{"amount": 300, "currency": "EUR"}"#, "--service", &payments]);
     assert_eq!(code, Some(0), "{py:#}");
     assert_eq!(py["service_calls"][0]["method"], "authorize");
+    // TypeScript (async, on SpiderMonkey), with the same inventory fixture.
+    let gift = r#"{"items": [{"sku": "A", "quantity": 2, "gift": true}]}"#;
+    let (code, ts) = invoke(&["js-gift-wrap", "--input", gift, "--service", &service]);
+    assert_eq!(code, Some(0), "{ts:#}");
+    assert_eq!(ts["result"]["ok"]["output"]["wrapped"], 2, "{ts:#}");
+    assert_eq!(ts["service_calls"][0]["input"]["items"][0]["sku"], "WRAP-A");
     // A recorded step again, with the input it ran with (rebuilt from the log).
     let store = format!("sqlite://{}", dir.join("recorded.db").display());
     let run = stepwise_test_support::stepwise(&[
@@ -341,4 +347,18 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
     let output = stepwise(&["invoke", "reserve-inventory", "--plugins", &plugins, "--service", "inventory"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("expected NAME=FIXTURE.json"));
+}
+
+/// The newcomer's first command prints the execution and nothing else on
+/// stdout (progress goes to stderr), having built only the Rust guests.
+#[test]
+fn the_demo_prints_only_the_execution_json() {
+    plugins_dir();
+    let output = std::process::Command::new(repo_root().join("scripts/demo.sh")).output().expect("running the demo");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let execution: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not one JSON document ({e}): {}", String::from_utf8_lossy(&output.stdout))
+    });
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+    assert_eq!(execution["workflow"], "accept-quote");
 }

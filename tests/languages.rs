@@ -121,6 +121,27 @@ async fn whatever_a_javascript_step_throws_is_a_step_error_with_its_message() {
     // A plain object returned is the output.
     let cart = run_cart(json!({"items": [{"quantity": 2, "unit_price": 5}]})).await;
     assert_eq!(step(&cart, "s")["output"], json!({"total": 10, "units": 2, "lines": 1}));
+    // A thrown string, object or number: retryable, carrying what was thrown.
+    for (kind, message) in [
+        ("string", "a thrown string"),
+        ("object", r#"thrown: {"code":"E42","detail":"a thrown object"}"#),
+        ("number", "thrown: 42"),
+    ] {
+        let thrown = run_cart(json!({"throw": kind})).await;
+        let error = &step(&thrown, "s")["error"];
+        assert_eq!((error["kind"].as_str(), error["message"].as_str()), (Some("retryable"), Some(message)), "{kind}");
+    }
+    // In an async step (SpiderMonkey): a rejected promise, and a failing service.
+    let toml = "name = \"w\"\n[[steps]]\nid = \"s\"\nplugin = \"js-gift-wrap\"\ninput = \"$.input\"\nretry = { max_attempts = 1 }\n";
+    let rejected = run(&engine, toml, json!({"items": [], "reject": "the wrap machine jammed"})).await;
+    let error = &step(&rejected, "s")["error"];
+    assert_eq!(error["kind"], "retryable", "{rejected:#}");
+    assert!(error["message"].as_str().unwrap().starts_with("Error: the wrap machine jammed"), "{error}");
+    let gift = json!({"items": [{"sku": "A", "quantity": "lots", "gift": true}]}); // the service refuses it
+    let refused = run(&engine, toml, gift).await;
+    let error = &step(&refused, "s")["error"];
+    assert_eq!(error["kind"], "retryable", "{refused:#}");
+    assert!(error["message"].as_str().unwrap().contains("ServiceError: inventory.reserve:"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,5 +230,5 @@ fn the_javascript_steps_unit_tests_pass_in_node() {
         .expect("running node");
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(report.contains("# pass 4") && report.contains("# fail 0"), "{report}");
+    assert!(report.contains("# pass 5") && report.contains("# fail 0"), "{report}");
 }

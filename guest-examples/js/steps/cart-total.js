@@ -1,7 +1,9 @@
 // The cart total in JavaScript, the same logic as the Rust and Python
 // `cart-total` steps (the benchmark compares them). Test knobs in the input:
-// `fail: "retryable" | "permanent"` raises that error; `spin: true` loops
-// forever (the sandbox must stop it).
+// `fail: "retryable" | "permanent"` raises that error; `throw: "string" |
+// "object" | "number"` throws such a value (each a retryable step error with
+// what was thrown, never a trap); `spin: true` loops forever (the sandbox
+// must stop it).
 import { createStep, StepResponse } from '@stepwise/sdk';
 
 export default createStep(
@@ -9,6 +11,9 @@ export default createStep(
   (cart, { attempt, logger }) => {
     if (cart.fail === 'permanent') StepResponse.permanentFailure('failed as asked (permanent, JavaScript)');
     if (cart.fail === 'retryable') throw new Error('failed as asked (retryable, JavaScript)');
+    if (cart.throw === 'string') throw 'a thrown string';
+    if (cart.throw === 'object') throw { code: 'E42', detail: 'a thrown object' };
+    if (cart.throw === 'number') throw 42;
     if (cart.spin) {
       for (;;) {}
     }

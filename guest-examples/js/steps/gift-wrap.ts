@@ -17,7 +17,9 @@ interface Wraps {
 
 export default createStep(
   'gift-wrap',
-  async (input: { items: Item[] }, { container, logger, idempotencyKey }) => {
+  async (input: { items: Item[]; reject?: string }, { container, logger, idempotencyKey }) => {
+    // Test knob: a promise rejected inside the async step.
+    if (input.reject) await Promise.reject(new Error(input.reject));
     const gifts = (input.items ?? []).filter((item) => item.gift);
     if (gifts.length === 0) return StepResponse.skip('no item is a gift');
     const wraps: Wraps = {

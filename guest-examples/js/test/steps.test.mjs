@@ -40,3 +40,10 @@ test('cart-total sums, and maps its failure knobs to step errors', async () => {
   assert.match(retryable.error.message, /^Error: failed as asked/);
   assert.equal((await invoke(cartTotal, { fail: 'permanent' })).error.kind, 'permanent');
 });
+
+test('whatever a step throws is a retryable error carrying what was thrown', async () => {
+  const thrown = async (kind) => (await invoke(cartTotal, { throw: kind })).error;
+  assert.deepEqual(await thrown('string'), { kind: 'retryable', message: 'a thrown string' });
+  assert.deepEqual(await thrown('object'), { kind: 'retryable', message: 'thrown: {"code":"E42","detail":"a thrown object"}' });
+  assert.deepEqual(await thrown('number'), { kind: 'retryable', message: 'thrown: 42' });
+});
