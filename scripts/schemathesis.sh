@@ -25,7 +25,10 @@ run() {
         --max-examples "$examples" --workers 1 --no-color --seed 20261129 --phases examples,coverage,fuzzing "$@"
 }
 cd "$root/build"
-run --mode positive --checks all --exclude-path '/v1/plugins/{name}'
+# Uploads take a component or a workflow file the schema cannot describe:
+# random bytes or text are refused (422), so they skip the positive-data check.
+run --mode positive --checks all --exclude-path '/v1/plugins/{name}' --exclude-path '/v1/workflows/{name}'
 run --mode negative --checks not_a_server_error,negative_data_rejection --suppress-health-check filter_too_much \
     --exclude-path '/v1/events/{event}' --exclude-path '/v1/workflows/{name}/executions'
-run --include-path '/v1/plugins/{name}' --checks all --exclude-checks positive_data_acceptance
+run --include-path '/v1/plugins/{name}' --include-path '/v1/workflows/{name}' --checks all \
+    --exclude-checks positive_data_acceptance

@@ -219,7 +219,8 @@ impl WorkflowDirectory {
         let existing =
             state.files.iter().find(|(_, status)| status.workflow.as_deref() == Some(name)).map(|(p, _)| p.clone());
         let file = existing.clone().unwrap_or_else(|| self.dir.join(format!("{name}.toml")));
-        let source = file.display().to_string();
+        // Errors name the file, not where the directory is on the server.
+        let source = file.file_name().map_or_else(|| format!("{name}.toml"), |f| f.to_string_lossy().into_owned());
         let definition = Workflow::parse_toml(&source, text)?;
         if definition.name != name {
             return Err(refused(
