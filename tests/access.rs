@@ -240,10 +240,37 @@ async fn a_tenant_uploads_only_its_own_plugins_within_a_ceiling() {
     assert_eq!(status, StatusCode::FORBIDDEN, "another tenant's code would see acme's data: {body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("belongs to another tenant"), "{body}");
     assert!(!dir.join("workflows/acme-flow.toml").exists());
+    // A pinned version of another tenant's plugin is another tenant's plugin.
+    let (status, body) = put_workflow("acme-flow", &acme, "acme-evil-check@1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(put_workflow("acme-flow", &acme, "echo").await.0, StatusCode::CREATED);
+    let stamped = std::fs::read_to_string(dir.join("workflows/acme-flow.toml")).unwrap();
+    assert!(stamped.starts_with("tenant = \"acme\"\n"), "{stamped}");
     let (status, ran) = post(&server, "/v1/workflows/acme-flow/executions?wait=true", &acme, json!({"n": 1})).await;
     assert_eq!((status, ran["status"].as_str()), (StatusCode::OK, Some("succeeded")), "{ran}");
     assert_eq!(ran["tenant"], "acme");
+    // Only acme runs it; the admin's run is acme's too.
+    let (status, _) = post(&server, "/v1/workflows/acme-flow/executions", &acme_evil, json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another tenant's workflow is unknown");
+    let (_, ran) = post(&server, "/v1/workflows/acme-flow/executions?wait=true", TOKEN, json!({})).await;
+    assert_eq!(ran["tenant"], "acme", "{ran}");
+    // No triggers for nobody in particular, and no replacing what is not its own.
+    let with = |extra: &str| format!("name = \"acme-timed\"\n{extra}\n[[steps]]\nid = \"only\"\nplugin = \"echo\"\n");
+    for extra in ["on_event = \"order.placed\"", "schedule = \"0 * * * * *\"", "tenant = \"acme\""] {
+        let response = server
+            .client
+            .put(server.url("/v1/workflows/acme-timed"))
+            .bearer_auth(&acme)
+            .header("Content-Type", "application/toml")
+            .body(with(extra))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{extra}");
+    }
+    assert_eq!(put_workflow("acme-platform-flow", TOKEN, "echo").await.0, StatusCode::CREATED);
+    let (status, body) = put_workflow("acme-platform-flow", &acme, "echo").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the platform's, though named like acme's: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,7 +88,8 @@ export function bindStep(step, host) {
       if (host.runtime === 'quickjs') {
         throw stepError(new PermanentFailure('the step returned a promise; the quickjs runtime runs sync steps only (build with the spidermonkey runtime)'));
       }
-      return value.then(onValue, (error) => {
+      // onValue's own failures (output that is not JSON) are step errors too.
+      return value.then(onValue).then(undefined, (error) => {
         throw stepError(error);
       });
     }

@@ -115,7 +115,23 @@ pub async fn start_execution(
     principal.may(Action::Start)?;
     let tenant = principal.tenant_to_run_as(checked_tenant(query.tenant.clone())?)?;
     let input = parse_body(&headers, &body)?;
-    let workflow = state.workflows.get(&name).ok_or_else(|| ApiError::not_found(format!("no workflow `{name}`")))?;
+    let workflow = state
+        .workflows
+        .get(&name)
+        // Another tenant's workflow is as unknown as a missing one.
+        .filter(|workflow| match (&workflow.definition().tenant, principal.tenant_filter()) {
+            (Some(owner), Some(own)) => owner == own,
+            _ => true,
+        })
+        .ok_or_else(|| ApiError::not_found(format!("no workflow `{name}`")))?;
+    // A tenant's workflow runs for its tenant.
+    let tenant = match (&workflow.definition().tenant, tenant) {
+        (Some(owner), Some(requested)) if *owner != requested => {
+            return Err(ApiError::bad_request(format!("workflow `{name}` runs for tenant `{owner}` only")))
+        }
+        (Some(owner), _) => Some(owner.clone()),
+        (None, requested) => requested,
+    };
     let key = idempotency_key(&headers)?.map(|key| principal_key(&principal, key));
     let options = StartOptions { idempotency_key: key, tenant };
     let (id, settling) = state.engine.start(workflow, input, options).await?;
@@ -369,7 +385,11 @@ pub async fn list_workflows(
         .workflows
         .files()
         .into_iter()
-        .filter_map(|(file, status)| status.error.map(|error| json!({"file": file, "error": error})))
+        // The file's name: where the directory is on the server is not the caller's business.
+        .filter_map(|(file, status)| {
+            let file = file.file_name().map(|name| name.to_string_lossy().into_owned());
+            status.error.map(|error| json!({"file": file, "error": error}))
+        })
         .collect();
     Ok(Json(json!({"workflows": workflows, "errors": errors})))
 }

@@ -2,9 +2,13 @@
 //! document beside the watched directory. The TOML is checked as a file of
 //! the directory would be (against the plugins and the other workflows),
 //! then written into the directory and loaded before the answer; a refused
-//! one changes nothing. A tenant uploads workflows named `<tenant>-...`
-//! whose steps use the platform's plugins or its own, never another
-//! tenant's (whose code would then see its data).
+//! one changes nothing.
+//!
+//! A tenant's upload is stamped with its tenant (`tenant = "acme"`): only
+//! that tenant runs it, it replaces only its own workflows, its steps use the
+//! platform's plugins and child workflows or its own (never another tenant's,
+//! whose code would see its data), and it has no `on_event` or `schedule`
+//! (those start executions for nobody in particular).
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
@@ -44,9 +48,15 @@ pub async fn upload_workflow(
         ));
     }
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the workflow file is not UTF-8"))?;
-    if let Some(tenant) = principal.tenant_filter() {
-        check_tenant_plugins(&state, tenant, &name, text)?;
-    }
+    let stamped;
+    let text = match principal.tenant_filter() {
+        Some(tenant) => {
+            check_tenant_workflow(&state, tenant, &name, text)?;
+            stamped = format!("tenant = \"{tenant}\"\n{text}");
+            stamped.as_str()
+        }
+        None => text,
+    };
     let installed = state
         .workflows
         .install(&name, text)
@@ -56,20 +66,44 @@ pub async fn upload_workflow(
     Ok((status, Json(json!({"name": name, "file": file, "status": "loaded"}))))
 }
 
-/// A tenant's workflow may use the platform's plugins and its own only.
-fn check_tenant_plugins(state: &AppState, tenant: &str, name: &str, text: &str) -> Result<(), ApiError> {
+/// What a tenant may upload: see the module's documentation.
+fn check_tenant_workflow(state: &AppState, tenant: &str, name: &str, text: &str) -> Result<(), ApiError> {
+    let forbidden = |message: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden", message);
+    if let Some(existing) = state.workflows.get(name) {
+        if existing.definition().tenant.as_deref() != Some(tenant) {
+            return Err(forbidden(format!("workflow `{name}` is not tenant `{tenant}`'s")));
+        }
+    }
     let Ok(definition) = toml::from_str::<WorkflowDefinition>(text) else {
         return Ok(()); // refused with its parse error by the directory
     };
+    for (field, set) in [
+        ("tenant", definition.tenant.is_some()),
+        ("on_event", definition.on_event.is_some()),
+        ("schedule", definition.schedule.is_some()),
+    ] {
+        if set {
+            return Err(forbidden(format!("a tenant's workflow takes no `{field}` (`{name}`)")));
+        }
+    }
     for step in &definition.steps {
-        let Some(plugin) = &step.plugin else { continue };
-        if let Some(owner) = state.engine.registry().owner(plugin) {
-            if owner != tenant {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("workflow `{name}`, step `{}`: plugin `{plugin}` belongs to another tenant", step.id),
-                ));
+        if let Some(plugin) = &step.plugin {
+            // `name@version` pins a version of the plugin `name`.
+            let plugin_name = plugin.split('@').next().unwrap_or(plugin);
+            if state.engine.registry().owner(plugin_name).is_some_and(|owner| owner != tenant) {
+                return Err(forbidden(format!(
+                    "workflow `{name}`, step `{}`: plugin `{plugin_name}` belongs to another tenant",
+                    step.id
+                )));
+            }
+        }
+        if let Some(child) = &step.workflow {
+            let owner = state.workflows.get(child).and_then(|w| w.definition().tenant.clone());
+            if owner.is_some_and(|owner| owner != tenant) {
+                return Err(forbidden(format!(
+                    "workflow `{name}`, step `{}`: workflow `{child}` belongs to another tenant",
+                    step.id
+                )));
             }
         }
     }

@@ -33,6 +33,7 @@ impl WorkflowBuilder {
     pub fn new(name: &str) -> Self {
         Self {
             definition: WorkflowDefinition {
+                tenant: None,
                 name: name.to_string(),
                 description: None,
                 retry: None,

@@ -17,6 +17,10 @@ use serde_json::Value;
 pub struct WorkflowDefinition {
     /// Name of the workflow (`[a-z][a-z0-9_-]*`).
     pub name: String,
+    /// The tenant that uploaded it over HTTP (stamped by the server, never
+    /// written by hand): only that tenant's tokens run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// What the workflow does, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

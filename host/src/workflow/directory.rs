@@ -72,10 +72,12 @@ fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 impl WorkflowDirectory {
     /// Loads every `*.toml` of `dir`, validating against `plugins`.
     pub fn load(dir: &Path, plugins: Arc<dyn PluginCatalog + Send + Sync>) -> std::io::Result<Self> {
-        let directory = Self { dir: dir.to_path_buf(), plugins, state: RwLock::new(State::default()) };
+        // Absolute, as the watcher reports paths: one file, one entry.
+        let dir = std::fs::canonicalize(dir)?;
+        let directory = Self { dir, plugins, state: RwLock::new(State::default()) };
         {
             let mut state = directory.state.write().expect("workflow lock poisoned");
-            for file in toml_files(dir)? {
+            for file in toml_files(&directory.dir)? {
                 state.read_file(&file);
             }
             state.revalidate(directory.plugins.as_ref());
@@ -219,6 +221,10 @@ impl WorkflowDirectory {
         let existing =
             state.files.iter().find(|(_, status)| status.workflow.as_deref() == Some(name)).map(|(p, _)| p.clone());
         let file = existing.clone().unwrap_or_else(|| self.dir.join(format!("{name}.toml")));
+        if let Some(other) = state.files.get(&file).and_then(|status| status.workflow.clone()).filter(|w| w != name) {
+            let shown = format!("{name}.toml");
+            return Err(refused(&shown, "name", format!("{shown} defines workflow `{other}`: it is not replaced")));
+        }
         // Errors name the file, not where the directory is on the server.
         let source = file.file_name().map_or_else(|| format!("{name}.toml"), |f| f.to_string_lossy().into_owned());
         let definition = Workflow::parse_toml(&source, text)?;
