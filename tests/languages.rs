@@ -230,5 +230,5 @@ fn the_javascript_steps_unit_tests_pass_in_node() {
         .expect("running node");
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(report.contains("# pass 5") && report.contains("# fail 0"), "{report}");
+    assert!(report.contains("# pass 6") && report.contains("# fail 0"), "{report}");
 }

@@ -147,6 +147,15 @@ function outcome(value) {
 
 /** Anything thrown as the WIT `step-error`: permanent or retryable, with its message and stack. */
 function stepError(error) {
+  try {
+    return describeThrown(error);
+  } catch {
+    // A value that throws when looked at (a hostile getter, a revoked proxy).
+    return { tag: 'retryable', val: 'thrown: a value that cannot be read' };
+  }
+}
+
+function describeThrown(error) {
   if (error && typeof error === 'object' && (error.tag === 'retryable' || error.tag === 'permanent')) {
     return { tag: error.tag, val: String(error.val) };
   }
@@ -157,7 +166,8 @@ function stepError(error) {
     if (error.stack) message += `\n${String(error.stack).trim()}`;
   } else {
     try {
-      message = typeof error === 'string' ? error : `thrown: ${JSON.stringify(error)}`;
+      const json = typeof error === 'string' ? error : JSON.stringify(error);
+      message = typeof error === 'string' ? error : `thrown: ${json === undefined ? String(error) : json}`;
     } catch {
       message = `thrown: ${String(error)}`;
     }

@@ -47,3 +47,13 @@ test('whatever a step throws is a retryable error carrying what was thrown', asy
   assert.deepEqual(await thrown('object'), { kind: 'retryable', message: 'thrown: {"code":"E42","detail":"a thrown object"}' });
   assert.deepEqual(await thrown('number'), { kind: 'retryable', message: 'thrown: 42' });
 });
+
+test('a value that cannot even be read still becomes a step error', async () => {
+  const { createStep } = await import('@stepwise/sdk');
+  const hostile = createStep('hostile', () => {
+    throw new Proxy({}, { get() { throw new Error('no'); }, has() { throw new Error('no'); } });
+  });
+  assert.deepEqual((await invoke(hostile, {})).error, { kind: 'retryable', message: 'thrown: a value that cannot be read' });
+  const symbol = createStep('symbol', () => { throw Symbol('odd'); });
+  assert.deepEqual((await invoke(symbol, {})).error, { kind: 'retryable', message: 'thrown: Symbol(odd)' });
+});
