@@ -18,7 +18,7 @@ fn stepwise(args: &[&str]) -> std::process::Output {
 }
 
 fn write_workflow(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("stepwise-cli-{}", std::process::id()));
+    let dir = test_dir("cli");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -138,7 +138,7 @@ fn a_file_that_is_not_a_component_is_refused() {
 
 #[test]
 fn a_workflow_using_a_broken_plugin_is_refused_before_it_starts() {
-    let dir = std::env::temp_dir().join(format!("stepwise-broken-plugins-{}", std::process::id()));
+    let dir = test_dir("broken-plugins");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(invalid_component("not-a-step"), dir.join("echo.wasm")).unwrap();
     let output = stepwise(&[

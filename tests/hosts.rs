@@ -42,7 +42,7 @@ fn hosts(label: &str, store: &str, count: usize, lease: &str) -> Vec<Arc<Server>
         let starting: Vec<_> = (0..count)
             .map(|n| {
                 scope.spawn(move || {
-                    let dir = std::env::temp_dir().join(format!("stepwise-hosts-{label}-{n}-{}", std::process::id()));
+                    let dir = test_dir(&format!("hosts-{label}-{n}"));
                     let _ = std::fs::remove_dir_all(&dir);
                     let workflows = workflows();
                     let workflows: Vec<(&str, &str)> =

@@ -410,7 +410,7 @@ async fn an_idle_server_uses_almost_no_cpu_after_a_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_execution_that_cannot_be_loaded_is_marked_failed_and_blocks_nothing() {
-    let dir = std::env::temp_dir().join(format!("stepwise-server-unloadable-{}", std::process::id()));
+    let dir = test_dir("server-unloadable");
     let _ = std::fs::remove_dir_all(&dir);
     let [broken, healthy] = {
         let server = Server::start_in(dir.clone(), &[]);

@@ -820,7 +820,7 @@ fn attribute(span: &Value, key: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_execution_is_a_trace_of_its_attempts_and_compensations_sent_over_otlp() {
     let (endpoint, spans) = otlp_collector().await;
-    let dir = std::env::temp_dir().join(format!("stepwise-server-otlp-{}", std::process::id()));
+    let dir = test_dir("server-otlp");
     let _ = std::fs::remove_dir_all(&dir);
     let server = Server::start_with(dir, &[], &["--otlp-endpoint", &endpoint]);
     let path = "/v1/workflows/accept-quote-declined/executions?wait=true&tenant=acme";

@@ -49,9 +49,30 @@ pub fn invalid_component(name: &str) -> PathBuf {
 
 /// A fresh scratch directory for one test.
 pub fn scratch_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stepwise-{label}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = test_dir(label);
     std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+    dir
+}
+
+/// Where a test of this process keeps its files (removed first if it
+/// exists, not created): `$TMPDIR/stepwise-tests/<pid>/<name>`. The first
+/// call of a process removes what processes that no longer run left there,
+/// so test runs do not fill the disk.
+pub fn test_dir(name: &str) -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        let all = std::env::temp_dir().join("stepwise-tests");
+        for entry in std::fs::read_dir(&all).into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let alive = pid.parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        all.join(std::process::id().to_string())
+    });
+    let dir = root.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 

@@ -56,7 +56,7 @@ pub const WORKFLOWS: &[(&str, &str)] = &[
 impl Server {
     /// Starts a server in a fresh directory named after `label`.
     pub fn start(label: &str, extra_workflows: &[(&str, &str)]) -> Self {
-        let dir = std::env::temp_dir().join(format!("stepwise-server-{label}-{}", std::process::id()));
+        let dir = crate::test_dir(&format!("server-{label}"));
         let _ = std::fs::remove_dir_all(&dir);
         Self::start_in(dir, extra_workflows)
     }

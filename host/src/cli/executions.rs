@@ -218,7 +218,7 @@ pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
     match command {
         ExecutionsCommand::List { status, workflow, tenant, limit, json, plugins, store } => {
             let status = status.as_deref().map(parse_status).transpose()?;
-            let engine = demo_engine(&store, &plugins).await?;
+            let engine = super::reading_engine(&store, &plugins).await?;
             let filter = ListFilter { status, workflow, tenant, limit: Some(limit), before: None };
             let executions = engine.store().list(&filter).await?;
             if json {
@@ -239,7 +239,7 @@ pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ExecutionsCommand::Show { execution_id, json, plugins, store } => {
-            let engine = demo_engine(&store, &plugins).await?;
+            let engine = super::reading_engine(&store, &plugins).await?;
             let execution = engine.show(&ExecutionId::new(execution_id)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&execution)?);
@@ -249,7 +249,7 @@ pub async fn run(command: ExecutionsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ExecutionsCommand::Purge { older_than, include_failed, json, plugins, store } => {
-            let engine = demo_engine(&store, &plugins).await?;
+            let engine = super::reading_engine(&store, &plugins).await?;
             let age: std::time::Duration = older_than.into();
             let cutoff = Timestamp(Timestamp::now().0.saturating_sub(age.as_millis() as u64));
             let mut statuses = crate::store::PURGED_BY_DEFAULT.to_vec();

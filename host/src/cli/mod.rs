@@ -132,6 +132,20 @@ fn demo_sandbox() -> anyhow::Result<std::sync::Arc<crate::sandbox::Sandbox>> {
 /// The engine of the command-line host: the store `store`, plugins from
 /// `plugins`, the demo services recording durably beside a SQLite store.
 pub async fn demo_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Result<crate::engine::Engine> {
+    engine_over(store, plugins, true).await
+}
+
+/// The engine for commands that only read or purge executions: a missing
+/// plugin directory is no error (they call no plugin).
+pub async fn reading_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Result<crate::engine::Engine> {
+    engine_over(store, plugins, plugins.dir.exists()).await
+}
+
+async fn engine_over(
+    store: &StoreArg,
+    plugins: &PluginDirArg,
+    scan_plugins: bool,
+) -> anyhow::Result<crate::engine::Engine> {
     use crate::services::ledger::{Ledger, MemoryLedger, PostgresLedger, SqliteLedger};
     use anyhow::Context;
     use std::sync::Arc;
@@ -150,8 +164,12 @@ pub async fn demo_engine(store: &StoreArg, plugins: &PluginDirArg) -> anyhow::Re
         };
     let kv = execution_store.clone().kv().unwrap_or_else(|| Arc::new(crate::store::kv::MemoryKv::default()));
     let sandbox = demo_sandbox_with(ledger, kv)?;
-    let directory = crate::plugin::PluginDirectory::scan(&plugins.dir)
-        .with_context(|| format!("reading the plugin directory {}", plugins.dir.display()))?;
+    let directory = if scan_plugins {
+        crate::plugin::PluginDirectory::scan(&plugins.dir)
+            .with_context(|| format!("reading the plugin directory {}", plugins.dir.display()))?
+    } else {
+        crate::plugin::PluginDirectory::empty(&plugins.dir)
+    };
     let cache = crate::plugin::CodeCache::new(&crate::plugin::CodeCache::default_dir());
     let registry = Arc::new(crate::plugin::PluginRegistry::with_cache(sandbox, directory, Some(cache)));
     Ok(crate::engine::Engine::new(registry, execution_store))

@@ -36,6 +36,12 @@ impl PluginDirectory {
     }
 
     /// The directory scanned.
+    /// A directory with no plugins (for commands that read executions only).
+    pub fn empty(dir: &Path) -> Self {
+        Self { dir: dir.to_path_buf(), files: BTreeMap::new(), ignored: Vec::new() }
+    }
+
+    /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
