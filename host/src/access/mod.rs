@@ -161,22 +161,21 @@ impl Principal {
     /// Whether this principal may upload (and so replace) the workflow
     /// `name`: the same scopes as plugins, a tenant under its own prefix.
     pub fn may_upload_workflow(&self, name: &str) -> Result<(), Denied> {
-        self.may(Action::Upload)?;
-        match &self.scope {
-            Scope::Tenant(own) if !name.starts_with(&format!("{own}-")) => Err(Denied(format!(
-                "a token of tenant `{own}` may only upload workflows named `{own}-...`, not `{name}`"
-            ))),
-            _ => Ok(()),
-        }
+        self.may_upload_named("workflows", name)
     }
 
     /// Whether this principal may upload (and so replace) the plugin `name`:
     /// an admin any, a tenant only `<tenant>-...`.
     pub fn may_upload(&self, name: &str) -> Result<(), Denied> {
+        self.may_upload_named("plugins", name)
+    }
+
+    /// Uploads of `what` (plugins, workflows): a tenant's under its own prefix.
+    fn may_upload_named(&self, what: &str, name: &str) -> Result<(), Denied> {
         self.may(Action::Upload)?;
         match &self.scope {
             Scope::Tenant(own) if !name.starts_with(&format!("{own}-")) => Err(Denied(format!(
-                "a token of tenant `{own}` may only upload plugins named `{own}-...`, not `{name}`"
+                "a token of tenant `{own}` may only upload {what} named `{own}-...`, not `{name}`"
             ))),
             _ => Ok(()),
         }

@@ -29,7 +29,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         return Ok(json!({}));
     }
     let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
-    let essence = content_type.map(|value| value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    let essence = media_type(headers);
     if !essence.as_deref().is_some_and(|essence| essence == "application/json" || essence.ends_with("+json")) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -47,6 +47,13 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         let code = if error.contains("nested deeper") { "too_deep" } else { "invalid_json" };
         ApiError::new(StatusCode::BAD_REQUEST, code, format!("the request body is not valid JSON: {error}"))
     })
+}
+
+/// The request's media type without its parameters, lowercased
+/// (`Text/Plain; charset=utf-8` is `text/plain`).
+pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

@@ -17,7 +17,7 @@ use crate::journal::ids::StepId;
 use crate::workflow::WorkflowDefinition;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde_json::json;
@@ -38,9 +38,7 @@ pub async fn upload_workflow(
         )));
     }
     principal.may_upload_workflow(&name)?;
-    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let media = media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    if media != "application/toml" && media != "text/plain" {
+    if !matches!(super::api::media_type(&headers).as_deref(), Some("application/toml" | "text/plain")) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
