@@ -806,6 +806,26 @@ async fn otlp_collector() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
     (endpoint, spans)
 }
 
+/// The spans of the execution `id`'s trace (its UUID without dashes), once
+/// one of them is `wanted` (30 s at most: spans are exported in batches).
+async fn trace_until(
+    spans: &std::sync::Mutex<Vec<Value>>,
+    id: &str,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let trace_id = id.replace('-', "");
+    let started = Instant::now();
+    loop {
+        let trace: Vec<Value> = spans.lock().unwrap().iter().filter(|s| s["traceId"] == trace_id).cloned().collect();
+        if trace.iter().any(&wanted) {
+            return trace;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{what} never arrived: {trace:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A span attribute's value (`stringValue` or `intValue`, as text).
 fn attribute(span: &Value, key: &str) -> String {
     let value = &span["attributes"]
@@ -821,24 +841,13 @@ fn attribute(span: &Value, key: &str) -> String {
 async fn each_execution_is_a_trace_of_its_attempts_and_compensations_sent_over_otlp() {
     let (endpoint, spans) = otlp_collector().await;
     let dir = test_dir("server-otlp");
-    let _ = std::fs::remove_dir_all(&dir);
     let server = Server::start_with(dir, &[], &["--otlp-endpoint", &endpoint]);
     let path = "/v1/workflows/accept-quote-declined/executions?wait=true&tenant=acme";
     let (_, execution) = server.post(path, quote_input()).await;
     assert_eq!(execution["status"], "compensated", "{execution:#}");
     let id = execution["execution_id"].as_str().unwrap().to_string();
-    let trace_id = id.replace('-', "");
-
     // Exported in batches: wait for the root span to arrive.
-    let started = Instant::now();
-    let trace = loop {
-        let trace: Vec<Value> = spans.lock().unwrap().iter().filter(|s| s["traceId"] == trace_id).cloned().collect();
-        if trace.iter().any(|s| s["parentSpanId"] == "") {
-            break trace;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "the trace never arrived: {trace:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let trace = trace_until(&spans, &id, "the root span", |s| s["parentSpanId"] == "").await;
     assert!(!spans.lock().unwrap().iter().any(|s| s.get("unreadable").is_some()), "every body is OTLP/JSON");
     let root = trace.iter().find(|s| s["parentSpanId"] == "").unwrap();
     let service = json!({"key": "service.name", "value": {"stringValue": "stepwise"}});
@@ -881,16 +890,8 @@ async fn each_execution_is_a_trace_of_its_attempts_and_compensations_sent_over_o
     let id = succeeded["execution_id"].as_str().unwrap().to_string();
     server.post(&format!("/v1/executions/{id}/cancel"), json!({"reason": "customer changed their mind"})).await;
     server.until(&id, "was compensated", |e| e["status"] == "compensated").await;
-    let trace_id = id.replace('-', "");
-    let started = Instant::now();
-    let trace = loop {
-        let trace: Vec<Value> = spans.lock().unwrap().iter().filter(|s| s["traceId"] == trace_id).cloned().collect();
-        if trace.iter().any(|s| s["name"] == "execution accept-quote (ended again)") {
-            break trace;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "the second ending never arrived: {trace:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let ended_again = |s: &Value| s["name"] == "execution accept-quote (ended again)";
+    let trace = trace_until(&spans, &id, "the second ending", ended_again).await;
     let roots: Vec<&Value> = trace.iter().filter(|s| s["parentSpanId"] == "").collect();
     assert_eq!(roots.len(), 1, "one root: {trace:#?}");
     assert_eq!(attribute(roots[0], "outcome"), "succeeded");

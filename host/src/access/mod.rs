@@ -174,9 +174,9 @@ impl Principal {
     fn may_upload_named(&self, what: &str, name: &str) -> Result<(), Denied> {
         self.may(Action::Upload)?;
         match &self.scope {
-            Scope::Tenant(own) if !name.starts_with(&format!("{own}-")) => Err(Denied(format!(
-                "a token of tenant `{own}` may only upload {what} named `{own}-...`, not `{name}`"
-            ))),
+            Scope::Tenant(own) if !name.starts_with(&format!("{own}-")) => {
+                Err(Denied(format!("a token of tenant `{own}` may only upload {what} named `{own}-...`, not `{name}`")))
+            }
             _ => Ok(()),
         }
     }
