@@ -10,7 +10,7 @@ use super::{ChildRun, Engine, EngineError};
 use crate::journal::{CallCost, Event, ExecutionStatus, FailureKind, LogLine, PluginName, StepFailure, UnitId};
 use crate::plugin::LoadedPlugin;
 use crate::sandbox::{Call, CallSuccess, StepContext};
-use crate::telemetry::CallSpan;
+use crate::telemetry::{CallSpan, Traces};
 use crate::workflow::WorkflowDefinition;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -97,38 +97,22 @@ fn plugin_call(
         Export::Compensate => Call::Compensate { ctx, data: payload },
     };
     let metrics = engine.shared.metrics.clone();
-    let traces = engine.shared.traces.clone();
-    let (execution_id, workflow) = (execution_id.to_string(), machine.workflow().name().to_string());
+    // What a call's span names, only when traces are exported.
+    let traced = engine.shared.traces.clone().map(|traces| TracedCall {
+        traces,
+        execution_id: execution_id.to_string(),
+        workflow: machine.workflow().name().to_string(),
+    });
     let plugin = plugin.clone();
     async move {
         let Some(loaded) = loaded else {
             let failure = StepFailure::new(FailureKind::Unavailable, format!("plugin `{plugin}` is not loaded"));
             return failed_event(export, step, attempt, failure, Vec::new(), None);
         };
-        let (started, started_at) = (std::time::Instant::now(), std::time::SystemTime::now());
+        let started = std::time::Instant::now();
         let outcome = sandbox.call(loaded.runtime(), call, timeout, tenant.as_deref()).await;
-        if let Some(traces) = &traces {
-            let (outcome_name, error) = match &outcome.result {
-                Ok(CallSuccess { skipped: Some(_), .. }) => ("skipped", None),
-                Ok(_) => ("succeeded", None),
-                Err(failure) => (failure.kind.as_str(), Some(failure.message.as_str())),
-            };
-            traces.call(&CallSpan {
-                execution_id: &execution_id,
-                workflow: &workflow,
-                tenant: tenant.as_deref(),
-                step: &step.to_string(),
-                plugin: plugin.as_str(),
-                plugin_hash: &loaded.hash,
-                plugin_version: loaded.version(),
-                export: if export == Export::Invoke { "invoke" } else { "compensate" },
-                attempt,
-                outcome: outcome_name,
-                error,
-                cost: &outcome.cost,
-                started: started_at,
-                duration: started.elapsed(),
-            });
+        if let Some(traced) = &traced {
+            traced.record(&loaded, &step, attempt, export, tenant.as_deref(), &outcome, started.elapsed());
         }
         match export {
             Export::Invoke => metrics.observe_attempt(outcome.result.is_ok(), started.elapsed()),
@@ -153,6 +137,50 @@ fn plugin_call(
             (Export::Compensate, Ok(_)) => Event::CompensationSucceeded { step, attempt, logs: outcome.logs, cost },
             (_, Err(failure)) => failed_event(export, step, attempt, failure, outcome.logs, cost),
         }
+    }
+}
+
+/// The trace exporter, and the execution a call belongs to.
+struct TracedCall {
+    traces: Arc<Traces>,
+    execution_id: String,
+    workflow: String,
+}
+
+impl TracedCall {
+    /// Records a finished call as a span, which started `duration` ago.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        plugin: &LoadedPlugin,
+        step: &UnitId,
+        attempt: u32,
+        export: Export,
+        tenant: Option<&str>,
+        outcome: &crate::sandbox::CallOutcome,
+        duration: std::time::Duration,
+    ) {
+        let (outcome_name, error) = match &outcome.result {
+            Ok(CallSuccess { skipped: Some(_), .. }) => ("skipped", None),
+            Ok(_) => ("succeeded", None),
+            Err(failure) => (failure.kind.as_str(), Some(failure.message.as_str())),
+        };
+        self.traces.call(&CallSpan {
+            execution_id: &self.execution_id,
+            workflow: &self.workflow,
+            tenant,
+            step: &step.to_string(),
+            plugin: plugin.name.as_str(),
+            plugin_hash: &plugin.hash,
+            plugin_version: plugin.version(),
+            export: if export == Export::Invoke { "invoke" } else { "compensate" },
+            attempt,
+            outcome: outcome_name,
+            error,
+            cost: &outcome.cost,
+            started: std::time::SystemTime::now() - duration,
+            duration,
+        });
     }
 }
 
