@@ -198,12 +198,7 @@ fn interpret(returned: Returned, max_output_bytes: usize) -> Result<CallSuccess,
         }
         Returned::Invoked(Err(error)) => Err(from_step_error(error)),
         Returned::Invoked(Ok(StepOutcome::Skipped(reason))) => {
-            if reason.len() > max_output_bytes {
-                return Err(StepFailure::new(
-                    FailureKind::OutputTooLarge,
-                    format!("skip reason of {} bytes exceeds the limit of {max_output_bytes} bytes", reason.len()),
-                ));
-            }
+            within_output_limit("skip reason", &reason, max_output_bytes)?;
             Ok(CallSuccess { output: None, compensation: None, skipped: Some(reason) })
         }
         Returned::Invoked(Ok(StepOutcome::Done(response))) => {
@@ -217,13 +212,18 @@ fn interpret(returned: Returned, max_output_bytes: usize) -> Result<CallSuccess,
     }
 }
 
-fn parse_json(what: &str, text: &str, max_bytes: usize) -> Result<Value, StepFailure> {
+fn within_output_limit(what: &str, text: &str, max_bytes: usize) -> Result<(), StepFailure> {
     if text.len() > max_bytes {
         return Err(StepFailure::new(
             FailureKind::OutputTooLarge,
             format!("{what} of {} bytes exceeds the limit of {max_bytes} bytes", text.len()),
         ));
     }
+    Ok(())
+}
+
+fn parse_json(what: &str, text: &str, max_bytes: usize) -> Result<Value, StepFailure> {
+    within_output_limit(what, text, max_bytes)?;
     // Bounded depth: whatever a guest returns, the store can read it back.
     crate::journal::json::parse_bounded(text)
         .map_err(|error| StepFailure::new(FailureKind::InvalidOutput, format!("{what} is not valid JSON: {error}")))

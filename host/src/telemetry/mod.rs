@@ -123,8 +123,8 @@ impl Traces {
         ];
         attributes.extend(cost_attributes(execution.cost));
         attributes.extend(execution.tenant.map(|tenant| KeyValue::new("tenant", tenant.to_string())));
-        let name = if execution.ended_before { "execution {} (ended again)" } else { "execution {}" };
-        let builder = SpanBuilder::from_name(name.replace("{}", execution.workflow))
+        let again = if execution.ended_before { " (ended again)" } else { "" };
+        let builder = SpanBuilder::from_name(format!("execution {}{again}", execution.workflow))
             .with_kind(SpanKind::Internal)
             .with_start_time(system_time(execution.started))
             .with_attributes(attributes);
