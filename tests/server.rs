@@ -160,6 +160,12 @@ async fn an_event_runs_every_subscribed_workflow() {
     }
     let (_, none) = server.post("/v1/events/nobody.listens", json!({})).await;
     assert_eq!(none["executions"], json!([]));
+    let longest = "é".repeat(128);
+    let (status, _) = server.post(&format!("/v1/events/{longest}"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "128 characters (256 bytes) is the documented maximum");
+    let (status, refused) = server.post(&format!("/v1/events/{longest}x"), json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused["error"]["message"].as_str().unwrap().contains("1 to 128 characters, not 129"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -555,6 +555,10 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
     }
 }
 
+/// The longest event name `POST /v1/events/{event}` accepts, in characters
+/// (the OpenAPI document's `maxLength`).
+const MAX_EVENT_NAME_CHARS: usize = 128;
+
 /// Query of `POST /v1/events/{event}`.
 #[derive(Deserialize, IntoParams)]
 pub struct EventQuery {
@@ -574,6 +578,12 @@ pub async fn publish_event(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Start)?;
+    let event_length = event.chars().count();
+    if !(1..=MAX_EVENT_NAME_CHARS).contains(&event_length) {
+        return Err(ApiError::bad_request(format!(
+            "an event name has 1 to {MAX_EVENT_NAME_CHARS} characters, not {event_length}"
+        )));
+    }
     let tenant = principal.tenant_to_run_as(checked_tenant(query.tenant.clone())?)?;
     let payload = parse_body(&headers, &body)?;
     if !payload.is_object() {
