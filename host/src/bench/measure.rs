@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ACCEPT_QUOTE: &str = include_str!("../../../guest-examples/workflows/accept-quote.toml");
-const QUOTE_INPUT: &str = include_str!("../../../guest-examples/workflows/accept-quote.input.json");
+pub(super) const ACCEPT_QUOTE: &str = include_str!("../../../guest-examples/workflows/accept-quote.toml");
+pub(super) const QUOTE_INPUT: &str = include_str!("../../../guest-examples/workflows/accept-quote.input.json");
 
 /// The guests compared for the isolated step: language -> plugin. The
 /// JavaScript step is built twice from one source: on QuickJS (what a sync
@@ -56,7 +56,7 @@ pub(super) struct Host {
 }
 
 impl Host {
-    fn new(options: &BenchOptions) -> Result<Self> {
+    pub(super) fn new(options: &BenchOptions) -> Result<Self> {
         use crate::services::demo;
         let inventory = demo::Inventory::with_ledger(Arc::new(Discard)).map_err(anyhow::Error::msg)?;
         let payments = demo::Payments::with_ledger(Arc::new(Discard)).map_err(anyhow::Error::msg)?;
@@ -77,7 +77,7 @@ impl Host {
     }
 }
 
-fn runtime(workers: usize) -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime(workers: usize) -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?)
 }
 
@@ -110,6 +110,9 @@ pub fn all(options: &BenchOptions, scratch: &Path) -> Result<Value> {
     }
     if options.wants("hot_swap") {
         report["hot_swap_ms"] = json!(hot_swap(options, scratch)?);
+    }
+    if options.wants("store_scale") {
+        report["store_scale"] = super::store_scale::store_scale(&host, options, scratch)?;
     }
     if options.wants("hosts") {
         match &options.postgres {

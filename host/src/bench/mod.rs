@@ -11,19 +11,31 @@
 
 mod cart;
 mod hosts;
+mod http;
 mod measure;
 mod stats;
+mod store_scale;
 
 pub use cart::{native_cart_total, sample_cart};
 pub use stats::{median_of, Samples};
+pub use store_scale::Fill;
 
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Every measurement, by the name `--only` takes.
-pub const MEASUREMENTS: [&str; 8] =
-    ["isolated_step", "throughput", "accept_quote_memory", "accept_quote_sqlite", "chain", "load", "hot_swap", "hosts"];
+pub const MEASUREMENTS: [&str; 9] = [
+    "isolated_step",
+    "throughput",
+    "accept_quote_memory",
+    "accept_quote_sqlite",
+    "chain",
+    "load",
+    "hot_swap",
+    "store_scale",
+    "hosts",
+];
 
 /// How the benchmark runs.
 #[derive(Clone, Debug)]
@@ -67,6 +79,25 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<Value> {
     report["machine"] = machine();
     report["options"] = json!({"seconds": options.seconds, "repetitions": options.repetitions, "quick": options.quick});
     Ok(report)
+}
+
+/// `stepwise bench generate-store`: fills a new SQLite store at `path` with
+/// `fill` (real executions, run by the engine on the guests in `plugins`)
+/// and says what it wrote.
+pub fn generate_store(plugins: PathBuf, path: &std::path::Path, fill: Fill) -> anyhow::Result<Value> {
+    let options = BenchOptions { plugins, seconds: 1.0, repetitions: 3, only: None, quick: false, postgres: None };
+    let host = measure::Host::new(&options)?;
+    let generated = store_scale::generate(&host, path, fill, true)?;
+    let executions = (fill.finished + fill.waiting).max(1);
+    Ok(json!({
+        "store": format!("sqlite://{}", path.display()),
+        "finished": fill.finished,
+        "waiting": fill.waiting,
+        "seconds": generated.seconds,
+        "executions_per_s": executions as f64 / generated.seconds.max(1e-9),
+        "bytes": generated.bytes,
+        "bytes_per_execution": generated.bytes as f64 / executions as f64,
+    }))
 }
 
 fn machine() -> Value {
@@ -192,6 +223,9 @@ pub fn table(report: &Value) -> String {
             f(&inbox["p99_ms"])
         );
     }
+    if let Some(sizes) = report["store_scale"]["sizes"].as_array() {
+        store_scale_table(&mut out, sizes, &report["store_scale"], &f);
+    }
     if report["hot_swap_ms"].is_number() {
         let _ = writeln!(
             out,
@@ -200,4 +234,43 @@ pub fn table(report: &Value) -> String {
         );
     }
     out
+}
+
+/// The store-at-scale rows: one column per size, then how it grew.
+fn store_scale_table(out: &mut String, sizes: &[Value], scale: &Value, f: &dyn Fn(&Value) -> String) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "\nSQLite store at scale, a `stepwise serve` process on it:");
+    let header: Vec<String> =
+        sizes.iter().map(|size| format!("{} + {} waiting", size["finished"], size["waiting"])).collect();
+    let _ = writeln!(
+        out,
+        "  {:<36} {}",
+        "finished executions",
+        header.iter().map(|h| format!("{h:>22}")).collect::<String>()
+    );
+    for (key, label) in [
+        ("start_ms", "serve: start to /healthz, ms"),
+        ("list_ms", "GET /v1/executions first page, ms"),
+        ("list_waiting_ms", "  ?status=waiting, ms"),
+        ("list_succeeded_ms", "  ?status=succeeded, ms"),
+        ("list_failed_ms", "  ?status=failed (none), ms"),
+        ("cli_list_ms", "executions list (whole process), ms"),
+        ("complete_p50_ms", "complete a waiting execution p50, ms"),
+        ("complete_p99_ms", "  p99, ms"),
+        ("rss_mb", "server RSS after, MB"),
+        ("peak_rss_mb", "server peak RSS, MB"),
+        ("bytes_per_execution", "bytes per execution on disk"),
+        ("fill_seconds", "filling the store, s"),
+    ] {
+        let cells: String = sizes.iter().map(|size| format!("{:>22}", f(&size[key]))).collect();
+        let _ = writeln!(out, "  {label:<36} {cells}");
+    }
+    if scale["bytes_per_finished_execution"].is_number() {
+        let _ =
+            writeln!(out, "  bytes per finished accept-quote execution: {}", f(&scale["bytes_per_finished_execution"]));
+    }
+    if let Some(growth) = scale["growth"].as_object() {
+        let grown: Vec<String> = growth.iter().map(|(key, ratio)| format!("{key} {}x", f(ratio))).collect();
+        let _ = writeln!(out, "  growth small -> large: {}", grown.join(", "));
+    }
 }

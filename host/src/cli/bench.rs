@@ -8,8 +8,10 @@ use std::process::ExitCode;
 /// Arguments of `stepwise bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
     /// The directory of built guests (`scripts/build-guests.sh` fills it).
-    #[arg(long, default_value = "build/plugins")]
+    #[arg(long, default_value = "build/plugins", global = true)]
     plugins: PathBuf,
     /// Write the figures as JSON to this file.
     #[arg(long)]
@@ -32,9 +34,32 @@ pub struct BenchArgs {
     postgres: Option<String>,
 }
 
+/// What `stepwise bench` does besides measuring.
+#[derive(clap::Subcommand)]
+enum BenchCommand {
+    /// Fill a new SQLite store with real executions (accept-quote, run by the
+    /// engine on the built guests): finished ones, and ones waiting on an
+    /// async approval spread among them, as a busy production store holds.
+    GenerateStore {
+        /// The SQLite file to create (it must not exist).
+        path: PathBuf,
+        /// Finished (`succeeded`) executions.
+        #[arg(long, default_value_t = 1_000_000)]
+        finished: usize,
+        /// Executions waiting on their async `approve` step.
+        #[arg(long, default_value_t = 10_000)]
+        waiting: usize,
+    },
+}
+
 /// Runs outside the command line's async runtime: each measurement builds
 /// the runtime it needs (one worker, two workers).
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    if let Some(BenchCommand::GenerateStore { path, finished, waiting }) = args.command {
+        let report = bench::generate_store(args.plugins, &path, bench::Fill { finished, waiting })?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.repetitions < 3 {
         bail!("--repetitions must be at least 3");
     }

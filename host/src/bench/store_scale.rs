@@ -1,0 +1,381 @@
+//! The store at scale. [`generate`] fills a SQLite store the way a busy
+//! server would (`stepwise bench generate-store`): finished accept-quote
+//! executions, and executions of the same workflow waiting on an async
+//! approval, spread among them, all run by the real engine and written by the
+//! real store. [`store_scale`] then starts a real `stepwise serve` process on
+//! such a store, at two sizes, and measures what an operator feels: how long
+//! the server takes to answer, the first page of listings (over HTTP and
+//! from `stepwise executions list`), completing one waiting execution, the
+//! bytes each execution takes on disk and the server's memory.
+
+use super::http::Connection;
+use super::measure::{runtime, Host, ACCEPT_QUOTE, QUOTE_INPUT};
+use super::stats::Samples;
+use super::BenchOptions;
+use crate::engine::StartOptions;
+use crate::journal::{ExecutionId, ExecutionStatus};
+use crate::store::{ExecutionStore, SqliteStore};
+use crate::workflow::Workflow;
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// accept-quote with an async approval between the payment and the order:
+/// an execution rests `waiting` on `approve` until someone completes it.
+const APPROVAL: &str = r#"
+name = "accept-quote-approval"
+description = "accept-quote, with a person approving the payment before the order"
+
+[[steps]]
+id = "cart"
+plugin = "retrieve-cart"
+input = { cart_id = "$.input.cart_id", items = "$.input.items", currency = "$.input.currency" }
+
+[[steps]]
+id = "reserve"
+plugin = "reserve-inventory"
+input = { items = "$.steps.cart.output.items" }
+
+[[steps]]
+id = "payment"
+plugin = "authorize-payment"
+input = { amount = "$.steps.cart.output.total", currency = "$.steps.cart.output.currency" }
+after = ["reserve"]
+
+[[steps]]
+id = "approve"
+plugin = "echo"
+async = true
+input = { authorization_id = "$.steps.payment.output.authorization_id" }
+
+[[steps]]
+id = "order"
+plugin = "create-order"
+input = { cart_id = "$.steps.cart.output.id", reservation_id = "$.steps.reserve.output.reservation_id", authorization_id = "$.steps.payment.output.authorization_id", total = "$.steps.cart.output.total" }
+after = ["approve"]
+"#;
+
+/// The plugins the two workflows use (the server loads only these).
+const PLUGINS: [&str; 5] = ["retrieve-cart", "reserve-inventory", "authorize-payment", "create-order", "echo"];
+
+/// Executions in flight while a store is filled.
+const IN_FLIGHT: usize = 128;
+
+/// How many executions a store holds.
+#[derive(Clone, Copy, Debug)]
+pub struct Fill {
+    /// Finished (`succeeded`) accept-quote executions.
+    pub finished: usize,
+    /// Executions waiting on their async `approve` step.
+    pub waiting: usize,
+}
+
+/// A filled store.
+pub struct Generated {
+    /// The waiting executions, oldest first.
+    pub waiting: Vec<ExecutionId>,
+    /// Seconds the filling took.
+    pub seconds: f64,
+    /// The database's size on disk, checkpointed (no write-ahead log left).
+    pub bytes: u64,
+}
+
+/// Fills a new SQLite store at `path` (which must not exist) with `fill`:
+/// one waiting execution every `(finished + waiting) / waiting` executions,
+/// so that waiting ones are spread through time as in a real store.
+pub fn generate(host: &Host, path: &Path, fill: Fill, progress: bool) -> Result<Generated> {
+    if path.exists() {
+        bail!("{} exists: generate-store fills a new store only", path.display());
+    }
+    let rt = runtime(2)?;
+    let store: Arc<dyn ExecutionStore> =
+        Arc::new(SqliteStore::open(path).with_context(|| format!("creating the store {}", path.display()))?);
+    let engine = host.engine(store);
+    let quote = Arc::new(Workflow::from_toml("accept-quote.toml", ACCEPT_QUOTE, host.registry.as_ref())?);
+    let approval = Arc::new(Workflow::from_toml("accept-quote-approval.toml", APPROVAL, host.registry.as_ref())?);
+    let input: Value = serde_json::from_str(QUOTE_INPUT)?;
+    let total = fill.finished + fill.waiting;
+    let every = if fill.waiting == 0 { usize::MAX } else { total / fill.waiting };
+    let next = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(Mutex::new(Vec::with_capacity(fill.waiting)));
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..IN_FLIGHT {
+            let (engine, quote, approval, input) = (engine.clone(), quote.clone(), approval.clone(), input.clone());
+            let (next, waiting) = (next.clone(), waiting.clone());
+            tasks.spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    // The last of every `every` executions waits (there are at
+                    // least `waiting` such slots), until `waiting` of them did.
+                    let waits = n % every == every - 1 && n / every < fill.waiting;
+                    let workflow = if waits { approval.clone() } else { quote.clone() };
+                    let expected = if waits { ExecutionStatus::Waiting } else { ExecutionStatus::Succeeded };
+                    let execution = engine.run(workflow, input.clone(), StartOptions::default()).await?;
+                    if execution.status != expected {
+                        bail!("execution {n} ended {} ({:?})", execution.status.as_str(), execution.error);
+                    }
+                    if waits {
+                        waiting.lock().expect("waiting ids").push(execution.execution_id);
+                    }
+                    if progress && n % 100_000 == 0 && n > 0 {
+                        eprintln!("  {n} of {total} executions ({:.0} s)", started.elapsed().as_secs_f64());
+                    }
+                }
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined??;
+        }
+        engine.shutdown().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(engine);
+    drop(rt);
+    let mut waiting = std::mem::take(&mut *waiting.lock().expect("waiting ids"));
+    waiting.sort();
+    let connection = rusqlite::Connection::open(path)?;
+    connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    drop(connection);
+    Ok(Generated { waiting, seconds, bytes: disk_bytes(path) })
+}
+
+/// The database file and its write-ahead log, in bytes.
+fn disk_bytes(path: &Path) -> u64 {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    [path.to_path_buf(), wal].iter().filter_map(|file| std::fs::metadata(file).ok()).map(|m| m.len()).sum()
+}
+
+/// The measurement: a store at each size, a server on it.
+pub(super) fn store_scale(host: &Host, options: &BenchOptions, scratch: &Path) -> Result<Value> {
+    let fills = if options.quick {
+        vec![Fill { finished: 300, waiting: 30 }]
+    } else {
+        vec![Fill { finished: 10_000, waiting: 10_000 }, Fill { finished: 1_000_000, waiting: 10_000 }]
+    };
+    let served_dir = scratch.join("store-scale");
+    prepare_server_directories(&options.plugins, &served_dir)?;
+    let mut sizes = Vec::new();
+    for fill in fills {
+        let path = scratch.join(format!("scale-{}.db", fill.finished));
+        eprintln!("filling a store with {} finished and {} waiting executions", fill.finished, fill.waiting);
+        let generated = generate(host, &path, fill, true)?;
+        let mut figures = serve_and_measure(&path, &served_dir, &generated, options.quick)?;
+        figures["finished"] = json!(fill.finished);
+        figures["waiting"] = json!(fill.waiting);
+        figures["fill_seconds"] = json!(generated.seconds);
+        figures["bytes"] = json!(generated.bytes);
+        figures["bytes_per_execution"] = json!(generated.bytes as f64 / (fill.finished + fill.waiting) as f64);
+        sizes.push(figures);
+        let _ = std::fs::remove_file(&path);
+    }
+    let mut report = json!({ "sizes": sizes });
+    if let [small, large] = &sizes[..] {
+        // The same waiting executions in both: what the extra finished ones cost.
+        let extra = (large["finished"].as_f64().unwrap_or(0.0) - small["finished"].as_f64().unwrap_or(0.0)).max(1.0);
+        let bytes = large["bytes"].as_f64().unwrap_or(0.0) - small["bytes"].as_f64().unwrap_or(0.0);
+        report["bytes_per_finished_execution"] = json!(bytes / extra);
+        let mut growth = serde_json::Map::new();
+        for key in GROWTH {
+            if let (Some(a), Some(b)) = (small[key].as_f64(), large[key].as_f64()) {
+                growth.insert(key.to_string(), json!(b / a.max(1e-9)));
+            }
+        }
+        report["growth"] = Value::Object(growth);
+    }
+    Ok(report)
+}
+
+/// The figures whose growth from the small store to the large one is reported.
+const GROWTH: [&str; 9] = [
+    "start_ms",
+    "list_ms",
+    "list_waiting_ms",
+    "list_succeeded_ms",
+    "list_failed_ms",
+    "cli_list_ms",
+    "complete_p50_ms",
+    "rss_mb",
+    "peak_rss_mb",
+];
+
+/// A plugin directory with the plugins the workflows use (copied, with
+/// their manifests), a workflow directory with both workflows, no tenants.
+fn prepare_server_directories(plugins: &Path, dir: &Path) -> Result<()> {
+    for sub in ["plugins", "workflows", "tenants"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    for plugin in PLUGINS {
+        for ext in ["wasm", "toml"] {
+            let from = plugins.join(format!("{plugin}.{ext}"));
+            if ext == "toml" && !from.exists() {
+                continue;
+            }
+            std::fs::copy(&from, dir.join("plugins").join(format!("{plugin}.{ext}")))
+                .with_context(|| format!("copying {} (build it: scripts/build-guests.sh)", from.display()))?;
+        }
+    }
+    std::fs::write(dir.join("workflows/accept-quote.toml"), ACCEPT_QUOTE)?;
+    std::fs::write(dir.join("workflows/accept-quote-approval.toml"), APPROVAL)?;
+    Ok(())
+}
+
+/// A `stepwise serve` process; killed when dropped.
+struct Served {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TOKEN: &str = "bench-store-scale-token-0123456789";
+
+/// Starts `stepwise serve` on the store and waits until it answers `/healthz`.
+fn start_server(store: &Path, dir: &Path) -> Result<(Served, Duration)> {
+    let began = Instant::now();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--addr", "127.0.0.1:0", "--token", TOKEN])
+        .arg("--plugins")
+        .arg(dir.join("plugins"))
+        .arg("--workflows")
+        .arg(dir.join("workflows"))
+        .arg("--tenants")
+        .arg(dir.join("tenants"))
+        .arg("--store")
+        .arg(format!("sqlite://{}", store.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting stepwise serve")?;
+    let stderr = child.stderr.take().context("the server's stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let address = loop {
+        match lines.next() {
+            Some(line) => {
+                if let Some(address) = line?.strip_prefix("stepwise serving on http://") {
+                    break address.to_string();
+                }
+            }
+            None => bail!("stepwise serve exited before it listened: {:?}", child.wait()?),
+        }
+    };
+    // The rest of its output is read (and dropped) so that it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let served = Served { child, address };
+    let rt = runtime(1)?;
+    rt.block_on(async {
+        loop {
+            if let Ok(mut connection) = Connection::open(&served.address).await {
+                if connection.get("/healthz", None).await.is_ok_and(|(status, _)| status == 200) {
+                    return Ok::<_, anyhow::Error>(());
+                }
+            }
+            if began.elapsed() > Duration::from_secs(120) {
+                bail!("stepwise serve did not answer /healthz in 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })?;
+    Ok((served, began.elapsed()))
+}
+
+/// The server's resident memory now and at its peak, in MB (`/proc`).
+fn memory_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn serve_and_measure(store: &Path, dir: &Path, generated: &Generated, quick: bool) -> Result<Value> {
+    let (served, start) = start_server(store, dir)?;
+    let (rss_started, _) = memory_mb(served.child.id());
+    let rt = runtime(1)?;
+    let requests = if quick { 5 } else { 50 };
+    let mut figures = rt.block_on(async {
+        let mut connection = Connection::open(&served.address).await?;
+        let mut figures = json!({
+            "start_ms": start.as_secs_f64() * 1e3,
+            "rss_started_mb": rss_started,
+        });
+        for (key, query) in [
+            ("list_ms", ""),
+            ("list_waiting_ms", "&status=waiting"),
+            ("list_succeeded_ms", "&status=succeeded"),
+            ("list_failed_ms", "&status=failed"),
+        ] {
+            let path = format!("/v1/executions?limit=50{query}");
+            let mut latencies = Vec::new();
+            for _ in 0..requests {
+                let began = Instant::now();
+                let (status, body) = connection.get(&path, Some(TOKEN)).await?;
+                latencies.push(began.elapsed());
+                if status != 200 {
+                    bail!("GET {path} answered {status}: {}", String::from_utf8_lossy(&body));
+                }
+            }
+            figures[key] = json!(Samples::from_durations(&latencies).median() / 1e3);
+        }
+        let completions = generated.waiting.len().min(if quick { 10 } else { 500 });
+        let mut latencies = Vec::new();
+        for id in generated.waiting.iter().take(completions) {
+            let path = format!("/v1/executions/{id}/steps/approve/success");
+            let began = Instant::now();
+            let (status, body) = connection.post(&path, TOKEN, br#"{"approved": true}"#).await?;
+            latencies.push(began.elapsed());
+            let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if status != 200 || answer["status"] != "succeeded" {
+                bail!("completing {id} answered {status}: {}", String::from_utf8_lossy(&body));
+            }
+        }
+        let latencies = Samples::from_durations(&latencies);
+        figures["completions"] = json!(latencies.len());
+        figures["complete_p50_ms"] = json!(latencies.median() / 1e3);
+        figures["complete_p99_ms"] = json!(latencies.p99() / 1e3);
+        Ok::<_, anyhow::Error>(figures)
+    })?;
+    let (rss, peak) = memory_mb(served.child.id());
+    figures["rss_mb"] = json!(rss);
+    figures["peak_rss_mb"] = json!(peak);
+    drop(served);
+    figures["cli_list_ms"] = json!(cli_list_ms(store, if quick { 1 } else { 5 })?);
+    Ok(figures)
+}
+
+/// `stepwise executions list --status waiting` against the store, wall
+/// time of the whole process (its start included), median of `runs`.
+fn cli_list_ms(store: &Path, runs: usize) -> Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let began = Instant::now();
+        let output = Command::new(std::env::current_exe()?)
+            .args(["executions", "list", "--status", "waiting", "--limit", "50", "--json", "--store"])
+            .arg(format!("sqlite://{}", store.display()))
+            .output()?;
+        times.push(began.elapsed());
+        if !output.status.success() {
+            bail!("stepwise executions list failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+    }
+    Ok(Samples::from_durations(&times).median() / 1e3)
+}
