@@ -240,14 +240,10 @@ pub fn table(report: &Value) -> String {
 fn store_scale_table(out: &mut String, sizes: &[Value], scale: &Value, f: &dyn Fn(&Value) -> String) {
     use std::fmt::Write;
     let _ = writeln!(out, "\nSQLite store at scale, a `stepwise serve` process on it:");
-    let header: Vec<String> =
-        sizes.iter().map(|size| format!("{} + {} waiting", size["finished"], size["waiting"])).collect();
-    let _ = writeln!(
-        out,
-        "  {:<36} {}",
-        "finished executions",
-        header.iter().map(|h| format!("{h:>22}")).collect::<String>()
-    );
+    for (key, label) in [("finished", "finished executions"), ("waiting", "waiting executions")] {
+        let cells: String = sizes.iter().map(|size| format!("{:>14}", size[key])).collect();
+        let _ = writeln!(out, "  {label:<38} {cells}");
+    }
     for (key, label) in [
         ("start_ms", "serve: start to /healthz, ms"),
         ("list_ms", "GET /v1/executions first page, ms"),
@@ -262,8 +258,8 @@ fn store_scale_table(out: &mut String, sizes: &[Value], scale: &Value, f: &dyn F
         ("bytes_per_execution", "bytes per execution on disk"),
         ("fill_seconds", "filling the store, s"),
     ] {
-        let cells: String = sizes.iter().map(|size| format!("{:>22}", f(&size[key]))).collect();
-        let _ = writeln!(out, "  {label:<36} {cells}");
+        let cells: String = sizes.iter().map(|size| format!("{:>14}", f(&size[key]))).collect();
+        let _ = writeln!(out, "  {label:<38} {cells}");
     }
     if scale["bytes_per_finished_execution"].is_number() {
         let _ =

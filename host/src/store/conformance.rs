@@ -41,6 +41,7 @@ where
     purge_deletes_only_finished_executions_before_the_cutoff(open().await).await;
     kv_keeps_namespaces_apart_within_quotas(open().await).await;
     lists_filter_by_tenant(open().await).await;
+    lists_every_combination_of_filters_newest_first(open().await).await;
     tokens_are_kept_by_id_and_revoked_once(open().await).await;
 }
 
@@ -468,6 +469,75 @@ async fn lists_filter_by_tenant(store: Arc<dyn ExecutionStore>) {
     let all = listed(None).await;
     assert_eq!(all.len(), 4);
     assert_eq!(all.iter().find(|e| e.execution_id.as_str() == "e3").unwrap().tenant, None);
+}
+
+/// Every combination of status, workflow, tenant, cursor and page size lists
+/// what a plain filter over all executions gives, newest (largest id) first.
+async fn lists_every_combination_of_filters_newest_first(store: Arc<dyn ExecutionStore>) {
+    let statuses = [ExecutionStatus::Running, ExecutionStatus::Waiting, ExecutionStatus::Succeeded];
+    let mut all = Vec::new();
+    for n in 0..12u64 {
+        let (id, workflow, tenant) =
+            (format!("e{n:02}"), ["w1", "w2"][(n % 2) as usize], (n % 3 == 0).then_some("acme"));
+        let status = statuses[(n % 3) as usize];
+        let definition: WorkflowDefinition =
+            serde_json::from_value(serde_json::json!({"name": workflow, "steps": []})).expect("a definition");
+        let created = store
+            .create(NewExecution {
+                id: ExecutionId::new(&id),
+                workflow: DefinitionRecord::new(Arc::new(definition)),
+                input: serde_json::json!({}),
+                idempotency_key: None,
+                tenant: tenant.map(str::to_string),
+                parent: None,
+                created_at: Timestamp(1_000 + n),
+                owner: None,
+                events: Vec::new(),
+                status,
+                next_due: None,
+            })
+            .await
+            .expect("create");
+        assert!(matches!(created, Created::New(_)));
+        all.push((id, workflow, tenant, status));
+    }
+    for status in [None, Some(ExecutionStatus::Waiting), Some(ExecutionStatus::Failed)] {
+        for workflow in [None, Some("w1"), Some("w2")] {
+            for tenant in [None, Some("acme"), Some("initech")] {
+                for before in [None, Some("e07"), Some("e00")] {
+                    for limit in [None, Some(2)] {
+                        let filter = ListFilter {
+                            status,
+                            workflow: workflow.map(str::to_string),
+                            tenant: tenant.map(str::to_string),
+                            limit,
+                            before: before.map(ExecutionId::new),
+                        };
+                        let listed: Vec<String> = store
+                            .list(&filter)
+                            .await
+                            .unwrap()
+                            .into_iter()
+                            .map(|summary| summary.execution_id.as_str().to_string())
+                            .collect();
+                        let expected: Vec<String> = all
+                            .iter()
+                            .rev()
+                            .filter(|(id, w, t, s)| {
+                                status.is_none_or(|status| status == *s)
+                                    && workflow.is_none_or(|workflow| workflow == *w)
+                                    && tenant.is_none_or(|tenant| Some(tenant) == *t)
+                                    && before.is_none_or(|before| id.as_str() < before)
+                            })
+                            .take(limit.unwrap_or(usize::MAX))
+                            .map(|(id, ..)| id.clone())
+                            .collect();
+                        assert_eq!(listed, expected, "{filter:?}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn tokens_are_kept_by_id_and_revoked_once(store: Arc<dyn ExecutionStore>) {

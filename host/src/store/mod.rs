@@ -196,6 +196,37 @@ pub struct ListFilter {
     pub before: Option<ExecutionId>,
 }
 
+impl ListFilter {
+    /// The SQL of this listing, newest first: only the filters given become
+    /// conditions (`? IS NULL OR status = ?` would hide every index from the
+    /// planner, and a status no execution has would read them all). The
+    /// values are the conditions' text in placeholder order; the page size is
+    /// the placeholder after them. `placeholder(n)` spells the n-th one.
+    pub(crate) fn sql(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<String>) {
+        let mut conditions = Vec::new();
+        let mut values = Vec::new();
+        let given = [
+            ("status =", self.status.map(|status| status.as_str().to_string())),
+            ("workflow =", self.workflow.clone()),
+            ("tenant =", self.tenant.clone()),
+            ("id <", self.before.as_ref().map(|id| id.as_str().to_string())),
+        ];
+        for (condition, value) in given {
+            if let Some(value) = value {
+                values.push(value);
+                conditions.push(format!("{condition} {}", placeholder(values.len())));
+            }
+        }
+        let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+        let sql = format!(
+            "SELECT id, workflow, status, created_at, updated_at, error, tenant FROM executions {filter}
+             ORDER BY id DESC LIMIT {}",
+            placeholder(values.len() + 1)
+        );
+        (sql, values)
+    }
+}
+
 /// A host as the store knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HostRecord {

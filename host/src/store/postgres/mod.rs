@@ -382,28 +382,14 @@ impl ExecutionStore for PostgresStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError> {
+        let (sql, values) = filter.sql(|n| format!("${n}"));
+        let limit = filter.limit.map(|limit| limit as i64);
+        let mut parameters: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        parameters.push(&limit);
         let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "SELECT id, workflow, status, created_at, updated_at, error, tenant FROM executions
-                 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
-                   AND ($3::text IS NULL OR id < $3) AND ($5::text IS NULL OR tenant = $5)
-                 ORDER BY id DESC LIMIT $4",
-                    )
-                    .await
-                    .map_err(backend)?,
-                &[
-                    &filter.status.map(|s| s.as_str()),
-                    &filter.workflow,
-                    &filter.before.as_ref().map(|id| id.as_str()),
-                    &filter.limit.map(|limit| limit as i64),
-                    &filter.tenant,
-                ],
-            )
-            .await
-            .map_err(backend)?;
+        let statement = client.prepare_cached(&sql).await.map_err(backend)?;
+        let rows = client.query(&statement, &parameters).await.map_err(backend)?;
         Ok(rows.iter().map(summary).collect())
     }
 

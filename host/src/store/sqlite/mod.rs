@@ -254,24 +254,13 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ExecutionSummary>, StoreError> {
-        self.read(|db| {
-            let mut statement = db.prepare_cached(
-                "SELECT id, workflow, status, created_at, updated_at, error, tenant FROM executions
-                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) AND (?4 IS NULL OR id < ?4)
-                   AND (?5 IS NULL OR tenant = ?5)
-                 ORDER BY id DESC LIMIT ?3",
-            )?;
-            let limit = filter.limit.map_or(-1, |limit| limit as i64);
-            let rows = statement.query_map(
-                params![
-                    filter.status.map(|s| s.as_str()),
-                    filter.workflow,
-                    limit,
-                    filter.before.as_ref().map(|id| id.as_str()),
-                    filter.tenant
-                ],
-                summary,
-            )?;
+        let (sql, values) = filter.sql(|n| format!("?{n}"));
+        let limit = filter.limit.map_or(-1, |limit| limit as i64);
+        self.read(move |db| {
+            let mut statement = db.prepare_cached(&sql)?;
+            let mut parameters: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
+            parameters.push(&limit);
+            let rows = statement.query_map(parameters.as_slice(), summary)?;
             rows.collect()
         })
     }
