@@ -241,7 +241,7 @@ fn store_scale_table(out: &mut String, sizes: &[Value], scale: &Value, f: &dyn F
     use std::fmt::Write;
     let _ = writeln!(out, "\nSQLite store at scale, a `stepwise serve` process on it:");
     for (key, label) in [("finished", "finished executions"), ("waiting", "waiting executions")] {
-        let cells: String = sizes.iter().map(|size| format!("{:>14}", size[key])).collect();
+        let cells: String = sizes.iter().map(|size| format!("{:>14}", size[key].to_string())).collect();
         let _ = writeln!(out, "  {label:<38} {cells}");
     }
     for (key, label) in [
