@@ -262,9 +262,16 @@ pub(super) fn saga_loop(
                 let mut latencies = Vec::new();
                 while started.elapsed() < duration || latencies.is_empty() {
                     let began = Instant::now();
-                    let execution = engine.run(workflow.clone(), input.clone(), StartOptions::default()).await?;
-                    if execution.status != crate::journal::ExecutionStatus::Succeeded {
-                        anyhow::bail!("{} ended {}: {:?}", workflow.name(), execution.status.as_str(), execution.error);
+                    // As a client that waits for the outcome: the view is not built.
+                    let execution =
+                        engine.run_to_rest(workflow.clone(), input.clone(), StartOptions::default()).await?;
+                    if execution.status() != crate::journal::ExecutionStatus::Succeeded {
+                        anyhow::bail!(
+                            "{} ended {}: {:?}",
+                            workflow.name(),
+                            execution.status().as_str(),
+                            execution.error()
+                        );
                     }
                     latencies.push(began.elapsed());
                 }

@@ -120,12 +120,12 @@ pub fn generate(host: &Host, path: &Path, fill: Fill, progress: bool) -> Result<
                     let waits = n % every == every - 1 && n / every < fill.waiting;
                     let workflow = if waits { approval.clone() } else { quote.clone() };
                     let expected = if waits { ExecutionStatus::Waiting } else { ExecutionStatus::Succeeded };
-                    let execution = engine.run(workflow, input.clone(), StartOptions::default()).await?;
-                    if execution.status != expected {
-                        bail!("execution {n} ended {} ({:?})", execution.status.as_str(), execution.error);
+                    let execution = engine.run_to_rest(workflow, input.clone(), StartOptions::default()).await?;
+                    if execution.status() != expected {
+                        bail!("execution {n} ended {} ({:?})", execution.status().as_str(), execution.error());
                     }
                     if waits {
-                        waiting.lock().expect("waiting ids").push(execution.execution_id);
+                        waiting.lock().expect("waiting ids").push(execution.execution_id().clone());
                     }
                     if progress && n % 100_000 == 0 && n > 0 {
                         eprintln!("  {n} of {total} executions ({:.0} s)", started.elapsed().as_secs_f64());

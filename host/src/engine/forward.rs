@@ -132,7 +132,7 @@ async fn wait_elsewhere(engine: Engine, id: ExecutionId, settled: Settled) {
     loop {
         match engine.shared.store.status(&id).await {
             Ok(Some(status)) if status.is_final() || status == crate::journal::ExecutionStatus::Waiting => {
-                let _ = settled.send(engine.read(&id).await);
+                let _ = settled.send(engine.read(&id).await.map(super::Rested::from));
                 return;
             }
             Ok(Some(_)) => {}

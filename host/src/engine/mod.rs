@@ -23,6 +23,7 @@ mod outside;
 mod owner;
 mod plugins;
 mod recovery;
+mod rested;
 #[cfg(test)]
 mod simulation;
 mod timeline;
@@ -35,6 +36,7 @@ pub use machine::{
 };
 pub use metrics::{EngineMetrics, LATENCY_BUCKETS_MS};
 pub use outside::{Answer, Outside, Refusal};
+pub use rested::Rested;
 pub use timeline::{CallPhase, TimelineEntry, TimelineKind};
 pub use view::{ExecutionView, HookView, RunView, StepStatus, StepView, UnitView};
 
@@ -134,11 +136,16 @@ pub(crate) struct ChildRun {
 }
 
 /// The execution once its owner rests (it is over, or waits for the outside world).
-pub struct Settling(oneshot::Receiver<Result<ExecutionView, EngineError>>);
+pub struct Settling(oneshot::Receiver<Result<Rested, EngineError>>);
 
 impl Settling {
-    /// Waits for it.
+    /// Waits for it, and builds its view.
     pub async fn wait(self) -> Result<ExecutionView, EngineError> {
+        self.wait_rested().await.map(Rested::into_view)
+    }
+
+    /// Waits for it: its status at once, its view only if asked for.
+    pub async fn wait_rested(self) -> Result<Rested, EngineError> {
         self.0.await.unwrap_or_else(|_| Err(EngineError::Lost("the execution's owner stopped".into())))
     }
 }
@@ -300,9 +307,20 @@ impl Engine {
         input: Value,
         options: StartOptions,
     ) -> Result<ExecutionView, EngineError> {
+        self.run_to_rest(workflow, input, options).await.map(Rested::into_view)
+    }
+
+    /// [`Engine::run`] for a caller that may only need how the execution
+    /// ended: its view is built if [`Rested::into_view`] asks for it.
+    pub async fn run_to_rest(
+        &self,
+        workflow: Arc<Workflow>,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<Rested, EngineError> {
         match self.start(workflow, input, options).await? {
-            (_, Some(settling)) => settling.wait().await,
-            (existing, None) => self.show(&existing).await,
+            (_, Some(settling)) => settling.wait_rested().await,
+            (existing, None) => self.show(&existing).await.map(Rested::from),
         }
     }
 

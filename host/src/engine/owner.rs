@@ -18,6 +18,7 @@ use super::command::Command;
 use super::intake::{self, Batch};
 use super::machine::{Machine, Unit};
 use super::outside::{Answer, Outside, Refusal};
+use super::rested::Rested;
 use super::view::ExecutionView;
 use super::{Engine, EngineError};
 use crate::journal::{Event, ExecutionId, ExecutionStatus, FailureKind, StepFailure, Timer, Timestamp};
@@ -28,7 +29,17 @@ use tokio::task::JoinSet;
 
 /// Where a caller learns about the execution once its owner rests (it is
 /// over, or waits for the outside world).
-pub(crate) type Settled = oneshot::Sender<Result<ExecutionView, EngineError>>;
+pub(crate) type Settled = oneshot::Sender<Result<Rested, EngineError>>;
+
+/// How resting ended.
+enum Rest {
+    /// Messages came in: the owner claimed the execution again for them.
+    Woken(Vec<Input>),
+    /// The owner let go (its waiters are told by [`Owner::leave`]).
+    Left,
+    /// A write failed: the owner stopped and told its waiters.
+    Abandoned,
+}
 
 /// What reaches an owner's mailbox.
 pub(crate) enum Message {
@@ -175,8 +186,9 @@ impl Owner {
         loop {
             let inputs = if self.is_resting() {
                 match self.rest().await {
-                    Some(woken) => woken,
-                    None => return,
+                    Rest::Woken(woken) => woken,
+                    Rest::Left => return self.leave(),
+                    Rest::Abandoned => return,
                 }
             } else {
                 self.next_inputs().await
@@ -414,7 +426,7 @@ impl Owner {
     /// Lets go of the execution: leaves the live table unless messages
     /// arrived meanwhile, in which case it claims the execution again and
     /// returns them. Reads are answered without owning it.
-    async fn rest(&mut self) -> Option<Vec<Input>> {
+    async fn rest(&mut self) -> Rest {
         if !self.persisted.released {
             let release = Append {
                 id: self.id().clone(),
@@ -429,22 +441,22 @@ impl Owner {
             };
             if let Err(error) = self.engine.shared.store.append(release).await {
                 self.abandon(EngineError::Store(error)).await;
-                return None;
+                return Rest::Abandoned;
             }
             self.persisted.released = true;
         }
         loop {
             let arrived = self.engine.shared.live.leave_or_take(self.machine.execution_id(), &mut self.mailbox);
             if arrived.is_empty() {
-                self.wake_parent();
-                self.notify_waiters();
-                return None;
+                return Rest::Left;
             }
             let mut writes = Vec::new();
             for message in arrived {
                 match message {
                     Message::Show { reply } => drop(reply.send(ExecutionView::of(&self.machine))),
-                    Message::Wait { settled } => drop(settled.send(Ok(ExecutionView::of(&self.machine)))),
+                    Message::Wait { settled } => {
+                        drop(settled.send(Ok(Rested::from(ExecutionView::of(&self.machine)))))
+                    }
                     Message::Adopt => {}
                     message => writes.push(Input::Message(message)),
                 }
@@ -462,10 +474,10 @@ impl Owner {
                         if let Err(error) = self.reload().await {
                             self.refuse(writes, &error);
                             self.abandon(error).await;
-                            return None;
+                            return Rest::Abandoned;
                         }
                     }
-                    return Some(writes);
+                    return Rest::Woken(writes);
                 }
                 Ok(Claim::Held(_)) => {
                     let messages = writes.into_iter().filter_map(|input| match input {
@@ -508,18 +520,18 @@ impl Owner {
         }
     }
 
-    /// Sends the execution to everyone waiting for it to rest.
-    fn notify_waiters(&mut self) {
-        if self.waiters.is_empty() {
+    /// Leaves for good (the execution rests and no message came in): wakes a
+    /// parent, and hands the state as it is to everyone waiting for the rest
+    /// (nothing changes it any more; the view is built by a waiter that asks).
+    fn leave(self) {
+        self.wake_parent();
+        let Owner { machine, waiters, .. } = self;
+        if waiters.is_empty() {
             return;
         }
-        let view = ExecutionView::of(&self.machine);
-        let last = self.waiters.pop();
-        for waiter in self.waiters.drain(..) {
-            let _ = waiter.send(Ok(view.clone()));
-        }
-        if let Some(last) = last {
-            let _ = last.send(Ok(view));
+        let machine = std::sync::Arc::new(machine);
+        for waiter in waiters {
+            let _ = waiter.send(Ok(Rested::left(machine.clone())));
         }
     }
 
