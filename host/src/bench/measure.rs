@@ -351,6 +351,28 @@ fn chains(host: &Host, options: &BenchOptions) -> Result<Value> {
     }
     let ratio = figures["64"].as_f64().unwrap_or(0.0) / figures["4"].as_f64().unwrap_or(1.0).max(1e-9);
     figures.insert("ratio_64_to_4".into(), json!(ratio));
+    // One step fanned out over 10 and 1,000 elements: microseconds per
+    // element, beside a plain step of the chain of 4 (the same guest).
+    for elements in [10usize, 1000] {
+        let toml = format!(
+            "name = \"fan-out-{elements}\"\n[[steps]]\nid = \"each\"\nplugin = \"wat-echo\"\nfor_each = \"$.input.items\"\ninput = \"$.item\"\n"
+        );
+        let workflow = Arc::new(Workflow::from_toml("fan-out.toml", &toml, host.registry.as_ref())?);
+        let input = json!({ "items": (0..elements).collect::<Vec<_>>() });
+        let mut per_element = Vec::new();
+        for repetition in 0..=options.repetitions {
+            let engine = host.engine(Arc::new(MemoryStore::new()));
+            let (_, latencies) =
+                saga_loop(&rt, std::slice::from_ref(&engine), &workflow, &input, 1, options.duration())?;
+            if repetition > 0 {
+                per_element.push(latencies.median() / elements as f64);
+            }
+        }
+        figures.insert(format!("fan_out_{elements}_per_element"), json!(median_of(&per_element)));
+    }
+    let plain = figures["4"].as_f64().unwrap_or(1.0).max(1e-9);
+    let ratio = figures["fan_out_1000_per_element"].as_f64().unwrap_or(0.0) / plain;
+    figures.insert("ratio_fan_out_1000_to_plain".into(), json!(ratio));
     Ok(Value::Object(figures))
 }
 

@@ -181,6 +181,13 @@ pub fn table(report: &Value) -> String {
         sizes.sort_by_key(|(n, _)| *n);
         let sizes: Vec<String> = sizes.iter().map(|(n, v)| format!("{n} steps {} us", f(v))).collect();
         let _ = writeln!(out, "\nchain, per step: {} (64 vs 4: {}x)", sizes.join(", "), f(&chain["ratio_64_to_4"]));
+        let _ = writeln!(
+            out,
+            "fan-out, per element: 10 elements {} us, 1000 elements {} us (1000 vs a plain step of the chain of 4: {}x)",
+            f(&chain["fan_out_10_per_element"]),
+            f(&chain["fan_out_1000_per_element"]),
+            f(&chain["ratio_fan_out_1000_to_plain"])
+        );
     }
     if let Some(load) = report["load"].as_object() {
         let _ = writeln!(out, "\nload per guest (compile+check+link vs cached):");

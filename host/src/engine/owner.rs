@@ -454,9 +454,7 @@ impl Owner {
             for message in arrived {
                 match message {
                     Message::Show { reply } => drop(reply.send(ExecutionView::of(&self.machine))),
-                    Message::Wait { settled } => {
-                        drop(settled.send(Ok(Rested::from(ExecutionView::of(&self.machine)))))
-                    }
+                    Message::Wait { settled } => drop(settled.send(Ok(Rested::from(ExecutionView::of(&self.machine))))),
                     Message::Adopt => {}
                     message => writes.push(Input::Message(message)),
                 }
