@@ -362,3 +362,49 @@ fn the_demo_prints_only_the_execution_json() {
     assert_eq!(execution["status"], "succeeded", "{execution:#}");
     assert_eq!(execution["workflow"], "accept-quote");
 }
+
+#[test]
+fn generate_store_fills_a_new_store_with_finished_and_waiting_executions() {
+    let dir = test_dir("generate-store");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("generated.db");
+    let store = format!("sqlite://{}", path.display());
+    let path_arg = path.display().to_string();
+    let generate = || {
+        stepwise(&[
+            "bench",
+            "generate-store",
+            &path_arg,
+            "--finished",
+            "60",
+            "--waiting",
+            "7",
+            "--plugins",
+            &plugins_arg(),
+        ])
+    };
+    let output = generate();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!((report["finished"].as_u64(), report["waiting"].as_u64()), (Some(60), Some(7)), "{report}");
+    assert!(report["bytes_per_execution"].as_f64().unwrap() > 0.0, "{report}");
+    let listed = |status: &str| -> Vec<Value> {
+        let output =
+            stepwise(&["executions", "list", "--status", status, "--limit", "500", "--json", "--store", &store]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap().as_array().cloned().unwrap_or_default()
+    };
+    assert_eq!(listed("succeeded").len(), 60);
+    let waiting = listed("waiting");
+    assert_eq!(waiting.len(), 7);
+    assert!(waiting.iter().all(|e| e["workflow"] == "accept-quote-approval"), "{waiting:?}");
+    // The waiting ones are spread among the finished ones, not all the newest.
+    let output = stepwise(&["executions", "list", "--limit", "7", "--json", "--store", &store]);
+    let newest: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let newest = newest.as_array().unwrap();
+    assert_eq!(newest.len(), 7);
+    assert!(newest.iter().any(|e| e["status"] == "succeeded"), "{newest:?}");
+    let again = generate();
+    assert!(!again.status.success(), "an existing store is never filled again");
+    assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
+}

@@ -92,6 +92,9 @@ pub fn generate(host: &Host, path: &Path, fill: Fill, progress: bool) -> Result<
     if path.exists() {
         bail!("{} exists: generate-store fills a new store only", path.display());
     }
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty() && !parent.is_dir()) {
+        bail!("{}: the directory {} does not exist", path.display(), parent.display());
+    }
     let rt = runtime(2)?;
     let store: Arc<dyn ExecutionStore> =
         Arc::new(SqliteStore::open(path).with_context(|| format!("creating the store {}", path.display()))?);
