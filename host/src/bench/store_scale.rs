@@ -103,7 +103,7 @@ pub fn generate(host: &Host, path: &Path, fill: Fill, progress: bool) -> Result<
     let approval = Arc::new(Workflow::from_toml("accept-quote-approval.toml", APPROVAL, host.registry.as_ref())?);
     let input: Value = serde_json::from_str(QUOTE_INPUT)?;
     let total = fill.finished + fill.waiting;
-    let every = if fill.waiting == 0 { usize::MAX } else { total / fill.waiting };
+    let every = total.checked_div(fill.waiting).unwrap_or(usize::MAX);
     let next = Arc::new(AtomicUsize::new(0));
     let waiting = Arc::new(Mutex::new(Vec::with_capacity(fill.waiting)));
     let started = Instant::now();
