@@ -7,6 +7,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use wasmtime_wasi_http::io::TokioIo;
 
+/// How long one request may take, its answer's body included.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One connection to a server.
 pub(super) struct Connection {
     sender: SendRequest<Full<Bytes>>,
@@ -44,10 +47,16 @@ impl Connection {
     }
 
     async fn send(&mut self, request: http::Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
-        self.sender.ready().await?;
-        let response = self.sender.send_request(request).await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, body))
+        let path = request.uri().to_string();
+        let exchange = async {
+            self.sender.ready().await?;
+            let response = self.sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, anyhow::Error>((status, body))
+        };
+        tokio::time::timeout(ANSWER_WITHIN, exchange)
+            .await
+            .with_context(|| format!("{} did not answer {path} within {ANSWER_WITHIN:?}", self.address))?
     }
 }

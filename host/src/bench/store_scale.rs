@@ -233,7 +233,9 @@ fn prepare_server_directories(plugins: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A `stepwise serve` process; killed when dropped.
+/// A `stepwise serve` process: stopped with SIGTERM when dropped (it then
+/// shuts down cleanly, so that what runs next on its store finds no log
+/// to recover), killed if it does not exit within seconds.
 struct Served {
     child: Child,
     address: String,
@@ -241,6 +243,14 @@ struct Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -248,10 +258,13 @@ impl Drop for Served {
 
 const TOKEN: &str = "bench-store-scale-token-0123456789";
 
+/// How long the server may take to listen, or to answer one request.
+const PATIENCE: Duration = Duration::from_secs(120);
+
 /// Starts `stepwise serve` on the store and waits until it answers `/healthz`.
 fn start_server(store: &Path, dir: &Path) -> Result<(Served, Duration)> {
     let began = Instant::now();
-    let mut child = Command::new(std::env::current_exe()?)
+    let child = Command::new(std::env::current_exe()?)
         .args(["serve", "--addr", "127.0.0.1:0", "--token", TOKEN])
         .arg("--plugins")
         .arg(dir.join("plugins"))
@@ -265,21 +278,25 @@ fn start_server(store: &Path, dir: &Path) -> Result<(Served, Duration)> {
         .stderr(Stdio::piped())
         .spawn()
         .context("starting stepwise serve")?;
-    let stderr = child.stderr.take().context("the server's stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let address = loop {
-        match lines.next() {
-            Some(line) => {
-                if let Some(address) = line?.strip_prefix("stepwise serving on http://") {
-                    break address.to_string();
+    let mut served = Served { child, address: String::new() };
+    let stderr = served.child.stderr.take().context("the server's stderr")?;
+    // Its output is read on a thread (to the end, so that it never blocks on
+    // a full pipe); the address comes back through a channel, with a limit.
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(address) = line.strip_prefix("stepwise serving on http://") {
+                if let Some(found) = found.take() {
+                    let _ = found.send(address.to_string());
                 }
             }
-            None => bail!("stepwise serve exited before it listened: {:?}", child.wait()?),
         }
+    });
+    served.address = match address.recv_timeout(PATIENCE) {
+        Ok(address) => address,
+        Err(_) => bail!("stepwise serve did not listen within {PATIENCE:?} ({:?})", served.child.try_wait()?),
     };
-    // The rest of its output is read (and dropped) so that it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    let served = Served { child, address };
     let rt = runtime(1)?;
     rt.block_on(async {
         loop {
@@ -288,8 +305,8 @@ fn start_server(store: &Path, dir: &Path) -> Result<(Served, Duration)> {
                     return Ok::<_, anyhow::Error>(());
                 }
             }
-            if began.elapsed() > Duration::from_secs(120) {
-                bail!("stepwise serve did not answer /healthz in 120 s");
+            if began.elapsed() > PATIENCE {
+                bail!("stepwise serve did not answer /healthz within {PATIENCE:?}");
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -371,10 +388,22 @@ fn cli_list_ms(store: &Path, runs: usize) -> Result<f64> {
     let mut times = Vec::new();
     for _ in 0..runs {
         let began = Instant::now();
-        let output = Command::new(std::env::current_exe()?)
+        let child = Command::new(std::env::current_exe()?)
             .args(["executions", "list", "--status", "waiting", "--limit", "50", "--json", "--store"])
             .arg(format!("sqlite://{}", store.display()))
-            .output()?;
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let pid = child.id();
+        let (done, output) = std::sync::mpsc::channel();
+        std::thread::spawn(move || drop(done.send(child.wait_with_output())));
+        let output = match output.recv_timeout(PATIENCE) {
+            Ok(output) => output?,
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                bail!("stepwise executions list did not end within {PATIENCE:?}");
+            }
+        };
         times.push(began.elapsed());
         if !output.status.success() {
             bail!("stepwise executions list failed: {}", String::from_utf8_lossy(&output.stderr));

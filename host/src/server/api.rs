@@ -8,6 +8,7 @@ use crate::engine::{Delivery, ExecutionView, Settling, StartOptions};
 use crate::journal::{ExecutionId, ExecutionStatus, UnitId};
 use crate::plugin::LoadedPlugin;
 use crate::store::ListFilter;
+use crate::workflow::MAX_EVENT_NAME_CHARS;
 use axum::body::Bytes;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -555,10 +556,6 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
     }
 }
 
-/// The longest event name `POST /v1/events/{event}` accepts, in characters
-/// (the OpenAPI document's `maxLength`).
-const MAX_EVENT_NAME_CHARS: usize = 128;
-
 /// Query of `POST /v1/events/{event}`.
 #[derive(Deserialize, IntoParams)]
 pub struct EventQuery {
@@ -579,6 +576,7 @@ pub async fn publish_event(
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Start)?;
     let event_length = event.chars().count();
+    // The OpenAPI document's `maxLength` (characters, as JSON Schema counts them).
     if !(1..=MAX_EVENT_NAME_CHARS).contains(&event_length) {
         return Err(ApiError::bad_request(format!(
             "an event name has 1 to {MAX_EVENT_NAME_CHARS} characters, not {event_length}"

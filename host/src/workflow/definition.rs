@@ -10,6 +10,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The longest event name, in characters: `on_event` and `POST /v1/events/{event}`.
+pub const MAX_EVENT_NAME_CHARS: usize = 128;
+
 /// A workflow: named steps whose inputs are JSON templates over the workflow
 /// input and earlier outputs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -22,6 +22,7 @@ mod validate;
 pub use builder::{HookBuilder, StepBuilder, WorkflowBuilder};
 pub use definition::{
     json_schema, HookDefinition, OnPermanentFailure, RetryPolicy, StepDefinition, WorkflowDefinition,
+    MAX_EVENT_NAME_CHARS,
 };
 pub use directory::{DirectoryCatalog, Installed, WorkflowDirectory, WorkflowFileStatus, WorkflowWatch};
 pub use error::{Problem, WorkflowError};

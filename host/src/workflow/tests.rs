@@ -61,6 +61,15 @@ fn unknown_plugin_names_step_and_field() {
 }
 
 #[test]
+fn an_event_name_longer_than_can_be_published_is_refused() {
+    let workflow =
+        |event: &str| format!("name = \"q\"\non_event = \"{event}\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\n");
+    assert!(load(&workflow(&"e".repeat(MAX_EVENT_NAME_CHARS))).is_ok());
+    let error = only_problem(&workflow(&"e".repeat(MAX_EVENT_NAME_CHARS + 1)));
+    assert!(error.contains("field `on_event`: an event name has at most 128 characters, this one 129"), "{error}");
+}
+
+#[test]
 fn unknown_step_reference_names_the_input_path() {
     let error = only_problem(
         "name = \"q\"\n[[steps]]\nid = \"a\"\nplugin = \"echo\"\ninput = { x = [\"$.steps.ghost.output.id\"] }\n",

@@ -41,6 +41,15 @@ pub(super) fn validate(
                 Some("on_event"),
                 format!("`{event}` is not a valid event name (letters, digits, `.`, `_`, `-`)"),
             ));
+        } else if event.len() > super::MAX_EVENT_NAME_CHARS {
+            problems.push(Problem::workflow(
+                Some("on_event"),
+                format!(
+                    "an event name has at most {} characters, this one {} (it could never be published)",
+                    super::MAX_EVENT_NAME_CHARS,
+                    event.len()
+                ),
+            ));
         }
     }
     if definition.timeout_ms == Some(0) {

@@ -78,10 +78,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_tenant ON executions (tenant, id) WHERE tenant IS NOT NULL;",
     // 3: listings by status or workflow are newest first by id: their
     // indexes end with the id, so that a page is read from the index in order.
-    "DROP INDEX executions_by_status;
-    CREATE INDEX executions_by_status ON executions (status, id);
-    DROP INDEX executions_by_workflow;
-    CREATE INDEX executions_by_workflow ON executions (workflow, id);",
+    // The new indexes are built before the old ones are dropped, so that the
+    // table is exclusively locked (PostgreSQL) only from the drops to the commit.
+    "CREATE INDEX executions_by_status_id ON executions (status, id);
+    CREATE INDEX executions_by_workflow_id ON executions (workflow, id);
+    DROP INDEX executions_by_status;
+    DROP INDEX executions_by_workflow;",
 ];
 
 /// A constant the advisory lock of migrations is taken on.

@@ -47,6 +47,9 @@ impl SqliteStore {
         let mut writer = open_connection(path)?;
         migrate(&mut writer, path)?;
         let reader = open_connection(path)?;
+        // Listings have a statement per combination of filters: room for them
+        // beside the hot reads.
+        reader.set_prepared_statement_cache_capacity(64);
         let (writes, queue) = mpsc::channel();
         let writer_path = path.to_path_buf();
         std::thread::Builder::new()

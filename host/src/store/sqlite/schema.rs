@@ -85,10 +85,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 7: listings by status or workflow are newest first by id: their
     // indexes end with the id, so that a page is read from the index in order
     // (at a million executions, a status nobody has took a scan of all).
-    "DROP INDEX executions_by_status;
-    CREATE INDEX executions_by_status ON executions (status, id);
-    DROP INDEX executions_by_workflow;
-    CREATE INDEX executions_by_workflow ON executions (workflow, id);",
+    // The new indexes are built before the old ones are dropped, so that the
+    // table is exclusively locked (PostgreSQL) only from the drops to the commit.
+    "CREATE INDEX executions_by_status_id ON executions (status, id);
+    CREATE INDEX executions_by_workflow_id ON executions (workflow, id);
+    DROP INDEX executions_by_status;
+    DROP INDEX executions_by_workflow;",
 ];
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
