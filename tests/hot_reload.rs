@@ -191,6 +191,36 @@ async fn a_restart_uses_the_compiled_code_cache_and_the_archive() {
     assert_eq!(restarted.get("versioned").await.unwrap().version(), Some("2.0.0"));
 }
 
+/// A restart does not read or hash a plugin file unchanged since it was
+/// loaded (its identity on disk is remembered in the cache); any write to it
+/// (in place, keeping its length) or to its manifest is a new version.
+#[tokio::test]
+async fn a_remembered_plugin_file_is_never_served_stale() {
+    let dir = scratch("fingerprint");
+    let plugins = dir.join("plugins");
+    install_versioned(&plugins, "versioned-v1", "1.0.0");
+    // Only a file whose last change is two seconds old is remembered.
+    std::thread::sleep(Duration::from_millis(2100));
+    let v1 = registry(&dir).get("versioned").await.unwrap().hash.clone();
+    let records = std::fs::read_dir(dir.join("cache/fingerprints")).map(|entries| entries.count()).unwrap_or(0);
+    assert_eq!(records, 1, "the settled file's hash is remembered");
+    let again = registry(&dir);
+    assert_eq!(again.get("versioned").await.unwrap().hash, v1);
+    assert_eq!(again.stats().compiled.load(Ordering::Relaxed), 0);
+
+    // Rewritten in place (same inode, other bytes): the new version, never v1's code.
+    let v2_bytes = variant("versioned-v2");
+    std::fs::write(plugins.join("versioned.wasm"), &v2_bytes).unwrap();
+    let loaded = registry(&dir).get("versioned").await.unwrap();
+    assert_eq!(loaded.hash, stepwise::plugin::content_hash(&v2_bytes, Some("version = \"1.0.0\"\n")));
+    assert_ne!(loaded.hash, v1);
+    // Only the manifest changed: another version too.
+    std::fs::write(plugins.join("versioned.toml"), "version = \"1.0.1\"\n").unwrap();
+    let relabelled = registry(&dir).get("versioned").await.unwrap();
+    assert_eq!(relabelled.version(), Some("1.0.1"));
+    assert_ne!(relabelled.hash, loaded.hash);
+}
+
 #[test]
 fn a_restarted_cli_does_not_recompile() {
     let dir = scratch("cli-cache");

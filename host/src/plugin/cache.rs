@@ -7,7 +7,9 @@
 //! Layout under the cache directory:
 //! - `components/<hash>.wasm` and `components/<hash>.toml`: the version's
 //!   component and manifest (the manifest only when it had one);
-//! - `compiled/<hash>-<engine>.cwasm`: wasmtime's precompiled code.
+//! - `compiled/<hash>-<engine>.cwasm`: wasmtime's precompiled code;
+//! - `fingerprints/`: the hash of each plugin file by its identity on disk
+//!   ([`super::fingerprint`]), so that an unchanged file is not read again.
 //!
 //! Files are written to a temporary name and renamed, so a crash never
 //! leaves a half-written file under a real name. Compiled code is trusted
@@ -94,11 +96,32 @@ impl CodeCache {
         Ok(Some((wasm, manifest)))
     }
 
+    /// The remembered hashes of plugin files.
+    pub(super) fn fingerprints(&self) -> super::fingerprint::Fingerprints {
+        super::fingerprint::Fingerprints::new(&self.dir)
+    }
+
+    fn compiled_path(&self, engine: &Engine, hash: &str) -> PathBuf {
+        self.dir.join("compiled").join(format!("{hash}-{}.cwasm", engine_fingerprint(engine)))
+    }
+
+    /// The compiled component of a version that is archived and compiled
+    /// already; `None` when either is missing or the code does not deserialize.
+    pub(super) fn compiled_only(&self, engine: &Engine, hash: &str) -> Option<Component> {
+        let path = self.compiled_path(engine, hash);
+        if !self.component_path(hash).exists() || !path.exists() {
+            return None;
+        }
+        // SAFETY: as in `component`: written by `precompile_component` of an
+        // engine with this configuration, in a directory only the host writes to.
+        unsafe { Component::deserialize_file(engine, &path) }.ok()
+    }
+
     /// The compiled component for `hash`: from the cache, or compiled from
     /// `wasm` and stored. A cache file that does not deserialize (another
     /// wasmtime build, a damaged file) is replaced.
     pub fn component(&self, engine: &Engine, hash: &str, wasm: &[u8]) -> wasmtime::Result<(Component, CacheOutcome)> {
-        let path = self.dir.join("compiled").join(format!("{hash}-{}.cwasm", engine_fingerprint(engine)));
+        let path = self.compiled_path(engine, hash);
         if path.exists() {
             // SAFETY: the file was written by `precompile_component` of an engine
             // with the same configuration (the fingerprint is in its name), into a
@@ -147,7 +170,7 @@ fn engine_fingerprint(engine: &Engine) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // Unique per process and per write: two threads of one host may cache
     // the same plugin at once, and must not share (and truncate) a temporary file.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -8,6 +8,7 @@
 
 mod cache;
 mod directory;
+mod fingerprint;
 mod grants;
 mod manifest;
 mod registry;

@@ -48,13 +48,31 @@ pub fn content_hash(wasm: &[u8], manifest: Option<&str>) -> String {
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A manifest parsed, with what it grants and the limits it sets.
+struct CheckedManifest {
+    manifest: Manifest,
+    grants: crate::sandbox::Grants,
+    limits: crate::sandbox::Limits,
+}
+
+/// A version's compiled component, before it is checked and linked.
+struct Version {
+    hash: String,
+    size: u64,
+    component: Component,
+    cache: Option<CacheOutcome>,
+}
+
 impl LoadedPlugin {
     /// Reads, compiles, checks and links a component file and its manifest.
     pub fn load(sandbox: &Sandbox, name: &str, path: &Path) -> Result<Self, PluginError> {
         Self::load_cached(sandbox, None, name, path)
     }
 
-    /// Like [`LoadedPlugin::load`], compiling through (and archiving into) `cache`.
+    /// Like [`LoadedPlugin::load`], compiling through (and archiving into)
+    /// `cache`. A file unchanged since it was last loaded (by its identity on
+    /// disk, see `fingerprint.rs`) is not read again: its version's compiled
+    /// code is taken from the cache under the remembered hash.
     pub fn load_cached(
         sandbox: &Sandbox,
         cache: Option<&CodeCache>,
@@ -63,8 +81,25 @@ impl LoadedPlugin {
     ) -> Result<Self, PluginError> {
         let manifest = Manifest::text_for_component(path)
             .map_err(|problem| PluginError::Manifest { path: path.to_path_buf(), problems: vec![problem] })?;
-        let wasm = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
-        Self::from_bytes(sandbox, cache, name, path, &wasm, manifest.as_deref())
+        let read_error = |source| PluginError::Read { path: path.to_path_buf(), source };
+        let Some(cache) = cache else {
+            let wasm = std::fs::read(path).map_err(read_error)?;
+            return Self::from_bytes(sandbox, None, name, path, &wasm, manifest.as_deref());
+        };
+        let fingerprints = cache.fingerprints();
+        let started = Instant::now();
+        if let Some((hash, identity)) = fingerprints.remembered(path, manifest.as_deref()) {
+            if let Some(component) = cache.compiled_only(sandbox.engine(), &hash) {
+                let checked = Self::checked_manifest(sandbox, name, path, manifest.as_deref())?;
+                let version = Version { hash, size: identity.size(), component, cache: Some(CacheOutcome::Hit) };
+                return Self::linked(sandbox, name, path, checked, version, started);
+            }
+        }
+        let before = std::fs::metadata(path).map(|m| super::fingerprint::FileIdentity::of(&m)).map_err(read_error)?;
+        let wasm = std::fs::read(path).map_err(read_error)?;
+        let loaded = Self::from_bytes(sandbox, Some(cache), name, path, &wasm, manifest.as_deref())?;
+        fingerprints.remember(path, &before, manifest.as_deref(), &loaded.hash);
+        Ok(loaded)
     }
 
     /// Checks, compiles and links a version given as bytes; `path` names it in errors.
@@ -76,12 +111,7 @@ impl LoadedPlugin {
         wasm: &[u8],
         manifest_text: Option<&str>,
     ) -> Result<Self, PluginError> {
-        let manifest_error = |problems: Vec<String>| PluginError::Manifest { path: path.to_path_buf(), problems };
-        let manifest = match manifest_text {
-            Some(text) => Manifest::parse(text, &path.with_extension("toml")).map_err(|p| manifest_error(vec![p]))?,
-            None => Manifest::default(),
-        };
-        let (grants, limits) = grants::from_manifest(sandbox, name, &manifest).map_err(manifest_error)?;
+        let checked = Self::checked_manifest(sandbox, name, path, manifest_text)?;
         let hash = content_hash(wasm, manifest_text);
         let compile_error =
             |error: wasmtime::Error| PluginError::Compile { path: path.to_path_buf(), reason: format!("{error:#}") };
@@ -93,37 +123,68 @@ impl LoadedPlugin {
             }
             None => (Component::from_binary(sandbox.engine(), wasm).map_err(compile_error)?, None),
         };
+        let version = Version { hash, size: wasm.len() as u64, component, cache: outcome };
+        let loaded = Self::linked(sandbox, name, path, checked, version, started)?;
+        if let Some(cache) = cache {
+            if let Err(error) = cache.archive(&loaded.hash, wasm, manifest_text) {
+                tracing::warn!(plugin = name, "cannot archive the plugin version: {error}");
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// The manifest parsed, and the grants and limits it asks for checked.
+    fn checked_manifest(
+        sandbox: &Sandbox,
+        name: &str,
+        path: &Path,
+        manifest_text: Option<&str>,
+    ) -> Result<CheckedManifest, PluginError> {
+        let manifest_error = |problems: Vec<String>| PluginError::Manifest { path: path.to_path_buf(), problems };
+        let manifest = match manifest_text {
+            Some(text) => Manifest::parse(text, &path.with_extension("toml")).map_err(|p| manifest_error(vec![p]))?,
+            None => Manifest::default(),
+        };
+        let (grants, limits) = grants::from_manifest(sandbox, name, &manifest).map_err(manifest_error)?;
+        Ok(CheckedManifest { manifest, grants, limits })
+    }
+
+    /// A compiled version checked against the step worlds and its grants, and linked.
+    fn linked(
+        sandbox: &Sandbox,
+        name: &str,
+        path: &Path,
+        checked: CheckedManifest,
+        version: Version,
+        started: Instant,
+    ) -> Result<Self, PluginError> {
+        let CheckedManifest { manifest, grants, limits } = checked;
         let world_error = |problems: Vec<String>| PluginError::World { path: path.to_path_buf(), problems };
-        let problems = check_world(sandbox.engine(), &component, &grants);
+        let problems = check_world(sandbox.engine(), &version.component, &grants);
         if !problems.is_empty() {
             return Err(world_error(problems));
         }
         let instance_pre = sandbox
             .linker()
-            .instantiate_pre(&component)
+            .instantiate_pre(&version.component)
             .map_err(|error| world_error(vec![format!("imports do not match the host's: {error:#}")]))?;
         let linked = LinkedStep::new(instance_pre)
             .map_err(|error| world_error(vec![format!("exports do not match a step world: {error}")]))?;
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-        match outcome {
+        match version.cache {
             Some(CacheOutcome::Hit) => {
                 tracing::info!(plugin = name, "loaded from the compiled-code cache in {elapsed:.2} ms")
             }
             _ => tracing::info!(plugin = name, "compiled in {elapsed:.1} ms"),
         }
-        if let Some(cache) = cache {
-            if let Err(error) = cache.archive(&hash, wasm, manifest_text) {
-                tracing::warn!(plugin = name, "cannot archive the plugin version: {error}");
-            }
-        }
         let runtime = SandboxedPlugin { linked, limits, grants: Arc::new(grants) };
         Ok(Self {
             name: PluginName::new(name),
             path: path.to_path_buf(),
-            hash,
-            size: wasm.len() as u64,
+            hash: version.hash,
+            size: version.size,
             manifest,
-            cache: outcome,
+            cache: version.cache,
             runtime,
         })
     }
