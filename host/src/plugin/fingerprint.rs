@@ -5,11 +5,19 @@
 //!
 //! Why a matching identity means the same bytes: every write to a file, and
 //! every rename onto its path, sets its change time to the kernel's clock,
-//! which nobody can set back. A record is made only for a file whose change
-//! time is older than [`SETTLED`] when it is read, and only if the file's
-//! identity did not move while it was read and hashed; a later write then
-//! has a later change time, whatever the clock's granularity. The manifest
-//! (part of the content hash) is compared as text.
+//! which no program can set back. A record is made only for a file whose
+//! change time was older than [`SETTLED`] when it was opened, and only if
+//! its identity, through the open file and through its path, did not move
+//! while it was read and hashed; a later write then has a later change time,
+//! whatever the clock's granularity. Files are looked at through an open
+//! file (which network filesystems revalidate on open), and the birth time
+//! is part of the identity where the filesystem has one. The manifest (part
+//! of the content hash) is compared as text.
+//!
+//! What this relies on: a plugin directory on a filesystem whose change
+//! times follow writes (local Linux filesystems do; some FUSE and network
+//! filesystems report the modification time instead), and a clock that is
+//! not stepped back by more than [`SETTLED`] between a write and a load.
 //!
 //! Records live in the code cache (`fingerprints/<hash of the path>.json`),
 //! trusted like the compiled code next to them.
@@ -32,6 +40,7 @@ pub(super) struct FileIdentity {
     size: u64,
     modified_ns: i128,
     changed_ns: i128,
+    born_ns: Option<i128>,
 }
 
 impl FileIdentity {
@@ -43,6 +52,11 @@ impl FileIdentity {
             size: metadata.size(),
             modified_ns: ns(metadata.mtime(), metadata.mtime_nsec()),
             changed_ns: ns(metadata.ctime(), metadata.ctime_nsec()),
+            born_ns: metadata
+                .created()
+                .ok()
+                .and_then(|born| born.duration_since(UNIX_EPOCH).ok())
+                .map(|since| since.as_nanos() as i128),
         }
     }
 
@@ -86,26 +100,33 @@ impl Fingerprints {
     /// The content hash of `file` with `manifest`, and its identity, if the
     /// file is exactly as when its hash was remembered.
     pub(super) fn remembered(&self, file: &Path, manifest: Option<&str>) -> Option<(String, FileIdentity)> {
-        let identity = FileIdentity::of(&std::fs::metadata(file).ok()?);
+        let identity = FileIdentity::of(&std::fs::File::open(file).ok()?.metadata().ok()?);
         let text = std::fs::read(self.record_path(file)).ok()?;
         let record: Record = serde_json::from_slice(&text).ok()?;
         (record.identity == identity && record.manifest.as_deref() == manifest).then_some((record.hash, identity))
     }
 
-    /// Remembers `hash` for `file` with `manifest`, whose identity was
-    /// `before` when it was read: only if the file has not changed since and
-    /// had settled (see the module's documentation). A failure to write is
-    /// not an error: the next load hashes the file again.
-    pub(super) fn remember(&self, file: &Path, before: &FileIdentity, manifest: Option<&str>, hash: &str) {
-        self.remember_at(file, before, manifest, hash, SystemTime::now())
-    }
-
-    fn remember_at(&self, file: &Path, before: &FileIdentity, manifest: Option<&str>, hash: &str, now: SystemTime) {
-        let Ok(after) = std::fs::metadata(file).map(|metadata| FileIdentity::of(&metadata)) else { return };
-        if after != *before || !after.settled_at(now) {
+    /// Remembers `hash` for `file` with `manifest`, read through `opened`
+    /// whose identity was `before` when it was opened at `opened_at`: only
+    /// if the file had settled then, and neither the open file nor the path
+    /// moved since (see the module's documentation). A failure to write is
+    /// not an error: the next load reads and hashes the file again.
+    pub(super) fn remember(
+        &self,
+        file: &Path,
+        opened: &std::fs::File,
+        (before, opened_at): (&FileIdentity, SystemTime),
+        manifest: Option<&str>,
+        hash: &str,
+    ) {
+        let identity = |metadata: std::io::Result<Metadata>| metadata.ok().map(|m| FileIdentity::of(&m));
+        let unmoved = identity(opened.metadata()).as_ref() == Some(before)
+            && identity(std::fs::metadata(file)).as_ref() == Some(before);
+        if !unmoved || !before.settled_at(opened_at) {
             return;
         }
-        let record = Record { identity: after, manifest: manifest.map(str::to_string), hash: hash.to_string() };
+        let record =
+            Record { identity: before.clone(), manifest: manifest.map(str::to_string), hash: hash.to_string() };
         let path = self.record_path(file);
         if let Ok(json) = serde_json::to_vec(&record) {
             if let Err(error) = super::cache::write_atomically(&path, &json) {
@@ -130,10 +151,11 @@ mod tests {
         FileIdentity::of(&std::fs::metadata(file).unwrap())
     }
 
-    /// As if remembered well after the file's last change.
+    /// As if opened well after the file's last change.
     fn remember_settled(prints: &Fingerprints, file: &Path, manifest: Option<&str>, hash: &str) {
+        let opened = std::fs::File::open(file).unwrap();
         let later = SystemTime::now() + SETTLED * 2;
-        prints.remember_at(file, &identity(file), manifest, hash, later);
+        prints.remember(file, &opened, (&identity(file), later), manifest, hash);
     }
 
     #[test]
@@ -174,14 +196,23 @@ mod tests {
         let dir = scratch("recent");
         let (prints, file) = (Fingerprints::new(&dir.join("cache")), dir.join("p.wasm"));
         std::fs::write(&file, b"fresh").unwrap();
-        // Changed just now: a write within the clock's granularity could follow unseen.
-        prints.remember(&file, &identity(&file), None, "h1");
+        // Changed just before it was opened: a write within the clock's
+        // granularity could follow unseen, however long the read then takes.
+        let opened = std::fs::File::open(&file).unwrap();
+        prints.remember(&file, &opened, (&identity(&file), SystemTime::now()), None, "h1");
         assert_eq!(prints.remembered(&file, None), None);
-        // Changed between the read and the record.
+        // Changed between the open and the record.
         let before = identity(&file);
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&file, b"fresher").unwrap();
-        prints.remember_at(&file, &before, None, "h1", SystemTime::now() + SETTLED * 2);
+        prints.remember(&file, &opened, (&before, SystemTime::now() + SETTLED * 2), None, "h1");
+        assert_eq!(prints.remembered(&file, None), None);
+        // Another file renamed onto the path while the open one was read.
+        let opened = std::fs::File::open(&file).unwrap();
+        let before = identity(&file);
+        std::fs::write(dir.join("other.wasm"), b"other").unwrap();
+        std::fs::rename(dir.join("other.wasm"), &file).unwrap();
+        prints.remember(&file, &opened, (&before, SystemTime::now() + SETTLED * 2), None, "h1");
         assert_eq!(prints.remembered(&file, None), None);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -95,10 +95,15 @@ impl LoadedPlugin {
                 return Self::linked(sandbox, name, path, checked, version, started);
             }
         }
-        let before = std::fs::metadata(path).map(|m| super::fingerprint::FileIdentity::of(&m)).map_err(read_error)?;
-        let wasm = std::fs::read(path).map_err(read_error)?;
+        // Read through one open file whose identity is taken first (the clock
+        // too: a write in the same tick as the last one must not be missed).
+        let opened_at = std::time::SystemTime::now();
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        let before = super::fingerprint::FileIdentity::of(&file.metadata().map_err(read_error)?);
+        let mut wasm = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut wasm).map_err(read_error)?;
         let loaded = Self::from_bytes(sandbox, Some(cache), name, path, &wasm, manifest.as_deref())?;
-        fingerprints.remember(path, &before, manifest.as_deref(), &loaded.hash);
+        fingerprints.remember(path, &file, (&before, opened_at), manifest.as_deref(), &loaded.hash);
         Ok(loaded)
     }
 
