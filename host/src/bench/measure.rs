@@ -338,16 +338,7 @@ fn chains(host: &Host, options: &BenchOptions) -> Result<Value> {
     let mut figures = Map::new();
     for n in [4usize, 16, 64] {
         let workflow = Arc::new(chain_workflow(n, host)?);
-        let mut per_step = Vec::new();
-        for repetition in 0..=options.repetitions {
-            let engine = host.engine(Arc::new(MemoryStore::new()));
-            let (_, latencies) =
-                saga_loop(&rt, std::slice::from_ref(&engine), &workflow, &json!({"n": n}), 1, options.duration())?;
-            if repetition > 0 {
-                per_step.push(latencies.median() / n as f64);
-            }
-        }
-        figures.insert(n.to_string(), json!(median_of(&per_step)));
+        figures.insert(n.to_string(), json!(per_unit_us(host, &rt, options, &workflow, &json!({"n": n}), n)?));
     }
     let ratio = figures["64"].as_f64().unwrap_or(0.0) / figures["4"].as_f64().unwrap_or(1.0).max(1e-9);
     figures.insert("ratio_64_to_4".into(), json!(ratio));
@@ -359,21 +350,35 @@ fn chains(host: &Host, options: &BenchOptions) -> Result<Value> {
         );
         let workflow = Arc::new(Workflow::from_toml("fan-out.toml", &toml, host.registry.as_ref())?);
         let input = json!({ "items": (0..elements).collect::<Vec<_>>() });
-        let mut per_element = Vec::new();
-        for repetition in 0..=options.repetitions {
-            let engine = host.engine(Arc::new(MemoryStore::new()));
-            let (_, latencies) =
-                saga_loop(&rt, std::slice::from_ref(&engine), &workflow, &input, 1, options.duration())?;
-            if repetition > 0 {
-                per_element.push(latencies.median() / elements as f64);
-            }
-        }
-        figures.insert(format!("fan_out_{elements}_per_element"), json!(median_of(&per_element)));
+        let per_element = per_unit_us(host, &rt, options, &workflow, &input, elements)?;
+        figures.insert(format!("fan_out_{elements}_per_element"), json!(per_element));
     }
     let plain = figures["4"].as_f64().unwrap_or(1.0).max(1e-9);
     let ratio = figures["fan_out_1000_per_element"].as_f64().unwrap_or(0.0) / plain;
     figures.insert("ratio_fan_out_1000_to_plain".into(), json!(ratio));
     Ok(Value::Object(figures))
+}
+
+/// Microseconds per unit (step or element) of `workflow`, run sequentially
+/// on a fresh in-memory store per repetition: the median execution time over
+/// `units`, the median of the repetitions after a warm-up one.
+fn per_unit_us(
+    host: &Host,
+    rt: &tokio::runtime::Runtime,
+    options: &BenchOptions,
+    workflow: &Arc<Workflow>,
+    input: &Value,
+    units: usize,
+) -> Result<f64> {
+    let mut per_unit = Vec::new();
+    for repetition in 0..=options.repetitions {
+        let engine = host.engine(Arc::new(MemoryStore::new()));
+        let (_, latencies) = saga_loop(rt, std::slice::from_ref(&engine), workflow, input, 1, options.duration())?;
+        if repetition > 0 {
+            per_unit.push(latencies.median() / units as f64);
+        }
+    }
+    Ok(median_of(&per_unit))
 }
 
 /// Cold compile (+ checks + linking) vs cached load, per guest.

@@ -88,15 +88,14 @@ pub fn generate_store(plugins: PathBuf, path: &std::path::Path, fill: Fill) -> a
     let options = BenchOptions { plugins, seconds: 1.0, repetitions: 3, only: None, quick: false, postgres: None };
     let host = measure::Host::new(&options)?;
     let generated = store_scale::generate(&host, path, fill, true)?;
-    let executions = (fill.finished + fill.waiting).max(1);
     Ok(json!({
         "store": format!("sqlite://{}", path.display()),
         "finished": fill.finished,
         "waiting": fill.waiting,
         "seconds": generated.seconds,
-        "executions_per_s": executions as f64 / generated.seconds.max(1e-9),
+        "executions_per_s": generated.executions as f64 / generated.seconds.max(1e-9),
         "bytes": generated.bytes,
-        "bytes_per_execution": generated.bytes as f64 / executions as f64,
+        "bytes_per_execution": generated.bytes_per_execution(),
     }))
 }
 

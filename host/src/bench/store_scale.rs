@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// accept-quote with an async approval between the payment and the order:
@@ -83,6 +83,15 @@ pub struct Generated {
     pub seconds: f64,
     /// The database's size on disk, checkpointed (no write-ahead log left).
     pub bytes: u64,
+    /// How many executions it holds.
+    pub executions: usize,
+}
+
+impl Generated {
+    /// Bytes on disk per execution.
+    pub fn bytes_per_execution(&self) -> f64 {
+        self.bytes as f64 / self.executions.max(1) as f64
+    }
 }
 
 /// Fills a new SQLite store at `path` (which must not exist) with `fill`:
@@ -105,18 +114,19 @@ pub fn generate(host: &Host, path: &Path, fill: Fill, progress: bool) -> Result<
     let total = fill.finished + fill.waiting;
     let every = total.checked_div(fill.waiting).unwrap_or(usize::MAX);
     let next = Arc::new(AtomicUsize::new(0));
-    let waiting = Arc::new(Mutex::new(Vec::with_capacity(fill.waiting)));
     let started = Instant::now();
-    rt.block_on(async {
+    let mut waiting = rt.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..IN_FLIGHT {
             let (engine, quote, approval, input) = (engine.clone(), quote.clone(), approval.clone(), input.clone());
-            let (next, waiting) = (next.clone(), waiting.clone());
+            let next = next.clone();
+            // Each task returns the waiting executions it made.
             tasks.spawn(async move {
+                let mut waiting = Vec::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= total {
-                        return Ok::<_, anyhow::Error>(());
+                        return Ok::<_, anyhow::Error>(waiting);
                     }
                     // The last of every `every` executions waits (there are at
                     // least `waiting` such slots), until `waiting` of them did.
@@ -128,7 +138,7 @@ pub fn generate(host: &Host, path: &Path, fill: Fill, progress: bool) -> Result<
                         bail!("execution {n} ended {} ({:?})", execution.status().as_str(), execution.error());
                     }
                     if waits {
-                        waiting.lock().expect("waiting ids").push(execution.execution_id().clone());
+                        waiting.push(execution.execution_id().clone());
                     }
                     if progress && n % 100_000 == 0 && n > 0 {
                         eprintln!("  {n} of {total} executions ({:.0} s)", started.elapsed().as_secs_f64());
@@ -136,21 +146,21 @@ pub fn generate(host: &Host, path: &Path, fill: Fill, progress: bool) -> Result<
                 }
             });
         }
+        let mut waiting = Vec::with_capacity(fill.waiting);
         while let Some(joined) = tasks.join_next().await {
-            joined??;
+            waiting.extend(joined??);
         }
         engine.shutdown().await;
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, anyhow::Error>(waiting)
     })?;
     let seconds = started.elapsed().as_secs_f64();
     drop(engine);
     drop(rt);
-    let mut waiting = std::mem::take(&mut *waiting.lock().expect("waiting ids"));
     waiting.sort();
     let connection = rusqlite::Connection::open(path)?;
     connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     drop(connection);
-    Ok(Generated { waiting, seconds, bytes: disk_bytes(path) })
+    Ok(Generated { waiting, seconds, bytes: disk_bytes(path), executions: total })
 }
 
 /// The database file and its write-ahead log, in bytes.
@@ -178,7 +188,7 @@ pub(super) fn store_scale(host: &Host, options: &BenchOptions, scratch: &Path) -
         figures["waiting"] = json!(fill.waiting);
         figures["fill_seconds"] = json!(generated.seconds);
         figures["bytes"] = json!(generated.bytes);
-        figures["bytes_per_execution"] = json!(generated.bytes as f64 / (fill.finished + fill.waiting) as f64);
+        figures["bytes_per_execution"] = json!(generated.bytes_per_execution());
         sizes.push(figures);
         let _ = std::fs::remove_file(&path);
     }
