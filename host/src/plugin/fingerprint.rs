@@ -100,9 +100,10 @@ impl Fingerprints {
     /// The content hash of `file` with `manifest`, and its identity, if the
     /// file is exactly as when its hash was remembered.
     pub(super) fn remembered(&self, file: &Path, manifest: Option<&str>) -> Option<(String, FileIdentity)> {
-        let identity = FileIdentity::of(&std::fs::File::open(file).ok()?.metadata().ok()?);
+        // The record first: a file loaded for the first time is not opened twice.
         let text = std::fs::read(self.record_path(file)).ok()?;
         let record: Record = serde_json::from_slice(&text).ok()?;
+        let identity = FileIdentity::of(&std::fs::File::open(file).ok()?.metadata().ok()?);
         (record.identity == identity && record.manifest.as_deref() == manifest).then_some((record.hash, identity))
     }
 
@@ -140,11 +141,13 @@ impl Fingerprints {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
+    /// An empty directory, the fingerprints of a cache in it, and the path of a plugin file there.
+    fn scratch(name: &str) -> (PathBuf, Fingerprints, PathBuf) {
         let dir = std::env::temp_dir().join(format!("stepwise-fingerprints-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        let (prints, file) = (Fingerprints::new(&dir.join("cache")), dir.join("p.wasm"));
+        (dir, prints, file)
     }
 
     fn identity(file: &Path) -> FileIdentity {
@@ -160,8 +163,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_file_is_remembered_with_its_manifest() {
-        let dir = scratch("unchanged");
-        let (prints, file) = (Fingerprints::new(&dir.join("cache")), dir.join("p.wasm"));
+        let (dir, prints, file) = scratch("unchanged");
         std::fs::write(&file, b"component").unwrap();
         remember_settled(&prints, &file, Some("[limits]"), "h1");
         assert_eq!(prints.remembered(&file, Some("[limits]")).map(|(hash, _)| hash), Some("h1".into()));
@@ -172,8 +174,7 @@ mod tests {
 
     #[test]
     fn a_file_changed_in_place_is_not_recognised_even_with_its_size_and_mtime_kept() {
-        let dir = scratch("rewritten");
-        let (prints, file) = (Fingerprints::new(&dir.join("cache")), dir.join("p.wasm"));
+        let (dir, prints, file) = scratch("rewritten");
         std::fs::write(&file, b"version-1").unwrap();
         remember_settled(&prints, &file, None, "h1");
         let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
@@ -193,8 +194,7 @@ mod tests {
 
     #[test]
     fn a_file_that_changed_recently_or_while_read_is_not_remembered() {
-        let dir = scratch("recent");
-        let (prints, file) = (Fingerprints::new(&dir.join("cache")), dir.join("p.wasm"));
+        let (dir, prints, file) = scratch("recent");
         std::fs::write(&file, b"fresh").unwrap();
         // Changed just before it was opened: a write within the clock's
         // granularity could follow unseen, however long the read then takes.
