@@ -140,7 +140,7 @@ pub fn generate(host: &Host, path: &Path, fill: Fill, progress: bool) -> Result<
                     if waits {
                         waiting.push(execution.execution_id().clone());
                     }
-                    if progress && n % 100_000 == 0 && n > 0 {
+                    if progress && n.is_multiple_of(100_000) && n > 0 {
                         eprintln!("  {n} of {total} executions ({:.0} s)", started.elapsed().as_secs_f64());
                     }
                 }
