@@ -168,10 +168,20 @@ async fn appends_in_order_and_refuses_a_taken_number(store: Arc<dyn ExecutionSto
     assert_eq!(loaded.status, ExecutionStatus::Waiting);
     let listed = store.list(&ListFilter::default()).await.unwrap();
     assert_eq!(listed[0].updated_at, Timestamp(42));
-    // A number taken already: refused, and nothing of it is written.
-    let refused = store.append(append("e1", 1, 1, vec![event("x"), event("y")])).await;
+    // A number taken already: refused, and nothing of it is written (not
+    // its events, nor the status and due time it carries).
+    let mut taken = append("e1", 1, 1, vec![event("x"), event("y")]);
+    taken.status = Some((ExecutionStatus::Failed, Timestamp(43)));
+    taken.next_due = Some(Timestamp(1));
+    let refused = store.append(taken).await;
     assert!(matches!(refused, Err(StoreError::Conflict(_, 1))), "{refused:?}");
-    assert_eq!(store.load(&ExecutionId::new("e1")).await.unwrap().unwrap().events.len(), 3);
+    let loaded = store.load(&ExecutionId::new("e1")).await.unwrap().unwrap();
+    assert_eq!((loaded.events.len(), loaded.status), (3, ExecutionStatus::Waiting));
+    assert_eq!(store.list(&ListFilter::default()).await.unwrap()[0].updated_at, Timestamp(42));
+    // An append that changes nothing of the row (no status, no timer) is
+    // written all the same.
+    store.append(append("e1", 1, 3, vec![event("3")])).await.unwrap();
+    assert_eq!(store.load(&ExecutionId::new("e1")).await.unwrap().unwrap().events.len(), 4);
     let missing = store.append(append("nope", 1, 0, vec![event("0")])).await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
 }

@@ -1,14 +1,44 @@
 //! The writes of an execution's log: its creation with its first events,
 //! and the fenced append of later ones (refused unless the writer holds the
 //! execution's current fence).
+//!
+//! The JSON text of events and inputs is made by the caller ([`Encoded`]),
+//! on an engine worker: the one writer thread only writes rows.
 
 use super::{backend, now_ms};
 use crate::journal::{ExecutionId, RecordedEvent};
-use crate::store::{Append, Created, Fence, NewExecution, StoreError};
+use crate::store::{Append, Created, NewExecution, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
-pub(super) fn create(db: &Connection, path: &Path, execution: &NewExecution) -> Result<Created, StoreError> {
+/// The text a write stores, made before the write is queued: each event's
+/// time and JSON, and (for a creation) the input's JSON.
+pub(super) struct Encoded {
+    events: Vec<(i64, String)>,
+    input: String,
+}
+
+impl Encoded {
+    /// Encodes `events` (and the input of a new execution).
+    pub(super) fn new(
+        path: &Path,
+        events: &[RecordedEvent],
+        input: Option<&serde_json::Value>,
+    ) -> Result<Self, StoreError> {
+        let events = events
+            .iter()
+            .map(|event| Ok((event.at.0 as i64, serde_json::to_string(&event.event).map_err(|e| backend(path, e))?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Self { events, input: input.map(|input| input.to_string()).unwrap_or_default() })
+    }
+}
+
+pub(super) fn create(
+    db: &Connection,
+    path: &Path,
+    execution: &NewExecution,
+    encoded: &Encoded,
+) -> Result<Created, StoreError> {
     if let Some(key) = &execution.idempotency_key {
         let existing: Option<String> = db
             .query_row("SELECT id FROM executions WHERE idempotency_key = ?1", params![key], |row| row.get(0))
@@ -34,7 +64,7 @@ pub(super) fn create(db: &Connection, path: &Path, execution: &NewExecution) -> 
             execution.id.as_str(),
             record.definition.name,
             definition,
-            execution.input.to_string(),
+            encoded.input,
             execution.idempotency_key,
             execution.status.as_str(),
             execution.created_at.0 as i64,
@@ -45,7 +75,7 @@ pub(super) fn create(db: &Connection, path: &Path, execution: &NewExecution) -> 
         ])
     })
     .map_err(|e| backend(path, e))?;
-    insert_events(db, path, &execution.id, 0, &execution.events)?;
+    insert_events(db, path, &execution.id, 0, &encoded.events)?;
     Ok(Created::New(1))
 }
 
@@ -55,15 +85,14 @@ fn insert_events(
     path: &Path,
     id: &ExecutionId,
     seq: u64,
-    events: &[RecordedEvent],
+    events: &[(i64, String)],
 ) -> Result<(), StoreError> {
     let mut insert = db
         .prepare_cached("INSERT INTO events (execution_id, seq, at, event) VALUES (?1, ?2, ?3, ?4)")
         .map_err(|e| backend(path, e))?;
-    for (offset, event) in events.iter().enumerate() {
+    for (offset, (at, text)) in events.iter().enumerate() {
         let seq = seq + offset as u64;
-        let text = serde_json::to_string(&event.event).map_err(|e| backend(path, e))?;
-        match insert.execute(params![id.as_str(), seq as i64, event.at.0 as i64, text]) {
+        match insert.execute(params![id.as_str(), seq as i64, at, text]) {
             Ok(_) => {}
             Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::ConstraintViolation => {
                 return Err(StoreError::Conflict(id.clone(), seq))
@@ -74,38 +103,54 @@ fn insert_events(
     Ok(())
 }
 
-pub(super) fn append(db: &Connection, path: &Path, append: &Append) -> Result<(), StoreError> {
-    let fence: Option<i64> = db
-        .prepare_cached("SELECT fence FROM executions WHERE id = ?1")
-        .and_then(|mut statement| statement.query_row(params![append.id.as_str()], |row| row.get(0)).optional())
-        .map_err(|e| backend(path, e))?;
-    match fence {
-        None => return Err(StoreError::NotFound(append.id.clone())),
-        Some(fence) if fence as Fence != append.fence => {
-            return Err(StoreError::Fenced(append.id.clone(), append.fence))
-        }
-        Some(_) => {}
-    }
-    insert_events(db, path, &append.id, append.seq, &append.events)?;
+/// The execution row's update for an append, by (status changes, owner
+/// released): only the columns that change are written, so an index on a
+/// column that does not change is left alone, and a row with nothing to
+/// change is not written at all (its page stays out of the commit). No row
+/// updated: nothing changed, or the writer does not hold the current fence.
+const UPDATES: [&str; 4] = [
+    "UPDATE executions SET next_due = ?4 WHERE id = ?1 AND fence = ?5 AND next_due IS NOT ?4",
+    "UPDATE executions SET next_due = ?4, owner = NULL WHERE id = ?1 AND fence = ?5",
+    "UPDATE executions SET status = ?2, updated_at = ?3, next_due = ?4 WHERE id = ?1 AND fence = ?5",
+    "UPDATE executions SET status = ?2, updated_at = ?3, next_due = ?4, owner = NULL WHERE id = ?1 AND fence = ?5",
+];
+
+pub(super) fn append(db: &Connection, path: &Path, append: &Append, events: &Encoded) -> Result<(), StoreError> {
     let (status, at) = match append.status {
         Some((status, at)) => (Some(status.as_str()), Some(at.0 as i64)),
         None => (None, None),
     };
-    db.prepare_cached(
-        "UPDATE executions SET status = COALESCE(?2, status), updated_at = COALESCE(?3, updated_at),
-            next_due = ?4, owner = CASE WHEN ?5 THEN NULL ELSE owner END
-         WHERE id = ?1",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
-            append.id.as_str(),
-            status,
-            at,
-            append.next_due.map(|due| due.0 as i64),
-            append.release
-        ])
-    })
-    .map_err(|e| backend(path, e))?;
+    let update = UPDATES[usize::from(status.is_some()) * 2 + usize::from(append.release)];
+    let updated = db
+        .prepare_cached(update)
+        .and_then(|mut statement| {
+            statement.execute(params![
+                append.id.as_str(),
+                status,
+                at,
+                append.next_due.map(|due| due.0 as i64),
+                append.fence as i64
+            ])
+        })
+        .map_err(|e| backend(path, e))?;
+    if updated == 0 {
+        // Nothing to change, or refused: the execution is unknown, or another
+        // owner fenced this one out.
+        let fence: Option<i64> = db
+            .prepare_cached("SELECT fence FROM executions WHERE id = ?1")
+            .and_then(|mut statement| statement.query_row(params![append.id.as_str()], |row| row.get(0)).optional())
+            .map_err(|e| backend(path, e))?;
+        match fence {
+            None => return Err(StoreError::NotFound(append.id.clone())),
+            Some(fence) if fence != append.fence as i64 => {
+                return Err(StoreError::Fenced(append.id.clone(), append.fence))
+            }
+            Some(_) => {}
+        }
+    }
+    // A number taken already refuses the whole append; the writer's
+    // savepoint undoes the update above with it.
+    insert_events(db, path, &append.id, append.seq, &events.events)?;
     if let Some(parent) = &append.wake {
         db.prepare_cached("UPDATE executions SET next_due = MIN(COALESCE(next_due, ?2), ?2) WHERE id = ?1")
             .and_then(|mut statement| statement.execute(params![parent.as_str(), now_ms()]))

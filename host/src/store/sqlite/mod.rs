@@ -173,11 +173,13 @@ fn host_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<HostRecord> {
 #[async_trait]
 impl ExecutionStore for SqliteStore {
     async fn create(&self, execution: NewExecution) -> Result<Created, StoreError> {
-        self.write(move |db, path| log::create(db, path, &execution)).await
+        let encoded = log::Encoded::new(&self.path, &execution.events, Some(&execution.input))?;
+        self.write(move |db, path| log::create(db, path, &execution, &encoded)).await
     }
 
     async fn append(&self, request: Append) -> Result<(), StoreError> {
-        self.write(move |db, path| log::append(db, path, &request)).await
+        let encoded = log::Encoded::new(&self.path, &request.events, None)?;
+        self.write(move |db, path| log::append(db, path, &request, &encoded)).await
     }
 
     async fn status(&self, id: &ExecutionId) -> Result<Option<ExecutionStatus>, StoreError> {

@@ -81,7 +81,7 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
                 Err(_) => break,
             }
         }
-        let mut tx = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
+        let tx = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(error) => {
                 let message = backend(path, format!("cannot begin a transaction: {error}")).to_string();
@@ -89,7 +89,7 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
                 continue;
             }
         };
-        let replies: Vec<Settled> = batch.into_iter().map(|job| run_in_savepoint(&mut tx, path, job)).collect();
+        let replies: Vec<Settled> = batch.into_iter().map(|job| run_in_savepoint(&tx, path, job)).collect();
         match tx.commit() {
             Ok(()) => replies.into_iter().for_each(|reply| reply(None)),
             Err(error) => {
@@ -101,19 +101,18 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
 }
 
 /// Runs one job inside the batch transaction, in a savepoint so that a
-/// refused job (a stale fence) does not undo the others of the batch.
-fn run_in_savepoint(tx: &mut rusqlite::Transaction<'_>, path: &Path, job: Box<dyn Job>) -> Settled {
-    let savepoint = match tx.savepoint() {
-        Ok(savepoint) => savepoint,
-        Err(error) => {
-            let message = backend(path, error).to_string();
-            let reply = job.abort();
-            return Box::new(move |_| reply(Some(&message)));
-        }
-    };
-    let (ok, settled) = job.run(&savepoint, path);
-    let mut savepoint = savepoint;
-    let released = if ok { savepoint.commit() } else { savepoint.rollback().and_then(|()| savepoint.commit()) };
+/// refused job (a stale fence) does not undo the others of the batch. The
+/// savepoint statements are prepared once (rusqlite's `Savepoint` parses
+/// them for every job).
+fn run_in_savepoint(db: &Connection, path: &Path, job: Box<dyn Job>) -> Settled {
+    let run = |sql: &str| db.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop);
+    if let Err(error) = run("SAVEPOINT job") {
+        let message = backend(path, error).to_string();
+        let reply = job.abort();
+        return Box::new(move |_| reply(Some(&message)));
+    }
+    let (ok, settled) = job.run(db, path);
+    let released = if ok { run("RELEASE job") } else { run("ROLLBACK TO job").and_then(|()| run("RELEASE job")) };
     if let Err(error) = released {
         tracing::error!(path = %path.display(), "releasing a savepoint failed: {error}");
     }
