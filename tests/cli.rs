@@ -407,4 +407,32 @@ fn generate_store_fills_a_new_store_with_finished_and_waiting_executions() {
     let again = generate();
     assert!(!again.status.success(), "an existing store is never filled again");
     assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
+
+    // A host crashes with work in flight: its executions stay running,
+    // owned by a process that is gone; `resume` takes them over at once
+    // (no lease to wait out) and finishes each; no recorded step runs again.
+    let crash = stepwise(&["bench", "crash-store", &path_arg, "--running", "40", "--plugins", &plugins_arg()]);
+    assert!(crash.status.success(), "{}", stderr(&crash));
+    let report: Value = serde_json::from_slice(&crash.stdout).unwrap();
+    assert_eq!(report["started"], 40, "{report}");
+    let running = listed("running");
+    assert!(!running.is_empty(), "the crash left nothing running");
+    let resumed = stepwise(&["resume", "--store", &store, "--plugins", &plugins_arg()]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(listed("running").is_empty());
+    assert_eq!(listed("succeeded").len(), 100);
+    for execution in running {
+        let id = execution["execution_id"].as_str().unwrap();
+        let output = stepwise(&["executions", "show", id, "--json", "--store", &store]);
+        let shown: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(shown["status"], "succeeded", "{shown:#}");
+        let events = shown["events"].as_array().unwrap();
+        for step in ["cart", "reserve", "payment", "order"] {
+            let succeeded = events.iter().filter(|e| e["type"] == "step_succeeded" && e["step"] == step).count();
+            assert_eq!(succeeded, 1, "{id}: step {step} succeeded {succeeded} times: {shown:#}");
+        }
+    }
+    let missing = stepwise(&["bench", "crash-store", "missing.db", "--running", "1", "--plugins", &plugins_arg()]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("missing.db: no such store"), "{}", stderr(&missing));
 }

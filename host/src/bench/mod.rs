@@ -81,6 +81,19 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<Value> {
     Ok(report)
 }
 
+/// `stepwise bench crash-store`: starts `running` executions on the store at
+/// `path` and returns with them in flight; the caller ends the process
+/// without a shutdown while it holds the returned [`store_scale::Abandoned`].
+pub fn abandon_executions(
+    plugins: PathBuf,
+    path: &std::path::Path,
+    running: usize,
+) -> anyhow::Result<store_scale::Abandoned> {
+    let options = BenchOptions { plugins, seconds: 1.0, repetitions: 3, only: None, quick: false, postgres: None };
+    let host = measure::Host::new(&options)?;
+    store_scale::abandon(&host, path, running)
+}
+
 /// `stepwise bench generate-store`: fills a new SQLite store at `path` with
 /// `fill` (real executions, run by the engine on the guests in `plugins`)
 /// and says what it wrote.
@@ -265,6 +278,16 @@ fn store_scale_table(out: &mut String, sizes: &[Value], scale: &Value, f: &dyn F
         ("fill_seconds", "filling the store, s"),
     ] {
         let cells: String = sizes.iter().map(|size| format!("{:>14}", f(&size[key]))).collect();
+        let _ = writeln!(out, "  {label:<38} {cells}");
+    }
+    let _ = writeln!(out, "  after a crash with executions in flight:");
+    for (key, label) in [
+        ("left_running", "  left running by the dead host"),
+        ("start_ms", "  serve: start to /healthz, ms"),
+        ("resumed_ms", "  serve: start to none running, ms"),
+        ("resumed_per_s", "  taken over and finished per s"),
+    ] {
+        let cells: String = sizes.iter().map(|size| format!("{:>14}", f(&size["resume"][key]))).collect();
         let _ = writeln!(out, "  {label:<38} {cells}");
     }
     if scale["bytes_per_finished_execution"].is_number() {

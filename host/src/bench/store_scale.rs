@@ -6,7 +6,9 @@
 //! such a store, at two sizes, and measures what an operator feels: how long
 //! the server takes to answer, the first page of listings (over HTTP and
 //! from `stepwise executions list`), completing one waiting execution, the
-//! bytes each execution takes on disk and the server's memory.
+//! bytes each execution takes on disk and the server's memory; then a host
+//! crashes with executions in flight on the store ([`abandon`]) and a new
+//! server's start and takeover of them is timed.
 
 use super::http::Connection;
 use super::measure::{runtime, Host, ACCEPT_QUOTE, QUOTE_INPUT};
@@ -163,6 +165,46 @@ pub fn generate(host: &Host, path: &Path, fill: Fill, progress: bool) -> Result<
     Ok(Generated { waiting, seconds, bytes: disk_bytes(path), executions: total })
 }
 
+/// A process's executions in flight, left as a host that dies leaves them:
+/// the runtime and engine that drive them are kept (never shut down) until
+/// the process ends.
+pub struct Abandoned {
+    /// How many executions were started.
+    pub started: usize,
+    _driving: (tokio::runtime::Runtime, crate::engine::Engine),
+}
+
+/// Starts `running` accept-quote executions on the existing SQLite store at
+/// `path`, all at once, and returns once every one is recorded (most have
+/// not got far): ending the process then without a shutdown (`stepwise
+/// bench crash-store`) leaves them `running`, owned by a host that is gone,
+/// as a crash in the middle of a burst of work does.
+pub fn abandon(host: &Host, path: &Path, running: usize) -> Result<Abandoned> {
+    if !path.is_file() {
+        bail!("{}: no such store (make one with generate-store)", path.display());
+    }
+    let rt = runtime(2)?;
+    let store: Arc<dyn ExecutionStore> =
+        Arc::new(SqliteStore::open(path).with_context(|| format!("opening the store {}", path.display()))?);
+    let engine = host.engine(store);
+    let quote = Arc::new(Workflow::from_toml("accept-quote.toml", ACCEPT_QUOTE, host.registry.as_ref())?);
+    let input: Value = serde_json::from_str(QUOTE_INPUT)?;
+    let started = rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..running {
+            let (engine, quote, input) = (engine.clone(), quote.clone(), input.clone());
+            tasks.spawn(async move { engine.start(quote, input, StartOptions::default()).await.map(|_| ()) });
+        }
+        let mut started = 0;
+        while let Some(joined) = tasks.join_next().await {
+            joined??;
+            started += 1;
+        }
+        Ok::<_, anyhow::Error>(started)
+    })?;
+    Ok(Abandoned { started, _driving: (rt, engine) })
+}
+
 /// The database file and its write-ahead log, in bytes.
 fn disk_bytes(path: &Path) -> u64 {
     let wal = PathBuf::from(format!("{}-wal", path.display()));
@@ -184,6 +226,8 @@ pub(super) fn store_scale(host: &Host, options: &BenchOptions, scratch: &Path) -
         eprintln!("filling a store with {} finished and {} waiting executions", fill.finished, fill.waiting);
         let generated = generate(host, &path, fill, true)?;
         let mut figures = serve_and_measure(&path, &served_dir, &generated, options.quick)?;
+        let crashed = if options.quick { 30 } else { CRASHED_RUNNING };
+        figures["resume"] = crash_and_resume(&path, &served_dir, crashed)?;
         figures["finished"] = json!(fill.finished);
         figures["waiting"] = json!(fill.waiting);
         figures["fill_seconds"] = json!(generated.seconds);
@@ -207,6 +251,48 @@ pub(super) fn store_scale(host: &Host, options: &BenchOptions, scratch: &Path) -
         report["growth"] = Value::Object(growth);
     }
     Ok(report)
+}
+
+/// Executions a host dies with, for a server to resume.
+const CRASHED_RUNNING: usize = 10_000;
+
+/// A host crashes with `running` executions in flight on the store
+/// (`stepwise bench crash-store`, a child process that ends without a
+/// shutdown); then a server starts on it. Measured: how many it left
+/// `running`, the server's start to `/healthz`, and its start to the moment
+/// no execution is `running` any more (every one taken over and finished).
+fn crash_and_resume(store: &Path, dir: &Path, running: usize) -> Result<Value> {
+    let crash = Command::new(std::env::current_exe()?)
+        .args(["bench", "crash-store"])
+        .arg(store)
+        .args(["--running", &running.to_string(), "--plugins"])
+        .arg(dir.join("plugins"))
+        .output()
+        .context("starting stepwise bench crash-store")?;
+    if !crash.status.success() {
+        bail!("stepwise bench crash-store failed: {}", String::from_utf8_lossy(&crash.stderr));
+    }
+    let count = rusqlite::Connection::open(store)?;
+    let still_running = || -> Result<u64> {
+        Ok(count.query_row("SELECT count(*) FROM executions WHERE status = 'running'", [], |row| row.get(0))?)
+    };
+    let left = still_running()?;
+    let (served, start) = start_server(store, dir)?;
+    let listening = Instant::now();
+    while still_running()? > 0 {
+        if listening.elapsed() > PATIENCE {
+            bail!("the server did not finish the {left} executions left running within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let resumed = start + listening.elapsed();
+    drop(served);
+    Ok(json!({
+        "left_running": left,
+        "start_ms": start.as_secs_f64() * 1e3,
+        "resumed_ms": resumed.as_secs_f64() * 1e3,
+        "resumed_per_s": left as f64 / resumed.as_secs_f64().max(1e-9),
+    }))
 }
 
 /// The figures whose growth from the small store to the large one is reported.

@@ -50,15 +50,38 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         waiting: usize,
     },
+    /// Crash with work in flight: start accept-quote executions on an
+    /// existing SQLite store, all at once, and end the process as soon as
+    /// every one is recorded, without a shutdown. They stay `running`, owned
+    /// by a host that is gone, for a `serve` or `resume` to take over.
+    CrashStore {
+        /// The SQLite file (made by `generate-store`, or any store).
+        path: PathBuf,
+        /// Executions to leave in flight.
+        #[arg(long, default_value_t = 10_000)]
+        running: usize,
+    },
 }
 
 /// Runs outside the command line's async runtime: each measurement builds
 /// the runtime it needs (one worker, two workers).
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    if let Some(BenchCommand::GenerateStore { path, finished, waiting }) = args.command {
-        let report = bench::generate_store(args.plugins, &path, bench::Fill { finished, waiting })?;
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+    match args.command {
+        Some(BenchCommand::GenerateStore { path, finished, waiting }) => {
+            let report = bench::generate_store(args.plugins, &path, bench::Fill { finished, waiting })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(BenchCommand::CrashStore { path, running }) => {
+            let abandoned = bench::abandon_executions(args.plugins, &path, running)?;
+            let report =
+                serde_json::json!({ "store": format!("sqlite://{}", path.display()), "started": abandoned.started });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            std::io::Write::flush(&mut std::io::stdout())?;
+            // The crash: no shutdown, the executions' drivers die with the process.
+            std::process::exit(0);
+        }
+        None => {}
     }
     if args.repetitions < 3 {
         bail!("--repetitions must be at least 3");

@@ -18,6 +18,10 @@ pub const ADOPT_EVERY: Duration = Duration::from_secs(1);
 /// How many executions one look at the store adopts at most.
 const ADOPT_AT_ONCE: usize = 256;
 
+/// While this many executions or more are driven here, no more are adopted
+/// at once (the rest wait for the next look, or another host takes them).
+const DRIVING_AT_MOST: usize = 4096;
+
 /// Starts the background work; abort the handle to stop it.
 pub fn spawn(
     engine: Engine,
@@ -35,9 +39,7 @@ pub fn spawn(
             // Executions that need a driver (what a crash or a dead host
             // left, deadlines due while nobody drives them): at start, then
             // once a second.
-            if let Err(error) = engine.adopt_claimable(ADOPT_AT_ONCE).await {
-                tracing::warn!("adopting executions that need a driver: {error}");
-            }
+            adopt_backlog(&engine).await;
             if let Some(age) = retention {
                 if last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
                     last_purge = Some(std::time::Instant::now());
@@ -128,5 +130,24 @@ mod tests {
         let slots = due_slots("*/10 * * * * *", start, start + chrono::Duration::seconds(35));
         assert_eq!(slots.len(), 3);
         assert!(due_slots("not cron", start, start + chrono::Duration::seconds(35)).is_empty());
+    }
+}
+
+/// Adopts what needs a driver: a look takes [`ADOPT_AT_ONCE`] at most, and
+/// a full one is followed by another at once (a dead host's backlog is taken
+/// in a few transactions, not [`ADOPT_AT_ONCE`] a second), until the store
+/// has no more or [`DRIVING_AT_MOST`] executions are driven here.
+async fn adopt_backlog(engine: &Engine) {
+    loop {
+        match engine.adopt_claimable(ADOPT_AT_ONCE).await {
+            Ok(adopted) if adopted == ADOPT_AT_ONCE && engine.live_executions() < DRIVING_AT_MOST => {
+                tokio::task::yield_now().await
+            }
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!("adopting executions that need a driver: {error}");
+                return;
+            }
+        }
     }
 }

@@ -32,20 +32,33 @@ pub(super) async fn inbox(
     host: &HostId,
     only: Option<&ExecutionId>,
 ) -> Result<Vec<InboxMessage>, StoreError> {
-    let rows = client
-        .query(
-            &client
+    // One statement per case: a generic plan for `$2 IS NULL OR
+    // execution_id = $2` walks every execution the host owns even for one.
+    let rows = match only {
+        Some(id) => {
+            let statement = client
                 .prepare_cached(
                     "SELECT i.id, i.execution_id, i.message FROM inbox i JOIN executions e ON e.id = i.execution_id
-             WHERE i.answer IS NULL AND e.owner = $1 AND ($2::text IS NULL OR i.execution_id = $2)
-             ORDER BY i.id",
+                     WHERE i.answer IS NULL AND i.execution_id = $2 AND e.owner = $1
+                     ORDER BY i.id",
                 )
                 .await
-                .map_err(backend)?,
-            &[&host.0, &only.map(|id| id.as_str())],
-        )
-        .await
-        .map_err(backend)?;
+                .map_err(backend)?;
+            client.query(&statement, &[&host.0, &id.as_str()]).await
+        }
+        None => {
+            let statement = client
+                .prepare_cached(
+                    "SELECT i.id, i.execution_id, i.message FROM inbox i JOIN executions e ON e.id = i.execution_id
+                     WHERE i.answer IS NULL AND e.owner = $1
+                     ORDER BY i.id",
+                )
+                .await
+                .map_err(backend)?;
+            client.query(&statement, &[&host.0]).await
+        }
+    }
+    .map_err(backend)?;
     Ok(rows
         .iter()
         .map(|row| InboxMessage {

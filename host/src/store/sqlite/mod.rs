@@ -486,21 +486,34 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn inbox(&self, host: &HostId, only: Option<&ExecutionId>) -> Result<Vec<InboxMessage>, StoreError> {
-        self.read(|db| {
-            let mut statement = db.prepare_cached(
-                "SELECT inbox.id, inbox.execution_id, inbox.message FROM inbox
-                 JOIN executions ON executions.id = inbox.execution_id
-                 WHERE inbox.answer IS NULL AND executions.owner = ?1 AND (?2 IS NULL OR inbox.execution_id = ?2)
-                 ORDER BY inbox.id",
-            )?;
-            let rows = statement.query_map(params![host.0, only.map(|id| id.as_str())], |row| {
-                Ok(InboxMessage {
-                    id: row.get(0)?,
-                    execution_id: ExecutionId::new(row.get::<_, String>(1)?),
-                    message: row.get(2)?,
-                })
-            })?;
-            rows.collect()
+        // One statement per case: `?2 IS NULL OR execution_id = ?2` would
+        // make SQLite walk every execution the host owns even for one.
+        let message = |row: &rusqlite::Row<'_>| {
+            Ok(InboxMessage {
+                id: row.get(0)?,
+                execution_id: ExecutionId::new(row.get::<_, String>(1)?),
+                message: row.get(2)?,
+            })
+        };
+        self.read(|db| match only {
+            Some(id) => db
+                .prepare_cached(
+                    "SELECT inbox.id, inbox.execution_id, inbox.message FROM inbox
+                     JOIN executions ON executions.id = inbox.execution_id
+                     WHERE inbox.answer IS NULL AND inbox.execution_id = ?2 AND executions.owner = ?1
+                     ORDER BY inbox.id",
+                )?
+                .query_map(params![host.0, id.as_str()], message)?
+                .collect(),
+            None => db
+                .prepare_cached(
+                    "SELECT inbox.id, inbox.execution_id, inbox.message FROM inbox
+                     JOIN executions ON executions.id = inbox.execution_id
+                     WHERE inbox.answer IS NULL AND executions.owner = ?1
+                     ORDER BY inbox.id",
+                )?
+                .query_map(params![host.0], message)?
+                .collect(),
         })
     }
 
