@@ -284,6 +284,7 @@ fn store_scale_table(out: &mut String, sizes: &[Value], scale: &Value, f: &dyn F
     for (key, label) in [
         ("left_running", "  left running by the dead host"),
         ("start_ms", "  serve: start to /healthz, ms"),
+        ("taken_over_ms", "  serve: start to all taken over, ms"),
         ("resumed_ms", "  serve: start to none running, ms"),
         ("resumed_per_s", "  taken over and finished per s"),
     ] {
