@@ -120,19 +120,6 @@ async fn run_due_schedules(engine: &Engine, workflows: &WorkflowDirectory, after
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_those_in_the_window() {
-        let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
-        let slots = due_slots("*/10 * * * * *", start, start + chrono::Duration::seconds(35));
-        assert_eq!(slots.len(), 3);
-        assert!(due_slots("not cron", start, start + chrono::Duration::seconds(35)).is_empty());
-    }
-}
-
 /// Adopts what needs a driver: a look takes [`ADOPT_AT_ONCE`] at most, and
 /// a full one is followed by another at once (a dead host's backlog is taken
 /// in a few transactions, not [`ADOPT_AT_ONCE`] a second), until the store
@@ -149,5 +136,18 @@ async fn adopt_backlog(engine: &Engine) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_those_in_the_window() {
+        let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let slots = due_slots("*/10 * * * * *", start, start + chrono::Duration::seconds(35));
+        assert_eq!(slots.len(), 3);
+        assert!(due_slots("not cron", start, start + chrono::Duration::seconds(35)).is_empty());
     }
 }
