@@ -194,21 +194,20 @@ impl ExecutionStore for SqliteStore {
     async fn load(&self, id: &ExecutionId) -> Result<Option<StoredExecution>, StoreError> {
         let path = self.path.clone();
         let row = self.read(|db| {
-            db.query_row(
+            db.prepare_cached(
                 "SELECT definition, input, idempotency_key, status, created_at, tenant, parent_id, owner, fence
                  FROM executions WHERE id = ?1",
-                params![id.as_str()],
-                |row| {
-                    Ok((
-                        (row.get::<_, String>(0)?, row.get::<_, String>(1)?),
-                        row.get::<_, Option<String>>(2)?,
-                        row.get::<_, String>(3)?,
-                        row.get::<_, i64>(4)?,
-                        (row.get::<_, Option<String>>(5)?, row.get::<_, Option<String>>(6)?),
-                        (row.get::<_, Option<String>>(7)?, row.get::<_, i64>(8)?),
-                    ))
-                },
-            )
+            )?
+            .query_row(params![id.as_str()], |row| {
+                Ok((
+                    (row.get::<_, String>(0)?, row.get::<_, String>(1)?),
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                    (row.get::<_, Option<String>>(5)?, row.get::<_, Option<String>>(6)?),
+                    (row.get::<_, Option<String>>(7)?, row.get::<_, i64>(8)?),
+                ))
+            })
             .optional()
         })?;
         let Some(((definition, input), idempotency_key, status, created_at, (tenant, parent), (owner, fence))) = row
@@ -222,7 +221,8 @@ impl ExecutionStore for SqliteStore {
         });
         let definition = match definition.strip_prefix('@') {
             Some(hash) => self.read(|db| {
-                db.query_row("SELECT definition FROM definitions WHERE hash = ?1", params![hash], |row| row.get(0))
+                db.prepare_cached("SELECT definition FROM definitions WHERE hash = ?1")?
+                    .query_row(params![hash], |row| row.get(0))
             })?,
             None => definition,
         };
