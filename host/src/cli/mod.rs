@@ -151,10 +151,10 @@ async fn engine_over(
     use std::sync::Arc;
     let opening = || format!("opening the store `{}`", store.url);
     let (execution_store, ledger): (Arc<dyn crate::store::ExecutionStore>, Arc<dyn Ledger>) =
-        if let Some(path) = store.url.strip_prefix("sqlite://") {
-            let execution_store = crate::store::open(&store.url).await.with_context(opening)?;
-            let ledger = SqliteLedger::open(std::path::Path::new(path)).map_err(anyhow::Error::msg)?;
-            (execution_store, Arc::new(ledger))
+        if let Some(path) = store.url.strip_prefix("sqlite://").filter(|path| !path.is_empty()) {
+            let sqlite = Arc::new(crate::store::SqliteStore::open(std::path::Path::new(path)).with_context(opening)?);
+            let ledger = SqliteLedger::on(sqlite.clone()).map_err(anyhow::Error::msg)?;
+            (sqlite, Arc::new(ledger))
         } else if store.url.starts_with("postgres://") || store.url.starts_with("postgresql://") {
             let postgres = Arc::new(crate::store::PostgresStore::open(&store.url).await.with_context(opening)?);
             let ledger = PostgresLedger::connect(postgres.config().clone()).map_err(anyhow::Error::msg)?;

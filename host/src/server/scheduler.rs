@@ -19,8 +19,11 @@ pub const ADOPT_EVERY: Duration = Duration::from_secs(1);
 const ADOPT_AT_ONCE: usize = 256;
 
 /// While this many executions or more are driven here, no more are adopted
-/// at once (the rest wait for the next look, or another host takes them).
+/// (the rest wait for a later look, or another host takes them).
 const DRIVING_AT_MOST: usize = 4096;
+
+/// How soon the store is looked at again while a backlog waits for room.
+const BACKLOG_RETRY: Duration = Duration::from_millis(200);
 
 /// Starts the background work; abort the handle to stop it.
 pub fn spawn(
@@ -39,7 +42,7 @@ pub fn spawn(
             // Executions that need a driver (what a crash or a dead host
             // left, deadlines due while nobody drives them): at start, then
             // once a second.
-            adopt_backlog(&engine).await;
+            let backlog = adopt_backlog(&engine).await;
             if let Some(age) = retention {
                 if last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
                     last_purge = Some(std::time::Instant::now());
@@ -53,8 +56,8 @@ pub fn spawn(
             // Sleep until the next cron slot, or a second at most: an idle
             // server wakes once a second for one query.
             let next_slot = next_slot(&workflows, last_check);
-            let wait =
-                next_slot.map_or(ADOPT_EVERY, |slot| (slot - Utc::now()).to_std().unwrap_or_default().min(ADOPT_EVERY));
+            let idle = if backlog { BACKLOG_RETRY } else { ADOPT_EVERY };
+            let wait = next_slot.map_or(idle, |slot| (slot - Utc::now()).to_std().unwrap_or_default().min(idle));
             tokio::time::sleep(wait).await;
             let now = Utc::now();
             run_due_schedules(&engine, &workflows, last_check, now).await;
@@ -123,17 +126,21 @@ async fn run_due_schedules(engine: &Engine, workflows: &WorkflowDirectory, after
 /// Adopts what needs a driver: a look takes [`ADOPT_AT_ONCE`] at most, and
 /// a full one is followed by another at once (a dead host's backlog is taken
 /// in a few transactions, not [`ADOPT_AT_ONCE`] a second), until the store
-/// has no more or [`DRIVING_AT_MOST`] executions are driven here.
-async fn adopt_backlog(engine: &Engine) {
+/// has no more or [`DRIVING_AT_MOST`] executions are driven here. Returns
+/// whether a backlog is left (look again soon, not in a second).
+async fn adopt_backlog(engine: &Engine) -> bool {
     loop {
         match engine.adopt_claimable(ADOPT_AT_ONCE).await {
-            Ok(adopted) if adopted == ADOPT_AT_ONCE && engine.live_executions() < DRIVING_AT_MOST => {
+            Ok(adopted) if adopted == ADOPT_AT_ONCE => {
+                if engine.live_executions() >= DRIVING_AT_MOST {
+                    return true;
+                }
                 tokio::task::yield_now().await
             }
-            Ok(_) => return,
+            Ok(_) => return false,
             Err(error) => {
                 tracing::warn!("adopting executions that need a driver: {error}");
-                return;
+                return false;
             }
         }
     }

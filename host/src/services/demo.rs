@@ -107,11 +107,21 @@ fn within_deadline(caller: &Caller) -> Result<(), String> {
 
 impl Service for Inventory {
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
-        // The lock spans record-then-apply so that the ledger's order is the state's order.
-        let mut state = self.state.lock().expect("inventory lock");
-        within_deadline(caller)?;
-        self.ledger.record(LedgerEntry::new("inventory", method, input.clone(), caller))?;
-        apply_inventory(&mut state, method, input)
+        let (recording, output) = {
+            // The lock spans submit-and-apply, so that the ledger's order
+            // is the state's order; the wait for durability is outside it,
+            // shared by the calls of one commit.
+            let mut state = self.state.lock().expect("inventory lock");
+            within_deadline(caller)?;
+            let recording = self.ledger.submit(LedgerEntry::new("inventory", method, input.clone(), caller));
+            (recording, apply_inventory(&mut state, method, input))
+        };
+        // Answered only once recorded. A call whose record failed was
+        // applied here but is not in the ledger (the state rebuilt from it
+        // at a restart lacks it); the step retries it with the same key,
+        // and every method is idempotent by its id.
+        recording.wait()?;
+        output
     }
 
     fn may_block(&self) -> bool {
@@ -207,10 +217,15 @@ impl Payments {
 
 impl Service for Payments {
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
-        let mut state = self.state.lock().expect("payments lock");
-        within_deadline(caller)?;
-        self.ledger.record(LedgerEntry::new("payments", method, input.clone(), caller))?;
-        apply_payments(&mut state, method, input)
+        let (recording, output) = {
+            // As the inventory: submit and apply under the lock, wait outside.
+            let mut state = self.state.lock().expect("payments lock");
+            within_deadline(caller)?;
+            let recording = self.ledger.submit(LedgerEntry::new("payments", method, input.clone(), caller));
+            (recording, apply_payments(&mut state, method, input))
+        };
+        recording.wait()?;
+        output
     }
 
     fn may_block(&self) -> bool {

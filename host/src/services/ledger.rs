@@ -6,10 +6,10 @@
 
 use super::Caller;
 use crate::journal::time::Timestamp;
-use rusqlite::{params, Connection};
+use crate::store::SqliteStore;
+use rusqlite::params;
 use serde_json::Value;
-use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One recorded call.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,10 +39,32 @@ impl LedgerEntry {
     }
 }
 
+/// A call being recorded: durable once [`Recording::wait`] returns `Ok`.
+pub struct Recording(Box<dyn FnOnce() -> Result<(), String> + Send>);
+
+impl Recording {
+    /// A recording that is over (durable, or failed).
+    pub fn done(result: Result<(), String>) -> Self {
+        Self(Box::new(move || result))
+    }
+
+    /// Waits until the call is durable.
+    pub fn wait(self) -> Result<(), String> {
+        (self.0)()
+    }
+}
+
 /// Where calls are recorded.
 pub trait Ledger: Send + Sync {
     /// Records a call; durable when it returns.
     fn record(&self, entry: LedgerEntry) -> Result<(), String>;
+    /// Starts recording a call and returns before it is durable: the
+    /// ledger's order is the order of `submit`s. A service that applies a
+    /// call under its lock, submits it there and waits outside lets other
+    /// calls share the wait (one commit for many).
+    fn submit(&self, entry: LedgerEntry) -> Recording {
+        Recording::done(self.record(entry))
+    }
     /// Every call to `service`, in order.
     fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String>;
     /// Whether recording waits on a disk or a database.
@@ -72,21 +94,19 @@ impl Ledger for MemoryLedger {
     }
 }
 
-/// A ledger in a SQLite file (table `demo_calls`), each call committed with fsync.
+/// A ledger in the SQLite store's file (table `demo_calls`): each call is
+/// written by the store's writer thread, in the same group commit as the
+/// executions' transitions (one fsync for many), and recorded once durable.
 pub struct SqliteLedger {
-    connection: Mutex<Connection>,
+    store: Arc<SqliteStore>,
 }
 
 impl SqliteLedger {
-    /// Opens (creating the table if needed) the ledger in the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let fail = |e: rusqlite::Error| format!("demo ledger {}: {e}", path.display());
-        let connection = Connection::open(path).map_err(fail)?;
-        connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(fail)?;
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-                 CREATE TABLE IF NOT EXISTS demo_calls (
+    /// The ledger of `store`, creating its table there if needed.
+    pub fn on(store: Arc<SqliteStore>) -> Result<Self, String> {
+        store.write_durably(|db| {
+            db.execute_batch(
+                "CREATE TABLE IF NOT EXISTS demo_calls (
                      seq INTEGER PRIMARY KEY AUTOINCREMENT,
                      service TEXT NOT NULL,
                      method TEXT NOT NULL,
@@ -95,49 +115,53 @@ impl SqliteLedger {
                      at INTEGER NOT NULL
                  );",
             )
-            .map_err(fail)?;
-        Ok(Self { connection: Mutex::new(connection) })
+        })?;
+        Ok(Self { store })
     }
 }
 
 impl Ledger for SqliteLedger {
     fn record(&self, entry: LedgerEntry) -> Result<(), String> {
-        let connection = self.connection.lock().expect("ledger lock");
-        connection
-            .execute(
+        self.submit(entry).wait()
+    }
+
+    fn submit(&self, entry: LedgerEntry) -> Recording {
+        let input = entry.input.to_string();
+        let durable = self.store.submit_durably(move |db| {
+            db.prepare_cached(
                 "INSERT INTO demo_calls (service, method, input, idempotency_key, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![entry.service, entry.method, entry.input.to_string(), entry.idempotency_key, entry.at.0 as i64],
-            )
+            )?
+            .execute(params![entry.service, entry.method, input, entry.idempotency_key, entry.at.0 as i64])
             .map(|_| ())
-            .map_err(|e| format!("recording the call: {e}"))
+        });
+        Recording(Box::new(move || durable().map_err(|e| format!("recording the call: {e}"))))
     }
 
     fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String> {
-        let connection = self.connection.lock().expect("ledger lock");
-        let mut statement = connection
-            .prepare("SELECT method, input, idempotency_key, at FROM demo_calls WHERE service = ?1 ORDER BY seq")
-            .map_err(|e| e.to_string())?;
-        let rows = statement
-            .query_map(params![service], |row| {
+        let rows = self.store.read_with(|db| {
+            let mut statement = db
+                .prepare("SELECT method, input, idempotency_key, at FROM demo_calls WHERE service = ?1 ORDER BY seq")?;
+            let rows = statement.query_map(params![service], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,
                     row.get::<_, String>(2)?,
                     row.get::<_, i64>(3)?,
                 ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(method, input, idempotency_key, at)| {
+                Ok(LedgerEntry {
+                    service: service.to_string(),
+                    method,
+                    input: serde_json::from_str(&input).map_err(|e| e.to_string())?,
+                    idempotency_key,
+                    at: Timestamp(at as u64),
+                })
             })
-            .map_err(|e| e.to_string())?;
-        rows.map(|row| {
-            let (method, input, idempotency_key, at) = row.map_err(|e| e.to_string())?;
-            Ok(LedgerEntry {
-                service: service.to_string(),
-                method,
-                input: serde_json::from_str(&input).map_err(|e| e.to_string())?,
-                idempotency_key,
-                at: Timestamp(at as u64),
-            })
-        })
-        .collect()
+            .collect()
     }
 }
 

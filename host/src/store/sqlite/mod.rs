@@ -88,6 +88,41 @@ impl SqliteStore {
         response.recv().map_err(|_| stopped())?.map_err(|e| e.to_string())
     }
 
+    /// Runs `write` in the writer thread's next commit, among the store's
+    /// own writes (one fsync for all), and waits for it to be durable: for
+    /// callers in a blocking context (the demo services' ledger).
+    pub(crate) fn write_durably<T, F>(&self, write: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.submit_durably(write)()
+    }
+
+    /// Queues `write` for the writer thread's next commit and returns at
+    /// once: the returned wait blocks until it is durable. Writes are
+    /// committed in the order they were queued.
+    pub(crate) fn submit_durably<T, F>(&self, write: F) -> impl FnOnce() -> Result<T, String> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, response) = mpsc::sync_channel(1);
+        let queued = self
+            .job(Reply::Blocking(reply), move |db, path| write(db).map_err(|e| backend(path, e)))
+            .map_err(|e| e.to_string());
+        move || {
+            queued?;
+            let stopped = || "the store's writer thread stopped".to_string();
+            response.recv().map_err(|_| stopped())?.map_err(|e| e.to_string())
+        }
+    }
+
+    /// Runs `query` on the reader connection (for the demo services' ledger).
+    pub(crate) fn read_with<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, String> {
+        self.read(query).map_err(|e| e.to_string())
+    }
+
     pub(super) fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let connection = self.reader.lock().expect("reader lock poisoned");
         query(&connection).map_err(|e| backend(&self.path, e))
