@@ -262,13 +262,14 @@ const CRASHED_RUNNING: usize = 10_000;
 /// `running`, the server's start to `/healthz`, and its start to the moment
 /// no execution is `running` any more (every one taken over and finished).
 fn crash_and_resume(store: &Path, dir: &Path, running: usize) -> Result<Value> {
-    let crash = Command::new(std::env::current_exe()?)
-        .args(["bench", "crash-store"])
-        .arg(store)
-        .args(["--running", &running.to_string(), "--plugins"])
-        .arg(dir.join("plugins"))
-        .output()
-        .context("starting stepwise bench crash-store")?;
+    let crash = output_within(
+        Command::new(std::env::current_exe()?)
+            .args(["bench", "crash-store"])
+            .arg(store)
+            .args(["--running", &running.to_string(), "--plugins"])
+            .arg(dir.join("plugins")),
+        "stepwise bench crash-store",
+    )?;
     if !crash.status.success() {
         bail!("stepwise bench crash-store failed: {}", String::from_utf8_lossy(&crash.stderr));
     }
@@ -505,26 +506,33 @@ fn cli_list_ms(store: &Path, runs: usize) -> Result<f64> {
     let mut times = Vec::new();
     for _ in 0..runs {
         let began = Instant::now();
-        let child = Command::new(std::env::current_exe()?)
-            .args(["executions", "list", "--status", "waiting", "--limit", "50", "--json", "--store"])
-            .arg(format!("sqlite://{}", store.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let pid = child.id();
-        let (done, output) = std::sync::mpsc::channel();
-        std::thread::spawn(move || drop(done.send(child.wait_with_output())));
-        let output = match output.recv_timeout(PATIENCE) {
-            Ok(output) => output?,
-            Err(_) => {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-                bail!("stepwise executions list did not end within {PATIENCE:?}");
-            }
-        };
+        let output = output_within(
+            Command::new(std::env::current_exe()?)
+                .args(["executions", "list", "--status", "waiting", "--limit", "50", "--json", "--store"])
+                .arg(format!("sqlite://{}", store.display())),
+            "stepwise executions list",
+        )?;
         times.push(began.elapsed());
         if !output.status.success() {
             bail!("stepwise executions list failed: {}", String::from_utf8_lossy(&output.stderr));
         }
     }
     Ok(Samples::from_durations(&times).median() / 1e3)
+}
+
+/// Runs `command` to its end and returns its output; killed, and an error
+/// naming `what`, if it does not end within [`PATIENCE`].
+fn output_within(command: &mut Command, what: &str) -> Result<std::process::Output> {
+    let child =
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {what}"))?;
+    let pid = child.id();
+    let (done, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || drop(done.send(child.wait_with_output())));
+    match output.recv_timeout(PATIENCE) {
+        Ok(output) => Ok(output?),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            bail!("{what} did not end within {PATIENCE:?}");
+        }
+    }
 }

@@ -62,16 +62,17 @@ impl Engine {
 
     /// Adopts, in the background, up to `limit` executions of the store that
     /// need a driver and have no live owner (work in flight left by a crash
-    /// or a dead host, deadlines and backoffs due); returns how many.
-    pub async fn adopt_claimable(&self, limit: usize) -> Result<usize, EngineError> {
+    /// or a dead host, deadlines and backoffs due); returns those it adopted
+    /// (not those claimed that were driven here already).
+    pub async fn adopt_claimable(&self, limit: usize) -> Result<Vec<ExecutionId>, EngineError> {
         self.shared.host.ensure_registered(self).await?;
-        let mut adopted = 0;
+        let mut adopted = Vec::new();
         let due = self.shared.store.claim_due(self.shared.host.id(), Timestamp::now(), limit).await?;
         self.count_claims(&due);
         for claim in due {
             if self.shared.live.send(&claim.id, Message::Adopt).is_err() {
                 self.route(&claim.id, Message::Adopt);
-                adopted += 1;
+                adopted.push(claim.id);
             }
         }
         Ok(adopted)

@@ -6,8 +6,10 @@
 
 use crate::engine::{Engine, StartOptions};
 use crate::journal::time::Timestamp;
+use crate::journal::ExecutionId;
 use crate::workflow::WorkflowDirectory;
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,19 +127,29 @@ async fn run_due_schedules(engine: &Engine, workflows: &WorkflowDirectory, after
 
 /// Adopts what needs a driver: a look takes [`ADOPT_AT_ONCE`] at most, and
 /// a full one is followed by another at once (a dead host's backlog is taken
-/// in a few transactions, not [`ADOPT_AT_ONCE`] a second), until the store
-/// has no more or [`DRIVING_AT_MOST`] executions are driven here. Returns
-/// whether a backlog is left (look again soon, not in a second).
+/// in a few transactions, not [`ADOPT_AT_ONCE`] a second), never past
+/// [`DRIVING_AT_MOST`] executions driven here, nor [`DRIVING_AT_MOST`]
+/// adopted in one pass (schedules run between passes). Returns whether a
+/// backlog is left: look again soon, not in a second. An execution adopted
+/// twice in one pass came to rest at once and was claimable again (a parent
+/// waiting for its child, say): that is not a backlog, and the pass ends.
 async fn adopt_backlog(engine: &Engine) -> bool {
+    let mut adopted_in_pass: HashSet<ExecutionId> = HashSet::new();
     loop {
-        match engine.adopt_claimable(ADOPT_AT_ONCE).await {
-            Ok(adopted) if adopted == ADOPT_AT_ONCE => {
-                if engine.live_executions() >= DRIVING_AT_MOST {
-                    return true;
+        let room = DRIVING_AT_MOST.saturating_sub(engine.live_executions());
+        if room == 0 || adopted_in_pass.len() >= DRIVING_AT_MOST {
+            return true;
+        }
+        let limit = room.min(ADOPT_AT_ONCE);
+        match engine.adopt_claimable(limit).await {
+            Ok(adopted) => {
+                let full = adopted.len() == limit;
+                let fresh = adopted.into_iter().filter(|id| adopted_in_pass.insert(id.clone())).count();
+                if !full || fresh < limit {
+                    return false;
                 }
                 tokio::task::yield_now().await
             }
-            Ok(_) => return false,
             Err(error) => {
                 tracing::warn!("adopting executions that need a driver: {error}");
                 return false;

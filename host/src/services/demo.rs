@@ -113,13 +113,14 @@ impl Service for Inventory {
             // shared by the calls of one commit.
             let mut state = self.state.lock().expect("inventory lock");
             within_deadline(caller)?;
-            let recording = self.ledger.submit(LedgerEntry::new("inventory", method, input.clone(), caller));
+            // Not submitted (the store stopped): not applied either.
+            let recording = self.ledger.submit(LedgerEntry::new("inventory", method, input.clone(), caller))?;
             (recording, apply_inventory(&mut state, method, input))
         };
-        // Answered only once recorded. A call whose record failed was
-        // applied here but is not in the ledger (the state rebuilt from it
-        // at a restart lacks it); the step retries it with the same key,
-        // and every method is idempotent by its id.
+        // Answered only once recorded. A call whose commit then failed was
+        // applied here but is not in the ledger, until a retry of the step
+        // (same key; every method is idempotent by its id) records it, or a
+        // restart rebuilds the state from the ledger without it.
         recording.wait()?;
         output
     }
@@ -221,7 +222,7 @@ impl Service for Payments {
             // As the inventory: submit and apply under the lock, wait outside.
             let mut state = self.state.lock().expect("payments lock");
             within_deadline(caller)?;
-            let recording = self.ledger.submit(LedgerEntry::new("payments", method, input.clone(), caller));
+            let recording = self.ledger.submit(LedgerEntry::new("payments", method, input.clone(), caller))?;
             (recording, apply_payments(&mut state, method, input))
         };
         recording.wait()?;

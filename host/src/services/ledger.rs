@@ -58,12 +58,13 @@ impl Recording {
 pub trait Ledger: Send + Sync {
     /// Records a call; durable when it returns.
     fn record(&self, entry: LedgerEntry) -> Result<(), String>;
-    /// Starts recording a call and returns before it is durable: the
-    /// ledger's order is the order of `submit`s. A service that applies a
-    /// call under its lock, submits it there and waits outside lets other
-    /// calls share the wait (one commit for many).
-    fn submit(&self, entry: LedgerEntry) -> Recording {
-        Recording::done(self.record(entry))
+    /// Starts recording a call and returns before it is durable (an error:
+    /// it could not even be started): the ledger's order is the order of
+    /// `submit`s. A service that submits a call and applies it under its
+    /// lock, and waits outside, lets other calls share the wait (one commit
+    /// for many).
+    fn submit(&self, entry: LedgerEntry) -> Result<Recording, String> {
+        self.record(entry).map(|()| Recording::done(Ok(())))
     }
     /// Every call to `service`, in order.
     fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String>;
@@ -122,19 +123,22 @@ impl SqliteLedger {
 
 impl Ledger for SqliteLedger {
     fn record(&self, entry: LedgerEntry) -> Result<(), String> {
-        self.submit(entry).wait()
+        self.submit(entry)?.wait()
     }
 
-    fn submit(&self, entry: LedgerEntry) -> Recording {
+    fn submit(&self, entry: LedgerEntry) -> Result<Recording, String> {
         let input = entry.input.to_string();
-        let durable = self.store.submit_durably(move |db| {
-            db.prepare_cached(
-                "INSERT INTO demo_calls (service, method, input, idempotency_key, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![entry.service, entry.method, input, entry.idempotency_key, entry.at.0 as i64])
-            .map(|_| ())
-        });
-        Recording(Box::new(move || durable().map_err(|e| format!("recording the call: {e}"))))
+        let durable = self
+            .store
+            .submit_durably(move |db| {
+                db.prepare_cached(
+                    "INSERT INTO demo_calls (service, method, input, idempotency_key, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![entry.service, entry.method, input, entry.idempotency_key, entry.at.0 as i64])
+                .map(|_| ())
+            })
+            .map_err(|e| format!("recording the call: {e}"))?;
+        Ok(Recording(Box::new(move || durable().map_err(|e| format!("recording the call: {e}")))))
     }
 
     fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String> {

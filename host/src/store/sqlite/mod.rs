@@ -96,26 +96,27 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.submit_durably(write)()
+        self.submit_durably(write)?()
     }
 
     /// Queues `write` for the writer thread's next commit and returns at
-    /// once: the returned wait blocks until it is durable. Writes are
-    /// committed in the order they were queued.
-    pub(crate) fn submit_durably<T, F>(&self, write: F) -> impl FnOnce() -> Result<T, String> + Send + 'static
+    /// once (an error if it cannot be queued): the returned wait blocks
+    /// until it is durable. Writes are committed in the order they were queued.
+    pub(crate) fn submit_durably<T, F>(
+        &self,
+        write: F,
+    ) -> Result<impl FnOnce() -> Result<T, String> + Send + 'static, String>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (reply, response) = mpsc::sync_channel(1);
-        let queued = self
-            .job(Reply::Blocking(reply), move |db, path| write(db).map_err(|e| backend(path, e)))
-            .map_err(|e| e.to_string());
-        move || {
-            queued?;
+        self.job(Reply::Blocking(reply), move |db, path| write(db).map_err(|e| backend(path, e)))
+            .map_err(|e| e.to_string())?;
+        Ok(move || {
             let stopped = || "the store's writer thread stopped".to_string();
             response.recv().map_err(|_| stopped())?.map_err(|e| e.to_string())
-        }
+        })
     }
 
     /// Runs `query` on the reader connection (for the demo services' ledger).

@@ -89,7 +89,24 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
                 continue;
             }
         };
-        let replies: Vec<Settled> = batch.into_iter().map(|job| run_in_savepoint(&tx, path, job)).collect();
+        let mut intact = true;
+        let replies: Vec<Settled> = batch
+            .into_iter()
+            .map(|job| {
+                let (reply, kept) = run_in_savepoint(&tx, path, job, intact);
+                intact &= kept;
+                reply
+            })
+            .collect();
+        if !intact {
+            // A savepoint could not be released or rolled back, or SQLite
+            // ended the transaction itself (a full disk): nothing of the
+            // batch may be committed, and every job is told so.
+            drop(tx.rollback());
+            let message = backend(path, "the batch's transaction failed and was rolled back").to_string();
+            replies.into_iter().for_each(|reply| reply(Some(&message)));
+            continue;
+        }
         match tx.commit() {
             Ok(()) => replies.into_iter().for_each(|reply| reply(None)),
             Err(error) => {
@@ -103,18 +120,112 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
 /// Runs one job inside the batch transaction, in a savepoint so that a
 /// refused job (a stale fence) does not undo the others of the batch. The
 /// savepoint statements are prepared once (rusqlite's `Savepoint` parses
-/// them for every job).
-fn run_in_savepoint(db: &Connection, path: &Path, job: Box<dyn Job>) -> Settled {
+/// them for every job). Returns whether the batch's transaction is still
+/// whole; once it is not (`intact` false), jobs are not run at all.
+fn run_in_savepoint(db: &Connection, path: &Path, job: Box<dyn Job>, intact: bool) -> (Settled, bool) {
+    // Outside a transaction, a savepoint would begin one of its own and its
+    // release would commit the job alone.
+    if !intact || db.is_autocommit() {
+        return (job.abort(), false);
+    }
     let run = |sql: &str| db.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop);
     if let Err(error) = run("SAVEPOINT job") {
-        let message = backend(path, error).to_string();
-        let reply = job.abort();
-        return Box::new(move |_| reply(Some(&message)));
+        tracing::error!(path = %path.display(), "opening a savepoint failed: {error}");
+        return (job.abort(), false);
     }
     let (ok, settled) = job.run(db, path);
+    if db.is_autocommit() {
+        tracing::error!(path = %path.display(), "SQLite rolled the batch's transaction back during a write");
+        return (settled, false);
+    }
     let released = if ok { run("RELEASE job") } else { run("ROLLBACK TO job").and_then(|()| run("RELEASE job")) };
     if let Err(error) = released {
         tracing::error!(path = %path.display(), "releasing a savepoint failed: {error}");
+        return (settled, false);
     }
-    settled
+    (settled, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job<F>(write: F) -> (Box<dyn Job>, mpsc::Receiver<Result<(), StoreError>>)
+    where
+        F: FnOnce(&Connection, &Path) -> Result<(), StoreError> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        (Box::new(Write { write, reply: Reply::Blocking(reply) }), answer)
+    }
+
+    fn insert(n: i64) -> impl FnOnce(&Connection, &Path) -> Result<(), StoreError> + Send + 'static {
+        move |db, path| db.execute("INSERT INTO t (n) VALUES (?1)", [n]).map(drop).map_err(|e| backend(path, e))
+    }
+
+    #[test]
+    fn a_batch_whose_transaction_ended_under_it_commits_nothing_and_fails_every_job() {
+        let dir = std::env::temp_dir().join(format!("stepwise-writer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let connection = Connection::open(&path).unwrap();
+        connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)").unwrap();
+        let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
+        // Queued before the writer starts: one batch. The second job ends
+        // the transaction itself, as SQLite does on a full disk; the third
+        // would then run outside any transaction and commit alone.
+        let (first, first_answer) = job(insert(1));
+        let (ending, ending_answer) =
+            job(|db: &Connection, path: &Path| db.execute_batch("ROLLBACK").map_err(|e| backend(path, e)));
+        let (third, third_answer) = job(insert(3));
+        for queued in [first, ending, third] {
+            queue.send(queued).map_err(drop).unwrap();
+        }
+        let writer_path = path.clone();
+        drop(queue);
+        write_loop(connection, &writer_path, jobs);
+        for answer in [first_answer, ending_answer, third_answer] {
+            assert!(answer.recv().unwrap().is_err(), "every job of the broken batch is told it failed");
+        }
+        let check = Connection::open(&path).unwrap();
+        let rows: i64 = check.query_row("SELECT count(*) FROM t", [], |row| row.get(0)).unwrap();
+        assert_eq!(rows, 0, "nothing of the broken batch is committed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_refused_job_is_undone_alone_and_the_others_commit() {
+        let dir = std::env::temp_dir().join(format!("stepwise-writer-refused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let connection = Connection::open(&path).unwrap();
+        connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)").unwrap();
+        let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
+        let (first, first_answer) = job(insert(1));
+        let (refused, refused_answer) = job(|db: &Connection, path: &Path| {
+            insert(2)(db, path)?;
+            Err(StoreError::Backend("refused after writing".into()))
+        });
+        let (third, third_answer) = job(insert(3));
+        for queued in [first, refused, third] {
+            queue.send(queued).map_err(drop).unwrap();
+        }
+        drop(queue);
+        write_loop(connection, &path, jobs);
+        assert!(first_answer.recv().unwrap().is_ok());
+        assert!(refused_answer.recv().unwrap().is_err());
+        assert!(third_answer.recv().unwrap().is_ok());
+        let check = Connection::open(&path).unwrap();
+        let mut rows: Vec<i64> = check
+            .prepare("SELECT n FROM t")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.sort();
+        assert_eq!(rows, [1, 3]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
