@@ -81,6 +81,13 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<Value> {
     Ok(report)
 }
 
+/// The measurements' host over the guests in `plugins`, for the commands
+/// that fill or crash a store.
+fn host_of(plugins: PathBuf) -> anyhow::Result<measure::Host> {
+    let options = BenchOptions { plugins, seconds: 1.0, repetitions: 3, only: None, quick: false, postgres: None };
+    measure::Host::new(&options)
+}
+
 /// `stepwise bench crash-store`: starts `running` executions on the store at
 /// `path` and returns with them in flight; the caller ends the process
 /// without a shutdown while it holds the returned [`store_scale::Abandoned`].
@@ -89,18 +96,14 @@ pub fn abandon_executions(
     path: &std::path::Path,
     running: usize,
 ) -> anyhow::Result<store_scale::Abandoned> {
-    let options = BenchOptions { plugins, seconds: 1.0, repetitions: 3, only: None, quick: false, postgres: None };
-    let host = measure::Host::new(&options)?;
-    store_scale::abandon(&host, path, running)
+    store_scale::abandon(&host_of(plugins)?, path, running)
 }
 
 /// `stepwise bench generate-store`: fills a new SQLite store at `path` with
 /// `fill` (real executions, run by the engine on the guests in `plugins`)
 /// and says what it wrote.
 pub fn generate_store(plugins: PathBuf, path: &std::path::Path, fill: Fill) -> anyhow::Result<Value> {
-    let options = BenchOptions { plugins, seconds: 1.0, repetitions: 3, only: None, quick: false, postgres: None };
-    let host = measure::Host::new(&options)?;
-    let generated = store_scale::generate(&host, path, fill, true)?;
+    let generated = store_scale::generate(&host_of(plugins)?, path, fill, true)?;
     Ok(json!({
         "store": format!("sqlite://{}", path.display()),
         "finished": fill.finished,

@@ -105,24 +105,36 @@ fn within_deadline(caller: &Caller) -> Result<(), String> {
     Ok(())
 }
 
+/// One call of a demo service: recorded in `ledger` and applied to `state`.
+/// The lock spans submit-and-apply, so that the ledger's order is the
+/// state's order; the wait for durability is outside it, shared by the calls
+/// of one commit. A call that cannot be submitted (the store stopped) is not
+/// applied. The answer comes only once the call is recorded; a call whose
+/// commit then failed was applied here but is not in the ledger, until a
+/// retry of the step (same key; every method is idempotent by its id)
+/// records it, or a restart rebuilds the state from the ledger without it.
+fn recorded_call<S>(
+    state: &Mutex<S>,
+    ledger: &dyn Ledger,
+    service: &str,
+    method: &str,
+    input: Value,
+    caller: &Caller,
+    apply: fn(&mut S, &str, Value) -> Result<Value, String>,
+) -> Result<Value, String> {
+    let (recording, output) = {
+        let mut state = state.lock().expect("demo service state lock");
+        within_deadline(caller)?;
+        let recording = ledger.submit(LedgerEntry::new(service, method, input.clone(), caller))?;
+        (recording, apply(&mut state, method, input))
+    };
+    recording.wait()?;
+    output
+}
+
 impl Service for Inventory {
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
-        let (recording, output) = {
-            // The lock spans submit-and-apply, so that the ledger's order
-            // is the state's order; the wait for durability is outside it,
-            // shared by the calls of one commit.
-            let mut state = self.state.lock().expect("inventory lock");
-            within_deadline(caller)?;
-            // Not submitted (the store stopped): not applied either.
-            let recording = self.ledger.submit(LedgerEntry::new("inventory", method, input.clone(), caller))?;
-            (recording, apply_inventory(&mut state, method, input))
-        };
-        // Answered only once recorded. A call whose commit then failed was
-        // applied here but is not in the ledger, until a retry of the step
-        // (same key; every method is idempotent by its id) records it, or a
-        // restart rebuilds the state from the ledger without it.
-        recording.wait()?;
-        output
+        recorded_call(&self.state, self.ledger.as_ref(), "inventory", method, input, caller, apply_inventory)
     }
 
     fn may_block(&self) -> bool {
@@ -218,15 +230,7 @@ impl Payments {
 
 impl Service for Payments {
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
-        let (recording, output) = {
-            // As the inventory: submit and apply under the lock, wait outside.
-            let mut state = self.state.lock().expect("payments lock");
-            within_deadline(caller)?;
-            let recording = self.ledger.submit(LedgerEntry::new("payments", method, input.clone(), caller))?;
-            (recording, apply_payments(&mut state, method, input))
-        };
-        recording.wait()?;
-        output
+        recorded_call(&self.state, self.ledger.as_ref(), "payments", method, input, caller, apply_payments)
     }
 
     fn may_block(&self) -> bool {

@@ -105,7 +105,7 @@ pub struct SqliteLedger {
 impl SqliteLedger {
     /// The ledger of `store`, creating its table there if needed.
     pub fn on(store: Arc<SqliteStore>) -> Result<Self, String> {
-        store.write_durably(|db| {
+        store.submit_durably(|db| {
             db.execute_batch(
                 "CREATE TABLE IF NOT EXISTS demo_calls (
                      seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -116,7 +116,7 @@ impl SqliteLedger {
                      at INTEGER NOT NULL
                  );",
             )
-        })?;
+        })?()?;
         Ok(Self { store })
     }
 }

@@ -82,26 +82,28 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, response) = mpsc::sync_channel(1);
-        self.job(Reply::Blocking(reply), write).map_err(|e| e.to_string())?;
-        let stopped = || "the store's writer thread stopped".to_string();
-        response.recv().map_err(|_| stopped())?.map_err(|e| e.to_string())
-    }
-
-    /// Runs `write` in the writer thread's next commit, among the store's
-    /// own writes (one fsync for all), and waits for it to be durable: for
-    /// callers in a blocking context (the demo services' ledger).
-    pub(crate) fn write_durably<T, F>(&self, write: F) -> Result<T, String>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        self.submit_durably(write)?()
+        self.queue_blocking(write)?()
     }
 
     /// Queues `write` for the writer thread's next commit and returns at
-    /// once (an error if it cannot be queued): the returned wait blocks
-    /// until it is durable. Writes are committed in the order they were queued.
+    /// once (an error if it cannot be queued) with the wait, which blocks
+    /// until the write is durable. Writes commit in the order they were queued.
+    fn queue_blocking<T, F>(&self, write: F) -> Result<impl FnOnce() -> Result<T, String> + Send + 'static, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, response) = mpsc::sync_channel(1);
+        self.job(Reply::Blocking(reply), write).map_err(|e| e.to_string())?;
+        Ok(move || {
+            let stopped = || "the store's writer thread stopped".to_string();
+            response.recv().map_err(|_| stopped())?.map_err(|e| e.to_string())
+        })
+    }
+
+    /// [`Self::queue_blocking`] for a plain SQL write, among the store's own
+    /// writes (one fsync for all): for the demo services' ledger, whose
+    /// callers are in a blocking context.
     pub(crate) fn submit_durably<T, F>(
         &self,
         write: F,
@@ -110,13 +112,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let (reply, response) = mpsc::sync_channel(1);
-        self.job(Reply::Blocking(reply), move |db, path| write(db).map_err(|e| backend(path, e)))
-            .map_err(|e| e.to_string())?;
-        Ok(move || {
-            let stopped = || "the store's writer thread stopped".to_string();
-            response.recv().map_err(|_| stopped())?.map_err(|e| e.to_string())
-        })
+        self.queue_blocking(move |db, path| write(db).map_err(|e| backend(path, e)))
     }
 
     /// Runs `query` on the reader connection (for the demo services' ledger).

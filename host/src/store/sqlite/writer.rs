@@ -93,8 +93,12 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
         let replies: Vec<Settled> = batch
             .into_iter()
             .map(|job| {
-                let (reply, kept) = run_in_savepoint(&tx, path, job, intact);
-                intact &= kept;
+                // Once the transaction is broken, the rest are not run at all.
+                if !intact {
+                    return job.abort();
+                }
+                let (reply, kept) = run_in_savepoint(&tx, path, job);
+                intact = kept;
                 reply
             })
             .collect();
@@ -121,11 +125,11 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
 /// refused job (a stale fence) does not undo the others of the batch. The
 /// savepoint statements are prepared once (rusqlite's `Savepoint` parses
 /// them for every job). Returns whether the batch's transaction is still
-/// whole; once it is not (`intact` false), jobs are not run at all.
-fn run_in_savepoint(db: &Connection, path: &Path, job: Box<dyn Job>, intact: bool) -> (Settled, bool) {
+/// whole.
+fn run_in_savepoint(db: &Connection, path: &Path, job: Box<dyn Job>) -> (Settled, bool) {
     // Outside a transaction, a savepoint would begin one of its own and its
     // release would commit the job alone.
-    if !intact || db.is_autocommit() {
+    if db.is_autocommit() {
         return (job.abort(), false);
     }
     let run = |sql: &str| db.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop);
@@ -162,60 +166,21 @@ mod tests {
         move |db, path| db.execute("INSERT INTO t (n) VALUES (?1)", [n]).map(drop).map_err(|e| backend(path, e))
     }
 
-    #[test]
-    fn a_batch_whose_transaction_ended_under_it_commits_nothing_and_fails_every_job() {
-        let dir = std::env::temp_dir().join(format!("stepwise-writer-{}", std::process::id()));
+    /// Runs `jobs` as one batch (all queued before the writer starts) on a
+    /// new database with a table `t (n)`; returns the `n` committed, sorted.
+    fn one_batch(name: &str, jobs: Vec<Box<dyn Job>>) -> Vec<i64> {
+        let dir = std::env::temp_dir().join(format!("stepwise-writer-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("w.db");
         let connection = Connection::open(&path).unwrap();
         connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)").unwrap();
-        let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
-        // Queued before the writer starts: one batch. The second job ends
-        // the transaction itself, as SQLite does on a full disk; the third
-        // would then run outside any transaction and commit alone.
-        let (first, first_answer) = job(insert(1));
-        let (ending, ending_answer) =
-            job(|db: &Connection, path: &Path| db.execute_batch("ROLLBACK").map_err(|e| backend(path, e)));
-        let (third, third_answer) = job(insert(3));
-        for queued in [first, ending, third] {
-            queue.send(queued).map_err(drop).unwrap();
-        }
-        let writer_path = path.clone();
-        drop(queue);
-        write_loop(connection, &writer_path, jobs);
-        for answer in [first_answer, ending_answer, third_answer] {
-            assert!(answer.recv().unwrap().is_err(), "every job of the broken batch is told it failed");
-        }
-        let check = Connection::open(&path).unwrap();
-        let rows: i64 = check.query_row("SELECT count(*) FROM t", [], |row| row.get(0)).unwrap();
-        assert_eq!(rows, 0, "nothing of the broken batch is committed");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_refused_job_is_undone_alone_and_the_others_commit() {
-        let dir = std::env::temp_dir().join(format!("stepwise-writer-refused-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("w.db");
-        let connection = Connection::open(&path).unwrap();
-        connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)").unwrap();
-        let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
-        let (first, first_answer) = job(insert(1));
-        let (refused, refused_answer) = job(|db: &Connection, path: &Path| {
-            insert(2)(db, path)?;
-            Err(StoreError::Backend("refused after writing".into()))
-        });
-        let (third, third_answer) = job(insert(3));
-        for queued in [first, refused, third] {
-            queue.send(queued).map_err(drop).unwrap();
+        let (queue, queued) = mpsc::channel::<Box<dyn Job>>();
+        for job in jobs {
+            queue.send(job).map_err(drop).unwrap();
         }
         drop(queue);
-        write_loop(connection, &path, jobs);
-        assert!(first_answer.recv().unwrap().is_ok());
-        assert!(refused_answer.recv().unwrap().is_err());
-        assert!(third_answer.recv().unwrap().is_ok());
+        write_loop(connection, &path, queued);
         let check = Connection::open(&path).unwrap();
         let mut rows: Vec<i64> = check
             .prepare("SELECT n FROM t")
@@ -225,7 +190,38 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         rows.sort();
-        assert_eq!(rows, [1, 3]);
         let _ = std::fs::remove_dir_all(&dir);
+        rows
+    }
+
+    #[test]
+    fn a_batch_whose_transaction_ended_under_it_commits_nothing_and_fails_every_job() {
+        // The second job ends the transaction itself, as SQLite does on a
+        // full disk; the third would then run outside any transaction and
+        // commit alone.
+        let (first, first_answer) = job(insert(1));
+        let (ending, ending_answer) =
+            job(|db: &Connection, path: &Path| db.execute_batch("ROLLBACK").map_err(|e| backend(path, e)));
+        let (third, third_answer) = job(insert(3));
+        let committed = one_batch("ended", vec![first, ending, third]);
+        for answer in [first_answer, ending_answer, third_answer] {
+            assert!(answer.recv().unwrap().is_err(), "every job of the broken batch is told it failed");
+        }
+        assert_eq!(committed, Vec::<i64>::new(), "nothing of the broken batch is committed");
+    }
+
+    #[test]
+    fn a_refused_job_is_undone_alone_and_the_others_commit() {
+        let (first, first_answer) = job(insert(1));
+        let (refused, refused_answer) = job(|db: &Connection, path: &Path| {
+            insert(2)(db, path)?;
+            Err(StoreError::Backend("refused after writing".into()))
+        });
+        let (third, third_answer) = job(insert(3));
+        let committed = one_batch("refused", vec![first, refused, third]);
+        assert!(first_answer.recv().unwrap().is_ok());
+        assert!(refused_answer.recv().unwrap().is_err());
+        assert!(third_answer.recv().unwrap().is_ok());
+        assert_eq!(committed, [1, 3]);
     }
 }
