@@ -31,6 +31,19 @@ pub(super) async fn adopt(engine: Engine, id: ExecutionId, mailbox: mpsc::Unboun
         Ok(Claim::NotFound) => return refuse_all(&engine, &id, mailbox, EngineError::NotFound(id.clone())),
         Err(error) => return refuse_all(&engine, &id, mailbox, EngineError::Store(error)),
     };
+    adopt_claimed(engine, id, fence, mailbox).await
+}
+
+/// Drives an execution this host claimed already (with `fence`, as
+/// [`crate::store::ExecutionStore::claim_due`] does): replays its log, takes
+/// in what others posted for it, and drives it with the messages in
+/// `mailbox`.
+pub(super) async fn adopt_claimed(
+    engine: Engine,
+    id: ExecutionId,
+    fence: crate::store::Fence,
+    mailbox: mpsc::UnboundedReceiver<Message>,
+) {
     let replayed = match engine.replay(&id).await {
         Ok(replayed) => replayed,
         // What is stored cannot be read back: no retry helps.

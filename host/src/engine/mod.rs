@@ -192,6 +192,8 @@ pub(crate) struct Shared {
     live: Arc<live::LiveTable>,
     host: Arc<host::Host>,
     traces: Option<Arc<Traces>>,
+    /// Stored definitions checked again for replays, by their hash.
+    stored_workflows: Arc<crate::store::by_hash::ByHash<Workflow>>,
 }
 
 impl Engine {
@@ -206,6 +208,7 @@ impl Engine {
             live: Arc::new(live::LiveTable::default()),
             host: Arc::new(host::Host::new(DEFAULT_LEASE, None)),
             traces: None,
+            stored_workflows: Default::default(),
         };
         Self { shared: Arc::new(shared) }
     }

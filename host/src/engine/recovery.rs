@@ -70,8 +70,10 @@ impl Engine {
         let due = self.shared.store.claim_due(self.shared.host.id(), Timestamp::now(), limit).await?;
         self.count_claims(&due);
         for claim in due {
-            if self.shared.live.send(&claim.id, Message::Adopt).is_err() {
-                self.route(&claim.id, Message::Adopt);
+            // Claimed already: driven with the claim's fence, not claimed again
+            // (unless it is live here, where its owner goes on).
+            if let Some(mailbox) = self.shared.live.send_or_open(&claim.id, Message::Adopt) {
+                tokio::spawn(adopt::adopt_claimed(self.clone(), claim.id.clone(), claim.fence, mailbox));
                 adopted.push(claim.id);
             }
         }
@@ -162,9 +164,13 @@ impl Engine {
         // The definition was validated when the execution started; its plugins
         // may since have left the directory while their pinned versions remain
         // loadable, so only the structure is checked again here.
-        let workflow = Workflow::revalidate_stored(&source, Arc::unwrap_or_clone(stored.workflow))?;
+        let revalidate = || Workflow::revalidate_stored(&source, Arc::unwrap_or_clone(stored.workflow));
+        let workflow = match &stored.definition_hash {
+            Some(hash) => self.shared.stored_workflows.get_or_try_make(hash, revalidate)?,
+            None => Arc::new(revalidate()?),
+        };
         let origin = Origin { tenant: stored.tenant, parent: stored.parent };
-        let mut machine = Machine::new(Arc::new(workflow), stored.id, stored.input).with_origin(origin);
+        let mut machine = Machine::new(workflow, stored.id, stored.input).with_origin(origin);
         let events = stored.events.len() as u64;
         for recorded in stored.events {
             machine.apply(recorded.at, recorded.event);

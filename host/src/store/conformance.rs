@@ -288,7 +288,7 @@ async fn waking_a_parent_makes_it_due_now(store: Arc<dyn ExecutionStore>) {
     over.wake = Some(ExecutionId::new("parent"));
     store.append(over).await.unwrap();
     let due = store.claim_due(&a.id, Timestamp::now().plus(Duration::from_millis(1)), 10).await.unwrap();
-    assert_eq!(due, [DueClaim { id: ExecutionId::new("parent"), takeover: false }]);
+    assert_eq!(due, [DueClaim { id: ExecutionId::new("parent"), fence: 2, takeover: false }]);
 }
 
 async fn the_inbox_holds_messages_for_the_owner_and_keeps_the_first_answer(store: Arc<dyn ExecutionStore>) {
@@ -347,7 +347,7 @@ async fn a_release_with_the_current_fence_lets_go_and_a_stale_one_does_nothing(s
     assert!(store.load(&id).await.unwrap().unwrap().owner.is_none());
     // Running and unowned: due for any host at once.
     let due = store.claim_due(&b.id, Timestamp::now(), 10).await.unwrap();
-    assert_eq!(due, [DueClaim { id: id.clone(), takeover: false }]);
+    assert_eq!(due, [DueClaim { id: id.clone(), fence: 3, takeover: false }]);
     store.release(&ExecutionId::new("nope"), 1).await.unwrap();
 }
 
@@ -359,7 +359,12 @@ async fn a_host_does_not_claim_its_own_executions_even_when_its_lease_lapsed(sto
     // fencing of itself); another host takes it over.
     assert!(store.claim_due(&a.id, Timestamp::now(), 10).await.unwrap().is_empty());
     let due = store.claim_due(&b.id, Timestamp::now(), 10).await.unwrap();
-    assert_eq!(due, [DueClaim { id: ExecutionId::new("e1"), takeover: true }]);
+    assert_eq!(due, [DueClaim { id: ExecutionId::new("e1"), fence: 2, takeover: true }]);
+    // The fence the claim returned is the one the new owner writes with;
+    // the old owner's is refused.
+    let stale = store.append(append("e1", 1, 0, vec![event("late")])).await;
+    assert!(matches!(stale, Err(StoreError::Fenced(_, 1))), "{stale:?}");
+    store.append(append("e1", due[0].fence, 0, vec![event("taken over")])).await.unwrap();
 }
 
 async fn a_message_posted_for_an_execution_at_rest_makes_it_due(store: Arc<dyn ExecutionStore>) {
@@ -370,7 +375,7 @@ async fn a_message_posted_for_an_execution_at_rest_makes_it_due(store: Arc<dyn E
     let id = ExecutionId::new("e1");
     let posted = store.post(&id, r#"{"cancel":true}"#).await.unwrap();
     let due = store.claim_due(&b.id, Timestamp::now(), 10).await.unwrap();
-    assert_eq!(due, [DueClaim { id: id.clone(), takeover: false }]);
+    assert_eq!(due, [DueClaim { id: id.clone(), fence: 2, takeover: false }]);
     assert_eq!(store.inbox(&b.id, Some(&id)).await.unwrap().len(), 1);
     // Answered: not due any more.
     store.answer(posted, "{}").await.unwrap();

@@ -85,6 +85,7 @@ impl ExecutionStore for MemoryStore {
         let stored = StoredExecution {
             id: execution.id.clone(),
             workflow: execution.workflow.definition,
+            definition_hash: None,
             input: execution.input,
             idempotency_key: execution.idempotency_key,
             tenant: execution.tenant,
@@ -306,7 +307,7 @@ impl ExecutionStore for MemoryStore {
             let takeover = row.owner.as_ref().is_some_and(|owner| owner != host);
             row.owner = Some(host.clone());
             row.fence += 1;
-            claimed.push(DueClaim { id, takeover });
+            claimed.push(DueClaim { id, fence: row.fence, takeover });
         }
         Ok(claimed)
     }

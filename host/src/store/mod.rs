@@ -18,6 +18,7 @@
 //! URL. This module knows the log's vocabulary ([`crate::journal`]) and the
 //! stored definitions, never the engine that interprets them.
 
+pub(crate) mod by_hash;
 pub mod conformance;
 pub mod kv;
 mod memory;
@@ -140,6 +141,9 @@ pub struct StoredExecution {
     pub id: ExecutionId,
     /// The definition it runs.
     pub workflow: Arc<WorkflowDefinition>,
+    /// The hash the definition is stored under, when the store keeps each
+    /// definition once (the same hash, the same definition).
+    pub definition_hash: Option<String>,
     /// Its input.
     pub input: Value,
     /// Its idempotency key.
@@ -263,6 +267,8 @@ impl HostRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueClaim {
     pub id: ExecutionId,
+    /// The fence this claim set: the owner's appends carry it.
+    pub fence: Fence,
     pub takeover: bool,
 }
 

@@ -139,7 +139,7 @@ pub(super) async fn claim_due(
              )
              UPDATE executions SET owner = $1, fence = executions.fence + 1
              FROM due WHERE executions.id = due.id
-             RETURNING executions.id, due.previous IS NOT NULL AND due.previous <> $1",
+             RETURNING executions.id, executions.fence, due.previous IS NOT NULL AND due.previous <> $1",
                 )
                 .await
                 .map_err(backend)?,
@@ -149,7 +149,11 @@ pub(super) async fn claim_due(
         .map_err(backend)?;
     Ok(rows
         .iter()
-        .map(|row| DueClaim { id: ExecutionId::new(row.get::<_, String>(0)), takeover: row.get(1) })
+        .map(|row| DueClaim {
+            id: ExecutionId::new(row.get::<_, String>(0)),
+            fence: row.get::<_, i64>(1) as Fence,
+            takeover: row.get(2),
+        })
         .collect())
 }
 

@@ -27,6 +27,7 @@ mod tokens;
 
 pub use blocking::BlockingPostgres;
 
+use super::by_hash;
 use super::kv::{check_quota, KvStore};
 use super::{
     Append, Claim, Created, DueClaim, ExecutionStore, ExecutionSummary, Fence, HostId, HostRecord, InboxMessage,
@@ -46,6 +47,8 @@ pub struct PostgresStore {
     /// The connection of the kv capability's synchronous calls.
     kv: BlockingPostgres,
     config: tokio_postgres::Config,
+    /// Definitions stored once by hash, parsed once.
+    definitions: by_hash::ByHash<crate::workflow::WorkflowDefinition>,
 }
 
 pub(super) fn backend(error: impl std::error::Error) -> StoreError {
@@ -99,7 +102,7 @@ impl PostgresStore {
         listener::spawn(config.clone(), wakeups.clone());
         let kv =
             BlockingPostgres::connect(config.clone()).map_err(|e| StoreError::Backend(format!("postgres: {e}")))?;
-        Ok(Self { pool, wakeups, kv, config })
+        Ok(Self { pool, wakeups, kv, config, definitions: by_hash::ByHash::default() })
     }
 
     /// Creates an empty database `name` on the server `url` names (dropping
@@ -331,7 +334,7 @@ impl ExecutionStore for PostgresStore {
         let row = client
             .query_opt(
                 &client.prepare_cached("SELECT d.definition, e.input, e.idempotency_key, e.status, e.created_at, e.tenant, e.parent_id,
-                    h.id, e.fence, h.heartbeat_at + h.lease_ms
+                    h.id, e.fence, h.heartbeat_at + h.lease_ms, e.definition
                  FROM executions e JOIN definitions d ON d.hash = e.definition
                  LEFT JOIN hosts h ON h.id = e.owner AND h.heartbeat_at + h.lease_ms > stepwise_now_ms()
                  WHERE e.id = $1").await.map_err(backend)?,
@@ -369,7 +372,10 @@ impl ExecutionStore for PostgresStore {
         });
         Ok(Some(StoredExecution {
             id: id.clone(),
-            workflow: Arc::new(serde_json::from_str(row.get(0)).map_err(|e| corrupt("definition", e))?),
+            workflow: self.definitions.get_or_try_make(row.get(10), || {
+                serde_json::from_str(row.get(0)).map_err(|e| corrupt("definition", e))
+            })?,
+            definition_hash: Some(row.get(10)),
             input: serde_json::from_str(row.get(1)).map_err(|e| corrupt("input", e))?,
             idempotency_key: row.get(2),
             tenant: row.get(5),

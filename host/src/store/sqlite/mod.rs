@@ -10,6 +10,7 @@
 //! fencing check inside each append keeps one owner per execution. The
 //! schema is versioned with `user_version` and migrated forward on open.
 
+use super::by_hash::ByHash;
 use super::kv::{check_quota, KvStore};
 use super::{
     Append, Claim, Created, DueClaim, ExecutionStore, ExecutionSummary, Fence, HostId, HostRecord, InboxMessage,
@@ -35,6 +36,8 @@ pub struct SqliteStore {
     path: PathBuf,
     writes: mpsc::Sender<Box<dyn Job>>,
     reader: Mutex<Connection>,
+    /// Definitions stored once by hash, parsed once.
+    definitions: ByHash<crate::workflow::WorkflowDefinition>,
 }
 
 pub(super) fn backend(path: &Path, error: impl std::fmt::Display) -> StoreError {
@@ -56,7 +59,7 @@ impl SqliteStore {
             .name("stepwise-sqlite-writer".into())
             .spawn(move || write_loop(writer, &writer_path, queue))
             .map_err(|e| backend(path, e))?;
-        Ok(Self { path: path.to_path_buf(), writes, reader: Mutex::new(reader) })
+        Ok(Self { path: path.to_path_buf(), writes, reader: Mutex::new(reader), definitions: ByHash::default() })
     }
 
     fn job<T, F>(&self, reply: Reply<T>, write: F) -> Result<(), StoreError>
@@ -251,12 +254,21 @@ impl ExecutionStore for SqliteStore {
             fence: fence as Fence,
             lease_until: Timestamp(until as u64),
         });
-        let definition = match definition.strip_prefix('@') {
-            Some(hash) => self.read(|db| {
-                db.prepare_cached("SELECT definition FROM definitions WHERE hash = ?1")?
-                    .query_row(params![hash], |row| row.get(0))
-            })?,
-            None => definition,
+        let corrupt = |what: &str, error: serde_json::Error| {
+            StoreError::Corrupt(id.clone(), format!("corrupt {what} in {}: {error}", path.display()))
+        };
+        let (workflow, definition_hash) = match definition.strip_prefix('@') {
+            Some(hash) => {
+                let workflow = self.definitions.get_or_try_make(hash, || {
+                    let text: String = self.read(|db| {
+                        db.prepare_cached("SELECT definition FROM definitions WHERE hash = ?1")?
+                            .query_row(params![hash], |row| row.get(0))
+                    })?;
+                    serde_json::from_str(&text).map_err(|e| corrupt("definition", e))
+                })?;
+                (workflow, Some(hash.to_string()))
+            }
+            None => (Arc::new(serde_json::from_str(&definition).map_err(|e| corrupt("definition", e))?), None),
         };
         let events: Vec<(i64, String)> = self.read(|db| {
             let mut statement =
@@ -264,9 +276,6 @@ impl ExecutionStore for SqliteStore {
             let rows = statement.query_map(params![id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
             rows.collect()
         })?;
-        let corrupt = |what: &str, error: serde_json::Error| {
-            StoreError::Corrupt(id.clone(), format!("corrupt {what} in {}: {error}", path.display()))
-        };
         let events = events
             .into_iter()
             .map(|(at, text)| {
@@ -278,7 +287,8 @@ impl ExecutionStore for SqliteStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Some(StoredExecution {
             id: id.clone(),
-            workflow: Arc::new(serde_json::from_str(&definition).map_err(|e| corrupt("definition", e))?),
+            workflow,
+            definition_hash,
             input: serde_json::from_str(&input).map_err(|e| corrupt("input", e))?,
             idempotency_key,
             tenant,
@@ -472,13 +482,14 @@ impl ExecutionStore for SqliteStore {
                 })
                 .map_err(|e| backend(path, e))?;
             let mut claim = db
-                .prepare_cached("UPDATE executions SET owner = ?2, fence = fence + 1 WHERE id = ?1")
+                .prepare_cached("UPDATE executions SET owner = ?2, fence = fence + 1 WHERE id = ?1 RETURNING fence")
                 .map_err(|e| backend(path, e))?;
             let mut claimed = Vec::with_capacity(due.len());
             for (id, owner) in due {
-                claim.execute(params![id, host.0]).map_err(|e| backend(path, e))?;
+                let fence: i64 =
+                    claim.query_row(params![id, host.0], |row| row.get(0)).map_err(|e| backend(path, e))?;
                 let takeover = owner.is_some_and(|owner| owner != host.0);
-                claimed.push(DueClaim { id: ExecutionId::new(id), takeover });
+                claimed.push(DueClaim { id: ExecutionId::new(id), fence: fence as Fence, takeover });
             }
             Ok(claimed)
         })
