@@ -42,7 +42,7 @@ pub use view::{ExecutionView, HookView, RunView, StepStatus, StepView, UnitView}
 
 use crate::journal::{Event, ExecutionId, ExecutionStatus, PluginName, Timestamp, UnitId, LOG_VERSION};
 use crate::plugin::{PluginError, PluginRegistry};
-use crate::store::{Created, ExecutionStore, NewExecution, Ownership, StoreError};
+use crate::store::{Created, ExecutionStore, Fence, NewExecution, Ownership, StoreError};
 use crate::telemetry::{ExecutionSpan, Traces};
 use crate::tenants::TenantBindings;
 use crate::workflow::{Workflow, WorkflowDefinition, WorkflowError};
@@ -475,16 +475,38 @@ impl Engine {
     /// Hands a message to the execution's owner: the one in this process,
     /// or a new owner that claims it (or posts to the owner elsewhere).
     pub(crate) fn route(&self, id: &ExecutionId, message: Message) {
-        if let Some(mailbox) = self.shared.live.send_or_open(id, message) {
-            tokio::spawn(adopt::adopt(self.clone(), id.clone(), mailbox));
-        }
+        self.route_claimed(id, message, None);
+    }
+
+    /// [`Self::route`] for an execution this host may have claimed already
+    /// (with the fence `claimed`, as `claim_due` does): an owner it starts
+    /// drives with that fence instead of claiming again. Returns whether it
+    /// started one.
+    pub(crate) fn route_claimed(&self, id: &ExecutionId, message: Message, claimed: Option<Fence>) -> bool {
+        let Some(mailbox) = self.shared.live.send_or_open(id, message) else { return false };
+        match claimed {
+            Some(fence) => tokio::spawn(adopt::adopt_claimed(self.clone(), id.clone(), fence, mailbox)),
+            None => tokio::spawn(adopt::adopt(self.clone(), id.clone(), mailbox)),
+        };
+        true
     }
 
     /// Delivers an outside event and returns how it was taken.
     async fn deliver(&self, id: &ExecutionId, request: Outside) -> Result<Delivery, EngineError> {
+        self.deliver_claimed(id, request, None).await
+    }
+
+    /// [`Self::deliver`] to an execution this host may have claimed already
+    /// (see [`Self::route_claimed`]).
+    async fn deliver_claimed(
+        &self,
+        id: &ExecutionId,
+        request: Outside,
+        claimed: Option<Fence>,
+    ) -> Result<Delivery, EngineError> {
         let (reply, answer) = oneshot::channel();
         let (settled, settling) = oneshot::channel();
-        self.route(id, Message::Outside { request, reply, settled: Some(settled) });
+        self.route_claimed(id, Message::Outside { request, reply, settled: Some(settled) }, claimed);
         match answer.await {
             Ok(Ok(answer)) => Ok(Delivery { answer, settling: Settling(settling) }),
             Ok(Err(Refusal::NoSuchExecution(_))) => Err(EngineError::NotFound(id.clone())),

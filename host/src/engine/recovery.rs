@@ -31,20 +31,23 @@ impl Engine {
         loop {
             let due = self.shared.store.claim_due(self.shared.host.id(), Timestamp::now(), 256).await?;
             self.count_claims(&due);
-            let fresh: Vec<ExecutionId> =
-                due.into_iter().map(|claim| claim.id).filter(|id| seen.insert(id.clone())).collect();
+            let fresh: Vec<DueClaim> = due.into_iter().filter(|claim| seen.insert(claim.id.clone())).collect();
             if fresh.is_empty() {
                 return Ok(results);
             }
             let mut tasks = tokio::task::JoinSet::new();
-            for id in fresh {
+            for claim in fresh {
                 while tasks.len() >= CONCURRENCY {
                     if let Some(Ok(result)) = tasks.join_next().await {
                         results.push(result);
                     }
                 }
                 let engine = self.clone();
-                tasks.spawn(async move { engine.resume(&id).await });
+                tasks.spawn(async move {
+                    // Claimed above: driven with that claim, not claimed again.
+                    let delivery = engine.deliver_claimed(&claim.id, Outside::Wake, Some(claim.fence)).await?;
+                    delivery.settling.wait().await
+                });
             }
             while let Some(joined) = tasks.join_next().await {
                 if let Ok(result) = joined {
@@ -72,8 +75,7 @@ impl Engine {
         for claim in due {
             // Claimed already: driven with the claim's fence, not claimed again
             // (unless it is live here, where its owner goes on).
-            if let Some(mailbox) = self.shared.live.send_or_open(&claim.id, Message::Adopt) {
-                tokio::spawn(adopt::adopt_claimed(self.clone(), claim.id.clone(), claim.fence, mailbox));
+            if self.route_claimed(&claim.id, Message::Adopt, Some(claim.fence)) {
                 adopted.push(claim.id);
             }
         }
