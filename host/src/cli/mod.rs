@@ -153,7 +153,7 @@ async fn engine_over(
     let (execution_store, ledger): (Arc<dyn crate::store::ExecutionStore>, Arc<dyn Ledger>) =
         if let Some(path) = store.url.strip_prefix("sqlite://").filter(|path| !path.is_empty()) {
             let sqlite = Arc::new(crate::store::SqliteStore::open(std::path::Path::new(path)).with_context(opening)?);
-            let ledger = SqliteLedger::on(sqlite.clone()).map_err(anyhow::Error::msg)?;
+            let ledger = SqliteLedger::on(sqlite.clone()).await.map_err(anyhow::Error::msg)?;
             (sqlite, Arc::new(ledger))
         } else if store.url.starts_with("postgres://") || store.url.starts_with("postgresql://") {
             let postgres = Arc::new(crate::store::PostgresStore::open(&store.url).await.with_context(opening)?);

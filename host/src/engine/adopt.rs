@@ -1,11 +1,12 @@
 //! Adopting an execution nobody drives in this process: claiming it in the
-//! store, replaying its log, taking in what other processes posted for it,
-//! and driving it with the messages that woke it; or, when another live
-//! host owns it, handing those messages to that host's inbox.
+//! store (unless a scan for due work claimed it already), replaying its log,
+//! taking in what other processes posted for it, and driving it with the
+//! messages that woke it; or, when another live host owns it, handing those
+//! messages to that host's inbox.
 
 use super::outside::Refusal;
 use super::owner::{Message, Owner};
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, Replayed};
 use crate::journal::ExecutionId;
 use crate::store::Claim;
 use tokio::sync::mpsc;
@@ -31,19 +32,6 @@ pub(super) async fn adopt(engine: Engine, id: ExecutionId, mailbox: mpsc::Unboun
         Ok(Claim::NotFound) => return refuse_all(&engine, &id, mailbox, EngineError::NotFound(id.clone())),
         Err(error) => return refuse_all(&engine, &id, mailbox, EngineError::Store(error)),
     };
-    adopt_claimed(engine, id, fence, mailbox).await
-}
-
-/// Drives an execution this host claimed already (with `fence`, as
-/// [`crate::store::ExecutionStore::claim_due`] does): replays its log, takes
-/// in what others posted for it, and drives it with the messages in
-/// `mailbox`.
-pub(super) async fn adopt_claimed(
-    engine: Engine,
-    id: ExecutionId,
-    fence: crate::store::Fence,
-    mailbox: mpsc::UnboundedReceiver<Message>,
-) {
     let replayed = match engine.replay(&id).await {
         Ok(replayed) => replayed,
         // What is stored cannot be read back: no retry helps.
@@ -58,6 +46,44 @@ pub(super) async fn adopt_claimed(
             return refuse_all(&engine, &id, mailbox, error);
         }
     };
+    drive(engine, id, fence, replayed, mailbox).await
+}
+
+/// Drives an execution this host claimed already, with `fence` (as
+/// [`crate::store::ExecutionStore::claim_due`] does), without claiming it
+/// again. That claim may have been overtaken before this runs (this host
+/// claimed it again and drove it to rest, or another host took it over while
+/// this one's lease had lapsed): then, and when its log cannot be replayed,
+/// adoption starts over with a claim of its own ([`adopt`]), which finds
+/// the live owner, or marks the execution failed only while it holds it.
+pub(super) async fn adopt_claimed(
+    engine: Engine,
+    id: ExecutionId,
+    fence: crate::store::Fence,
+    mailbox: mpsc::UnboundedReceiver<Message>,
+) {
+    match engine.replay(&id).await {
+        Ok(replayed) if is_owned_with(&replayed, engine.shared.host.id(), fence) => {
+            drive(engine, id, fence, replayed, mailbox).await
+        }
+        _ => adopt(engine, id, mailbox).await,
+    }
+}
+
+/// Whether the replayed execution's live owner is `host`, with `fence`.
+fn is_owned_with(replayed: &Replayed, host: &crate::store::HostId, fence: crate::store::Fence) -> bool {
+    replayed.owner.as_ref().is_some_and(|owner| &owner.host == host && owner.fence == fence)
+}
+
+/// Drives a replayed execution this host holds with `fence`: loads its
+/// pinned plugins, takes in what others posted for it, and runs its owner.
+async fn drive(
+    engine: Engine,
+    id: ExecutionId,
+    fence: crate::store::Fence,
+    replayed: Replayed,
+    mailbox: mpsc::UnboundedReceiver<Message>,
+) {
     let machine = replayed.machine;
     if !machine.is_started() {
         // Only a log written before creation and start were one write can lack its start.

@@ -3,7 +3,8 @@
 //! This table is what makes "one driver per execution" hold inside a
 //! process: a message for an execution goes to the mailbox found here, and
 //! only a message that finds no mailbox opens one (and the caller starts an
-//! owner that claims the execution in the store). An owner leaves the table
+//! owner that claims the execution in the store, or drives it with the
+//! claim a scan for due work made). An owner leaves the table
 //! only while holding its lock with an empty mailbox, so no message is ever
 //! left in a mailbox nobody reads. Across processes the store's claims do
 //! the same job (see [`crate::store`]).

@@ -53,7 +53,9 @@ pub(crate) enum Message {
     /// The execution once its owner rests.
     Wait { settled: Settled },
     /// Become its owner if no live host is (take over after a crash, fire
-    /// due timers); dropped when another live host owns it.
+    /// due timers), or drive it with the claim a scan for due work made;
+    /// dropped when another live host owns it (it claimed it since), and by
+    /// an owner that is live here already.
     Adopt,
 }
 

@@ -31,7 +31,13 @@ impl Engine {
         loop {
             let due = self.shared.store.claim_due(self.shared.host.id(), Timestamp::now(), 256).await?;
             self.count_claims(&due);
-            let fresh: Vec<DueClaim> = due.into_iter().filter(|claim| seen.insert(claim.id.clone())).collect();
+            let (fresh, again): (Vec<DueClaim>, Vec<DueClaim>) =
+                due.into_iter().partition(|claim| seen.insert(claim.id.clone()));
+            // Resumed once already and due again (a timer): left for a server,
+            // not held by this process until it exits.
+            for claim in again {
+                self.shared.store.release(&claim.id, claim.fence).await?;
+            }
             if fresh.is_empty() {
                 return Ok(results);
             }
@@ -73,10 +79,16 @@ impl Engine {
         let due = self.shared.store.claim_due(self.shared.host.id(), Timestamp::now(), limit).await?;
         self.count_claims(&due);
         for claim in due {
-            // Claimed already: driven with the claim's fence, not claimed again
-            // (unless it is live here, where its owner goes on).
+            // Claimed already: driven with the claim's fence, not claimed again.
             if self.route_claimed(&claim.id, Message::Adopt, Some(claim.fence)) {
                 adopted.push(claim.id);
+            } else {
+                // Live here: its owner had let go and is leaving, or drives
+                // again with a claim of its own. This claim is let go (a
+                // release with its fence does nothing once the owner claimed
+                // again), so that it is due for the next scan, not held by
+                // nobody.
+                self.shared.store.release(&claim.id, claim.fence).await?;
             }
         }
         Ok(adopted)

@@ -8,7 +8,7 @@
 //! rebuilt from the ledger on start) and the crash test audits the calls.
 
 use super::ledger::{Ledger, LedgerEntry, MemoryLedger};
-use super::{Caller, Service, ServiceRegistry};
+use super::{Caller, Service, ServiceRegistry, Started};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -121,24 +121,32 @@ fn recorded_call<S>(
     input: Value,
     caller: &Caller,
     apply: fn(&mut S, &str, Value) -> Result<Value, String>,
-) -> Result<Value, String> {
-    let (recording, output) = {
-        let mut state = state.lock().expect("demo service state lock");
-        within_deadline(caller)?;
-        let recording = ledger.submit(LedgerEntry::new(service, method, input.clone(), caller))?;
-        (recording, apply(&mut state, method, input))
-    };
-    recording.wait()?;
-    output
+) -> Started {
+    let mut state = state.lock().expect("demo service state lock");
+    if let Err(late) = within_deadline(caller) {
+        return Started::answered(Err(late));
+    }
+    match ledger.submit(LedgerEntry::new(service, method, input.clone(), caller)) {
+        Ok(recording) => Started::once_durable(apply(&mut state, method, input), recording),
+        Err(error) => Started::answered(Err(error)),
+    }
 }
 
 impl Service for Inventory {
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
-        recorded_call(&self.state, self.ledger.as_ref(), "inventory", method, input, caller, apply_inventory)
+        self.start(method, input, caller).wait()
     }
 
     fn may_block(&self) -> bool {
         self.ledger.may_block()
+    }
+
+    fn starts_without_blocking(&self) -> bool {
+        self.ledger.submits_without_blocking()
+    }
+
+    fn start(&self, method: &str, input: Value, caller: &Caller) -> Started {
+        recorded_call(&self.state, self.ledger.as_ref(), "inventory", method, input, caller, apply_inventory)
     }
 }
 
@@ -230,11 +238,19 @@ impl Payments {
 
 impl Service for Payments {
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String> {
-        recorded_call(&self.state, self.ledger.as_ref(), "payments", method, input, caller, apply_payments)
+        self.start(method, input, caller).wait()
     }
 
     fn may_block(&self) -> bool {
         self.ledger.may_block()
+    }
+
+    fn starts_without_blocking(&self) -> bool {
+        self.ledger.submits_without_blocking()
+    }
+
+    fn start(&self, method: &str, input: Value, caller: &Caller) -> Started {
+        recorded_call(&self.state, self.ledger.as_ref(), "payments", method, input, caller, apply_payments)
     }
 }
 

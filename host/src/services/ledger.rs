@@ -39,18 +39,49 @@ impl LedgerEntry {
     }
 }
 
-/// A call being recorded: durable once [`Recording::wait`] returns `Ok`.
-pub struct Recording(Box<dyn FnOnce() -> Result<(), String> + Send>);
+/// A call being recorded: durable once [`Recording::wait`] (on a thread
+/// that may block) or [`Recording::durable`] (in a task) returns `Ok`.
+pub struct Recording(Waiting);
+
+enum Waiting {
+    /// Over: durable, or failed.
+    Done(Result<(), String>),
+    /// Answered by the SQLite store's writer thread once its commit is over.
+    Commit(tokio::sync::oneshot::Receiver<Result<(), crate::store::StoreError>>),
+}
 
 impl Recording {
     /// A recording that is over (durable, or failed).
     pub fn done(result: Result<(), String>) -> Self {
-        Self(Box::new(move || result))
+        Self(Waiting::Done(result))
     }
 
-    /// Waits until the call is durable.
+    /// Waits, blocking the thread, until the call is durable (never on a
+    /// tokio worker: use [`Self::durable`] there).
     pub fn wait(self) -> Result<(), String> {
-        (self.0)()
+        match self.0 {
+            Waiting::Done(result) => result,
+            Waiting::Commit(reply) => committed(reply.blocking_recv()),
+        }
+    }
+
+    /// Waits, without blocking the thread, until the call is durable.
+    pub async fn durable(self) -> Result<(), String> {
+        match self.0 {
+            Waiting::Done(result) => result,
+            Waiting::Commit(reply) => committed(reply.await),
+        }
+    }
+}
+
+/// The writer thread's answer for a recorded call.
+fn committed(
+    answer: Result<Result<(), crate::store::StoreError>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<(), String> {
+    match answer {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(format!("recording the call: {error}")),
+        Err(_) => Err("recording the call: the store's writer thread stopped".into()),
     }
 }
 
@@ -71,6 +102,12 @@ pub trait Ledger: Send + Sync {
     /// Whether recording waits on a disk or a database.
     fn may_block(&self) -> bool {
         true
+    }
+    /// Whether [`Ledger::submit`] returns without blocking (its wait, if
+    /// any, is [`Recording::durable`]'s), so a call can be submitted on a
+    /// tokio worker.
+    fn submits_without_blocking(&self) -> bool {
+        !self.may_block()
     }
 }
 
@@ -104,8 +141,8 @@ pub struct SqliteLedger {
 
 impl SqliteLedger {
     /// The ledger of `store`, creating its table there if needed.
-    pub fn on(store: Arc<SqliteStore>) -> Result<Self, String> {
-        store.submit_durably(|db| {
+    pub async fn on(store: Arc<SqliteStore>) -> Result<Self, String> {
+        let created = store.submit_durably(|db| {
             db.execute_batch(
                 "CREATE TABLE IF NOT EXISTS demo_calls (
                      seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -116,7 +153,8 @@ impl SqliteLedger {
                      at INTEGER NOT NULL
                  );",
             )
-        })?()?;
+        })?;
+        Recording(Waiting::Commit(created)).durable().await?;
         Ok(Self { store })
     }
 }
@@ -138,7 +176,11 @@ impl Ledger for SqliteLedger {
                 .map(|_| ())
             })
             .map_err(|e| format!("recording the call: {e}"))?;
-        Ok(Recording(Box::new(move || durable().map_err(|e| format!("recording the call: {e}")))))
+        Ok(Recording(Waiting::Commit(durable)))
+    }
+
+    fn submits_without_blocking(&self) -> bool {
+        true
     }
 
     fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String> {

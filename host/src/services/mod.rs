@@ -44,6 +44,50 @@ pub trait Service: Send + Sync {
     fn may_block(&self) -> bool {
         true
     }
+
+    /// Whether [`Service::start`] runs a call without blocking: its only
+    /// wait is for something another thread finishes (its record becoming
+    /// durable), which [`Started::finish`] awaits. Such a call runs on the
+    /// guest's task, never on a blocking thread.
+    fn starts_without_blocking(&self) -> bool {
+        !self.may_block()
+    }
+
+    /// Runs `method` up to its wait: called only when
+    /// [`Service::starts_without_blocking`] says so.
+    fn start(&self, method: &str, input: Value, caller: &Caller) -> Started {
+        Started::answered(self.call(method, input, caller))
+    }
+}
+
+/// A call [`Service::start`]ed: its answer, given once what it waits for is over.
+pub struct Started {
+    output: Result<Value, String>,
+    durable: ledger::Recording,
+}
+
+impl Started {
+    /// A call answered at once.
+    pub fn answered(output: Result<Value, String>) -> Self {
+        Self { output, durable: ledger::Recording::done(Ok(())) }
+    }
+
+    /// A call whose answer `output` is given once `durable` is.
+    pub fn once_durable(output: Result<Value, String>, durable: ledger::Recording) -> Self {
+        Self { output, durable }
+    }
+
+    /// Waits, blocking the thread, and answers.
+    pub fn wait(self) -> Result<Value, String> {
+        self.durable.wait()?;
+        self.output
+    }
+
+    /// Waits, without blocking the thread, and answers.
+    pub async fn finish(self) -> Result<Value, String> {
+        self.durable.durable().await?;
+        self.output
+    }
 }
 
 /// The services a host offers, by name.

@@ -13,7 +13,8 @@ impl services::Host for HostState {
     /// Runs a service that may block on a blocking thread: the guest waits
     /// without holding a tokio worker, and the call's deadline (which the
     /// service sees in [`crate::services::Caller::deadline`]) abandons the
-    /// wait. One that answers from memory runs in place.
+    /// wait. One that answers from memory, or only waits for another thread
+    /// ([`crate::services::Service::starts_without_blocking`]), runs in place.
     async fn call(&mut self, service: String, method: String, input: String) -> Result<String, String> {
         if !self.plugin.services.contains(&service) {
             return Err(format!("service `{service}` is not granted to plugin `{}`", self.plugin.plugin));
@@ -22,8 +23,8 @@ impl services::Host for HostState {
             return Err(format!("no service `{service}` is registered in this host"));
         };
         let input = serde_json::from_str(&input).map_err(|error| format!("input is not valid JSON: {error}"))?;
-        if !handler.may_block() {
-            return Ok(handler.call(&method, input, &self.caller)?.to_string());
+        if handler.starts_without_blocking() {
+            return Ok(handler.start(&method, input, &self.caller).finish().await?.to_string());
         }
         let caller = self.caller.clone();
         let output = tokio::task::spawn_blocking(move || handler.call(&method, input, &caller))

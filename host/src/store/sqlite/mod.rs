@@ -104,18 +104,19 @@ impl SqliteStore {
         })
     }
 
-    /// [`Self::queue_blocking`] for a plain SQL write, among the store's own
-    /// writes (one fsync for all): for the demo services' ledger, whose
-    /// callers are in a blocking context.
-    pub(crate) fn submit_durably<T, F>(
-        &self,
-        write: F,
-    ) -> Result<impl FnOnce() -> Result<T, String> + Send + 'static, String>
+    /// Queues a plain SQL write among the store's own writes (one fsync for
+    /// all) and returns at once (an error if it cannot be queued) with where
+    /// the answer comes once the write is durable: for the demo services'
+    /// ledger, whose callers apply a call while its record is queued.
+    pub(crate) fn submit_durably<T, F>(&self, write: F) -> Result<oneshot::Receiver<Result<T, StoreError>>, String>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        self.queue_blocking(move |db, path| write(db).map_err(|e| backend(path, e)))
+        let (reply, answer) = oneshot::channel();
+        self.job(Reply::Async(reply), move |db: &Connection, path: &Path| write(db).map_err(|e| backend(path, e)))
+            .map_err(|e| e.to_string())?;
+        Ok(answer)
     }
 
     /// Runs `query` on the reader connection (for the demo services' ledger).
