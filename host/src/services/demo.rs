@@ -277,3 +277,59 @@ fn apply_payments(state: &mut PaymentsState, method: &str, input: Value) -> Resu
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::ledger::SqliteLedger;
+    use crate::store::SqliteStore;
+
+    fn caller(key: &str) -> Caller {
+        Caller {
+            plugin: "reserve-inventory".into(),
+            execution_id: "e1".into(),
+            step_id: "reserve".into(),
+            idempotency_key: key.into(),
+            tenant: None,
+            deadline: std::time::Instant::now() + std::time::Duration::from_secs(30),
+        }
+    }
+
+    fn reserve(id: &str, quantity: u64) -> Value {
+        json!({"reservation_id": id, "items": [{"sku": "sku-1", "quantity": quantity}]})
+    }
+
+    /// On the SQLite ledger a call runs in the guest's task: applied and
+    /// queued at once, answered once its commit is over; a restart rebuilds
+    /// the state from what was recorded, and a late call is not applied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_on_the_sqlite_ledger_is_answered_once_durable_and_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("stepwise-demo-ledger-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.db");
+        {
+            let store = Arc::new(SqliteStore::open(&path).unwrap());
+            let inventory = Inventory::with_ledger(Arc::new(SqliteLedger::on(store).await.unwrap())).unwrap();
+            assert!(inventory.starts_without_blocking(), "no blocking thread for a call on the SQLite ledger");
+            let calls: Vec<Started> =
+                ["r1", "r2"].iter().map(|id| inventory.start("reserve", reserve(id, 2), &caller(id))).collect();
+            for started in calls {
+                assert_eq!(started.finish().await.unwrap()["units"], 2);
+            }
+            let mut late = caller("r3");
+            late.deadline = std::time::Instant::now() - std::time::Duration::from_millis(1);
+            let refused = inventory.start("reserve", reserve("r3", 5), &late).finish().await;
+            assert!(refused.unwrap_err().contains("deadline"));
+            assert_eq!(inventory.snapshot().reserved["sku-1"], 4);
+        }
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let ledger = Arc::new(SqliteLedger::on(store).await.unwrap());
+        let keys: Vec<String> = ledger.entries("inventory").unwrap().into_iter().map(|e| e.idempotency_key).collect();
+        assert_eq!(keys, ["r1", "r2"]);
+        let rebuilt = Inventory::with_ledger(ledger).unwrap();
+        assert_eq!(rebuilt.snapshot().reserved["sku-1"], 4);
+        assert_eq!(rebuilt.snapshot().reserves_applied, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
