@@ -35,6 +35,7 @@ where
     hosts_are_listed_with_what_they_own_and_deregistering_releases(open().await).await;
     a_release_with_the_current_fence_lets_go_and_a_stale_one_does_nothing(open().await).await;
     a_host_does_not_claim_its_own_executions_even_when_its_lease_lapsed(open().await).await;
+    due_work_is_claimed_oldest_first_across_owners_and_never_from_a_live_one(open().await).await;
     a_message_posted_for_an_execution_at_rest_makes_it_due(open().await).await;
     answers_are_written_with_the_events_or_not_at_all(open().await).await;
     an_unloadable_execution_is_marked_failed_and_fenced(open().await).await;
@@ -365,6 +366,32 @@ async fn a_host_does_not_claim_its_own_executions_even_when_its_lease_lapsed(sto
     let stale = store.append(append("e1", 1, 0, vec![event("late")])).await;
     assert!(matches!(stale, Err(StoreError::Fenced(_, 1))), "{stale:?}");
     store.append(append("e1", due[0].fence, 0, vec![event("taken over")])).await.unwrap();
+}
+
+async fn due_work_is_claimed_oldest_first_across_owners_and_never_from_a_live_one(store: Arc<dyn ExecutionStore>) {
+    let (dead, live) = two_hosts(&*store, SHORT, LONG).await;
+    let claimer = host("c", LONG);
+    store.register_host(&claimer).await.unwrap();
+    // Oldest first: e1 (dead host's), e2 (live host's), e3 (released), e4
+    // (dead host's), e5 (the claimer's own), e6 (a host whose lease was ended).
+    for (id, owner) in [("e1", &dead.id), ("e2", &live.id), ("e3", &live.id), ("e4", &dead.id), ("e5", &claimer.id)] {
+        create(&*store, id, owner, None).await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    store.release(&ExecutionId::new("e3"), 1).await.unwrap();
+    let gone = host("gone", LONG);
+    store.register_host(&gone).await.unwrap();
+    create(&*store, "e6", &gone.id, None).await;
+    store.expire_host(&gone.id).await.unwrap();
+    tokio::time::sleep(SHORT * 3).await;
+    let due = store.claim_due(&claimer.id, Timestamp::now(), 2).await.unwrap();
+    let ids =
+        |due: &[DueClaim]| due.iter().map(|claim| (claim.id.as_str().to_string(), claim.takeover)).collect::<Vec<_>>();
+    assert_eq!(ids(&due), [("e1".to_string(), true), ("e3".to_string(), false)]);
+    let rest = store.claim_due(&claimer.id, Timestamp::now(), 10).await.unwrap();
+    assert_eq!(ids(&rest), [("e4".to_string(), true), ("e6".to_string(), true)]);
+    assert!(store.claim_due(&claimer.id, Timestamp::now(), 10).await.unwrap().is_empty());
+    assert_eq!(store.load(&ExecutionId::new("e2")).await.unwrap().unwrap().owner.unwrap().host, live.id);
 }
 
 async fn a_message_posted_for_an_execution_at_rest_makes_it_due(store: Arc<dyn ExecutionStore>) {

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use writer::{write_loop, Job, Reply, Write};
 
+mod due;
 mod log;
 mod schema;
 mod tokens;
@@ -455,46 +456,7 @@ impl ExecutionStore for SqliteStore {
 
     async fn claim_due(&self, host: &HostId, now: Timestamp, limit: usize) -> Result<Vec<DueClaim>, StoreError> {
         let host = host.clone();
-        self.write(move |db, path| {
-            // Two index lookups (by status, by due time), then the owner's
-            // lease; selected and claimed in one transaction of the writer.
-            let due: Vec<(String, Option<String>)> = db
-                .prepare_cached(
-                    "SELECT id, owner FROM (
-                        SELECT id, created_at, owner FROM executions WHERE status IN ('running', 'compensating')
-                        UNION
-                        SELECT id, created_at, owner FROM executions
-                         WHERE next_due <= ?1 AND status IN ('running', 'waiting', 'compensating')
-                        UNION
-                        SELECT id, created_at, owner FROM executions
-                         WHERE id IN (SELECT execution_id FROM inbox WHERE answer IS NULL)
-                           AND status IN ('running', 'waiting', 'compensating')
-                     ) AS due
-                     WHERE owner IS NULL
-                        OR (owner <> ?4 AND NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.id = due.owner
-                                                        AND heartbeat_at + lease_ms > ?3))
-                     ORDER BY created_at LIMIT ?2",
-                )
-                .and_then(|mut statement| {
-                    let rows = statement.query_map(params![now.0 as i64, limit as i64, now_ms(), host.0], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })?;
-                    rows.collect()
-                })
-                .map_err(|e| backend(path, e))?;
-            let mut claim = db
-                .prepare_cached("UPDATE executions SET owner = ?2, fence = fence + 1 WHERE id = ?1 RETURNING fence")
-                .map_err(|e| backend(path, e))?;
-            let mut claimed = Vec::with_capacity(due.len());
-            for (id, owner) in due {
-                let fence: i64 =
-                    claim.query_row(params![id, host.0], |row| row.get(0)).map_err(|e| backend(path, e))?;
-                let takeover = owner.is_some_and(|owner| owner != host.0);
-                claimed.push(DueClaim { id: ExecutionId::new(id), fence: fence as Fence, takeover });
-            }
-            Ok(claimed)
-        })
-        .await
+        self.write(move |db, path| due::claim_due(db, path, &host, now.0 as i64, limit)).await
     }
 
     async fn release(&self, id: &ExecutionId, fence: Fence) -> Result<(), StoreError> {

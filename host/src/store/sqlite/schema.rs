@@ -91,6 +91,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX executions_by_workflow_id ON executions (workflow, id);
     DROP INDEX executions_by_status;
     DROP INDEX executions_by_workflow;",
+    // 8: the scan for work that needs a driver reads the executions in
+    // flight per owner, oldest first (only unfinished ones are indexed).
+    "CREATE INDEX executions_in_flight ON executions (status, owner, created_at)
+        WHERE status IN ('running', 'waiting', 'compensating');",
 ];
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
