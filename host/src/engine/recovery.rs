@@ -14,7 +14,13 @@ impl Engine {
     /// invoked again, calls that were in flight are made again (same
     /// idempotency key), deadlines that passed fire.
     pub async fn resume(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
-        self.deliver(id, Outside::Wake).await?.settling.wait().await
+        self.resume_claimed(id, None).await
+    }
+
+    /// [`Self::resume`] of an execution this host may have claimed already,
+    /// with the fence `claimed` (see [`Self::route_claimed`]).
+    async fn resume_claimed(&self, id: &ExecutionId, claimed: Option<Fence>) -> Result<ExecutionView, EngineError> {
+        self.deliver_claimed(id, Outside::Wake, claimed).await?.settling.wait().await
     }
 
     /// Resumes every execution of the store that needs a driver and has no
@@ -49,11 +55,8 @@ impl Engine {
                     }
                 }
                 let engine = self.clone();
-                tasks.spawn(async move {
-                    // Claimed above: driven with that claim, not claimed again.
-                    let delivery = engine.deliver_claimed(&claim.id, Outside::Wake, Some(claim.fence)).await?;
-                    delivery.settling.wait().await
-                });
+                // Claimed above: driven with that claim, not claimed again.
+                tasks.spawn(async move { engine.resume_claimed(&claim.id, Some(claim.fence)).await });
             }
             while let Some(joined) = tasks.join_next().await {
                 if let Ok(result) = joined {

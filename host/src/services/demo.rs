@@ -141,10 +141,6 @@ impl Service for Inventory {
         self.ledger.may_block()
     }
 
-    fn starts_without_blocking(&self) -> bool {
-        self.ledger.submits_without_blocking()
-    }
-
     fn start(&self, method: &str, input: Value, caller: &Caller) -> Started {
         recorded_call(&self.state, self.ledger.as_ref(), "inventory", method, input, caller, apply_inventory)
     }
@@ -245,10 +241,6 @@ impl Service for Payments {
         self.ledger.may_block()
     }
 
-    fn starts_without_blocking(&self) -> bool {
-        self.ledger.submits_without_blocking()
-    }
-
     fn start(&self, method: &str, input: Value, caller: &Caller) -> Started {
         recorded_call(&self.state, self.ledger.as_ref(), "payments", method, input, caller, apply_payments)
     }
@@ -311,7 +303,7 @@ mod tests {
         {
             let store = Arc::new(SqliteStore::open(&path).unwrap());
             let inventory = Inventory::with_ledger(Arc::new(SqliteLedger::on(store).await.unwrap())).unwrap();
-            assert!(inventory.starts_without_blocking(), "no blocking thread for a call on the SQLite ledger");
+            assert!(!inventory.may_block(), "no blocking thread for a call on the SQLite ledger");
             let calls: Vec<Started> =
                 ["r1", "r2"].iter().map(|id| inventory.start("reserve", reserve(id, 2), &caller(id))).collect();
             for started in calls {

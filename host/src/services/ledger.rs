@@ -99,15 +99,11 @@ pub trait Ledger: Send + Sync {
     }
     /// Every call to `service`, in order.
     fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String>;
-    /// Whether recording waits on a disk or a database.
+    /// Whether [`Ledger::submit`] may block its thread on a disk or a
+    /// database (`false` when its only wait is [`Recording::durable`]'s): a
+    /// call is then not submitted on a tokio worker.
     fn may_block(&self) -> bool {
         true
-    }
-    /// Whether [`Ledger::submit`] returns without blocking (its wait, if
-    /// any, is [`Recording::durable`]'s), so a call can be submitted on a
-    /// tokio worker.
-    fn submits_without_blocking(&self) -> bool {
-        !self.may_block()
     }
 }
 
@@ -179,8 +175,8 @@ impl Ledger for SqliteLedger {
         Ok(Recording(Waiting::Commit(durable)))
     }
 
-    fn submits_without_blocking(&self) -> bool {
-        true
+    fn may_block(&self) -> bool {
+        false
     }
 
     fn entries(&self, service: &str) -> Result<Vec<LedgerEntry>, String> {

@@ -37,24 +37,18 @@ pub trait Service: Send + Sync {
     /// Runs `method` with `input`; an error is a message returned to the guest.
     fn call(&self, method: &str, input: Value, caller: &Caller) -> Result<Value, String>;
 
-    /// Whether a call may wait (on a disk, a database, a network): such
-    /// calls run on a blocking thread, where the step's deadline can abandon
-    /// them, never on a tokio worker. A service answering from memory in
-    /// microseconds says `false` and is called in place.
+    /// Whether a call may block its thread (on a disk, a database, a
+    /// network): such calls run [`Service::call`] on a blocking thread,
+    /// where the step's deadline can abandon them, never on a tokio worker.
+    /// A service that answers from memory, or whose only wait is for
+    /// another thread (which [`Started::finish`] awaits), says `false` and
+    /// is [`Service::start`]ed in the guest's task.
     fn may_block(&self) -> bool {
         true
     }
 
-    /// Whether [`Service::start`] runs a call without blocking: its only
-    /// wait is for something another thread finishes (its record becoming
-    /// durable), which [`Started::finish`] awaits. Such a call runs on the
-    /// guest's task, never on a blocking thread.
-    fn starts_without_blocking(&self) -> bool {
-        !self.may_block()
-    }
-
-    /// Runs `method` up to its wait: called only when
-    /// [`Service::starts_without_blocking`] says so.
+    /// Runs `method` up to its wait, without blocking: called only when
+    /// [`Service::may_block`] says `false`.
     fn start(&self, method: &str, input: Value, caller: &Caller) -> Started {
         Started::answered(self.call(method, input, caller))
     }

@@ -14,7 +14,7 @@ impl services::Host for HostState {
     /// without holding a tokio worker, and the call's deadline (which the
     /// service sees in [`crate::services::Caller::deadline`]) abandons the
     /// wait. One that answers from memory, or only waits for another thread
-    /// ([`crate::services::Service::starts_without_blocking`]), runs in place.
+    /// ([`crate::services::Service::may_block`] `false`), runs in place.
     async fn call(&mut self, service: String, method: String, input: String) -> Result<String, String> {
         if !self.plugin.services.contains(&service) {
             return Err(format!("service `{service}` is not granted to plugin `{}`", self.plugin.plugin));
@@ -23,7 +23,7 @@ impl services::Host for HostState {
             return Err(format!("no service `{service}` is registered in this host"));
         };
         let input = serde_json::from_str(&input).map_err(|error| format!("input is not valid JSON: {error}"))?;
-        if handler.starts_without_blocking() {
+        if !handler.may_block() {
             return Ok(handler.start(&method, input, &self.caller).finish().await?.to_string());
         }
         let caller = self.caller.clone();

@@ -76,9 +76,20 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, response) = oneshot::channel();
+        self.queue(write)?.await.map_err(|_| backend(&self.path, "the writer thread stopped"))?
+    }
+
+    /// Queues `write` for the writer thread's next commit and returns at
+    /// once with where its answer comes once the write is durable. Writes
+    /// commit in the order they were queued.
+    fn queue<T, F>(&self, write: F) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
         self.job(Reply::Async(reply), write)?;
-        response.await.map_err(|_| backend(&self.path, "the writer thread stopped"))?
+        Ok(answer)
     }
 
     fn write_blocking<T, F>(&self, write: F) -> Result<T, String>
@@ -86,23 +97,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
-        self.queue_blocking(write)?()
-    }
-
-    /// Queues `write` for the writer thread's next commit and returns at
-    /// once (an error if it cannot be queued) with the wait, which blocks
-    /// until the write is durable. Writes commit in the order they were queued.
-    fn queue_blocking<T, F>(&self, write: F) -> Result<impl FnOnce() -> Result<T, String> + Send + 'static, String>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
-    {
         let (reply, response) = mpsc::sync_channel(1);
         self.job(Reply::Blocking(reply), write).map_err(|e| e.to_string())?;
-        Ok(move || {
-            let stopped = || "the store's writer thread stopped".to_string();
-            response.recv().map_err(|_| stopped())?.map_err(|e| e.to_string())
-        })
+        let stopped = || "the store's writer thread stopped".to_string();
+        response.recv().map_err(|_| stopped())?.map_err(|e| e.to_string())
     }
 
     /// Queues a plain SQL write among the store's own writes (one fsync for
@@ -114,10 +112,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        self.job(Reply::Async(reply), move |db: &Connection, path: &Path| write(db).map_err(|e| backend(path, e)))
-            .map_err(|e| e.to_string())?;
-        Ok(answer)
+        self.queue(move |db: &Connection, path: &Path| write(db).map_err(|e| backend(path, e)))
+            .map_err(|e| e.to_string())
     }
 
     /// Runs `query` on the reader connection (for the demo services' ledger).
