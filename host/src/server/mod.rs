@@ -9,6 +9,7 @@
 mod api;
 pub mod auth;
 mod error;
+mod linger;
 mod metrics;
 pub mod scheduler;
 mod web;
@@ -123,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(linger::discard_unread_body))
         .with_state(state)
 }
 
