@@ -11,14 +11,15 @@
 use super::command::Command;
 use super::machine::{Machine, StepPhase, Unit};
 use super::outside::{check_completion, Answer, Outside, Refusal};
-use crate::journal::{Event, RecordedEvent, Timestamp};
+use crate::journal::{EncodedEvent, Event, Timestamp};
 use std::collections::{HashSet, VecDeque};
 
 /// The events one step records and the commands it leads to.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    /// Events to record, in order, in one append.
-    pub recorded: Vec<RecordedEvent>,
+    /// Events to record, in order, in one append (encoded before the
+    /// machine takes them).
+    pub recorded: Vec<EncodedEvent>,
     /// Commands to perform once they are recorded.
     pub commands: Vec<Command>,
     /// Commands not looked at yet.
@@ -45,7 +46,7 @@ pub(crate) fn record(machine: &mut Machine, now: Timestamp, event: Event, batch:
 pub(crate) fn record_all(machine: &mut Machine, now: Timestamp, mut todo: VecDeque<Event>, batch: &mut Batch) {
     loop {
         if let Some(event) = todo.pop_front() {
-            batch.recorded.push(RecordedEvent { at: now, event: event.clone() });
+            batch.recorded.push(EncodedEvent::new(now, &event));
             batch.pending.extend(machine.apply(now, event));
             continue;
         }

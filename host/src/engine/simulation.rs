@@ -222,7 +222,8 @@ impl World {
         if crashes && self.rng.percent(3) {
             return self.crash(); // before the append: nothing of this step happened
         }
-        self.log.extend(batch.recorded);
+        // The log holds what a store would give back.
+        self.log.extend(batch.recorded.iter().map(|encoded| encoded.decode().expect("a recorded event decodes")));
         if let (Some(Ok(Answer::Accepted)), Some(outside)) = (&answer, outside) {
             self.accepted.push(outside);
         }

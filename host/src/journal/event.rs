@@ -269,6 +269,37 @@ pub struct RecordedEvent {
     pub event: Event,
 }
 
+/// One event as the stores keep it: when it happened and its JSON. The
+/// owner encodes each event once, before the state machine takes it, so the
+/// event is neither copied for the store nor encoded twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedEvent {
+    /// When it happened.
+    pub at: Timestamp,
+    /// The event as JSON.
+    pub json: Box<str>,
+}
+
+impl EncodedEvent {
+    /// Encodes `event`.
+    pub fn new(at: Timestamp, event: &Event) -> Self {
+        // An event holds JSON values and plain fields only: it always encodes.
+        let json = serde_json::to_string(event).expect("events encode as JSON");
+        Self { at, json: json.into_boxed_str() }
+    }
+
+    /// The event again.
+    pub fn decode(&self) -> Result<RecordedEvent, serde_json::Error> {
+        Ok(RecordedEvent { at: self.at, event: serde_json::from_str(&self.json)? })
+    }
+}
+
+impl From<&RecordedEvent> for EncodedEvent {
+    fn from(recorded: &RecordedEvent) -> Self {
+        Self::new(recorded.at, &recorded.event)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ pub mod time;
 pub mod unit;
 
 pub use cost::CallCost;
-pub use event::{Event, HandlerBinding, NodeDecision, RecordedEvent, Timer, LOG_VERSION};
+pub use event::{EncodedEvent, Event, HandlerBinding, NodeDecision, RecordedEvent, Timer, LOG_VERSION};
 pub use failure::{FailureKind, StepFailure};
 pub use ids::{ExecutionId, PluginName, StepId};
 pub use log_line::{LogLevel, LogLine};

@@ -11,7 +11,7 @@
 use super::{
     Append, Claim, Created, DueClaim, ExecutionStore, HostId, HostRecord, ListFilter, NewExecution, StoreError,
 };
-use crate::journal::{Event, ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
+use crate::journal::{EncodedEvent, Event, ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
 use crate::workflow::{DefinitionRecord, WorkflowDefinition};
 use std::future::Future;
 use std::sync::Arc;
@@ -124,7 +124,7 @@ fn append(id: &str, fence: u64, seq: u64, events: Vec<RecordedEvent>) -> Append 
         id: ExecutionId::new(id),
         fence,
         seq,
-        events,
+        events: events.iter().map(EncodedEvent::from).collect(),
         status: None,
         next_due: None,
         release: false,

@@ -12,7 +12,7 @@ use super::{
     Append, Claim, Created, DueClaim, ExecutionStore, ExecutionSummary, Fence, HostId, HostRecord, InboxMessage,
     ListFilter, NewExecution, Ownership, StoreError, StoredExecution,
 };
-use crate::journal::{ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
+use crate::journal::{EncodedEvent, ExecutionId, ExecutionStatus, Timestamp};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -39,8 +39,7 @@ struct Row {
     /// those are `input` and `events`.
     execution: StoredExecution,
     input: Box<str>,
-    /// Each event's time and JSON.
-    events: Vec<(Timestamp, Box<str>)>,
+    events: Vec<EncodedEvent>,
     updated_at: Timestamp,
     owner: Option<HostId>,
     fence: u64,
@@ -77,10 +76,6 @@ fn as_text(value: &impl serde::Serialize) -> Result<Box<str>, StoreError> {
         .map_err(|e| StoreError::Backend(format!("memory store: cannot encode: {e}")))
 }
 
-fn event_as_text(recorded: &RecordedEvent) -> Result<(Timestamp, Box<str>), StoreError> {
-    Ok((recorded.at, as_text(&recorded.event)?))
-}
-
 fn from_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Backend(format!("memory store: cannot decode: {e}")))
 }
@@ -107,7 +102,6 @@ impl ExecutionStore for MemoryStore {
             inner.by_idempotency_key.insert(key.clone(), execution.id.clone());
         }
         let input = as_text(&execution.input)?;
-        let events = execution.events.iter().map(event_as_text).collect::<Result<_, _>>()?;
         let stored = StoredExecution {
             id: execution.id.clone(),
             workflow: execution.workflow.definition,
@@ -124,7 +118,7 @@ impl ExecutionStore for MemoryStore {
         let row = Row {
             execution: stored,
             input,
-            events,
+            events: execution.events,
             updated_at: execution.created_at,
             owner: execution.owner,
             fence: 1,
@@ -136,7 +130,6 @@ impl ExecutionStore for MemoryStore {
     }
 
     async fn append(&self, append: Append) -> Result<(), StoreError> {
-        let events = append.events.iter().map(event_as_text).collect::<Result<Vec<_>, _>>()?;
         let mut inner = self.lock();
         let row = inner.row(&append.id)?;
         if row.fence != append.fence {
@@ -145,7 +138,7 @@ impl ExecutionStore for MemoryStore {
         if append.seq != row.events.len() as u64 {
             return Err(StoreError::Conflict(append.id, append.seq));
         }
-        row.events.extend(events);
+        row.events.extend(append.events);
         if let Some((status, at)) = append.status {
             row.execution.status = status;
             row.updated_at = at;
@@ -178,11 +171,9 @@ impl ExecutionStore for MemoryStore {
         let mut execution = row.execution.clone();
         execution.owner = inner.live_owner(row, Timestamp::now());
         execution.input = from_text(&row.input)?;
-        execution.events = row
-            .events
-            .iter()
-            .map(|(at, text)| Ok(RecordedEvent { at: *at, event: from_text(text)? }))
-            .collect::<Result<_, StoreError>>()?;
+        execution.events = row.events.iter().map(EncodedEvent::decode).collect::<Result<_, _>>().map_err(|e| {
+            StoreError::Backend(format!("memory store: cannot decode an event of {}: {e}", row.execution.id))
+        })?;
         Ok(Some(execution))
     }
 

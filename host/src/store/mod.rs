@@ -30,7 +30,7 @@ pub use memory::MemoryStore;
 pub use postgres::{BlockingPostgres, PostgresStore};
 pub use sqlite::SqliteStore;
 
-use crate::journal::{ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
+use crate::journal::{EncodedEvent, ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
 use crate::workflow::{DefinitionRecord, WorkflowDefinition};
 use async_trait::async_trait;
 use kv::KvStore;
@@ -77,7 +77,7 @@ pub struct NewExecution {
     /// the start, over or waiting for the outside world).
     pub owner: Option<HostId>,
     /// Its first events (its start and what follows at once), written with it.
-    pub events: Vec<RecordedEvent>,
+    pub events: Vec<EncodedEvent>,
     /// Its status after those events.
     pub status: ExecutionStatus,
     /// When its earliest timer falls due.
@@ -103,7 +103,7 @@ pub struct Append {
     /// The number of the first event (the log's first event is 0).
     pub seq: u64,
     /// The events.
-    pub events: Vec<RecordedEvent>,
+    pub events: Vec<EncodedEvent>,
     /// The status when it changed, and since when.
     pub status: Option<(ExecutionStatus, Timestamp)>,
     /// When the execution's earliest armed timer falls due (none: no timer).

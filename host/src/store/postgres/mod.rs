@@ -33,7 +33,7 @@ use super::{
     Append, Claim, Created, DueClaim, ExecutionStore, ExecutionSummary, Fence, HostId, HostRecord, InboxMessage,
     ListFilter, NewExecution, Ownership, StoreError, StoredExecution,
 };
-use crate::journal::{ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
+use crate::journal::{EncodedEvent, ExecutionId, ExecutionStatus, RecordedEvent, Timestamp};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::sync::Arc;
@@ -151,18 +151,13 @@ fn summary(row: &Row) -> ExecutionSummary {
 }
 
 /// Events as the three arrays an `unnest` insert takes: numbers, times, JSON.
-type EventColumns = (Vec<i64>, Vec<i64>, Vec<String>);
+type EventColumns<'a> = (Vec<i64>, Vec<i64>, Vec<&'a str>);
 
-fn event_columns(seq: u64, events: &[RecordedEvent]) -> Result<EventColumns, StoreError> {
-    let mut numbers = Vec::with_capacity(events.len());
-    let mut times = Vec::with_capacity(events.len());
-    let mut texts = Vec::with_capacity(events.len());
-    for (offset, event) in events.iter().enumerate() {
-        numbers.push((seq + offset as u64) as i64);
-        times.push(event.at.0 as i64);
-        texts.push(serde_json::to_string(&event.event).map_err(backend)?);
-    }
-    Ok((numbers, times, texts))
+fn event_columns(seq: u64, events: &[EncodedEvent]) -> EventColumns<'_> {
+    let numbers = (0..events.len()).map(|offset| (seq + offset as u64) as i64).collect();
+    let times = events.iter().map(|event| event.at.0 as i64).collect();
+    let texts = events.iter().map(|event| &*event.json).collect();
+    (numbers, times, texts)
 }
 
 fn is(error: &tokio_postgres::Error, state: &SqlState) -> bool {
@@ -225,7 +220,7 @@ impl ExecutionStore for PostgresStore {
                 .get(0);
             return Ok(Created::Existing(ExecutionId::new(existing)));
         }
-        let (numbers, times, texts) = event_columns(0, &execution.events)?;
+        let (numbers, times, texts) = event_columns(0, &execution.events);
         tx.execute(
             &tx.prepare_cached(
                 "INSERT INTO events (execution_id, seq, at, event)
@@ -243,7 +238,7 @@ impl ExecutionStore for PostgresStore {
 
     async fn append(&self, append: Append) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let (numbers, times, texts) = event_columns(append.seq, &append.events)?;
+        let (numbers, times, texts) = event_columns(append.seq, &append.events);
         let (answer_numbers, answer_texts): (Vec<i64>, Vec<&str>) =
             append.answers.iter().map(|(number, answer)| (*number, answer.as_str())).unzip();
         let (status, at) = match append.status {

@@ -2,42 +2,21 @@
 //! and the fenced append of later ones (refused unless the writer holds the
 //! execution's current fence).
 //!
-//! The JSON text of events and inputs is made by the caller ([`Encoded`]),
-//! on an engine worker: the one writer thread only writes rows.
+//! Events come encoded ([`crate::journal::EncodedEvent`]) and the input's
+//! JSON is made by the caller, on an engine worker: the one writer thread
+//! only writes rows.
 
 use super::{backend, now_ms};
-use crate::journal::{ExecutionId, RecordedEvent};
+use crate::journal::{EncodedEvent, ExecutionId};
 use crate::store::{Append, Created, NewExecution, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-
-/// The text a write stores, made before the write is queued: each event's
-/// time and JSON, and (for a creation) the input's JSON.
-pub(super) struct Encoded {
-    events: Vec<(i64, String)>,
-    input: String,
-}
-
-impl Encoded {
-    /// Encodes `events` (and the input of a new execution).
-    pub(super) fn new(
-        path: &Path,
-        events: &[RecordedEvent],
-        input: Option<&serde_json::Value>,
-    ) -> Result<Self, StoreError> {
-        let events = events
-            .iter()
-            .map(|event| Ok((event.at.0 as i64, serde_json::to_string(&event.event).map_err(|e| backend(path, e))?)))
-            .collect::<Result<_, StoreError>>()?;
-        Ok(Self { events, input: input.map(|input| input.to_string()).unwrap_or_default() })
-    }
-}
 
 pub(super) fn create(
     db: &Connection,
     path: &Path,
     execution: &NewExecution,
-    encoded: &Encoded,
+    input: &str,
 ) -> Result<Created, StoreError> {
     if let Some(key) = &execution.idempotency_key {
         let existing: Option<String> = db
@@ -64,7 +43,7 @@ pub(super) fn create(
             execution.id.as_str(),
             record.definition.name,
             definition,
-            encoded.input,
+            input,
             execution.idempotency_key,
             execution.status.as_str(),
             execution.created_at.0 as i64,
@@ -75,7 +54,7 @@ pub(super) fn create(
         ])
     })
     .map_err(|e| backend(path, e))?;
-    insert_events(db, path, &execution.id, 0, &encoded.events)?;
+    insert_events(db, path, &execution.id, 0, &execution.events)?;
     Ok(Created::New(1))
 }
 
@@ -85,14 +64,14 @@ fn insert_events(
     path: &Path,
     id: &ExecutionId,
     seq: u64,
-    events: &[(i64, String)],
+    events: &[EncodedEvent],
 ) -> Result<(), StoreError> {
     let mut insert = db
         .prepare_cached("INSERT INTO events (execution_id, seq, at, event) VALUES (?1, ?2, ?3, ?4)")
         .map_err(|e| backend(path, e))?;
-    for (offset, (at, text)) in events.iter().enumerate() {
+    for (offset, event) in events.iter().enumerate() {
         let seq = seq + offset as u64;
-        match insert.execute(params![id.as_str(), seq as i64, at, text]) {
+        match insert.execute(params![id.as_str(), seq as i64, event.at.0 as i64, &*event.json]) {
             Ok(_) => {}
             Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::ConstraintViolation => {
                 return Err(StoreError::Conflict(id.clone(), seq))
@@ -115,7 +94,7 @@ const UPDATES: [&str; 4] = [
     "UPDATE executions SET status = ?2, updated_at = ?3, next_due = ?4, owner = NULL WHERE id = ?1 AND fence = ?5",
 ];
 
-pub(super) fn append(db: &Connection, path: &Path, append: &Append, events: &Encoded) -> Result<(), StoreError> {
+pub(super) fn append(db: &Connection, path: &Path, append: &Append) -> Result<(), StoreError> {
     let (status, at) = match append.status {
         Some((status, at)) => (Some(status.as_str()), Some(at.0 as i64)),
         None => (None, None),
@@ -150,7 +129,7 @@ pub(super) fn append(db: &Connection, path: &Path, append: &Append, events: &Enc
     }
     // A number taken already refuses the whole append; the writer's
     // savepoint undoes the update above with it.
-    insert_events(db, path, &append.id, append.seq, &events.events)?;
+    insert_events(db, path, &append.id, append.seq, &append.events)?;
     if let Some(parent) = &append.wake {
         db.prepare_cached("UPDATE executions SET next_due = MIN(COALESCE(next_due, ?2), ?2) WHERE id = ?1")
             .and_then(|mut statement| statement.execute(params![parent.as_str(), now_ms()]))

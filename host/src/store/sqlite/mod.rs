@@ -206,13 +206,14 @@ fn host_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<HostRecord> {
 #[async_trait]
 impl ExecutionStore for SqliteStore {
     async fn create(&self, execution: NewExecution) -> Result<Created, StoreError> {
-        let encoded = log::Encoded::new(&self.path, &execution.events, Some(&execution.input))?;
-        self.write(move |db, path| log::create(db, path, &execution, &encoded)).await
+        // The input's JSON is made here, on an engine worker: the one writer
+        // thread only writes rows (events come encoded).
+        let input = execution.input.to_string();
+        self.write(move |db, path| log::create(db, path, &execution, &input)).await
     }
 
     async fn append(&self, request: Append) -> Result<(), StoreError> {
-        let encoded = log::Encoded::new(&self.path, &request.events, None)?;
-        self.write(move |db, path| log::append(db, path, &request, &encoded)).await
+        self.write(move |db, path| log::append(db, path, &request)).await
     }
 
     async fn status(&self, id: &ExecutionId) -> Result<Option<ExecutionStatus>, StoreError> {
