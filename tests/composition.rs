@@ -256,6 +256,50 @@ async fn a_child_that_rolls_back_fails_its_step_and_the_retry_policy_reruns_the_
     }
 }
 
+/// A fan-out over a child workflow and a step named like one of its
+/// elements (`a` over two items, and `a-1`): each unit runs its own child
+/// with its own input, and none takes another's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_of_children_and_a_step_named_like_an_element_each_run_their_own_child() {
+    let (_host, engine) = host("child-names");
+    let child = "name = \"child\"\n[[steps]]\nid = \"say\"\nplugin = \"echo\"\ninput = { n = \"$.input.n\" }\n";
+    let parent = r#"
+        name = "parent"
+        [[steps]]
+        id = "a"
+        workflow = "child"
+        for_each = "$.input.items"
+        input = { n = "$.item" }
+        [[steps]]
+        id = "a-1"
+        workflow = "child"
+        after = ["a"]
+        input = { n = 100 }
+    "#;
+    let workflow = parent_and_child(&engine, child, parent);
+    let execution = run_as(&engine, &workflow, json!({"items": [10, 11]}), None).await;
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+    let mut children: Vec<&str> = ["a", "a-1"]
+        .iter()
+        .flat_map(|id| step_of(&execution, id)["child_execution_ids"].as_array().unwrap())
+        .map(|child| child.as_str().unwrap())
+        .collect();
+    assert_eq!(children.len(), 3, "{execution:#}");
+    let inputs: Vec<Value> = {
+        let mut inputs = Vec::new();
+        for child in &children {
+            let shown = engine.show(&stepwise::journal::ExecutionId::new(*child)).await.unwrap().to_json();
+            inputs.push(shown["input"]["n"].clone());
+        }
+        inputs
+    };
+    assert_eq!(inputs, [json!(10), json!(11), json!(100)], "each unit's child runs its own input: {children:?}");
+    children.sort();
+    children.dedup();
+    assert_eq!(children.len(), 3, "three distinct children");
+    assert_eq!(execution["output"]["a-1"]["say"]["n"], 100, "{execution:#}");
+}
+
 fn step_of<'a>(execution: &'a Value, id: &str) -> &'a Value {
     step(execution, id)
 }

@@ -17,8 +17,12 @@ use std::collections::BTreeMap;
 
 /// The version of the log format new executions write. Version 1 logs
 /// (written before decisions were recorded) are replayed by recomputing
-/// their decisions, as they were executed.
-pub const LOG_VERSION: u32 = 2;
+/// their decisions, as they were executed. Logs before version 3 named the
+/// child execution of a fan-out element `{parent}.{step}-{index}.{attempt}`,
+/// which a step with the id `{step}-{index}` names too; they keep that name,
+/// so that their children are found again (see
+/// `Machine::child_execution_id`).
+pub const LOG_VERSION: u32 = 3;
 
 fn log_version_1() -> u32 {
     1

@@ -293,10 +293,20 @@ impl Machine {
 
     /// The id of the child execution an attempt of a workflow step runs: a
     /// function of this execution, the unit and the attempt, so a resumed
-    /// parent finds its child again.
+    /// parent finds its child again. `{parent}.{step}.{attempt}`, and for a
+    /// fan-out element `{parent}.{step}.{index}.{attempt}`: a step id starts
+    /// with a letter and an index is digits, so no two units of one
+    /// execution (nor of its descendants) share a child.
     pub fn child_execution_id(&self, unit: Unit, attempt: u32) -> ExecutionId {
-        let label = self.label(unit).to_string().replace('[', "-").replace(']', "");
-        ExecutionId::new(format!("{}.{label}.{attempt}", self.execution_id))
+        let step = &self.workflow.steps()[unit.node];
+        let parent = &self.execution_id;
+        ExecutionId::new(match (step.for_each.is_some(), self.log_version >= 3) {
+            (false, _) => format!("{parent}.{}.{attempt}", step.id),
+            (true, true) => format!("{parent}.{}.{}.{attempt}", step.id, unit.element),
+            // As the execution's log was written before version 3 (where a
+            // step `{step}-{index}` would name the same child).
+            (true, false) => format!("{parent}.{}-{}.{attempt}", step.id, unit.element),
+        })
     }
 
     /// Applies one event that happened at `at` and returns what to do next.

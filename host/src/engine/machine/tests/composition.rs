@@ -317,3 +317,31 @@ fn fan_out_elements_that_fail_to_start_and_go_on_hold_no_slot() {
     assert_eq!(labels(&machine, &commands), vec!["each[2]"], "the third element runs: {commands:?}");
     assert_eq!(machine.status(), ExecutionStatus::Running);
 }
+
+#[test]
+fn no_two_units_share_a_child_execution_and_older_logs_keep_their_childrens_names() {
+    // A fan-out `a` and a step named `a-1`: element 1 of `a` and `a-1` were
+    // both `e1.a-1.1` before log version 3.
+    let workflow = Arc::new(
+        Workflow::builder("w")
+            .step(StepBuilder::new("a", "p", json!({})).for_each("$.input.items", None))
+            .step(StepBuilder::new("a-1", "p", json!({})))
+            .build(&plugins())
+            .unwrap(),
+    );
+    let (machine, _) = start(workflow.clone(), json!({"items": [1, 2]}));
+    let element = Unit { node: 0, element: 1 };
+    let step = Unit::single(1);
+    assert_eq!(machine.child_execution_id(element, 1).as_str(), "e1.a.1.1");
+    assert_eq!(machine.child_execution_id(step, 1).as_str(), "e1.a-1.1");
+    assert_eq!(machine.child_execution_id(element, 2).as_str(), "e1.a.1.2", "each attempt its own child");
+    // A log written before version 3 started its children under the old name.
+    let mut old = Machine::new(workflow, ExecutionId::new("e1"), json!({"items": [1, 2]}));
+    let mut started = started_event();
+    if let Event::ExecutionStarted { log_version, .. } = &mut started {
+        *log_version = 2;
+    }
+    old.apply(at(0), started);
+    assert_eq!(old.child_execution_id(element, 1).as_str(), "e1.a-1.1");
+    assert_eq!(old.child_execution_id(step, 1).as_str(), "e1.a-1.1");
+}
