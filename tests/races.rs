@@ -412,11 +412,12 @@ async fn an_idle_server_uses_almost_no_cpu_after_a_burst() {
 async fn an_execution_that_cannot_be_loaded_is_marked_failed_and_blocks_nothing() {
     let dir = test_dir("server-unloadable");
     let _ = std::fs::remove_dir_all(&dir);
-    let [broken, healthy] = {
+    let [broken, healthy, newer] = {
         let server = Server::start_in(dir.clone(), &[]);
         let (_, broken) = server.post("/v1/workflows/approval/executions", json!({})).await;
         let (_, healthy) = server.post("/v1/workflows/approval/executions", json!({})).await;
-        let ids = [broken, healthy].map(|body| body["execution_id"].as_str().unwrap().to_string());
+        let (_, newer) = server.post("/v1/workflows/approval/executions", json!({})).await;
+        let ids = [broken, healthy, newer].map(|body| body["execution_id"].as_str().unwrap().to_string());
         for id in &ids {
             server.until(id, "waited", |e| e["status"] == "waiting").await;
         }
@@ -426,6 +427,10 @@ async fn an_execution_that_cannot_be_loaded_is_marked_failed_and_blocks_nothing(
     let db = rusqlite::Connection::open(dir.join("server.db")).unwrap();
     db.execute("UPDATE executions SET status = 'running'", []).unwrap();
     db.execute("UPDATE events SET event = '{\"type\": 1' WHERE execution_id = ?1 AND seq = 1", [&broken]).unwrap();
+    // One was written by a newer Stepwise (a log version this one does not know).
+    let newer_log =
+        "UPDATE events SET event = json_set(event, '$.log_version', 99) WHERE execution_id = ?1 AND seq = 0";
+    assert_eq!(db.execute(newer_log, [&newer]).unwrap(), 1);
     drop(db);
     let server = Server::start_in(dir, &[]);
     // The restarted server adopts both: the broken one is failed with the reason.
@@ -438,6 +443,7 @@ async fn an_execution_that_cannot_be_loaded_is_marked_failed_and_blocks_nothing(
     };
     let failed = &listed["executions"][0];
     assert_eq!(failed["execution_id"], broken.as_str(), "{listed:#}");
+    assert_eq!(listed["executions"].as_array().unwrap().len(), 1, "only the unreadable one: {listed:#}");
     assert!(failed["error"].as_str().unwrap().contains("corrupt event"), "{failed}");
     let (status, body) = server.get(&format!("/v1/executions/{broken}")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -451,6 +457,18 @@ async fn an_execution_that_cannot_be_loaded_is_marked_failed_and_blocks_nothing(
     assert_eq!((status, done["status"].as_str()), (StatusCode::OK, Some("succeeded")));
     let (status, quote) = server.post("/v1/workflows/accept-quote/executions?wait=true", quote_input()).await;
     assert_eq!((status, quote["status"].as_str()), (StatusCode::OK, Some("succeeded")));
+    // The newer one is left for a host of its version: not driven, not failed.
+    let (status, body) = server.get(&format!("/v1/executions/{newer}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("newer_log")),
+        "{body}"
+    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("log version 99"), "{body}");
+    let (_, running) = server.get("/v1/executions?status=running").await;
+    let running: Vec<&str> =
+        running["executions"].as_array().unwrap().iter().map(|e| e["execution_id"].as_str().unwrap()).collect();
+    assert_eq!(running, [newer.as_str()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -199,6 +199,25 @@ async fn a_client_sending_a_refused_body_to_its_end_gets_the_answer() {
             .unwrap_or_else(|error| panic!("{head_line} ({body_len} bytes): the connection broke: {error}"));
         assert_eq!((got, error_code(&body)), (status, code), "{head_line}: {body}");
     }
+    // A client that asks before sending (`Expect: 100-continue`) and is
+    // refused is not told to continue: its first answer is the refusal.
+    let head = format!(
+        "POST /v1/events/big HTTP/1.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        8 << 20
+    );
+    let address = base.trim_start_matches("http://").to_string();
+    let first_line = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, Write};
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stream).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert!(first_line.starts_with("HTTP/1.1 401"), "the refusal comes first, not a 100: {first_line}");
     // The server goes on serving.
     assert_eq!(server.get("/v1/workflows").await.0, StatusCode::OK);
 }

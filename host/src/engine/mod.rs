@@ -96,6 +96,11 @@ pub enum EngineError {
     /// A retry of an execution that is not `failed`.
     #[error("{0}")]
     NotRetryable(String),
+    /// The execution's log was written by a newer Stepwise (this log
+    /// version): this host neither drives it nor marks it failed, and a host
+    /// of that version will.
+    #[error("execution `{0}` was written by a newer Stepwise (log version {1}; this one reads up to {max}): a host of that version drives it", max = crate::journal::LOG_VERSION)]
+    NewerLog(ExecutionId, u32),
 }
 
 impl From<Refusal> for EngineError {

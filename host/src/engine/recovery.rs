@@ -6,6 +6,7 @@
 //! execution is read from its owner ([`Engine::show`]).
 
 use super::*;
+use crate::journal::{Event, RecordedEvent, LOG_VERSION};
 use crate::store::DueClaim;
 
 impl Engine {
@@ -177,6 +178,11 @@ impl Engine {
             Err(StoreError::Corrupt(id, reason)) => return Err(EngineError::Unloadable(id, reason)),
             Err(error) => return Err(error.into()),
         };
+        if let Some(RecordedEvent { event: Event::ExecutionStarted { log_version, .. }, .. }) = stored.events.first() {
+            if *log_version > LOG_VERSION {
+                return Err(EngineError::NewerLog(id.clone(), *log_version));
+            }
+        }
         let source = format!("stored definition of execution {id}");
         // The definition was validated when the execution started; its plugins
         // may since have left the directory while their pinned versions remain

@@ -86,6 +86,7 @@ impl From<crate::engine::EngineError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "unloadable", error.to_string())
             }
             EngineError::Lost(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string()),
+            EngineError::NewerLog(..) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "newer_log", error.to_string()),
             EngineError::Store(StoreError::Backend(_) | StoreError::Corrupt(..)) => Self::internal(error.to_string()),
         }
     }

@@ -94,6 +94,7 @@ impl MemoryStore {
 #[async_trait]
 impl ExecutionStore for MemoryStore {
     async fn create(&self, execution: NewExecution) -> Result<Created, StoreError> {
+        let input = as_text(&execution.input)?;
         let mut inner = self.lock();
         if let Some(key) = &execution.idempotency_key {
             if let Some(existing) = inner.by_idempotency_key.get(key) {
@@ -101,7 +102,6 @@ impl ExecutionStore for MemoryStore {
             }
             inner.by_idempotency_key.insert(key.clone(), execution.id.clone());
         }
-        let input = as_text(&execution.input)?;
         let stored = StoredExecution {
             id: execution.id.clone(),
             workflow: execution.workflow.definition,
@@ -166,13 +166,17 @@ impl ExecutionStore for MemoryStore {
     }
 
     async fn load(&self, id: &ExecutionId) -> Result<Option<StoredExecution>, StoreError> {
-        let inner = self.lock();
-        let Some(row) = inner.executions.get(id) else { return Ok(None) };
-        let mut execution = row.execution.clone();
-        execution.owner = inner.live_owner(row, Timestamp::now());
-        execution.input = from_text(&row.input)?;
-        execution.events = row.events.iter().map(EncodedEvent::decode).collect::<Result<_, _>>().map_err(|e| {
-            StoreError::Backend(format!("memory store: cannot decode an event of {}: {e}", row.execution.id))
+        // The text is copied under the lock and decoded outside it.
+        let (mut execution, input, events) = {
+            let inner = self.lock();
+            let Some(row) = inner.executions.get(id) else { return Ok(None) };
+            let mut execution = row.execution.clone();
+            execution.owner = inner.live_owner(row, Timestamp::now());
+            (execution, row.input.clone(), row.events.clone())
+        };
+        execution.input = from_text(&input)?;
+        execution.events = events.iter().map(EncodedEvent::decode).collect::<Result<_, _>>().map_err(|e| {
+            StoreError::Backend(format!("memory store: cannot decode an event of {}: {e}", execution.id))
         })?;
         Ok(Some(execution))
     }
