@@ -285,14 +285,11 @@ async fn a_fan_out_of_children_and_a_step_named_like_an_element_each_run_their_o
         .map(|child| child.as_str().unwrap())
         .collect();
     assert_eq!(children.len(), 3, "{execution:#}");
-    let inputs: Vec<Value> = {
-        let mut inputs = Vec::new();
-        for child in &children {
-            let shown = engine.show(&stepwise::journal::ExecutionId::new(*child)).await.unwrap().to_json();
-            inputs.push(shown["input"]["n"].clone());
-        }
-        inputs
-    };
+    let mut inputs = Vec::new();
+    for child in &children {
+        let shown = engine.show(&stepwise::journal::ExecutionId::new(*child)).await.unwrap().to_json();
+        inputs.push(shown["input"]["n"].clone());
+    }
     assert_eq!(inputs, [json!(10), json!(11), json!(100)], "each unit's child runs its own input: {children:?}");
     children.sort();
     children.dedup();

@@ -143,15 +143,23 @@ async fn requests_without_the_token_are_refused_reads_included() {
     assert_eq!(health, json!({"status": "ok"}));
 }
 
+/// Connects to the server and sends a request's head: `head` (its request
+/// line and headers), then `Host` and a `Content-Length` of `body_len`.
+fn send_head(base: &str, head: &str, body_len: usize) -> std::io::Result<std::net::TcpStream> {
+    use std::io::Write;
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(stream, "{head}Host: {address}\r\nContent-Length: {body_len}\r\n\r\n")?;
+    Ok(stream)
+}
+
 /// Sends one request as a plain HTTP/1.1 client does: the head, then the
 /// whole body of `body_len` bytes, and only then reads the answer. Returns
 /// the status and the JSON body of the answer.
 fn send_whole_body_then_read(base: &str, head: &str, body_len: usize) -> std::io::Result<(u16, Value)> {
     use std::io::{Read, Write};
-    let address = base.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(stream, "{head}Host: {address}\r\nContent-Length: {body_len}\r\n\r\n")?;
+    let mut stream = send_head(base, head, body_len)?;
     let chunk = vec![b'x'; 1 << 20];
     let mut left = body_len;
     while left > 0 {
@@ -201,16 +209,10 @@ async fn a_client_sending_a_refused_body_to_its_end_gets_the_answer() {
     }
     // A client that asks before sending (`Expect: 100-continue`) and is
     // refused is not told to continue: its first answer is the refusal.
-    let head = format!(
-        "POST /v1/events/big HTTP/1.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        8 << 20
-    );
-    let address = base.trim_start_matches("http://").to_string();
+    let head = "POST /v1/events/big HTTP/1.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n";
     let first_line = tokio::task::spawn_blocking(move || {
-        use std::io::{BufRead, Write};
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        stream.write_all(head.as_bytes()).unwrap();
+        use std::io::BufRead;
+        let stream = send_head(&base, head, 8 << 20).unwrap();
         let mut line = String::new();
         std::io::BufReader::new(stream).read_line(&mut line).unwrap();
         line
