@@ -859,6 +859,39 @@ async fn the_web_view_actions_work_when_clicked_in_a_browser() {
     assert_eq!(cancelled["error"]["kind"], "cancelled", "{cancelled:#}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_view_never_paints_an_overtaken_answer_over_the_page_shown() {
+    let server = Server::start("web-overtaken", &[]);
+    let mut ids = Vec::new();
+    for workflow in ["accept-quote", "accept-quote-declined"] {
+        let (_, execution) = server.post(&format!("/v1/workflows/{workflow}/executions?wait=true"), quote_input()).await;
+        ids.push(execution["execution_id"].as_str().unwrap().to_string());
+    }
+    let (slow, shown) = (&ids[0], &ids[1]);
+    let mut page = Page::open(&server, &format!("/#/?token={TOKEN}")).await;
+    page.wait_for("the list", "document.querySelector('#executions')").await;
+    // The answer for `slow` is held back until the test releases it, as a
+    // slow network or server would.
+    page.evaluate(&format!(
+        "window.heldBack = null; window.released = false; const realFetch = window.fetch; \
+         window.fetch = (url, init) => String(url).includes('{slow}') \
+           ? new Promise(resolve => {{ window.heldBack = () => realFetch(url, init) \
+               .then(response => response.json()).then(data => resolve({{ ok: true, status: 200, \
+                 json: async () => {{ setTimeout(() => {{ window.released = true; }}, 0); return data; }} }})); }}) \
+           : realFetch(url, init); true"
+    ))
+    .await;
+    page.evaluate(&format!("location.hash = '#/executions/{slow}'; true")).await;
+    page.wait_for("the held-back request", "window.heldBack !== null").await;
+    page.evaluate(&format!("location.hash = '#/executions/{shown}'; true")).await;
+    page.wait_for("the second execution", &format!("document.body.innerText.includes('{shown}')")).await;
+    page.evaluate("window.heldBack(); true").await;
+    page.wait_for("the held-back answer", "window.released").await;
+    let body = page.evaluate("document.body.innerText").await;
+    let body = body.as_str().unwrap();
+    assert!(body.contains(shown.as_str()) && !body.contains(slow.as_str()), "the overtaken answer was painted:\n{body}");
+}
+
 /// An OTLP/HTTP collector on a loopback port: the spans it was sent, each
 /// with its resource's attributes under `resource`; a body that is not
 /// OTLP/JSON is kept as `{"unreadable": ...}` for the test to see.
