@@ -864,7 +864,8 @@ async fn the_web_view_never_paints_an_overtaken_answer_over_the_page_shown() {
     let server = Server::start("web-overtaken", &[]);
     let mut ids = Vec::new();
     for workflow in ["accept-quote", "accept-quote-declined"] {
-        let (_, execution) = server.post(&format!("/v1/workflows/{workflow}/executions?wait=true"), quote_input()).await;
+        let (_, execution) =
+            server.post(&format!("/v1/workflows/{workflow}/executions?wait=true"), quote_input()).await;
         ids.push(execution["execution_id"].as_str().unwrap().to_string());
     }
     let (slow, shown) = (&ids[0], &ids[1]);
@@ -889,7 +890,10 @@ async fn the_web_view_never_paints_an_overtaken_answer_over_the_page_shown() {
     page.wait_for("the held-back answer", "window.released").await;
     let body = page.evaluate("document.body.innerText").await;
     let body = body.as_str().unwrap();
-    assert!(body.contains(shown.as_str()) && !body.contains(slow.as_str()), "the overtaken answer was painted:\n{body}");
+    assert!(
+        body.contains(shown.as_str()) && !body.contains(slow.as_str()),
+        "the overtaken answer was painted:\n{body}"
+    );
 }
 
 /// An OTLP/HTTP collector on a loopback port: the spans it was sent, each

@@ -11,6 +11,8 @@
 mod bindings;
 pub mod capabilities;
 mod epoch;
+#[cfg(test)]
+mod function_tables;
 mod grants;
 mod host_state;
 pub mod invoke;
