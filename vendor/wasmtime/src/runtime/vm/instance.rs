@@ -896,13 +896,15 @@ impl Instance {
                 .runtime_module()
                 .expect("checked above")
                 .engine_code()
-                .text()
-                .as_ptr();
+                .text();
+            // The original path sliced the text with these ranges, which
+            // bounds-checked them; keep that check.
+            assert!(array_offset < text.len() && wasm_offset < text.len());
             // SAFETY: both offsets were resolved from this module's compiled
-            // functions table and lie within its text section, which lives as
-            // long as the module (the instance holds it).
+            // functions table and lie within its text section (checked just
+            // above), which lives as long as the module (the instance holds it).
             let (array_call, wasm_call) =
-                unsafe { (text.add(array_offset), text.add(wasm_offset)) };
+                unsafe { (text.as_ptr().add(array_offset), text.as_ptr().add(wasm_offset)) };
             let func_ref = VMFuncRef {
                 array_call: VmPtr::from(NonNull::new(array_call.cast_mut()).unwrap().cast()),
                 wasm_call: Some(VmPtr::from(
