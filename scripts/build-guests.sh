@@ -10,7 +10,10 @@
 #   build/plugins/js-*.wasm, py-*.wasm, wat-echo.wasm  JavaScript, Python and WAT guests
 #
 # Installs what it needs: the wasm32-wasip2 Rust target, the npm packages of
-# guest-examples/js (npm ci), componentize-py in build/python-venv.
+# guest-examples/js (npm ci), the wasm32-unknown-unknown target and clang for
+# the QuickJS runtime (guest-examples/js/runtime/build.sh), componentize-py in
+# build/python-venv. The JavaScript steps are built with the `stepwise` binary
+# (debug, built here).
 #
 # --rust-only: only the Rust guests (what the accept-quote demo needs): no
 # JavaScript or Python toolchain is installed.
@@ -62,14 +65,19 @@ if $rust_only; then
     exit 0
 fi
 
-# JavaScript guests and the WAT guest: componentize-js (SpiderMonkey) and the
-# wasm-tools bundled in jco, from npm, pinned by package-lock.json.
+# JavaScript guests and the WAT guest: rolldown, componentize-js (SpiderMonkey)
+# and the wasm-tools bundled in jco, from npm, pinned by package-lock.json.
 js="$root/guest-examples/js"
 if [ ! -f "$js/node_modules/.package-lock.json" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
     echo "installing the JavaScript toolchain (npm ci in guest-examples/js)" >&2
     (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
 fi
-node "$js/build.mjs" "$plugins"
+# JavaScript steps on QuickJS are Stepwise's runtime module (built from
+# source: Rust and QuickJS's C for wasm32) pre-initialised with each step by
+# `stepwise plugins build-js`: both are built first.
+"$js/runtime/build.sh" "$js/sdk/runtime"
+cargo build --quiet -p stepwise --bin stepwise --manifest-path "$root/Cargo.toml"
+STEPWISE="${CARGO_TARGET_DIR:-$root/target}/debug/stepwise" node "$js/build.mjs" "$plugins"
 
 # Python guests: componentize-py from PyPI, pinned, in a virtual environment.
 python="$root/guest-examples/python"

@@ -1,7 +1,10 @@
 // Builds the JavaScript and TypeScript step plugins (written with
-// @stepwise/sdk, see sdk/build.mjs: QuickJS for sync steps, SpiderMonkey for
-// async ones) and the WAT guest (wasm-tools from jco) into components. Skips
-// outputs newer than their sources. Usage: node build.mjs <output directory>
+// @stepwise/sdk, see sdk/build.mjs: Stepwise's QuickJS runtime, SpiderMonkey
+// where asked for) and the WAT guest (wasm-tools from jco) into components.
+// Skips outputs newer than their sources. The QuickJS runtime modules
+// (sdk/runtime, runtime/build.sh) and the `stepwise` binary ($STEPWISE) must
+// be built first (scripts/build-guests.sh does both).
+// Usage: node build.mjs <output directory>
 import { buildStep } from '@stepwise/sdk/build';
 import { parse, componentEmbed, componentNew } from '@bytecodealliance/jco';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
@@ -53,7 +56,10 @@ function typeCheck() {
 
 await mkdir(out, { recursive: true });
 const witFile = join(wit, 'step.wit');
-const sdkFiles = (await readdir(join(here, 'sdk'))).map((file) => join(here, 'sdk', file));
+// The SDK and the QuickJS runtime modules: a change to either rebuilds the steps.
+const filesIn = async (dir) =>
+  (await readdir(dir, { withFileTypes: true })).filter((entry) => entry.isFile()).map((entry) => join(dir, entry.name));
+const sdkFiles = [...(await filesIn(join(here, 'sdk'))), ...(await filesIn(join(here, 'sdk', 'runtime')))];
 for (const [name, entry] of Object.entries(steps)) {
   const { source, runtime = 'auto', manifest: manifestOf = name } = typeof entry === 'string' ? { source: entry } : entry;
   const output = join(out, `${name}.wasm`);

@@ -2,17 +2,26 @@
 // Stepwise component:
 //   1. rolldown bundles the step file and what it imports into one module
 //      (TypeScript is stripped by rolldown; `tsc --noEmit` checks types);
-//   2. an entry module binds it (`bindStep`) to the host imports of `world`;
-//   3. a JavaScript engine is embedded: QuickJS (componentize-qjs, ~1.6 MB,
-//      fast to compile and call) for sync steps, SpiderMonkey
-//      (componentize-js, ~12 MB) for `async` ones: QuickJS's non-async
-//      runtime cannot wait for a promise inside a call.
+//   2. an entry binds it (`bindStep`) to the host imports of `world`;
+//   3. a JavaScript engine is embedded:
+//      - QuickJS (the default): Stepwise's own runtime, one core module per
+//        world (`runtime/stepwise-qjs-<world>.wasm`, built from source by
+//        guest-examples/js/runtime/build.sh), pre-initialised with the bundled
+//        step by `stepwise plugins build-js`: ~1.4 MB, ~1 s to compile, and a
+//        call starts with the step loaded. Sync and `async` steps alike (host
+//        calls are synchronous, so a promise settles within the call).
+//      - SpiderMonkey (componentize-js, ~12 MB, several times slower per
+//        call), chosen explicitly (`runtime: 'spidermonkey'`): for a step
+//        that needs what QuickJS lacks (`Intl`). `auto` is QuickJS.
 import { rolldown } from 'rolldown';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 
-const sdk = resolve(dirname(fileURLToPath(import.meta.url)), 'index.js');
+const here = dirname(fileURLToPath(import.meta.url));
+const sdk = resolve(here, 'index.js');
 
 /** The host interfaces each world imports (they are bound to the step). */
 const WORLDS = {
@@ -22,17 +31,28 @@ const WORLDS = {
   'skippable-step': ['log', 'config', 'kv', 'services'],
 };
 
+/** The QuickJS runtime module of each world (see runtime/build.sh). */
+const QUICKJS_MODULES = {
+  'skippable-step-log': 'stepwise-qjs-log.wasm',
+  'skippable-step-services': 'stepwise-qjs-services.wasm',
+  'skippable-step-kv': 'stepwise-qjs-kv.wasm',
+  'skippable-step': 'stepwise-qjs-full.wasm',
+};
+
 /**
  * @param {object} options
  * @param {string} options.source the step file (`export default createStep(...)`)
  * @param {string} options.output the component to write
- * @param {string} options.wit the WIT directory (stepwise:step@0.1.0)
+ * @param {string} options.wit the WIT directory (stepwise:step@0.1.0; SpiderMonkey builds read it)
  * @param {string} [options.manifest] the plugin's manifest: the world follows its grants
  * @param {string} [options.world] one of WORLDS (default: from the manifest, else `skippable-step-log`)
  * @param {'auto'|'quickjs'|'spidermonkey'} [options.runtime] (default: `auto`)
+ * @param {string} [options.quickjsRuntime] the directory of the QuickJS runtime modules
+ *   (default: `$STEPWISE_QUICKJS_RUNTIME`, else `runtime/` beside this file)
+ * @param {string} [options.stepwise] the `stepwise` binary (default: `$STEPWISE`, else `stepwise` on PATH)
  * @returns {Promise<{runtime: string, world: string, bytes: number, ms: number}>}
  */
-export async function buildStep({ source, output, wit, manifest, world, runtime = 'auto', quickjsTuning }) {
+export async function buildStep({ source, output, wit, manifest, world, runtime = 'auto', quickjsRuntime, stepwise }) {
   const started = Date.now();
   world ??= manifest ? worldFor(await readFile(manifest, 'utf8'), manifest) : 'skippable-step-log';
   const imports = WORLDS[world];
@@ -43,13 +63,18 @@ export async function buildStep({ source, output, wit, manifest, world, runtime 
   const work = join(dirname(output), `.build-${basename(output, '.wasm')}`);
   await mkdir(work, { recursive: true });
   try {
-    const step = await bundle(resolve(source));
-    if (runtime === 'auto') runtime = (await isAsyncStep(step, work)) ? 'spidermonkey' : 'quickjs';
-    const entry = await bundle(ENTRY, entryModule(resolve(source), imports, runtime));
-    const entryPath = join(work, 'entry.js');
-    await writeFile(entryPath, entry);
-    const component = runtime === 'quickjs' ? await quickjs(entryPath, entry, wit, world, quickjsTuning) : await spidermonkey(entryPath, wit, world);
-    await writeFile(output, component);
+    if (runtime === 'auto') runtime = 'quickjs';
+    let component;
+    if (runtime === 'quickjs') {
+      const script = await bundle(ENTRY, 'iife', quickjsEntry(resolve(source)), quickjsHostModules(imports, source));
+      component = await quickjs(script, world, work, output, { quickjsRuntime, stepwise });
+    } else {
+      const entry = await bundle(ENTRY, 'esm', spidermonkeyEntry(resolve(source), imports));
+      const entryPath = join(work, 'entry.js');
+      await writeFile(entryPath, entry);
+      component = await spidermonkey(entryPath, wit, world);
+      await writeFile(output, component);
+    }
     return { runtime, world, bytes: component.length, ms: Date.now() - started };
   } finally {
     await rm(work, { recursive: true, force: true });
@@ -76,7 +101,56 @@ export function worldFor(manifestText, path = 'the manifest') {
 
 const ENTRY = '\0stepwise-entry';
 
-function entryModule(source, imports, runtime) {
+/** The QuickJS entry: binds the step to the runtime's host functions. */
+function quickjsEntry(source) {
+  return [
+    `import { bindStep } from ${JSON.stringify(sdk)};`,
+    `import step from ${JSON.stringify(source)};`,
+    'globalThis.__stepwise_step = bindStep(step, globalThis.__stepwise_host);',
+  ].join('\n');
+}
+
+/**
+ * A step may also import the raw host interfaces (`stepwise:step/...`); on
+ * QuickJS they are the runtime's host functions. Interfaces outside the
+ * step's world, and WASI, are build errors that say why.
+ */
+function quickjsHostModules(imports, source) {
+  const modules = {
+    'stepwise:step/log@0.1.0': ['log', 'export const log = (level, message) => globalThis.__stepwise_host.log(level, message);'],
+    'stepwise:step/services@0.1.0': ['services', 'export const call = (service, method, input) => globalThis.__stepwise_host.call(service, method, input);'],
+    'stepwise:step/config@0.1.0': ['config', 'export const get = (key) => globalThis.__stepwise_host.configGet(key) ?? undefined;'],
+    'stepwise:step/kv@0.1.0': ['kv', [
+      'export const get = (key) => globalThis.__stepwise_host.kvGet(key) ?? undefined;',
+      'export const set = (key, value) => globalThis.__stepwise_host.kvSet(key, value);',
+      'export const delete_ = (key) => globalThis.__stepwise_host.kvDelete(key);',
+      'export { delete_ as delete };',
+    ].join('\n')],
+  };
+  return {
+    name: 'stepwise-host-modules',
+    resolveId(id) {
+      if (id in modules) {
+        const [needs] = modules[id];
+        if (!imports.includes(needs)) {
+          throw new Error(`${source} imports ${id}, which its world does not have: grant \`${needs}\` in the manifest`);
+        }
+        return `\0${id}`;
+      }
+      if (id.startsWith('wasi:')) {
+        throw new Error(`${source} imports ${id}: WASI is not available to QuickJS steps (build with runtime 'spidermonkey')`);
+      }
+      if (id.startsWith('stepwise:')) throw new Error(`${source} imports ${id}, which Stepwise does not provide`);
+      return null;
+    },
+    load(id) {
+      return id.startsWith('\0stepwise:') ? modules[id.slice(1)][1] : null;
+    },
+  };
+}
+
+/** The SpiderMonkey entry: an ES module exporting the WIT functions. */
+function spidermonkeyEntry(source, imports) {
   const lines = [
     `import { bindStep } from ${JSON.stringify(sdk)};`,
     `import step from ${JSON.stringify(source)};`,
@@ -92,43 +166,52 @@ function entryModule(source, imports, runtime) {
     host.push('configGet');
   }
   lines.push(
-    `const bound = bindStep(step, { ${host.join(', ')}, runtime: ${JSON.stringify(runtime)} });`,
+    `const bound = bindStep(step, { ${host.join(', ')}, runtime: 'spidermonkey' });`,
     'export function invoke(ctx, input) { return bound.invoke(ctx, input); }',
     'export function compensate(ctx, data) { return bound.compensate(ctx, data); }',
   );
   return lines.join('\n');
 }
 
-/** One ES module of `input` and what it imports; host interfaces stay imports. */
-async function bundle(input, entrySource) {
-  const plugins = entrySource === undefined ? [] : [{
-    name: 'stepwise-entry',
-    resolveId: (id) => (id === ENTRY ? id : null),
-    load: (id) => (id === ENTRY ? entrySource : null),
-  }];
-  const build = await rolldown({ input, plugins, platform: 'neutral', external: [/^stepwise:/, /^wasi:/], logLevel: 'warn' });
+/**
+ * One script (`iife`, for QuickJS) or ES module (`esm`, for SpiderMonkey) of
+ * `input` and what it imports; for SpiderMonkey host interfaces stay imports.
+ */
+async function bundle(input, format, entrySource, hostModules) {
+  const plugins = [];
+  if (entrySource !== undefined) {
+    plugins.push({
+      name: 'stepwise-entry',
+      resolveId: (id) => (id === ENTRY ? id : null),
+      load: (id) => (id === ENTRY ? entrySource : null),
+    });
+  }
+  if (hostModules) plugins.push(hostModules);
+  const external = hostModules ? [] : [/^stepwise:/, /^wasi:/];
+  const build = await rolldown({ input, plugins, platform: 'neutral', external, logLevel: 'warn' });
   try {
-    const { output } = await build.generate({ format: 'esm' });
+    const { output } = await build.generate({ format });
     return output[0].code;
   } finally {
     await build.close();
   }
 }
 
-/** Whether the step's invoke or compensate is `async` (loaded in Node to look). */
-async function isAsyncStep(code, work) {
-  const path = join(work, 'step.mjs');
-  await writeFile(path, code);
-  const { default: step } = await import(pathToFileURL(path).href);
-  const { isAsync } = await import(pathToFileURL(sdk).href);
-  if (!step || typeof step.invoke !== 'function') throw new Error('the step module must `export default createStep(...)`');
-  return isAsync(step.invoke) || isAsync(step.compensate);
-}
-
-async function quickjs(entryPath, entry, wit, world, tuning = {}) {
-  const { componentize } = await import('componentize-qjs');
-  const { component } = await componentize({ witPath: wit, jsSource: entry, jsPath: entryPath, world, sync: true, ...tuning });
-  return component;
+/** The QuickJS component: the world's runtime module pre-initialised with `script`. */
+async function quickjs(script, world, work, output, options) {
+  const dir = options.quickjsRuntime ?? process.env.STEPWISE_QUICKJS_RUNTIME ?? join(here, 'runtime');
+  const runtime = join(dir, QUICKJS_MODULES[world]);
+  if (!existsSync(runtime)) {
+    throw new Error(`the QuickJS runtime module ${runtime} is missing: build it with guest-examples/js/runtime/build.sh ${dir}`);
+  }
+  const stepwise = options.stepwise ?? process.env.STEPWISE ?? 'stepwise';
+  const scriptPath = join(work, 'step.js');
+  await writeFile(scriptPath, script);
+  const args = ['plugins', 'build-js', '--runtime', runtime, '--script', scriptPath, '--output', output];
+  const built = spawnSync(stepwise, args, { encoding: 'utf8' });
+  if (built.error) throw new Error(`running ${stepwise} (set STEPWISE to the stepwise binary): ${built.error.message}`);
+  if (built.status !== 0) throw new Error(`${built.stderr.trim() || `${stepwise} ${args.join(' ')} failed`}`);
+  return readFile(output);
 }
 
 async function spidermonkey(entryPath, wit, world) {
@@ -142,4 +225,3 @@ async function spidermonkey(entryPath, wit, world) {
   });
   return component;
 }
-

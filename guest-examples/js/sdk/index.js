@@ -80,14 +80,8 @@ export function bindStep(step, host) {
   if (!step || typeof step.invoke !== 'function') {
     throw new TypeError('the step module must `export default createStep(...)`');
   }
-  if (host.runtime === 'quickjs' && (isAsync(step.invoke) || isAsync(step.compensate))) {
-    throw new TypeError(`step '${step.name}' is async: build it with the spidermonkey runtime`);
-  }
   const settle = (value, onValue) => {
     if (value && typeof value.then === 'function') {
-      if (host.runtime === 'quickjs') {
-        throw stepError(new PermanentFailure('the step returned a promise; the quickjs runtime runs sync steps only (build with the spidermonkey runtime)'));
-      }
       // onValue's own failures (output that is not JSON) are step errors too.
       return value.then(onValue).then(undefined, (error) => {
         throw stepError(error);
@@ -175,36 +169,87 @@ function describeThrown(error) {
   return { tag: 'retryable', val: message };
 }
 
-function makeContext(step, ctx, host) {
-  const logger = makeLogger(host);
-  const context = {
-    workflow: ctx.workflow,
-    executionId: ctx.executionId,
-    stepId: ctx.stepId,
-    stepName: step.name,
-    attempt: ctx.attempt,
-    idempotencyKey: ctx.idempotencyKey,
-    logger,
-    container: makeContainer(host),
-    config: {
-      get(key) {
-        if (!host.configGet) throw new Error(`config.get('${key}'): this step's world has no config (grant capabilities.config and build with a kv world)`);
-        const value = host.configGet(String(key));
-        return value === null ? undefined : value;
-      },
-    },
-  };
-  // Medusa's steps destructure `{ container, context }`.
-  context.context = context;
-  return context;
+/**
+ * What a step function receives besides its input. Built for every call, so
+ * it holds the call's fields and nothing else: the logger, the container
+ * and the config are made the first time a step reaches for them, and their
+ * methods live on prototypes made once, when the step is loaded.
+ */
+class StepContext {
+  #host;
+  constructor(step, ctx, host) {
+    this.workflow = ctx.workflow;
+    this.executionId = ctx.executionId;
+    this.stepId = ctx.stepId;
+    this.stepName = step.name;
+    this.attempt = ctx.attempt;
+    this.idempotencyKey = ctx.idempotencyKey;
+    this.#host = host;
+  }
+
+  get logger() {
+    return own(this, 'logger', new Logger(this.#host));
+  }
+
+  get container() {
+    return own(this, 'container', new Container(this.#host));
+  }
+
+  get config() {
+    return own(this, 'config', new Config(this.#host));
+  }
+
+  /** Medusa's steps destructure `{ container, context }`. */
+  get context() {
+    return this;
+  }
 }
 
-function makeLogger(host) {
-  const line = (level) => (...parts) => {
-    const text = parts.map((part) => (typeof part === 'string' ? part : safeJson(part))).join(' ');
-    host.log(level, text);
-  };
-  return { trace: line('trace'), debug: line('debug'), info: line('info'), warn: line('warn'), error: line('error') };
+/** Keeps `value` as `object`'s own property `name` (the getter's first answer). */
+function own(object, name, value) {
+  Object.defineProperty(object, name, { value, enumerable: true });
+  return value;
+}
+
+function makeContext(step, ctx, host) {
+  return new StepContext(step, ctx, host);
+}
+
+class Logger {
+  #host;
+  constructor(host) {
+    this.#host = host;
+  }
+  trace(...parts) {
+    this.#line('trace', parts);
+  }
+  debug(...parts) {
+    this.#line('debug', parts);
+  }
+  info(...parts) {
+    this.#line('info', parts);
+  }
+  warn(...parts) {
+    this.#line('warn', parts);
+  }
+  error(...parts) {
+    this.#line('error', parts);
+  }
+  #line(level, parts) {
+    this.#host.log(level, parts.map((part) => (typeof part === 'string' ? part : safeJson(part))).join(' '));
+  }
+}
+
+class Config {
+  #host;
+  constructor(host) {
+    this.#host = host;
+  }
+  get(key) {
+    if (!this.#host.configGet) throw new Error(`config.get('${key}'): this step's world has no config (grant capabilities.config and build with a kv world)`);
+    const value = this.#host.configGet(String(key));
+    return value === null ? undefined : value;
+  }
 }
 
 function safeJson(value) {
@@ -216,28 +261,31 @@ function safeJson(value) {
 }
 
 /** `container.resolve('inventory').reserve(input)` calls the granted host service. */
-function makeContainer(host) {
-  return {
-    resolve(service) {
-      if (!host.call) {
-        throw new Error(`container.resolve('${service}'): this step's world has no services (grant capabilities.services and build with a services world)`);
-      }
-      return new Proxy({}, {
-        get(_, method) {
-          if (typeof method !== 'string' || method === 'then') return undefined;
-          return (input) => {
-            let output;
-            try {
-              output = host.call(String(service), method, toJson(input, `input of ${service}.${method}`));
-            } catch (error) {
-              if (error instanceof PermanentFailure) throw error;
-              const message = error && typeof error === 'object' && 'payload' in error ? error.payload : error && error.message ? error.message : String(error);
-              throw new ServiceError(service, method, message);
-            }
-            return parseJson(output, `answer of ${service}.${method}`);
-          };
-        },
-      });
-    },
-  };
+class Container {
+  #host;
+  constructor(host) {
+    this.#host = host;
+  }
+  resolve(service) {
+    const host = this.#host;
+    if (!host.call) {
+      throw new Error(`container.resolve('${service}'): this step's world has no services (grant capabilities.services and build with a services world)`);
+    }
+    return new Proxy({}, {
+      get(_, method) {
+        if (typeof method !== 'string' || method === 'then') return undefined;
+        return (input) => {
+          let output;
+          try {
+            output = host.call(String(service), method, toJson(input, `input of ${service}.${method}`));
+          } catch (error) {
+            if (error instanceof PermanentFailure) throw error;
+            const message = error && typeof error === 'object' && 'payload' in error ? error.payload : error && error.message ? error.message : String(error);
+            throw new ServiceError(service, method, message);
+          }
+          return parseJson(output, `answer of ${service}.${method}`);
+        };
+      },
+    });
+  }
 }

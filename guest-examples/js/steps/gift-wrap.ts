@@ -1,7 +1,7 @@
 // Gift wrapping in TypeScript, async as a Medusa step is: reserves a wrap
 // for each item marked `gift`, or skips itself when there is none (the steps
-// that read its output are skipped, nothing is compensated). Async, so it is
-// built on SpiderMonkey.
+// that read its output are skipped, nothing is compensated). Async: its
+// promises settle within the call (host calls are synchronous).
 import { createStep, StepResponse } from '@stepwise/sdk';
 
 interface Item {

@@ -1,6 +1,6 @@
 // Accept-quote step 2 in JavaScript, written as a Medusa developer would:
 // reserve stock for every item of the cart through the host's `inventory`
-// service; compensation releases it. Built on QuickJS (a sync step).
+// service; compensation releases it.
 import { createStep, StepResponse } from '@stepwise/sdk';
 
 /** FNV-1a over the key: the same id for every attempt of this step. */

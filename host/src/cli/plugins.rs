@@ -29,9 +29,27 @@ pub enum PluginsCommand {
         /// The component file.
         file: PathBuf,
     },
+    /// Build a JavaScript step's component: a QuickJS runtime module
+    /// (guest-examples/js/runtime) pre-initialised with the step's bundled
+    /// script. `@stepwise/sdk/build` runs this; a script that does not load
+    /// as a step is refused with the reason (exit 2).
+    BuildJs {
+        /// The runtime module of the step's world (`stepwise-qjs-<world>.wasm`).
+        #[arg(long)]
+        runtime: PathBuf,
+        /// The bundled script (it sets `globalThis.__stepwise_step`).
+        #[arg(long)]
+        script: PathBuf,
+        /// Where to write the component.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 pub async fn run(command: PluginsCommand) -> Result<ExitCode> {
+    if let PluginsCommand::BuildJs { runtime, script, output } = &command {
+        return build_js(runtime, script, output);
+    }
     let sandbox = super::demo_sandbox()?;
     match command {
         PluginsCommand::List { plugins, json } => {
@@ -106,5 +124,16 @@ pub async fn run(command: PluginsCommand) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        PluginsCommand::BuildJs { .. } => unreachable!("handled before the sandbox is built"),
     }
+}
+
+fn build_js(runtime: &std::path::Path, script: &std::path::Path, output: &std::path::Path) -> Result<ExitCode> {
+    let runtime_module =
+        std::fs::read(runtime).with_context(|| format!("reading the runtime {}", runtime.display()))?;
+    let source = std::fs::read_to_string(script).with_context(|| format!("reading the script {}", script.display()))?;
+    let component = crate::plugin::quickjs::build_component(&runtime_module, &source)
+        .with_context(|| format!("building {} from {}", output.display(), script.display()))?;
+    std::fs::write(output, &component).with_context(|| format!("writing {}", output.display()))?;
+    Ok(ExitCode::SUCCESS)
 }

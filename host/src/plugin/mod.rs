@@ -11,6 +11,7 @@ mod directory;
 mod fingerprint;
 mod grants;
 mod manifest;
+pub mod quickjs;
 mod registry;
 pub mod tenant_upload;
 mod world;
