@@ -21,7 +21,8 @@ export STEPWISE_TEST_POSTGRES
 cargo fmt --all -- --check
 cargo fmt --manifest-path guest-examples/rust/Cargo.toml --all -- --check
 cargo fmt --manifest-path guest-examples/js/runtime/Cargo.toml --all -- --check
-CC_wasm32_unknown_unknown=clang AR_wasm32_unknown_unknown=llvm-ar cargo clippy --quiet --release \
+CC_wasm32_unknown_unknown=clang AR_wasm32_unknown_unknown=llvm-ar \
+    CFLAGS_wasm32_unknown_unknown="-mbulk-memory -msign-ext -mnontrapping-fptoint -mmutable-globals" cargo clippy --quiet --release \
     --manifest-path guest-examples/js/runtime/Cargo.toml --target-dir guest-examples/js/runtime/target \
     --target wasm32-unknown-unknown --workspace -- -D warnings
 cargo clippy --quiet --workspace --all-targets -- -D warnings

@@ -218,8 +218,12 @@ fn new_creates_step_projects_that_build_and_run_in_every_language() {
             _ => Ok(()),
         }
         .unwrap();
+        // The QuickJS runtime is built from the project's own copy of its
+        // source, in the repository's runtime target directory (its
+        // dependencies are compiled already).
         let built = std::process::Command::new(project.join("build.sh"))
             .env("CARGO_TARGET_DIR", repo_root().join("guest-examples/rust/target"))
+            .env("STEPWISE_QUICKJS_TARGET_DIR", repo_root().join("guest-examples/js/runtime/target"))
             .output()
             .unwrap();
         assert!(built.status.success(), "{lang}: {}", String::from_utf8_lossy(&built.stderr));
@@ -435,4 +439,101 @@ fn generate_store_fills_a_new_store_with_finished_and_waiting_executions() {
     let missing = stepwise(&["bench", "crash-store", "missing.db", "--running", "1", "--plugins", &plugins_arg()]);
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("missing.db: no such store"), "{}", stderr(&missing));
+}
+
+/// The QuickJS runtime module of the log-only world (scripts/build-guests.sh builds it).
+fn quickjs_runtime() -> String {
+    repo_root().join("guest-examples/js/sdk/runtime/stepwise-qjs-log.wasm").display().to_string()
+}
+
+/// `stepwise plugins build-js` on `script`, writing into a scratch directory.
+fn build_js(label: &str, script: &str) -> (std::process::Output, std::path::PathBuf) {
+    let dir = scratch_dir(label);
+    let (source, component) = (dir.join("step.js"), dir.join(format!("{label}.wasm")));
+    std::fs::write(&source, script).unwrap();
+    let output = stepwise(&[
+        "plugins",
+        "build-js",
+        "--runtime",
+        &quickjs_runtime(),
+        "--script",
+        source.to_str().unwrap(),
+        "--output",
+        component.to_str().unwrap(),
+    ]);
+    (output, dir)
+}
+
+#[test]
+fn build_js_refuses_a_script_that_is_not_a_step_and_says_why() {
+    for (label, script, why) in [
+        ("js-syntax", "this is not ( javascript", "SyntaxError"),
+        ("js-throws", "throw new Error('no database at load time')", "no database at load time"),
+        ("js-unbound", "const step = 1 + 1;", "the script bound no step"),
+        (
+            "js-no-compensate",
+            "globalThis.__stepwise_step = { invoke() {} };",
+            "__stepwise_step.compensate is not a function",
+        ),
+        (
+            "js-host-at-load",
+            "__stepwise_host.log('info', 'too early');",
+            "called the host (stepwise:step/log@0.1.0#log) while loading",
+        ),
+        ("js-loops", "for (;;) {}", "did not finish loading"),
+    ] {
+        let (output, dir) = build_js(label, script);
+        assert_eq!(output.status.code(), Some(2), "{label}: {}", stderr(&output));
+        assert!(stderr(&output).contains(why), "{label}: {}", stderr(&output));
+        assert!(!dir.join(format!("{label}.wasm")).exists(), "{label}: no component is written");
+    }
+    let missing = stepwise(&[
+        "plugins",
+        "build-js",
+        "--runtime",
+        "/nonexistent/runtime.wasm",
+        "--script",
+        "x.js",
+        "-o",
+        "y.wasm",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("reading the runtime /nonexistent/runtime.wasm"), "{}", stderr(&missing));
+}
+
+#[test]
+fn a_step_written_against_the_raw_contract_runs_on_the_quickjs_runtime() {
+    // No SDK: the script binds `invoke` and `compensate` itself, answering in
+    // the WIT's terms (JSON text, tagged outcome and error).
+    let script = r#"
+        const seen = [];
+        globalThis.__stepwise_step = {
+          invoke(ctx, input) {
+            const { n } = JSON.parse(input);
+            if (n < 0) throw { tag: 'permanent', val: `negative: ${n}` };
+            seen.push(n);
+            return { tag: 'done', val: { output: JSON.stringify({ double: n * 2, seen: seen.length, step: ctx.stepId, attempt: ctx.attempt }) } };
+          },
+          compensate(ctx, data) { __stepwise_host.log('info', `undo ${data}`); },
+        };
+    "#;
+    let (output, dir) = build_js("js-raw", script);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let plugins = dir.display().to_string();
+    let invoke = |input: &str, extra: &[&str]| {
+        let mut args = vec!["invoke", "js-raw", "--plugins", plugins.as_str(), "--input", input];
+        args.extend_from_slice(extra);
+        let output = stepwise(&args);
+        serde_json::from_slice::<Value>(&output.stdout).unwrap_or_else(|_| panic!("{}", stderr(&output)))
+    };
+    // Every call starts from the state the script was loaded in: `seen` is
+    // empty again in the second call.
+    for _ in 0..2 {
+        let result = invoke(r#"{"n": 21}"#, &["--attempt", "3"]);
+        assert_eq!(result["result"]["ok"]["output"], json!({"double": 42, "seen": 1, "step": "js-raw", "attempt": 3}));
+    }
+    let refused = invoke(r#"{"n": -1}"#, &[]);
+    assert_eq!(refused["result"]["error"], json!({"kind": "permanent", "message": "negative: -1"}));
+    let undone = invoke("{}", &["--compensate", r#"{"id": 7}"#]);
+    assert_eq!(undone["logs"][0]["message"], r#"undo {"id":7}"#, "{undone:#}");
 }

@@ -1,5 +1,6 @@
-//! Steps in Rust, JavaScript and TypeScript (@stepwise/sdk on QuickJS and
-//! SpiderMonkey), Python (componentize-py) and raw WAT, in one workflow:
+//! Steps in Rust, JavaScript and TypeScript (@stepwise/sdk on Stepwise's
+//! QuickJS runtime and on SpiderMonkey), Python (componentize-py) and raw
+//! WAT, in one workflow:
 //! data flows between them, compensations run in each language, errors map
 //! to the contract, and the sandbox stops runaway guests whatever their
 //! runtime.
@@ -131,7 +132,7 @@ async fn whatever_a_javascript_step_throws_is_a_step_error_with_its_message() {
         let error = &step(&thrown, "s")["error"];
         assert_eq!((error["kind"].as_str(), error["message"].as_str()), (Some("retryable"), Some(message)), "{kind}");
     }
-    // In an async step (SpiderMonkey): a rejected promise, and a failing service.
+    // In an async step: a rejected promise, and a failing service.
     let toml = "name = \"w\"\n[[steps]]\nid = \"s\"\nplugin = \"js-gift-wrap\"\ninput = \"$.input\"\nretry = { max_attempts = 1 }\n";
     let rejected = run(&engine, toml, json!({"items": [], "reject": "the wrap machine jammed"})).await;
     let error = &step(&rejected, "s")["error"];
@@ -231,4 +232,54 @@ fn the_javascript_steps_unit_tests_pass_in_node() {
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
     assert!(report.contains("# pass 6") && report.contains("# fail 0"), "{report}");
+}
+
+/// What a JavaScript step meets inside a call on the QuickJS runtime: fresh
+/// randomness and the current time (nothing frozen by the build's
+/// snapshot), the host interfaces as modules, and failures that are step
+/// errors or stopped by the sandbox, each leaving the next call intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_step_on_quickjs_sees_a_fresh_world_in_every_call() {
+    let engine = engine();
+    let probe = |input: Value| {
+        let engine = engine.clone();
+        async move {
+            let toml = "name = \"p\"\n[[steps]]\nid = \"s\"\nplugin = \"js-probe\"\ninput = \"$.input\"\nretry = { max_attempts = 1 }\n";
+            let execution = run(&engine, toml, input).await;
+            step(&execution, "s").clone()
+        }
+    };
+    let first = probe(json!({"probe": "random"})).await;
+    let second = probe(json!({"probe": "random"})).await;
+    let draws: Vec<f64> = [&first, &second]
+        .iter()
+        .flat_map(|s| s["output"]["random"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>())
+        .collect();
+    assert!(draws.iter().all(|x| (0.0..1.0).contains(x)), "{draws:?}");
+    assert_ne!(first["output"], second["output"], "two calls drew the same numbers: the seed was frozen");
+
+    let now = probe(json!({"probe": "now"})).await["output"]["now"].as_u64().unwrap();
+    let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(now.abs_diff(host_now) < 3_600_000, "Date.now() {now} vs the host's {host_now}");
+
+    let never = probe(json!({"probe": "never"})).await;
+    assert_eq!(never["error"]["kind"], "retryable", "{never:#}");
+    assert!(never["error"]["message"].as_str().unwrap().contains("never settled"), "{never:#}");
+    let fetch = probe(json!({"probe": "fetch"})).await;
+    assert_eq!(fetch["error"]["kind"], "permanent", "{fetch:#}");
+    assert!(fetch["error"]["message"].as_str().unwrap().contains("fetch is not available"), "{fetch:#}");
+
+    let kv = probe(json!({"probe": "kv", "key": "colour", "value": "teal"})).await;
+    assert_eq!(kv["output"], json!({"value": "teal"}), "{kv:#}");
+    let config = probe(json!({"probe": "config", "key": "greeting"})).await;
+    assert_eq!(config["output"], json!({"value": "hello"}), "{config:#}");
+
+    // Runaway recursion and allocation fail the step; the next call is healthy.
+    for runaway in ["recurse", "allocate"] {
+        let failed = probe(json!({"probe": runaway})).await;
+        assert_eq!(failed["status"], "failed", "{runaway}: {failed:#}");
+        let kind = failed["error"]["kind"].as_str().unwrap();
+        assert!(["trap", "fuel_exhausted", "memory_limit", "retryable"].contains(&kind), "{runaway}: {failed:#}");
+        assert_eq!(probe(json!({"probe": "config", "key": "greeting"})).await["output"]["value"], "hello");
+    }
 }

@@ -21,6 +21,7 @@ const steps = {
   'js-reserve-inventory': 'steps/reserve-inventory.js',
   'js-cart-total': 'steps/cart-total.js',
   'js-gift-wrap': 'steps/gift-wrap.ts',
+  'js-probe': 'steps/probe.js',
   // The same cart total on SpiderMonkey: the benchmark's baseline for QuickJS.
   'js-cart-total-spidermonkey': { source: 'steps/cart-total.js', runtime: 'spidermonkey', manifest: 'js-cart-total' },
 };

@@ -53,6 +53,82 @@ const SDK: &[(&str, &str, bool)] = &[
     ("stepwise-sdk/build.mjs", include_str!("../../../guest-examples/js/sdk/build.mjs"), false),
     ("stepwise-sdk/testing.js", include_str!("../../../guest-examples/js/sdk/testing.js"), false),
 ];
+/// Stepwise's QuickJS runtime, as source (the same files as
+/// guest-examples/js/runtime): the project's `build.sh` builds its modules
+/// once (Rust and clang, installed by it) into `stepwise-sdk/runtime`.
+const QUICKJS_RUNTIME: &[(&str, &str, bool)] = &[
+    ("stepwise-sdk/runtime-src/Cargo.toml", include_str!("../../../guest-examples/js/runtime/Cargo.toml"), false),
+    ("stepwise-sdk/runtime-src/Cargo.lock", include_str!("../../../guest-examples/js/runtime/Cargo.lock"), false),
+    ("stepwise-sdk/runtime-src/build.sh", include_str!("../../../guest-examples/js/runtime/build.sh"), true),
+    (
+        "stepwise-sdk/runtime-src/engine/Cargo.toml",
+        include_str!("../../../guest-examples/js/runtime/engine/Cargo.toml"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/engine/src/lib.rs",
+        include_str!("../../../guest-examples/js/runtime/engine/src/lib.rs"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/engine/src/call.rs",
+        include_str!("../../../guest-examples/js/runtime/engine/src/call.rs"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/engine/src/host.rs",
+        include_str!("../../../guest-examples/js/runtime/engine/src/host.rs"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/engine/src/snapshot.rs",
+        include_str!("../../../guest-examples/js/runtime/engine/src/snapshot.rs"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/worlds/log/Cargo.toml",
+        include_str!("../../../guest-examples/js/runtime/worlds/log/Cargo.toml"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/worlds/log/src/lib.rs",
+        include_str!("../../../guest-examples/js/runtime/worlds/log/src/lib.rs"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/worlds/services/Cargo.toml",
+        include_str!("../../../guest-examples/js/runtime/worlds/services/Cargo.toml"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/worlds/services/src/lib.rs",
+        include_str!("../../../guest-examples/js/runtime/worlds/services/src/lib.rs"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/worlds/kv/Cargo.toml",
+        include_str!("../../../guest-examples/js/runtime/worlds/kv/Cargo.toml"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/worlds/kv/src/lib.rs",
+        include_str!("../../../guest-examples/js/runtime/worlds/kv/src/lib.rs"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/worlds/full/Cargo.toml",
+        include_str!("../../../guest-examples/js/runtime/worlds/full/Cargo.toml"),
+        false,
+    ),
+    (
+        "stepwise-sdk/runtime-src/worlds/full/src/lib.rs",
+        include_str!("../../../guest-examples/js/runtime/worlds/full/src/lib.rs"),
+        false,
+    ),
+];
+/// Where the runtime's world crates find `wit/`: in the repository, and in a project.
+const RUNTIME_WIT_IN_REPOSITORY: &str = "\"../../../../../wit\"";
+const RUNTIME_WIT_IN_PROJECT: &str = "\"../../../../wit\"";
 const WORKFLOW: &str = include_str!("templates/workflow.toml");
 
 /// The files of a project: path inside it, content, whether it is executable.
@@ -63,7 +139,9 @@ fn files(lang: Language) -> Vec<(&'static str, &'static str, bool)> {
             ("src/lib.rs", include_str!("templates/rust/lib.rs"), false),
             ("build.sh", include_str!("templates/rust/build.sh"), true),
         ],
-        Language::Js => [JS_BUILD, &[("step.js", include_str!("templates/js/step.js"), false)], SDK].concat(),
+        Language::Js => {
+            [JS_BUILD, &[("step.js", include_str!("templates/js/step.js"), false)], SDK, QUICKJS_RUNTIME].concat()
+        }
         Language::Ts => [
             JS_BUILD,
             &[
@@ -71,6 +149,7 @@ fn files(lang: Language) -> Vec<(&'static str, &'static str, bool)> {
                 ("tsconfig.json", include_str!("templates/ts/tsconfig.json"), false),
             ],
             SDK,
+            QUICKJS_RUNTIME,
         ]
         .concat(),
         Language::Python => vec![
@@ -90,14 +169,22 @@ pub fn create(name: &str, lang: Language, dir: &Path) -> Result<PathBuf> {
     if project.exists() {
         bail!("{} exists already: choose another name or directory", project.display());
     }
-    let fill = |text: &str| text.replace("{{name}}", name).replace("{{crate}}", &name.replace('-', "_"));
+    // The project's build uses this very `stepwise` (JavaScript steps are
+    // pre-initialised by `stepwise plugins build-js`) unless $STEPWISE says otherwise.
+    let this = std::env::current_exe().map(|path| path.display().to_string()).unwrap_or_else(|_| "stepwise".into());
+    let fill = |path: &str, text: &str| {
+        if path.starts_with("stepwise-sdk/runtime-src/") {
+            return text.replace(RUNTIME_WIT_IN_REPOSITORY, RUNTIME_WIT_IN_PROJECT);
+        }
+        text.replace("{{name}}", name).replace("{{crate}}", &name.replace('-', "_")).replace("{{stepwise}}", &this)
+    };
     let mut all = files(lang);
     all.push(("wit/step.wit", WIT, false));
     all.push(("workflow.toml", WORKFLOW, false));
     for (path, text, executable) in all {
         let target = project.join(path);
         std::fs::create_dir_all(target.parent().expect("a file in the project"))?;
-        std::fs::write(&target, fill(text)).with_context(|| format!("writing {}", target.display()))?;
+        std::fs::write(&target, fill(path, text)).with_context(|| format!("writing {}", target.display()))?;
         if executable {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;

@@ -30,7 +30,7 @@ use wasmtime_wizer::{InstanceState, SnapshotVal, ValType, Wizer};
 
 /// What loading a script may spend (wasm fuel): far more than any bundle
 /// needs, enough to stop a script that never finishes loading.
-const LOAD_FUEL: u64 = 20_000_000_000;
+const LOAD_FUEL: u64 = 2_000_000_000;
 /// The runtime's build-time entry points (see `guest-examples/js/runtime`).
 const SOURCE_EXPORT: &str = "stepwise-js-source";
 const INIT_EXPORT: &str = "stepwise-js-init";

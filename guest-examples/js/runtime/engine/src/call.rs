@@ -70,7 +70,7 @@ fn settle<'js, T>(
         Err(Error::Exception) => Err(thrown(ctx, ctx.catch())),
         Err(Error::WouldBlock) => Err(Failure::Retryable(
             "the step's promise never settled: it waits for something that cannot happen inside a call \
-             (host calls are synchronous; timers and fetch are not available on QuickJS)"
+             (host calls are synchronous, and there are no timers)"
                 .into(),
         )),
         Err(error) => Err(internal(&error)),

@@ -15,7 +15,8 @@
 
 use crate::host;
 use crate::Host;
-use rquickjs::{CatchResultExt, Context, Function, Object, Persistent, Runtime};
+use rquickjs::context::EvalOptions;
+use rquickjs::{CatchResultExt, CaughtError, Context, Function, Object, Persistent, Runtime};
 use std::cell::RefCell;
 
 /// What every call uses, made once by [`initialize`].
@@ -48,6 +49,9 @@ pub extern "C" fn stepwise_js_source(len: u32) -> *mut u8 {
     *source = vec![0; len as usize];
     source.as_mut_ptr()
 }
+
+/// The script's name in messages and stack traces.
+const SCRIPT_NAME: &str = "step.js";
 
 /// QuickJS's limit on its own (C) stack, below the wasm shadow stack's 1 MiB:
 /// deep JavaScript recursion is a `RangeError` the step can see and the SDK
@@ -86,7 +90,11 @@ fn load() -> Result<Loaded, String> {
     let context = Context::full(&runtime).map_err(|error| format!("starting QuickJS: {error}"))?;
     let (invoke, compensate) = context.with(|ctx| {
         host::install(&ctx).map_err(|error| format!("installing the host functions: {error}"))?;
-        ctx.eval::<(), _>(source).catch(&ctx).map_err(|error| format!("the script failed while loading: {error}"))?;
+        let mut options = EvalOptions::default();
+        options.filename = Some(SCRIPT_NAME.into());
+        ctx.eval_with_options::<(), _>(source, options)
+            .catch(&ctx)
+            .map_err(|error| format!("the script failed while loading: {}", describe(&error)))?;
         while ctx.execute_pending_job() {}
         let step: Object = ctx.globals().get("__stepwise_step").map_err(|_| {
             "the script bound no step: it must set globalThis.__stepwise_step = { invoke, compensate } \
@@ -103,4 +111,20 @@ fn load() -> Result<Loaded, String> {
     // What loading left for the collector is not worth keeping in every instance.
     runtime.run_gc();
     Ok(Loaded { invoke, compensate, context, _runtime: runtime })
+}
+
+/// An error thrown while loading, with its kind, message and where it was.
+fn describe(error: &CaughtError<'_>) -> String {
+    match error {
+        CaughtError::Exception(exception) => {
+            let name: String = exception.get("name").unwrap_or_else(|_| "Error".into());
+            let mut text = format!("{name}: {}", exception.message().unwrap_or_default());
+            if let Some(stack) = exception.stack().filter(|stack| !stack.trim().is_empty()) {
+                text.push('\n');
+                text.push_str(stack.trim_end());
+            }
+            text
+        }
+        other => other.to_string(),
+    }
 }

@@ -1,6 +1,6 @@
 // Builds {{name}}.wasm from the step with @stepwise/sdk (the world follows
-// the grants in {{name}}.toml; QuickJS for a sync step, SpiderMonkey for an
-// async one). TypeScript is type-checked with tsc first.
+// the grants in {{name}}.toml; Stepwise's QuickJS runtime, sync or async).
+// TypeScript is type-checked with tsc first.
 import { buildStep } from '@stepwise/sdk/build';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
