@@ -475,11 +475,10 @@ fn build_js_refuses_a_script_that_is_not_a_step_and_says_why() {
             "globalThis.__stepwise_step = { invoke() {} };",
             "__stepwise_step.compensate is not a function",
         ),
-        (
-            "js-host-at-load",
-            "__stepwise_host.log('info', 'too early');",
-            "called the host (stepwise:step/log@0.1.0#log) while loading",
-        ),
+        ("js-host-at-load", "__stepwise_host.log('info', 'too early');", "log was called while the step is loading"),
+        ("js-random-at-load", "const id = Math.random();", "Math.random was called while the step is loading"),
+        ("js-throws-a-value", "throw { code: 42 };", r#"the script threw {"code":42}"#),
+        ("js-too-big", "globalThis.data = new Uint8Array(100 << 20).fill(7); globalThis.__stepwise_step = { invoke() {}, compensate() {} };", "more than the 64 MiB a call may use"),
         ("js-loops", "for (;;) {}", "did not finish loading"),
     ] {
         let (output, dir) = build_js(label, script);

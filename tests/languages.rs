@@ -274,12 +274,24 @@ async fn a_javascript_step_on_quickjs_sees_a_fresh_world_in_every_call() {
     let config = probe(json!({"probe": "config", "key": "greeting"})).await;
     assert_eq!(config["output"], json!({"value": "hello"}), "{config:#}");
 
-    // Runaway recursion and allocation fail the step; the next call is healthy.
-    for runaway in ["recurse", "allocate"] {
-        let failed = probe(json!({"probe": runaway})).await;
-        assert_eq!(failed["status"], "failed", "{runaway}: {failed:#}");
-        let kind = failed["error"]["kind"].as_str().unwrap();
-        assert!(["trap", "fuel_exhausted", "memory_limit", "retryable"].contains(&kind), "{runaway}: {failed:#}");
-        assert_eq!(probe(json!({"probe": "config", "key": "greeting"})).await["output"]["value"], "hello");
-    }
+    // A lone surrogate in a log line does not fail the step; console writes to the log.
+    let toml = "name = \"p\"\n[[steps]]\nid = \"s\"\nplugin = \"js-probe\"\ninput = { probe = \"log\" }\n";
+    let logged = run(&engine, toml, json!({})).await;
+    assert_eq!(step(&logged, "s")["status"], "succeeded", "{logged:#}");
+    assert_eq!(logs(&logged, "cut:"), vec!["s: cut: \u{FFFD}".to_string()]);
+    assert_eq!(logs(&logged, "from console"), vec![r#"s: from console {"n":1}"#.to_string()]);
+
+    // Deep recursion is a RangeError the step can catch, as in Node, long
+    // before the wasm stack would trap; uncaught, it is a retryable error.
+    let caught = probe(json!({"probe": "recurse-caught"})).await;
+    assert_eq!(caught["output"]["caught"], "RangeError: Maximum call stack size exceeded", "{caught:#}");
+    assert!(caught["output"]["depth"].as_u64().unwrap() > 500, "{caught:#}");
+    let recursed = probe(json!({"probe": "recurse"})).await;
+    assert_eq!(recursed["error"]["kind"], "retryable", "{recursed:#}");
+    assert!(recursed["error"]["message"].as_str().unwrap().starts_with("RangeError: Maximum call stack size exceeded"));
+    // Allocation without end runs out of fuel or memory; the next call is healthy.
+    let allocated = probe(json!({"probe": "allocate"})).await;
+    let kind = allocated["error"]["kind"].as_str().unwrap();
+    assert!(["fuel_exhausted", "memory_limit", "retryable"].contains(&kind), "{allocated:#}");
+    assert_eq!(probe(json!({"probe": "config", "key": "greeting"})).await["output"]["value"], "hello");
 }

@@ -188,7 +188,17 @@ async function bundle(input, format, entrySource, hostModules) {
   }
   if (hostModules) plugins.push(hostModules);
   const external = hostModules ? [] : [/^stepwise:/, /^wasi:/];
-  const build = await rolldown({ input, plugins, platform: 'neutral', external, logLevel: 'warn' });
+  // An import nothing resolves (a Node built-in, a package not installed)
+  // fails the build here, naming it, instead of failing the step at load.
+  const onLog = (level, log, handle) => {
+    if (log.code === 'UNRESOLVED_IMPORT') {
+      throw new Error(`${input === ENTRY ? 'the step' : input}: ${log.message} (steps run in a sandbox: no Node built-ins; install packages with npm)`);
+    }
+    handle(level, log);
+  };
+  // npm packages that only have a `main` (CommonJS) resolve too.
+  const resolve = { mainFields: ['module', 'main'] };
+  const build = await rolldown({ input, plugins, platform: 'neutral', external, logLevel: 'warn', onLog, resolve });
   try {
     const { output } = await build.generate({ format });
     return output[0].code;

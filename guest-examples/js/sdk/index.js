@@ -123,7 +123,9 @@ function toJson(value, what) {
   try {
     text = JSON.stringify(value === undefined ? null : value);
   } catch (error) {
-    throw new PermanentFailure(`the ${what} cannot be JSON: ${error.message}`);
+    // A step error thrown from inside the value (a getter, a toJSON) stays what it is.
+    if (isStepError(error)) throw error;
+    throw new PermanentFailure(`the ${what} cannot be JSON: ${error && error.message ? error.message : String(error)}`);
   }
   if (text === undefined) throw new PermanentFailure(`the ${what} cannot be JSON (a ${typeof value})`);
   return text;
@@ -149,6 +151,10 @@ function stepError(error) {
   }
 }
 
+function isStepError(error) {
+  return error instanceof PermanentFailure || (error && typeof error === 'object' && (error.tag === 'retryable' || error.tag === 'permanent'));
+}
+
 function describeThrown(error) {
   if (error && typeof error === 'object' && (error.tag === 'retryable' || error.tag === 'permanent')) {
     return { tag: error.tag, val: String(error.val) };
@@ -157,7 +163,7 @@ function describeThrown(error) {
   let message;
   if (error instanceof Error) {
     message = `${error.name}: ${error.message}`;
-    if (error.stack) message += `\n${String(error.stack).trim()}`;
+    if (error.stack) message += `\n${String(error.stack).trimEnd()}`;
   } else {
     try {
       const json = typeof error === 'string' ? error : JSON.stringify(error);
@@ -236,7 +242,9 @@ class Logger {
     this.#line('error', parts);
   }
   #line(level, parts) {
-    this.#host.log(level, parts.map((part) => (typeof part === 'string' ? part : safeJson(part))).join(' '));
+    const text = parts.map((part) => (typeof part === 'string' ? part : safeJson(part))).join(' ');
+    // A lone surrogate (half an emoji from a slice) must not fail the step's logging.
+    this.#host.log(level, typeof text.toWellFormed === 'function' ? text.toWellFormed() : text);
   }
 }
 
@@ -272,8 +280,11 @@ class Container {
       throw new Error(`container.resolve('${service}'): this step's world has no services (grant capabilities.services and build with a services world)`);
     }
     return new Proxy({}, {
-      get(_, method) {
-        if (typeof method !== 'string' || method === 'then') return undefined;
+      get(target, method) {
+        // Not service methods: what a promise check, JSON or string conversion
+        // (a log line, a template) asks an object for.
+        if (typeof method !== 'string' || method === 'then' || method === 'toJSON') return undefined;
+        if (method in Object.prototype) return Reflect.get(target, method);
         return (input) => {
           let output;
           try {

@@ -26,11 +26,27 @@ export default createStep('js-probe', async (input, { config, logger }) => {
       return { value: config.get(input.key) ?? null };
     case 'log':
       logger.warn('a warning', { from: 'the probe' });
+      // Half an emoji (a lone surrogate), as a careless slice leaves it.
+      logger.info(`cut: ${'\u{1F600}'.slice(0, 1)}`);
+      console.log('from console', { n: 1 });
       return {};
     // What the sandbox must stop: runaway recursion and allocation.
     case 'recurse': {
       const down = (n) => down(n + 1) + 1;
       return { depth: down(0) };
+    }
+    case 'recurse-caught': {
+      let depth = 0;
+      const down = (n) => {
+        depth = n;
+        return down(n + 1) + 1;
+      };
+      try {
+        down(0);
+      } catch (error) {
+        return { caught: `${error.name}: ${error.message}`, depth };
+      }
+      return {};
     }
     case 'allocate': {
       const chunks = [];

@@ -57,3 +57,22 @@ test('a value that cannot even be read still becomes a step error', async () => 
   const symbol = createStep('symbol', () => { throw Symbol('odd'); });
   assert.deepEqual((await invoke(symbol, {})).error, { kind: 'retryable', message: 'thrown: Symbol(odd)' });
 });
+
+test('a service handle logged or put in a string calls nothing', async () => {
+  const { createStep } = await import('@stepwise/sdk');
+  const step = createStep('peek', (_, { container, logger }) => {
+    const inventory = container.resolve('inventory');
+    logger.info('using', inventory);
+    return { text: `${inventory}`, json: JSON.stringify(inventory), thenable: typeof inventory.then };
+  });
+  const result = await invoke(step, {}, { services: { inventory } });
+  assert.deepEqual(result.calls, []);
+  assert.deepEqual(result.ok.output, { text: '[object Object]', json: '{}', thenable: 'undefined' });
+  assert.deepEqual(result.logs, [{ level: 'info', message: 'using {}' }]);
+});
+
+test('a step error thrown from inside the output keeps its kind and message', async () => {
+  const { createStep } = await import('@stepwise/sdk');
+  const step = createStep('getter', () => ({ get total() { throw { tag: 'permanent', val: 'the total is unknown' }; } }));
+  assert.deepEqual((await invoke(step, {})).error, { kind: 'permanent', message: 'the total is unknown' });
+});

@@ -86,6 +86,11 @@ const QUICKJS_RUNTIME: &[(&str, &str, bool)] = &[
         false,
     ),
     (
+        "stepwise-sdk/runtime-src/engine/src/text.rs",
+        include_str!("../../../guest-examples/js/runtime/engine/src/text.rs"),
+        false,
+    ),
+    (
         "stepwise-sdk/runtime-src/worlds/log/Cargo.toml",
         include_str!("../../../guest-examples/js/runtime/worlds/log/Cargo.toml"),
         false,
@@ -202,4 +207,36 @@ pub fn run(args: NewArgs) -> Result<ExitCode> {
         project.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every source file of the QuickJS runtime is in the projects
+    /// `stepwise new` creates (a file added to the runtime and not here would
+    /// break every new JavaScript project's build).
+    #[test]
+    fn projects_carry_every_file_of_the_quickjs_runtime() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/js/runtime");
+        let mut on_disk = Vec::new();
+        let mut pending = vec![root.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let relative = path.strip_prefix(&root).unwrap().to_string_lossy().to_string();
+                if path.is_dir() {
+                    if relative != "target" {
+                        pending.push(path);
+                    }
+                } else if relative != "rustfmt.toml" {
+                    on_disk.push(format!("stepwise-sdk/runtime-src/{relative}"));
+                }
+            }
+        }
+        on_disk.sort();
+        let mut carried: Vec<String> = QUICKJS_RUNTIME.iter().map(|(path, _, _)| path.to_string()).collect();
+        carried.sort();
+        assert_eq!(carried, on_disk);
+    }
 }

@@ -25,12 +25,18 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Poll, Waker};
-use wasmtime::{Config, Engine, Instance, Linker, Memory, Module, Store, Val};
+use wasmtime::{Config, Engine, Instance, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, Val};
 use wasmtime_wizer::{InstanceState, SnapshotVal, ValType, Wizer};
 
 /// What loading a script may spend (wasm fuel): far more than any bundle
 /// needs, enough to stop a script that never finishes loading.
 const LOAD_FUEL: u64 = 2_000_000_000;
+/// Memory loading may use: a script that asks for more fails to load
+/// (QuickJS throws its out-of-memory error).
+const LOAD_MEMORY_BYTES: usize = 256 << 20;
+/// The loaded step's memory must fit the default per-call limit: every call
+/// starts with it.
+const MAX_LOADED_MEMORY_BYTES: usize = 64 << 20;
 /// The runtime's build-time entry points (see `guest-examples/js/runtime`).
 const SOURCE_EXPORT: &str = "stepwise-js-source";
 const INIT_EXPORT: &str = "stepwise-js-init";
@@ -47,7 +53,9 @@ pub fn build_component(runtime: &[u8], script: &str) -> Result<Vec<u8>> {
     config.consume_fuel(true);
     let engine = Engine::new(&config).map_err(|error| anyhow!("configuring wasmtime: {error:#}"))?;
     let module = Module::new(&engine, &instrumented).map_err(|error| anyhow!("compiling the runtime: {error:#}"))?;
-    let mut store = Store::new(&engine, ());
+    let limits = StoreLimitsBuilder::new().memory_size(LOAD_MEMORY_BYTES).build();
+    let mut store = Store::new(&engine, limits);
+    store.limiter(|limits| limits);
     store.set_fuel(LOAD_FUEL).map_err(|error| anyhow!("{error:#}"))?;
     let instance = instantiate_without_host(&mut store, &module)?;
     load_script(&mut store, &instance, script)?;
@@ -62,7 +70,7 @@ pub fn build_component(runtime: &[u8], script: &str) -> Result<Vec<u8>> {
 }
 
 /// Instantiates `module` with every function import a trap naming it.
-fn instantiate_without_host(store: &mut Store<()>, module: &Module) -> Result<Instance> {
+fn instantiate_without_host(store: &mut Store<StoreLimits>, module: &Module) -> Result<Instance> {
     let mut linker = Linker::new(store.engine());
     for import in module.imports() {
         let wasmtime::ExternType::Func(ty) = import.ty() else {
@@ -81,7 +89,7 @@ fn instantiate_without_host(store: &mut Store<()>, module: &Module) -> Result<In
 }
 
 /// Hands `script` to the instance and has it loaded (steps 3 of the module docs).
-fn load_script(store: &mut Store<()>, instance: &Instance, script: &str) -> Result<()> {
+fn load_script(store: &mut Store<StoreLimits>, instance: &Instance, script: &str) -> Result<()> {
     let memory = instance.get_memory(&mut *store, "memory").context("the runtime module exports no memory")?;
     let len = u32::try_from(script.len()).context("the script is larger than 4 GiB")?;
     let source = instance
@@ -103,11 +111,20 @@ fn load_script(store: &mut Store<()>, instance: &Instance, script: &str) -> Resu
     if error != 0 {
         bail!("{}", error_record(store, &memory, error as usize)?);
     }
+    let loaded = memory.data_size(&*store);
+    if loaded > MAX_LOADED_MEMORY_BYTES {
+        bail!(
+            "the loaded step holds {} MiB of memory, more than the {} MiB a call may use: \
+             build large data at call time, or keep it out of the script",
+            loaded >> 20,
+            MAX_LOADED_MEMORY_BYTES >> 20
+        );
+    }
     Ok(())
 }
 
 /// The message of an error record (a little-endian `u32` length, then UTF-8).
-fn error_record(store: &Store<()>, memory: &Memory, at: usize) -> Result<String> {
+fn error_record(store: &Store<StoreLimits>, memory: &Memory, at: usize) -> Result<String> {
     let data = memory.data(store);
     let len = data.get(at..at + 4).context("an error record outside memory")?;
     let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
@@ -117,7 +134,7 @@ fn error_record(store: &Store<()>, memory: &Memory, at: usize) -> Result<String>
 
 /// The instance's state, as wizer reads it.
 struct Loaded<'a> {
-    store: &'a mut Store<()>,
+    store: &'a mut Store<StoreLimits>,
     instance: Instance,
 }
 

@@ -189,8 +189,8 @@ impl Sandbox {
 /// Maps a guest's return value to the engine's terms, checking output size and JSON.
 fn interpret(returned: Returned, max_output_bytes: usize) -> Result<CallSuccess, StepFailure> {
     let from_step_error = |error: StepError| match error {
-        StepError::Retryable(message) => StepFailure::new(FailureKind::Retryable, message),
-        StepError::Permanent(message) => StepFailure::new(FailureKind::Permanent, message),
+        StepError::Retryable(message) => StepFailure::new(FailureKind::Retryable, bounded(message)),
+        StepError::Permanent(message) => StepFailure::new(FailureKind::Permanent, bounded(message)),
     };
     match returned {
         Returned::Compensated(result) => {
@@ -210,6 +210,26 @@ fn interpret(returned: Returned, max_output_bytes: usize) -> Result<CallSuccess,
             Ok(CallSuccess { output: Some(output), compensation, skipped: None })
         }
     }
+}
+
+/// How much of a step error's message is kept: it is recorded in the log,
+/// shown and retried with; a guest may make it as large as its memory.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 16 << 10;
+
+/// `message` cut to [`MAX_ERROR_MESSAGE_BYTES`] (at a character boundary),
+/// saying how much was left out.
+fn bounded(mut message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_ERROR_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let left_out = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!("... ({left_out} more bytes left out)"));
+    message
 }
 
 fn within_output_limit(what: &str, text: &str, max_bytes: usize) -> Result<(), StepFailure> {
@@ -251,4 +271,20 @@ fn classify_error(error: &wasmtime::Error, instantiating: bool, memory_limit_hit
         message = format!("{message}; stderr: {stderr}");
     }
     StepFailure::new(kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_error_message_is_cut_at_a_character_boundary_and_says_so() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = "é".repeat(MAX_ERROR_MESSAGE_BYTES); // two bytes each
+        let cut = bounded(long.clone());
+        assert!(cut.starts_with(&"é".repeat(MAX_ERROR_MESSAGE_BYTES / 2)));
+        assert!(cut.ends_with(&format!("... ({} more bytes left out)", long.len() - MAX_ERROR_MESSAGE_BYTES)));
+        let odd = format!("a{}", "é".repeat(MAX_ERROR_MESSAGE_BYTES)); // the limit falls inside a character
+        assert!(bounded(odd).contains("... ("));
+    }
 }

@@ -27,7 +27,9 @@ pub struct Limits {
     pub max_stdio_bytes: usize,
     /// Bytes of `log` messages kept per call; later lines are dropped.
     pub max_log_bytes: usize,
-    /// Native stack for wasm code.
+    /// Native stack for wasm code (engine-wide). 1 MiB: a JavaScript step's
+    /// recursion is stopped by QuickJS's own limit (a `RangeError` it can
+    /// catch, ~700 frames) well before this one traps.
     pub max_wasm_stack_bytes: usize,
 }
 
@@ -43,7 +45,7 @@ impl Default for Limits {
             max_output_bytes: 1 << 20,
             max_stdio_bytes: 64 << 10,
             max_log_bytes: 64 << 10,
-            max_wasm_stack_bytes: 512 << 10,
+            max_wasm_stack_bytes: 1 << 20,
         }
     }
 }

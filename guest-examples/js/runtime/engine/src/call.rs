@@ -11,7 +11,7 @@
 
 use crate::snapshot::{loaded, Loaded};
 use crate::{Failure, Outcome, StepContext};
-use rquickjs::{Ctx, Error, Exception, Function, Object, Persistent, Value};
+use rquickjs::{Ctx, Error, FromJs, Function, Object, Persistent, Value};
 
 /// Calls the step's `invoke`.
 pub fn invoke(step: &StepContext<'_>, input: &str) -> Result<Outcome, Failure> {
@@ -99,34 +99,67 @@ fn outcome<'js>(_ctx: &Ctx<'js>, value: Value<'js>) -> Result<Outcome, Failure> 
 fn thrown<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> Failure {
     if let Some(object) = value.as_object() {
         let tag: Option<String> = object.get("tag").ok();
-        let message = || object.get::<_, rquickjs::Coerced<String>>("val").map(|text| text.0).unwrap_or_default();
+        let message = || text_of(ctx, object.get::<_, Value>("val").ok());
         match tag.as_deref() {
             Some("permanent") => return Failure::Permanent(message()),
             Some("retryable") => return Failure::Retryable(message()),
             _ => {}
         }
-        if let Some(exception) = Exception::from_object(object.clone()) {
-            let name: String = object.get("name").unwrap_or_else(|_| "Error".into());
-            let mut text = format!("{name}: {}", exception.message().unwrap_or_default());
-            if let Some(stack) = exception.stack().filter(|stack| !stack.trim().is_empty()) {
+        if object.is_error() {
+            let name = text_of(ctx, object.get::<_, Value>("name").ok());
+            let mut text = format!("{name}: {}", text_of(ctx, object.get::<_, Value>("message").ok()));
+            let stack = text_of(ctx, object.get::<_, Value>("stack").ok());
+            if !stack.trim().is_empty() {
                 text.push('\n');
                 text.push_str(stack.trim_end());
             }
             return Failure::Retryable(text);
         }
     }
-    let _ = ctx;
     Failure::Retryable(format!("thrown: {}", describe(&value)))
 }
 
+/// A property's text (`String(value)`), lone surrogates replaced; empty when
+/// absent or when making it text throws.
+fn text_of<'js>(ctx: &Ctx<'js>, value: Option<Value<'js>>) -> String {
+    let Some(value) = value.filter(|value| !value.is_undefined()) else {
+        return String::new();
+    };
+    match rquickjs::Coerced::<rquickjs::String>::from_js(ctx, value) {
+        Ok(text) => crate::text::lossy(ctx, &text.0),
+        Err(_) => String::new(),
+    }
+}
+
 /// A value as text for an error message: JSON where it has one.
-fn describe(value: &Value<'_>) -> String {
-    if let Some(text) = value.as_string().and_then(|text| text.to_string().ok()) {
-        return text;
+pub(crate) fn describe(value: &Value<'_>) -> String {
+    if let Some(text) = value.as_string() {
+        return crate::text::lossy(value.ctx(), text);
     }
     match value.ctx().json_stringify(value.clone()) {
-        Ok(Some(json)) => json.to_string().unwrap_or_else(|_| "a value".into()),
-        _ => format!("a {}", value.type_name()),
+        Ok(Some(json)) => crate::text::lossy(value.ctx(), &json),
+        _ => format!("a value of type {}", type_of(value)),
+    }
+}
+
+/// JavaScript's `typeof` of a value.
+fn type_of(value: &Value<'_>) -> &'static str {
+    if value.is_undefined() {
+        "undefined"
+    } else if value.is_function() {
+        "function"
+    } else if value.is_symbol() {
+        "symbol"
+    } else if value.is_big_int() {
+        "bigint"
+    } else if value.is_bool() {
+        "boolean"
+    } else if value.is_number() {
+        "number"
+    } else if value.is_string() {
+        "string"
+    } else {
+        "object"
     }
 }
 

@@ -38,17 +38,16 @@ pub(crate) fn snapshotting(on: bool) {
     SNAPSHOTTING.0.set(on);
 }
 
-/// Installs `globalThis.__stepwise_host` and the per-call `Math.random`.
+/// Installs `globalThis.__stepwise_host`, `console`, the per-call
+/// `Math.random` and a `fetch` that points at services.
 pub(crate) fn install(ctx: &Ctx<'_>) -> Result<()> {
     let host = host();
     let object = Object::new(ctx.clone())?;
     object.set("runtime", "quickjs")?;
-    object.set(
-        "log",
-        Function::new(ctx.clone(), |level: String, text: String| (crate::host::host().log)(level_of(&level), &text))?,
-    )?;
+    object.set("log", Function::new(ctx.clone(), log)?)?;
     if host.call.is_some() {
         let call = |ctx: Ctx<'_>, service: String, method: String, input: String| -> Result<String> {
+            at_call(&ctx, "services.call")?;
             let call = crate::host::host().call.expect("installed only when the world has services");
             call(&service, &method, &input).map_err(|message| {
                 // The SDK reads `payload` (as jco-built components throw it).
@@ -64,30 +63,81 @@ pub(crate) fn install(ctx: &Ctx<'_>) -> Result<()> {
         object.set("call", Function::new(ctx.clone(), call)?)?;
     }
     if host.config_get.is_some() {
-        let get = |key: String| -> Option<String> {
-            (crate::host::host().config_get.expect("installed only when the world has config"))(&key)
+        let get = |ctx: Ctx<'_>, key: String| -> Result<Option<String>> {
+            at_call(&ctx, "config.get")?;
+            Ok((crate::host::host().config_get.expect("installed only when the world has config"))(&key))
         };
         object.set("configGet", Function::new(ctx.clone(), get)?)?;
     }
     if host.kv.is_some() {
         let kv = || crate::host::host().kv.expect("installed only when the world has kv");
-        object.set("kvGet", Function::new(ctx.clone(), move |key: String| (kv().get)(&key))?)?;
+        let get = move |ctx: Ctx<'_>, key: String| -> Result<Option<String>> {
+            at_call(&ctx, "kv.get")?;
+            Ok((kv().get)(&key))
+        };
+        object.set("kvGet", Function::new(ctx.clone(), get)?)?;
         let set = move |ctx: Ctx<'_>, key: String, value: String| -> Result<()> {
+            at_call(&ctx, "kv.set")?;
             (kv().set)(&key, &value).map_err(|message| Exception::throw_message(&ctx, &message))
         };
         object.set("kvSet", Function::new(ctx.clone(), set)?)?;
-        object.set("kvDelete", Function::new(ctx.clone(), move |key: String| (kv().delete)(&key))?)?;
+        let delete = move |ctx: Ctx<'_>, key: String| -> Result<bool> {
+            at_call(&ctx, "kv.delete")?;
+            Ok((kv().delete)(&key))
+        };
+        object.set("kvDelete", Function::new(ctx.clone(), delete)?)?;
     }
     ctx.globals().set("__stepwise_host", object)?;
-    // A step reaches the outside world through the host's services
-    // (`context.container`), not `fetch`: one that calls it is told so (a
-    // permanent failure: retrying cannot fix it).
-    ctx.eval::<(), _>(
-        "globalThis.fetch = () => { throw { tag: 'permanent', val: 'fetch is not available to JavaScript steps: \
-         reach the outside world through a host service (context.container.resolve)' }; };",
-    )?;
     let math: Object = ctx.globals().get("Math")?;
+    let random = |ctx: Ctx<'_>| -> Result<f64> {
+        at_call(&ctx, "Math.random")?;
+        Ok(random())
+    };
     math.set("random", Function::new(ctx.clone(), random)?)?;
+    ctx.eval::<(), _>(SCRIPT_GLOBALS)?;
+    Ok(())
+}
+
+/// `log(level, text)`; a lone surrogate in the text does not fail the step.
+fn log<'js>(ctx: Ctx<'js>, level: String, text: rquickjs::String<'js>) -> Result<()> {
+    at_call(&ctx, "log")?;
+    (host().log)(level_of(&level), &crate::text::lossy(&ctx, &text));
+    Ok(())
+}
+
+/// What a step's script finds besides the host: `console` writes to the
+/// step's log (as Node's does to its output), and `fetch` says to use a
+/// service (a permanent failure: retrying cannot fix it).
+const SCRIPT_GLOBALS: &str = r#"
+(() => {
+  const text = (parts) => parts.map((part) => {
+    if (typeof part === 'string') return part;
+    try { return part instanceof Error ? `${part.name}: ${part.message}` : JSON.stringify(part) ?? String(part); }
+    catch { return String(part); }
+  }).join(' ');
+  const line = (level) => (...parts) => globalThis.__stepwise_host.log(level, text(parts));
+  globalThis.console = {
+    log: line('info'), info: line('info'), debug: line('debug'), trace: line('trace'),
+    warn: line('warn'), error: line('error'),
+  };
+  globalThis.fetch = () => {
+    throw { tag: 'permanent', val: 'fetch is not available to JavaScript steps: reach the outside world through a host service (context.container.resolve)' };
+  };
+})();
+"#;
+
+/// Refuses `what` while the build loads the script: the host is not there
+/// then, and what it answered would be frozen into every call.
+fn at_call(ctx: &Ctx<'_>, what: &str) -> Result<()> {
+    if SNAPSHOTTING.0.get() {
+        return Err(Exception::throw_message(
+            ctx,
+            &format!(
+                "{what} was called while the step is loading: the build runs the script's top level once, and \
+                 what the host answered then would be frozen into every call; call it from invoke or compensate"
+            ),
+        ));
+    }
     Ok(())
 }
 

@@ -27,6 +27,7 @@
 pub mod call;
 pub mod host;
 pub mod snapshot;
+mod text;
 
 /// A log line's level (the WIT `log.level`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

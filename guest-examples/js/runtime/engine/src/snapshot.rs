@@ -53,10 +53,12 @@ pub extern "C" fn stepwise_js_source(len: u32) -> *mut u8 {
 /// The script's name in messages and stack traces.
 const SCRIPT_NAME: &str = "step.js";
 
-/// QuickJS's limit on its own (C) stack, below the wasm shadow stack's 1 MiB:
-/// deep JavaScript recursion is a `RangeError` the step can see and the SDK
-/// reports, before it could become a trap.
-const MAX_STACK_BYTES: usize = 512 * 1024;
+/// QuickJS's limit on the C (shadow) stack in linear memory. A JavaScript
+/// call uses ~270 bytes of it and ~2.5 times that of the engine's native
+/// wasm stack (1 MiB by default): at this limit deep recursion is a
+/// `RangeError` the step can catch (after ~700 simple frames), well before
+/// the native stack would trap.
+const MAX_STACK_BYTES: usize = 192 * 1024;
 /// QuickJS collects cycles once this much is allocated. An instance serves
 /// one call and is thrown away: collecting earlier is work for nothing.
 const GC_THRESHOLD_BYTES: usize = 16 * 1024 * 1024;
@@ -125,6 +127,7 @@ fn describe(error: &CaughtError<'_>) -> String {
             }
             text
         }
-        other => other.to_string(),
+        CaughtError::Value(value) => format!("the script threw {}", crate::call::describe(value)),
+        CaughtError::Error(error) => error.to_string(),
     }
 }
