@@ -397,7 +397,10 @@ fn loads(options: &BenchOptions, scratch: &Path) -> Result<Value> {
         if big && options.quick {
             continue; // seconds to compile: measured in full runs only
         }
-        let repetitions = if big { 1 } else { options.repetitions };
+        // SpiderMonkey and Python take many seconds to compile: once. QuickJS
+        // has a target of its own (issue 16): its median of the repetitions.
+        let slow = guest == "js-cart-total-spidermonkey" || guest.starts_with("py-");
+        let repetitions = if slow { 1 } else { options.repetitions };
         let mut cache_bytes = 0;
         for repetition in 0..repetitions {
             let cache_dir = scratch.join(format!("load-{guest}-{repetition}"));

@@ -55,64 +55,53 @@ fn constant_functions_and_pick(salt: i32, offset: u32, functions: &mut FunctionS
     code.function(&pick);
 }
 
-/// A module with its own table and a constant-offset segment (initialised
-/// lazily), exporting `pick`.
-fn own_table_module(salt: i32) -> Vec<u8> {
+/// A funcref table type of `minimum` elements.
+fn funcref_table(minimum: u32) -> TableType {
+    TableType { element_type: RefType::FUNCREF, minimum: minimum as u64, maximum: None, table64: false, shared: false }
+}
+
+/// A module of the constant functions and `pick`, exported, with `imports`
+/// and `tables` (either may be empty) and one active segment putting every
+/// constant function into table 0 at `offset`.
+fn module(salt: i32, imports: ImportSection, tables: TableSection, offset: (u32, ConstExpr)) -> Vec<u8> {
     let mut module = Module::new();
     module.section(&types());
+    if !imports.is_empty() {
+        module.section(&imports);
+    }
     let (mut functions, mut code) = (FunctionSection::new(), CodeSection::new());
-    constant_functions_and_pick(salt, 0, &mut functions, &mut code);
+    constant_functions_and_pick(salt, offset.0, &mut functions, &mut code);
     module.section(&functions);
-    let mut tables = TableSection::new();
-    let table_type = TableType {
-        element_type: RefType::FUNCREF,
-        minimum: FUNCTIONS as u64,
-        maximum: None,
-        table64: false,
-        shared: false,
-    };
-    tables.table(table_type);
-    module.section(&tables);
+    if !tables.is_empty() {
+        module.section(&tables);
+    }
     let mut exports = ExportSection::new();
     exports.export("pick", ExportKind::Func, FUNCTIONS);
     module.section(&exports);
     let mut elements = ElementSection::new();
     let indices: Vec<u32> = (0..FUNCTIONS).collect();
-    elements.active(Some(0), &ConstExpr::i32_const(0), Elements::Functions(indices.into()));
+    elements.active(Some(0), &offset.1, Elements::Functions(indices.into()));
     module.section(&elements);
     module.section(&code);
     module.finish()
 }
 
+/// A module with its own table and a constant-offset segment (initialised
+/// lazily), exporting `pick`.
+fn own_table_module(salt: i32) -> Vec<u8> {
+    let mut tables = TableSection::new();
+    tables.table(funcref_table(FUNCTIONS));
+    module(salt, ImportSection::new(), tables, (0, ConstExpr::i32_const(0)))
+}
+
 /// A library that fills an imported table at an imported base with its
 /// functions (as dynamically linked modules do), exporting `pick`.
 fn library_module(salt: i32) -> Vec<u8> {
-    let mut module = Module::new();
-    module.section(&types());
     let mut imports = ImportSection::new();
-    let table_type = TableType {
-        element_type: RefType::FUNCREF,
-        minimum: (BASE + FUNCTIONS) as u64,
-        maximum: None,
-        table64: false,
-        shared: false,
-    };
-    imports.import("env", "table", EntityType::Table(table_type));
+    imports.import("env", "table", EntityType::Table(funcref_table(BASE + FUNCTIONS)));
     let base = GlobalType { val_type: ValType::I32, mutable: false, shared: false };
     imports.import("env", "table_base", EntityType::Global(base));
-    module.section(&imports);
-    let (mut functions, mut code) = (FunctionSection::new(), CodeSection::new());
-    constant_functions_and_pick(salt, BASE, &mut functions, &mut code);
-    module.section(&functions);
-    let mut exports = ExportSection::new();
-    exports.export("pick", ExportKind::Func, FUNCTIONS);
-    module.section(&exports);
-    let mut elements = ElementSection::new();
-    let indices: Vec<u32> = (0..FUNCTIONS).collect();
-    elements.active(Some(0), &ConstExpr::global_get(0), Elements::Functions(indices.into()));
-    module.section(&elements);
-    module.section(&code);
-    module.finish()
+    module(salt, imports, TableSection::new(), (BASE, ConstExpr::global_get(0)))
 }
 
 fn store(engine: &Engine) -> Store<()> {
