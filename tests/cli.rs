@@ -315,7 +315,7 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
         invoke(&["py-authorize-payment", "--input", r#"{"amount": 300, "currency": "EUR"}"#, "--service", &payments]);
     assert_eq!(code, Some(0), "{py:#}");
     assert_eq!(py["service_calls"][0]["method"], "authorize");
-    // TypeScript (async, on SpiderMonkey), with the same inventory fixture.
+    // TypeScript (async, on QuickJS), with the same inventory fixture.
     let gift = r#"{"items": [{"sku": "A", "quantity": 2, "gift": true}]}"#;
     let (code, ts) = invoke(&["js-gift-wrap", "--input", gift, "--service", &service]);
     assert_eq!(code, Some(0), "{ts:#}");
@@ -343,9 +343,78 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
     assert_eq!(again["plugin"], "reserve-inventory");
     assert_eq!(again["input"]["items"], step(&execution, "cart")["output"]["items"], "the recorded input: {again:#}");
     assert!(again["result"]["ok"]["output"]["reservation_id"].as_str().unwrap().starts_with("res_"), "{again:#}");
+    // ... in the context the recorded attempt saw: the service gets its idempotency key.
+    let id = execution["execution_id"].as_str().unwrap();
+    let recorded_key = format!("{id}/reserve");
+    assert_eq!(
+        (&again["context"]["execution_id"], &again["context"]["step_id"], &again["context"]["workflow"]),
+        (&json!(id), &json!("reserve"), &json!("accept-quote")),
+        "{again:#}"
+    );
+    assert_eq!(again["context"]["attempt"], 1, "{again:#}");
+    assert_eq!(again["service_calls"][0]["idempotency_key"], json!(recorded_key), "{again:#}");
+    // Its compensate, with the compensation data the step recorded.
+    let output = stepwise(&[
+        "invoke",
+        "--from",
+        &from,
+        "--compensate",
+        "--store",
+        &store,
+        "--plugins",
+        &plugins,
+        "--service",
+        &service,
+    ]);
+    let undo_recorded: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(undo_recorded["export"], "compensate", "{undo_recorded:#}");
+    assert_eq!(
+        undo_recorded["compensation_data"]["reservation_id"],
+        step(&execution, "reserve")["output"]["reservation_id"],
+        "{undo_recorded:#}"
+    );
+    assert_eq!(undo_recorded["service_calls"][0]["method"], "release", "{undo_recorded:#}");
     let wrong = stepwise(&["invoke", "--from", &format!("{from}x"), "--store", &store, "--plugins", &plugins]);
     assert_eq!(wrong.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("has no step `reservex`"), "{wrong:?}");
+    // A store that is not there is named, not created empty.
+    let absent = dir.join("absent.db");
+    let missing = stepwise(&[
+        "invoke",
+        "--from",
+        &from,
+        "--store",
+        &format!("sqlite://{}", absent.display()),
+        "--plugins",
+        &plugins,
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no store at"), "{missing:?}");
+    assert!(!absent.exists(), "no store was created");
+
+    // A granted service without a fixture is named before anything runs.
+    let output = stepwise(&["invoke", "reserve-inventory", "--plugins", &plugins, "--input", items]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("grants the service `inventory`: answer it with --service")
+    );
+    // `--config` over the manifest's `[config]`, and a component named by its path.
+    let over_limit = r#"{"id": "c1", "total": 10}"#;
+    let (code, limited) = invoke(&["cart-limit", "--input", over_limit, "--config", "max_total=5"]);
+    assert_eq!(code, Some(1), "{limited:#}");
+    assert_eq!(limited["result"]["error"]["kind"], "permanent", "{limited:#}");
+    assert!(limited["result"]["error"]["message"].as_str().unwrap().contains("limit of 5"), "{limited:#}");
+    let path = plugins_dir().join("cart-limit.wasm").display().to_string();
+    let (code, within) = invoke(&[&path, "--input", over_limit]);
+    assert_eq!(code, Some(0), "{within:#}");
+    assert_eq!(
+        (&within["result"]["ok"]["output"]["limit"], &within["context"]["step_id"]),
+        (&json!(10000), &json!("cart-limit"))
+    );
+    // The compiled code is cached as `serve` caches it: a second run loads it.
+    let (_, again) = invoke(&[&path, "--input", over_limit]);
+    assert_eq!(again["load"]["compiled_code"], "cached", "{again:#}");
 
     // A malformed --service is refused before anything runs.
     let output = stepwise(&["invoke", "reserve-inventory", "--plugins", &plugins, "--service", "inventory"]);

@@ -231,7 +231,7 @@ fn the_javascript_steps_unit_tests_pass_in_node() {
         .expect("running node");
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{report}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(report.contains("# pass 8") && report.contains("# fail 0"), "{report}");
+    assert!(report.contains("# pass 10") && report.contains("# fail 0"), "{report}");
 }
 
 /// What a JavaScript step meets inside a call on the QuickJS runtime: fresh

@@ -1,4 +1,5 @@
 // Types of @stepwise/sdk (see index.js).
+/// <reference path="./host.d.ts" />
 
 /** What the host tells a step about the call. */
 export interface StepContext {

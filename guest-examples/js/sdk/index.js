@@ -74,7 +74,7 @@ export function isAsync(fn) {
 /**
  * The WIT exports of `step`. `host` holds the imports the world has: `log`,
  * and when granted `call` (services) and `configGet`; `runtime` names the
- * JavaScript engine (`quickjs` runs sync steps only).
+ * JavaScript engine (`quickjs` or `spidermonkey`).
  */
 export function bindStep(step, host) {
   if (!step || typeof step.invoke !== 'function') {

@@ -22,8 +22,8 @@ pub(super) const QUOTE_INPUT: &str = include_str!("../../../guest-examples/workf
 
 /// The guests compared for the isolated step: language -> plugin. The
 /// JavaScript step is built twice from one source: on QuickJS (what a sync
-/// step gets) and on SpiderMonkey (the baseline it replaced, and what an
-/// async step gets).
+/// or async step gets) and on SpiderMonkey (the baseline it replaced, kept
+/// as an option for `Intl`).
 const CART_TOTALS: [(&str, &str); 4] = [
     ("rust", "cart-total"),
     ("js", "js-cart-total"),

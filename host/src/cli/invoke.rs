@@ -6,7 +6,7 @@
 
 use super::PluginDirArg;
 use crate::journal::Timestamp;
-use crate::plugin::LoadedPlugin;
+use crate::plugin::{CacheOutcome, LoadedPlugin};
 use crate::sandbox::{Call, CallSuccess, HostResources, Limits, Sandbox, StepContext};
 use crate::services::{Caller, Service, ServiceRegistry};
 use crate::store::kv::MemoryKv;
@@ -29,14 +29,17 @@ pub struct InvokeArgs {
     input: String,
     /// Rerun a recorded step: `EXECUTION_ID/STEP` (a plugin step or a fan-out
     /// element, `reserve[2]`) of the store `--store`, with the input it was run
-    /// with (rebuilt from the execution's log) and the plugin's current version.
+    /// with (rebuilt from the execution's log), the context its last attempt
+    /// saw (execution id, step, attempt, idempotency key) and the plugin's
+    /// current version.
     #[arg(long, value_name = "EXECUTION_ID/STEP")]
     from: Option<String>,
     #[command(flatten)]
     store: super::StoreArg,
-    /// Call `compensate` with this compensation data (JSON) instead of `invoke`.
-    #[arg(long, value_name = "DATA")]
-    compensate: Option<String>,
+    /// Call `compensate` with this compensation data (JSON) instead of
+    /// `invoke`; with `--from` and no DATA, with the data the step recorded.
+    #[arg(long, value_name = "DATA", num_args = 0..=1)]
+    compensate: Option<Option<String>>,
     /// Answers for a service the step calls: `NAME=FILE`, the file a JSON
     /// object from method name to its answer (`{"error": "..."}` to fail it).
     #[arg(long = "service", value_name = "NAME=FIXTURE.json")]
@@ -44,9 +47,10 @@ pub struct InvokeArgs {
     /// A config value for the step (`KEY=VALUE`), over its manifest's `[config]`.
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
-    /// The attempt number the step sees.
-    #[arg(long, default_value_t = 1)]
-    attempt: u32,
+    /// The attempt number the step sees (default 1; with `--from`, the
+    /// recorded step's last attempt).
+    #[arg(long)]
+    attempt: Option<u32>,
     #[command(flatten)]
     plugins: PluginDirArg,
 }
@@ -111,65 +115,155 @@ fn manifest_with(text: Option<String>, config: &[String]) -> Result<Option<Strin
     Ok(Some(toml::to_string(&table)?))
 }
 
-/// The plugin and input a recorded step ran with.
-async fn recorded(args: &InvokeArgs, from: &str) -> Result<(String, Value)> {
+/// What the call is made with: the plugin, the context the step sees, and
+/// the payload of the export.
+struct Rerun {
+    plugin: String,
+    ctx: StepContext,
+    export: Export,
+    /// The input (for `invoke`) or compensation data (for `compensate`).
+    payload: Value,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Export {
+    Invoke,
+    Compensate,
+}
+
+impl Export {
+    fn as_str(self) -> &'static str {
+        match self {
+            Export::Invoke => "invoke",
+            Export::Compensate => "compensate",
+        }
+    }
+}
+
+/// The call `--input`/`--compensate` describe, in a context of its own.
+fn alone(args: &InvokeArgs) -> Result<Rerun> {
+    let plugin = args.plugin.clone().unwrap_or_default();
+    let (name, _) = component_path(&args.plugins.dir, &plugin);
+    let execution_id = format!("invoke-{}", Timestamp::now().0);
+    let ctx = StepContext {
+        workflow: "stepwise-invoke".into(),
+        execution_id: execution_id.clone(),
+        step_id: name.clone(),
+        attempt: args.attempt.unwrap_or(1),
+        idempotency_key: format!("{execution_id}/{name}"),
+    };
+    let (export, payload) = match &args.compensate {
+        Some(Some(data)) => (Export::Compensate, parse_json("--compensate", data)?),
+        Some(None) => {
+            bail!("--compensate needs DATA (the compensation data, as JSON) unless --from names a recorded step")
+        }
+        None => (Export::Invoke, parse_json("--input", &args.input)?),
+    };
+    Ok(Rerun { plugin, ctx, export, payload })
+}
+
+/// The call a recorded step made: its plugin, input and context (the last
+/// attempt's; `--attempt` overrides), or its `compensate` with the data it
+/// recorded (or `--compensate DATA`).
+async fn recorded(args: &InvokeArgs, from: &str) -> Result<Rerun> {
     let Some((execution, step)) = from.split_once('/') else {
         bail!("--from `{from}`: expected EXECUTION_ID/STEP");
     };
     let step: crate::journal::UnitId =
         step.parse().map_err(|error: crate::journal::unit::InvalidUnitId| anyhow::anyhow!("--from: {error}"))?;
-    let engine = super::demo_engine(&args.store, &args.plugins).await?;
-    let (plugin, input) = engine.recorded_input(&crate::journal::ExecutionId::new(execution), &step).await?;
-    if let Some(named) = args.plugin.as_deref().filter(|named| *named != plugin.as_str()) {
+    if let Some(path) = args.store.url.strip_prefix("sqlite://").filter(|path| !std::path::Path::new(path).exists()) {
+        bail!("--from `{from}`: there is no store at `{path}` (--store or $STEPWISE_STORE names the store that recorded the execution)");
+    }
+    let engine = super::reading_engine(&args.store, &args.plugins).await?;
+    let execution_id = crate::journal::ExecutionId::new(execution);
+    let recorded = engine.recorded_step(&execution_id, &step).await?;
+    let plugin = recorded.plugin.to_string();
+    if let Some(named) = args.plugin.as_deref().filter(|named| *named != plugin) {
         bail!("--from `{from}` ran plugin `{plugin}`, not `{named}`");
     }
-    Ok((plugin.to_string(), input))
+    let (export, payload) = match &args.compensate {
+        Some(Some(data)) => (Export::Compensate, parse_json("--compensate", data)?),
+        Some(None) => match recorded.compensation_data {
+            Some(data) => (Export::Compensate, data),
+            None => bail!("--from `{from}`: the step did not succeed, so it recorded no compensation data (give --compensate DATA)"),
+        },
+        None => (Export::Invoke, recorded.input),
+    };
+    let ctx = StepContext {
+        workflow: recorded.workflow,
+        execution_id: execution_id.to_string(),
+        step_id: recorded.step.to_string(),
+        attempt: args.attempt.unwrap_or(recorded.attempts.max(1)),
+        idempotency_key: format!("{execution_id}/{}", recorded.step),
+    };
+    Ok(Rerun { plugin, ctx, export, payload })
+}
+
+/// Where the plugin's component is: a name in the plugin directory, or a
+/// path to a `.wasm` file (its manifest beside it).
+fn component_path(plugins: &std::path::Path, plugin: &str) -> (String, PathBuf) {
+    let as_path = std::path::Path::new(plugin);
+    if plugin.ends_with(".wasm") || plugin.contains(std::path::MAIN_SEPARATOR) {
+        let name = as_path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+        return (name, as_path.with_extension("wasm"));
+    }
+    (plugin.to_string(), plugins.join(format!("{plugin}.wasm")))
 }
 
 pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
-    let (plugin_name, input) = match &args.from {
+    let rerun = match &args.from {
         Some(from) => recorded(&args, from).await?,
-        None => (args.plugin.clone().unwrap_or_default(), parse_json("--input", &args.input)?),
+        None => alone(&args)?,
     };
     let calls = Arc::new(Mutex::new(Vec::new()));
     let services = fixtures(&args.services, &calls)?;
     let resources = HostResources { services: Arc::new(services), kv: Arc::new(MemoryKv::default()) };
     let sandbox = Sandbox::with_resources(Limits::default(), resources)?;
-    let path: PathBuf = args.plugins.dir.join(format!("{plugin_name}.wasm"));
+    let (plugin_name, path) = component_path(&args.plugins.dir, &rerun.plugin);
     let wasm = std::fs::read(&path).with_context(|| format!("reading the plugin {}", path.display()))?;
     let manifest = crate::plugin::Manifest::text_for_component(&path).map_err(anyhow::Error::msg)?;
     let manifest = manifest_with(manifest, &args.config)?;
-    let plugin = LoadedPlugin::from_bytes(&sandbox, None, &plugin_name, &path, &wasm, manifest.as_deref())?;
-    let execution_id = format!("invoke-{}", Timestamp::now().0);
-    let ctx = StepContext {
-        workflow: "stepwise-invoke".into(),
-        execution_id: execution_id.clone(),
-        step_id: plugin_name.clone(),
-        attempt: args.attempt,
-        idempotency_key: format!("{execution_id}/{plugin_name}"),
-    };
-    let (export, call) = match &args.compensate {
-        Some(data) => {
-            let data = parse_json("--compensate", data)?;
-            ("compensate", Call::Compensate { ctx, data: data.to_string() })
-        }
-        None => ("invoke", Call::Invoke { ctx, input: input.to_string() }),
+    // Compiled code is cached as `serve` caches it: a second run of a big
+    // guest (JavaScript, Python) loads in milliseconds.
+    let cache = crate::plugin::CodeCache::new(&crate::plugin::CodeCache::default_dir());
+    if let Some(text) = &manifest {
+        unanswered_services(&crate::plugin::Manifest::parse(text, &path).map_err(anyhow::Error::msg)?, &args.services)?;
+    }
+    let loading = std::time::Instant::now();
+    let plugin = LoadedPlugin::from_bytes(&sandbox, Some(&cache), &plugin_name, &path, &wasm, manifest.as_deref())?;
+    let load = json!({
+        "compiled_code": if plugin.cache == Some(CacheOutcome::Hit) { "cached" } else { "compiled" },
+        "ms": loading.elapsed().as_secs_f64() * 1000.0,
+    });
+    let Rerun { ctx, export, payload, .. } = rerun;
+    let call = match export {
+        Export::Invoke => Call::Invoke { ctx: ctx.clone(), input: payload.to_string() },
+        Export::Compensate => Call::Compensate { ctx: ctx.clone(), data: payload.to_string() },
     };
     let outcome = sandbox.call(plugin.runtime(), call, None, None).await;
     let (result, succeeded) = match outcome.result {
         Ok(CallSuccess { skipped: Some(reason), .. }) => (json!({"skipped": reason}), true),
-        Ok(success) if export == "invoke" => {
+        Ok(success) if export == Export::Invoke => {
             (json!({"ok": {"output": success.output, "compensation": success.compensation}}), true)
         }
         Ok(_) => (json!({"ok": null}), true),
         Err(failure) => (json!({"error": failure}), false),
     };
+    let payload_field = if export == Export::Invoke { "input" } else { "compensation_data" };
     let report = json!({
         "plugin": plugin_name,
         "from": args.from,
-        "input": input,
+        "context": {
+            "workflow": ctx.workflow,
+            "execution_id": ctx.execution_id,
+            "step_id": ctx.step_id,
+            "attempt": ctx.attempt,
+            "idempotency_key": ctx.idempotency_key,
+        },
+        payload_field: payload,
         "version": plugin.version(),
-        "export": export,
+        "load": load,
+        "export": export.as_str(),
         "result": result,
         "logs": outcome.logs,
         "service_calls": *calls.lock().expect("fixture lock"),
@@ -177,4 +271,18 @@ pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(if succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Refuses a run where a service the manifest grants has no `--service`
+/// fixture: the step could call it and nothing would answer.
+fn unanswered_services(manifest: &crate::plugin::Manifest, given: &[String]) -> Result<()> {
+    let answered: Vec<&str> = given.iter().filter_map(|spec| spec.split_once('=').map(|(name, _)| name)).collect();
+    let missing: Vec<&str> =
+        manifest.capabilities.services.iter().map(String::as_str).filter(|name| !answered.contains(name)).collect();
+    if !missing.is_empty() {
+        let (plural, them) = if missing.len() == 1 { ("", "it") } else { ("s", "each") };
+        let names = missing.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
+        bail!("the manifest grants the service{plural} {names}: answer {them} with --service NAME=FIXTURE.json");
+    }
+    Ok(())
 }

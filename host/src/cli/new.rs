@@ -14,7 +14,7 @@ use std::process::ExitCode;
 pub enum Language {
     /// Rust with wit-bindgen, for `wasm32-wasip2`.
     Rust,
-    /// JavaScript with @stepwise/sdk (QuickJS, or SpiderMonkey when async).
+    /// JavaScript with @stepwise/sdk (on Stepwise's QuickJS runtime).
     Js,
     /// TypeScript with @stepwise/sdk (type-checked by tsc).
     Ts,

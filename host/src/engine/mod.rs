@@ -36,6 +36,7 @@ pub use machine::{
 };
 pub use metrics::{EngineMetrics, LATENCY_BUCKETS_MS};
 pub use outside::{Answer, Outside, Refusal};
+pub use recovery::RecordedStep;
 pub use rested::Rested;
 pub use timeline::{CallPhase, TimelineEntry, TimelineKind};
 pub use view::{ExecutionView, HookView, RunView, StepStatus, StepView, UnitView};

@@ -114,10 +114,11 @@ impl Engine {
         Ok(view)
     }
 
-    /// What a recorded plugin step of an execution ran with: its plugin and
-    /// its rendered input, rebuilt by replaying the log (for `stepwise
-    /// invoke --from`).
-    pub async fn recorded_input(&self, id: &ExecutionId, step: &UnitId) -> Result<(PluginName, Value), EngineError> {
+    /// What a recorded plugin step of an execution ran with, rebuilt by
+    /// replaying the log (for `stepwise invoke --from`): its plugin, its
+    /// rendered input, the context its last attempt saw and the compensation
+    /// data it recorded.
+    pub async fn recorded_step(&self, id: &ExecutionId, step: &UnitId) -> Result<RecordedStep, EngineError> {
         let replayed = self.replay(id).await?;
         let machine = &replayed.machine;
         let unit = machine
@@ -130,7 +131,15 @@ impl Engine {
         let input = machine
             .render_input(unit)
             .map_err(|error| EngineError::Invalid(format!("the input of step `{step}` cannot be rendered: {error}")))?;
-        Ok((plugin, input))
+        let state = machine.unit(unit);
+        Ok(RecordedStep {
+            plugin,
+            input,
+            workflow: machine.workflow().name().to_string(),
+            step: machine.label(unit),
+            attempts: state.attempts,
+            compensation_data: state.output.as_ref().map(|_| machine.compensation_data(unit)),
+        })
     }
 
     /// Marks an execution that cannot be loaded `failed`, logs and counts
@@ -200,4 +209,20 @@ impl Engine {
         }
         Ok(Replayed { machine, events, status: stored.status, owner: stored.owner })
     }
+}
+
+/// A recorded plugin step, as `stepwise invoke --from` reruns it.
+pub struct RecordedStep {
+    /// The plugin it ran.
+    pub plugin: PluginName,
+    /// Its input, as every attempt got it.
+    pub input: Value,
+    /// Its workflow's name.
+    pub workflow: String,
+    /// Its label in the execution (`reserve`, `reserve[2]`).
+    pub step: UnitId,
+    /// How many `invoke` attempts were started (0: never run).
+    pub attempts: u32,
+    /// What `compensate` would get, once the step succeeded.
+    pub compensation_data: Option<Value>,
 }

@@ -598,7 +598,8 @@ impl Machine {
         self.workflow.steps()[unit.node].input.render(&self.scope(Some(unit)))
     }
 
-    fn compensation_data(&self, unit: Unit) -> Value {
+    /// What `compensate` of `unit` gets: its recorded compensation data, or its output.
+    pub fn compensation_data(&self, unit: Unit) -> Value {
         let state = self.unit(unit);
         state.compensation_data.clone().or_else(|| state.output.clone()).unwrap_or(Value::Null)
     }
