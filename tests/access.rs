@@ -243,6 +243,23 @@ async fn a_tenant_uploads_only_its_own_plugins_within_a_ceiling() {
     // A pinned version of another tenant's plugin is another tenant's plugin.
     let (status, body) = put_workflow("acme-flow", &acme, "acme-evil-check@1").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // A workflow waiting for a plugin does not go live with another tenant's of that name.
+    let (status, body) = put_workflow("acme-waits", &acme, "acme-evil-later").await;
+    assert_eq!((status, &body["status"]), (StatusCode::ACCEPTED, &json!("waiting_for_plugins")), "{body}");
+    assert_eq!(upload("acme-evil-later", &acme_evil, None).await.0, StatusCode::CREATED);
+    let started = std::time::Instant::now();
+    let refused = loop {
+        let (_, listed) = get(&server, "/v1/workflows", TOKEN).await;
+        let entry = listed["errors"].as_array().unwrap().iter().find(|e| e["workflow"] == "acme-waits").cloned();
+        if let Some(entry) = entry.filter(|entry| entry["status"] == "invalid") {
+            break entry;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "never re-checked: {listed:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(refused["error"].as_str().unwrap().contains("belongs to another tenant (`acme-evil`)"), "{refused}");
+    let (status, _) = post(&server, "/v1/workflows/acme-waits/executions", &acme, json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not live with acme-evil's code");
     assert_eq!(put_workflow("acme-flow", &acme, "echo").await.0, StatusCode::CREATED);
     let stamped = std::fs::read_to_string(dir.join("workflows/acme-flow.toml")).unwrap();
     assert!(stamped.starts_with("tenant = \"acme\"\n"), "{stamped}");

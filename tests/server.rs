@@ -390,24 +390,46 @@ async fn workflows_are_uploaded_over_http_and_load_once_their_plugins_arrive() {
     let late =
         "name = \"late\"\n[[steps]]\nid = \"greet\"\nplugin = \"late-echo\"\ninput = { hello = \"$.input.name\" }\n";
     let server = Server::start("workflow-upload", &[("late.toml", late)]);
-    // A workflow file naming a plugin that is not there yet is refused...
+    // A workflow file naming a plugin that is not there yet waits for it...
     let (_, listed) = server.get("/v1/workflows").await;
-    let error =
-        listed["errors"].as_array().unwrap().iter().find(|e| e["file"].as_str().unwrap().ends_with("late.toml"));
-    assert!(error.unwrap()["error"].as_str().unwrap().contains("late-echo"), "{listed:#}");
-    // ... and loads once the plugin is uploaded, without touching the file.
+    let waiting = |listed: &Value, workflow: &str| {
+        listed["errors"].as_array().unwrap().iter().find(|e| e["workflow"] == workflow).cloned()
+    };
+    let error = waiting(&listed, "late").unwrap_or_else(|| panic!("{listed:#}"));
+    assert_eq!((&error["file"], &error["status"]), (&json!("late.toml"), &json!("waiting_for_plugins")), "{error}");
+    assert_eq!(error["missing_plugins"], json!(["late-echo"]), "{error}");
+    assert!(error["error"].as_str().unwrap().contains("unknown plugin `late-echo`"), "{error}");
+    // ... and so does one uploaded over HTTP before its plugin (accepted, not refused) ...
+    let later =
+        "name = \"later\"\n[[steps]]\nid = \"greet\"\nplugin = \"later-echo\"\ninput = { bye = \"$.input.name\" }\n";
+    let (status, body) = put_workflow(&server, "later", "application/toml", later).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!((&body["status"], &body["missing_plugins"]), (&json!("waiting_for_plugins"), &json!(["later-echo"])));
+    let (status, _) = server.post("/v1/workflows/later/executions?wait=true", json!({"name": "Ada"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not live before its plugin");
+    let (_, listed) = server.get("/v1/workflows").await;
+    assert_eq!(waiting(&listed, "later").unwrap()["status"], "waiting_for_plugins", "{listed:#}");
+    // ... and both go live once their plugins are uploaded, without touching the files.
     let echo = std::fs::read(plugins_dir().join("echo.wasm")).unwrap();
-    assert_eq!(upload(&server, "late-echo", echo, None).await.0, StatusCode::CREATED);
-    let started = Instant::now();
-    loop {
-        let (status, ran) = server.post("/v1/workflows/late/executions?wait=true", json!({"name": "Ada"})).await;
-        if status == StatusCode::OK {
-            assert_eq!(ran["output"]["greet"]["hello"], "Ada", "{ran:#}");
-            break;
+    assert_eq!(upload(&server, "late-echo", echo.clone(), None).await.0, StatusCode::CREATED);
+    assert_eq!(upload(&server, "later-echo", echo, None).await.0, StatusCode::CREATED);
+    for (workflow, field, step) in [("late", "hello", "greet"), ("later", "bye", "greet")] {
+        let started = Instant::now();
+        loop {
+            let path = format!("/v1/workflows/{workflow}/executions?wait=true");
+            let (status, ran) = server.post(&path, json!({"name": "Ada"})).await;
+            if status == StatusCode::OK {
+                assert_eq!(ran["output"][step][field], "Ada", "{ran:#}");
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{workflow} never loaded: {status} {ran}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the workflow never loaded: {status} {ran}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let (_, listed) = server.get("/v1/workflows").await;
+    assert!(waiting(&listed, "later").is_none() && waiting(&listed, "late").is_none(), "{listed:#}");
+    let live = listed["workflows"].as_array().unwrap().iter().find(|w| w["name"] == "later").cloned();
+    assert_eq!(live.unwrap_or_default()["status"], "live", "{listed:#}");
 
     // Uploaded over HTTP: checked, written, loaded before the answer.
     let greet = |suffix: &str| {
@@ -425,12 +447,29 @@ async fn workflows_are_uploaded_over_http_and_load_once_their_plugins_arrive() {
     assert_eq!(ran["output"]["say"]["text"], "hello again", "the new version runs at once");
     assert!(server.dir.join("workflows/greet.toml").is_file());
 
-    // Refusals change nothing and say why.
-    let broken = "name = \"greet\"\n[[steps]]\nid = \"say\"\nplugin = \"nope\"\n";
+    // A new version waiting for a plugin leaves the live one serving until then.
+    let waits = "name = \"greet\"\n[[steps]]\nid = \"say\"\nplugin = \"nope\"\n";
+    let (status, body) = put_workflow(&server, "greet", "application/toml", waits).await;
+    assert_eq!((status, &body["previous_version_serves"]), (StatusCode::ACCEPTED, &json!(true)), "{body}");
+    let (_, ran) = server.post("/v1/workflows/greet/executions?wait=true", json!({})).await;
+    assert_eq!(ran["output"]["say"]["text"], "hello again", "the live version still serves");
+    // Refusals change nothing and say why, with the CLI's words; so does a
+    // missing plugin beside a real problem.
+    let broken = "name = \"greet\"\n[[steps]]\nid = \"say\"\nplugin = \"nope\"\ninput = \"$.steps.nowhere.output\"\n";
     let (status, body) = put_workflow(&server, "greet", "application/toml", broken).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("step `say`, field `plugin`") && message.contains("nope"), "{message}");
+    assert!(message.contains("step `say`, field `input`") && message.contains("nowhere"), "{message}");
+    let unauthenticated = server
+        .client
+        .put(server.url("/v1/workflows/greet"))
+        .header("Content-Type", "application/toml")
+        .body(greet(" anonymous"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
     let (status, body) = put_workflow(&server, "other", "application/toml", &greet("")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["error"]["message"].as_str().unwrap().contains("defines workflow `greet`, not `other`"), "{body}");

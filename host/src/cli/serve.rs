@@ -84,8 +84,14 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let workflows = WorkflowDirectory::load(&args.workflows, engine.registry().clone())
         .with_context(|| format!("reading the workflow directory {}", args.workflows.display()))?;
     for (file, status) in workflows.files() {
-        if let Some(error) = status.error {
-            eprintln!("warning: {} is not loaded: {error}", file.display());
+        match status.error {
+            Some(_) if !status.missing_plugins.is_empty() => eprintln!(
+                "warning: {} waits for plugin(s) {}: it loads once they are there",
+                file.display(),
+                status.missing_plugins.join(", ")
+            ),
+            Some(error) => eprintln!("warning: {} is not loaded: {error}", file.display()),
+            None => {}
         }
     }
     let options =

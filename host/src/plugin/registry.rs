@@ -492,6 +492,10 @@ impl PluginCatalog for PluginRegistry {
     fn contains_plugin(&self, name: &str) -> bool {
         self.slot(name, |slot| slot.path.is_some() || slot.current.is_some()).unwrap_or(false)
     }
+
+    fn plugin_owner(&self, name: &str) -> Option<String> {
+        self.owner(name)
+    }
 }
 
 /// Keeps a registry in step with its directory; stops when dropped.

@@ -371,7 +371,9 @@ async fn answer_delivery(id: &ExecutionId, delivery: Delivery) -> Result<(Status
     }
 }
 
-/// The loaded workflows, and the files that failed to load.
+/// The live workflows, and the files that do not load: each with the
+/// workflow it defines, whether it waits for plugins (it goes live when they
+/// arrive) or is invalid, and the error.
 #[utoipa::path(get, path = "/v1/workflows", responses((status = 200, body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list_workflows(
     State(state): State<AppState>,
@@ -384,19 +386,28 @@ pub async fn list_workflows(
         .iter()
         .map(|w| {
             let d = w.definition();
-            json!({"name": d.name, "description": d.description, "on_event": d.on_event, "schedule": d.schedule,
+            json!({"name": d.name, "status": "live", "description": d.description, "on_event": d.on_event, "schedule": d.schedule,
                    "steps": d.steps.iter().map(|s| json!({"id": s.id, "plugin": s.plugin, "workflow": s.workflow, "transform": s.transform})).collect::<Vec<_>>(),
                    "hooks": d.hooks.iter().map(|h| json!({"name": h.name})).collect::<Vec<_>>()})
         })
         .collect();
+    // The file's name: where the directory is on the server is not the caller's business.
     let errors: Vec<Value> = state
         .workflows
         .files()
         .into_iter()
-        // The file's name: where the directory is on the server is not the caller's business.
         .filter_map(|(file, status)| {
             let file = file.file_name().map(|name| name.to_string_lossy().into_owned());
-            status.error.map(|error| json!({"file": file, "error": error}))
+            let error = status.error?;
+            let waiting = !status.missing_plugins.is_empty();
+            Some(json!({
+                "file": file,
+                "workflow": status.defines.or(status.workflow.clone()),
+                "status": if waiting { "waiting_for_plugins" } else { "invalid" },
+                "missing_plugins": status.missing_plugins,
+                "previous_version_serves": status.workflow.is_some(),
+                "error": error,
+            }))
         })
         .collect();
     Ok(Json(json!({"workflows": workflows, "errors": errors})))

@@ -2,7 +2,9 @@
 //! document beside the watched directory. The TOML is checked as a file of
 //! the directory would be (against the plugins and the other workflows),
 //! then written into the directory and loaded before the answer; a refused
-//! one changes nothing.
+//! one changes nothing. One whose only problem is plugins that are not
+//! loaded yet is kept (202) and goes live when they arrive, as a file of the
+//! directory would.
 //!
 //! A tenant's upload is stamped with its tenant (`tenant = "acme"`): only
 //! that tenant runs it, it replaces only its own workflows, its steps use the
@@ -23,7 +25,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 /// Creates or replaces the workflow `name` from the TOML body.
-#[utoipa::path(put, path = "/v1/workflows/{name}", params(("name" = String, Path, min_length = 1, max_length = 64, pattern = "^[a-z][a-z0-9_-]*$", description = "Workflow name (the file's `name`)")), request_body(content = String, content_type = "text/plain", description = "The workflow file, as `text/plain` or `application/toml`"), responses((status = 201, description = "Created and loaded", body = Object), (status = 200, description = "Replaced and loaded", body = Object), (status = 400, description = "A bad name or a body that is not UTF-8", body = ErrorBody), (status = 415, description = "Not sent as application/toml or text/plain", body = ErrorBody), (status = 422, description = "The workflow is invalid: every problem, with its step and field", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/workflows/{name}", params(("name" = String, Path, min_length = 1, max_length = 64, pattern = "^[a-z][a-z0-9_-]*$", description = "Workflow name (the file's `name`)")), request_body(content = String, content_type = "text/plain", description = "The workflow file, as `text/plain` or `application/toml`"), responses((status = 201, description = "Created and loaded", body = Object), (status = 200, description = "Replaced and loaded", body = Object), (status = 202, description = "Kept, waiting for plugins that are not loaded yet (`missing_plugins`): it loads when they arrive", body = Object), (status = 400, description = "A bad name or a body that is not UTF-8", body = ErrorBody), (status = 415, description = "Not sent as application/toml or text/plain", body = ErrorBody), (status = 422, description = "The workflow is invalid: every problem, with its step and field", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The token's scope does not allow this", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn upload_workflow(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -59,8 +61,20 @@ pub async fn upload_workflow(
         .workflows
         .install(&name, text)
         .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_workflow", error.to_string()))?;
-    let status = if installed.replaced { StatusCode::OK } else { StatusCode::CREATED };
     let file = installed.file.file_name().map(|f| f.to_string_lossy().into_owned());
+    if !installed.missing_plugins.is_empty() {
+        let serving = state.workflows.get(&name).is_some();
+        let missing = installed.missing_plugins.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ");
+        let message = if serving {
+            format!("kept: it loads once plugin(s) {missing} are loaded; the previous version serves until then")
+        } else {
+            format!("kept: it loads once plugin(s) {missing} are loaded")
+        };
+        let body = json!({"name": name, "file": file, "status": "waiting_for_plugins",
+                          "missing_plugins": installed.missing_plugins, "previous_version_serves": serving, "message": message});
+        return Ok((StatusCode::ACCEPTED, Json(body)));
+    }
+    let status = if installed.replaced { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(json!({"name": name, "file": file, "status": "loaded"}))))
 }
 

@@ -2,7 +2,9 @@
 //! hot-reloaded: a changed file is validated first, and a broken one never
 //! replaces the good version of its workflow; its error is kept for listings.
 //! The files of a directory see each other: a step may run any workflow of
-//! the directory as a child (`workflow = "name"`).
+//! the directory as a child (`workflow = "name"`). A workflow whose only
+//! problem is a plugin that is not loaded waits for it: every file is
+//! checked again when plugins change ([`WorkflowDirectory::follow_plugins`]).
 
 use super::{PluginCatalog, Workflow, WorkflowCatalog, WorkflowDefinition, WorkflowError};
 use std::collections::BTreeMap;
@@ -16,6 +18,11 @@ pub struct WorkflowFileStatus {
     pub workflow: Option<String>,
     /// Why its current content was refused, if it was.
     pub error: Option<String>,
+    /// The workflow its current content defines, when it parses (valid or not).
+    pub defines: Option<String>,
+    /// When all that keeps its current content from loading is plugins that
+    /// are not loaded: those (it loads once they arrive).
+    pub missing_plugins: Vec<String>,
 }
 
 /// The workflows of one directory, by name.
@@ -163,12 +170,16 @@ impl State {
             .and_then(|text| Workflow::parse_toml(&source, &text).map_err(|error| error.to_string()));
         match parsed {
             Ok(definition) => {
+                self.files.entry(path.to_path_buf()).or_default().defines = Some(definition.name.clone());
                 self.parsed.insert(path.to_path_buf(), definition);
             }
             Err(error) => {
                 tracing::warn!(file = %path.display(), "keeping the previous version of the workflow: {error}");
                 self.parsed.remove(path);
-                self.files.entry(path.to_path_buf()).or_default().error = Some(error);
+                let status = self.files.entry(path.to_path_buf()).or_default();
+                status.error = Some(error);
+                status.defines = None;
+                status.missing_plugins.clear();
             }
         }
     }
@@ -187,6 +198,7 @@ impl State {
                         self.workflows.remove(&previous);
                     }
                     status.error = None;
+                    status.missing_plugins.clear();
                     self.workflows.insert(name, Arc::new(workflow));
                 }
                 Err(error) => {
@@ -195,6 +207,7 @@ impl State {
                         tracing::warn!(file = %path.display(), "keeping the previous version of the workflow: {error}");
                     }
                     status.error = Some(error.to_string());
+                    status.missing_plugins = error.only_missing_plugins().unwrap_or_default();
                 }
             }
         }
@@ -208,6 +221,9 @@ pub struct Installed {
     pub file: PathBuf,
     /// Whether it replaced an earlier version.
     pub replaced: bool,
+    /// The plugins it names that are not loaded: it was kept, and goes live
+    /// once they arrive (until then an earlier version, if any, serves).
+    pub missing_plugins: Vec<String>,
 }
 
 impl WorkflowDirectory {
@@ -215,13 +231,21 @@ impl WorkflowDirectory {
     /// other workflows of the directory, as a file of it would be), then
     /// writes it into the directory (`<name>.toml`, or the file that already
     /// defines `name`) and loads it, as one step: the watcher sees either
-    /// the old file or the new one. A refused text changes nothing.
+    /// the old file or the new one. A text whose only problem is plugins
+    /// that are not loaded is kept, and loads once they arrive. A refused
+    /// text changes nothing.
     pub fn install(&self, name: &str, text: &str) -> Result<Installed, WorkflowError> {
         let mut state = self.state.write().expect("workflow lock poisoned");
-        let existing =
-            state.files.iter().find(|(_, status)| status.workflow.as_deref() == Some(name)).map(|(p, _)| p.clone());
+        // The file that serves `name`, else one that defines it and waits (for plugins, or a fix).
+        let file_where = |matches: &dyn Fn(&WorkflowFileStatus) -> bool| {
+            state.files.iter().find(|(_, status)| matches(status)).map(|(path, _)| path.clone())
+        };
+        let existing = file_where(&|status| status.workflow.as_deref() == Some(name))
+            .or_else(|| file_where(&|status| status.defines.as_deref() == Some(name)));
         let file = existing.clone().unwrap_or_else(|| self.dir.join(format!("{name}.toml")));
-        if let Some(other) = state.files.get(&file).and_then(|status| status.workflow.clone()).filter(|w| w != name) {
+        let other =
+            state.files.get(&file).and_then(|status| status.workflow.clone().or_else(|| status.defines.clone()));
+        if let Some(other) = other.filter(|w| w != name) {
             let shown = format!("{name}.toml");
             return Err(refused(&shown, "name", format!("{shown} defines workflow `{other}`: it is not replaced")));
         }
@@ -238,7 +262,11 @@ impl WorkflowDirectory {
         let mut catalog: BTreeMap<String, WorkflowDefinition> =
             state.parsed.iter().filter(|(path, _)| **path != file).map(|(_, d)| (d.name.clone(), d.clone())).collect();
         catalog.insert(name.to_string(), definition.clone());
-        Workflow::from_definition_with(&source, definition, self.plugins.as_ref(), &catalog)?;
+        let missing_plugins = match Workflow::from_definition_with(&source, definition, self.plugins.as_ref(), &catalog)
+        {
+            Ok(_) => Vec::new(),
+            Err(error) => error.only_missing_plugins().ok_or(error)?,
+        };
         let partial = self.dir.join(format!(".{name}.toml.partial"));
         let written = std::fs::write(&partial, text).and_then(|()| std::fs::rename(&partial, &file));
         if let Err(error) = written {
@@ -247,7 +275,7 @@ impl WorkflowDirectory {
         }
         state.read_file(&file);
         state.revalidate(self.plugins.as_ref());
-        Ok(Installed { file, replaced: existing.is_some() })
+        Ok(Installed { file, replaced: existing.is_some(), missing_plugins })
     }
 
     /// Checks every file again: after plugins arrived or left, a workflow

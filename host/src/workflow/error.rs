@@ -22,22 +22,45 @@ pub struct Problem {
     pub field: Option<String>,
     /// What is wrong.
     pub message: String,
+    /// The plugin it names that is not loaded, when that is the problem: a
+    /// workflow whose only problems are these waits for its plugins.
+    pub missing_plugin: Option<String>,
 }
 
 impl Problem {
     /// A problem with the workflow as a whole.
     pub fn workflow(field: Option<&str>, message: impl Into<String>) -> Self {
-        Self { step: None, hook: false, field: field.map(str::to_string), message: message.into() }
+        Self {
+            step: None,
+            hook: false,
+            field: field.map(str::to_string),
+            message: message.into(),
+            missing_plugin: None,
+        }
     }
 
     /// A problem with one field of one step.
     pub fn step(step: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { step: Some(step.to_string()), hook: false, field: Some(field.into()), message: message.into() }
+        Self {
+            step: Some(step.to_string()),
+            hook: false,
+            field: Some(field.into()),
+            message: message.into(),
+            missing_plugin: None,
+        }
+    }
+
+    /// A step's `plugin` names a plugin that is not loaded.
+    pub fn missing_plugin(step: &str, plugin: &str) -> Self {
+        Self {
+            missing_plugin: Some(plugin.to_string()),
+            ..Self::step(step, "plugin", format!("unknown plugin `{plugin}`"))
+        }
     }
 
     /// A problem with one field of one hook.
     pub fn hook(hook: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { step: Some(hook.to_string()), hook: true, field: Some(field.into()), message: message.into() }
+        Self { hook: true, ..Self::step(hook, field, message) }
     }
 }
 
@@ -68,3 +91,16 @@ impl fmt::Display for WorkflowError {
 }
 
 impl std::error::Error for WorkflowError {}
+
+impl WorkflowError {
+    /// The plugins the workflow names that are not loaded, when nothing
+    /// else is wrong with it (it can go live once they arrive).
+    pub fn only_missing_plugins(&self) -> Option<Vec<String>> {
+        let missing: Option<Vec<String>> = self.problems.iter().map(|problem| problem.missing_plugin.clone()).collect();
+        missing.filter(|missing| !missing.is_empty()).map(|mut missing| {
+            missing.sort();
+            missing.dedup();
+            missing
+        })
+    }
+}

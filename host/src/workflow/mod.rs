@@ -40,6 +40,11 @@ use template::Template;
 pub trait PluginCatalog {
     /// Whether a plugin of this name can be loaded.
     fn contains_plugin(&self, name: &str) -> bool;
+
+    /// The tenant that owns the plugin `name` (uploaded it), if a tenant does.
+    fn plugin_owner(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 impl PluginCatalog for BTreeSet<String> {

@@ -147,7 +147,7 @@ impl Located<'_> {
         let field = if path.is_empty() { self.field.to_string() } else { format!("{}.{path}", self.field) };
         match self.node {
             Some(node) => node.problem(field, message),
-            None => Problem { step: None, hook: false, field: Some(field), message },
+            None => Problem::workflow(Some(&field), message),
         }
     }
 }
@@ -168,7 +168,7 @@ fn validate_step(
     let fan_out = step.for_each.is_some();
     let mut data = BTreeSet::new();
     let kind = match (&step.plugin, &step.workflow, &step.transform) {
-        (Some(plugin), None, None) => validate_plugin(id, plugin, plugins, problems),
+        (Some(plugin), None, None) => validate_plugin(id, plugin, definition.tenant.as_deref(), plugins, problems),
         (None, Some(name), None) => {
             if !StepId::is_valid(name) {
                 problems.push(Problem::step(id, "workflow", format!("`{name}` is not a valid workflow name")));
@@ -267,9 +267,15 @@ fn validate_step(
     })
 }
 
+/// A step's `plugin`: a valid name (and version) of a plugin that can be
+/// loaded; a tenant's workflow (`tenant = "..."`) may name only the
+/// platform's plugins and its own (another tenant's would see its data). The owner is
+/// checked whenever the workflow is validated, so a workflow waiting for a
+/// plugin does not go live with another tenant's of that name.
 fn validate_plugin(
     id: &str,
     plugin: &str,
+    tenant: Option<&str>,
     plugins: &dyn PluginCatalog,
     problems: &mut Vec<Problem>,
 ) -> Option<StepKind> {
@@ -280,7 +286,17 @@ fn validate_plugin(
     if !PluginName::is_valid(name) {
         problems.push(Problem::step(id, "plugin", format!("`{name}` is not a valid plugin name")));
     } else if !plugins.contains_plugin(name) {
-        problems.push(Problem::step(id, "plugin", format!("unknown plugin `{name}`")));
+        problems.push(Problem::missing_plugin(id, name));
+    } else if let Some(tenant) = tenant {
+        if let Some(owner) = plugins.plugin_owner(name).filter(|owner| owner != tenant) {
+            problems.push(Problem::step(
+                id,
+                "plugin",
+                format!(
+                    "plugin `{name}` belongs to another tenant (`{owner}`): tenant `{tenant}`'s workflow cannot run it"
+                ),
+            ));
+        }
     }
     if let Some(version) = &version {
         let valid = !version.is_empty() && version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
