@@ -98,39 +98,47 @@ fn input_quantity(input: &Value, item: usize) -> u64 {
 }
 
 /// What a JavaScript step written with @stepwise/sdk throws or returns becomes
-/// the contract's result, never a trap.
+/// the contract's result, never a trap: the same on QuickJS and SpiderMonkey
+/// (one source, built for each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whatever_a_javascript_step_throws_is_a_step_error_with_its_message() {
     let engine = engine();
-    let run_cart = |input: Value| {
-        let engine = engine.clone();
-        async move {
-            let toml = "name = \"t\"\n[[steps]]\nid = \"s\"\nplugin = \"js-cart-total\"\ninput = \"$.input\"\nretry = { max_attempts = 2, initial_backoff_ms = 5 }\n";
-            run(&engine, toml, input).await
-        }
-    };
-    // `throw new Error(..)`: retryable, with its message and stack.
-    let thrown = run_cart(json!({"fail": "retryable"})).await;
-    let error = &step(&thrown, "s")["error"];
-    assert_eq!((error["kind"].as_str(), step(&thrown, "s")["attempts"].as_u64()), (Some("retryable"), Some(2)));
-    let message = error["message"].as_str().unwrap();
-    assert!(message.starts_with("Error: failed as asked") && message.contains("\n"), "message and stack: {message}");
-    // StepResponse.permanentFailure: permanent, one attempt.
-    let permanent = run_cart(json!({"fail": "permanent"})).await;
-    assert_eq!(step(&permanent, "s")["error"]["kind"], "permanent");
-    assert_eq!(step(&permanent, "s")["attempts"], 1);
-    // A plain object returned is the output.
-    let cart = run_cart(json!({"items": [{"quantity": 2, "unit_price": 5}]})).await;
-    assert_eq!(step(&cart, "s")["output"], json!({"total": 10, "units": 2, "lines": 1}));
-    // A thrown string, object or number: retryable, carrying what was thrown.
-    for (kind, message) in [
-        ("string", "a thrown string"),
-        ("object", r#"thrown: {"code":"E42","detail":"a thrown object"}"#),
-        ("number", "thrown: 42"),
-    ] {
-        let thrown = run_cart(json!({"throw": kind})).await;
+    for plugin in ["js-cart-total", "js-cart-total-spidermonkey"] {
+        let run_cart = |input: Value| {
+            let engine = engine.clone();
+            async move {
+                let toml = format!("name = \"t\"\n[[steps]]\nid = \"s\"\nplugin = \"{plugin}\"\ninput = \"$.input\"\nretry = {{ max_attempts = 2, initial_backoff_ms = 5 }}\n");
+                run(&engine, &toml, input).await
+            }
+        };
+        // `throw new Error(..)`: retryable, with its message and stack.
+        let thrown = run_cart(json!({"fail": "retryable"})).await;
         let error = &step(&thrown, "s")["error"];
-        assert_eq!((error["kind"].as_str(), error["message"].as_str()), (Some("retryable"), Some(message)), "{kind}");
+        assert_eq!(
+            (error["kind"].as_str(), step(&thrown, "s")["attempts"].as_u64()),
+            (Some("retryable"), Some(2)),
+            "{plugin}"
+        );
+        let message = error["message"].as_str().unwrap();
+        assert!(message.starts_with("Error: failed as asked") && message.contains("\n"), "{plugin}: {message}");
+        // StepResponse.permanentFailure: permanent, one attempt.
+        let permanent = run_cart(json!({"fail": "permanent"})).await;
+        assert_eq!(step(&permanent, "s")["error"]["kind"], "permanent", "{plugin}");
+        assert_eq!(step(&permanent, "s")["attempts"], 1, "{plugin}");
+        // A plain object returned is the output.
+        let cart = run_cart(json!({"items": [{"quantity": 2, "unit_price": 5}]})).await;
+        assert_eq!(step(&cart, "s")["output"], json!({"total": 10, "units": 2, "lines": 1}), "{plugin}");
+        // A thrown string, object or number: retryable, carrying what was thrown.
+        for (kind, message) in [
+            ("string", "a thrown string"),
+            ("object", r#"thrown: {"code":"E42","detail":"a thrown object"}"#),
+            ("number", "thrown: 42"),
+        ] {
+            let thrown = run_cart(json!({"throw": kind})).await;
+            let error = &step(&thrown, "s")["error"];
+            let got = (error["kind"].as_str(), error["message"].as_str());
+            assert_eq!(got, (Some("retryable"), Some(message)), "{plugin}: {kind}");
+        }
     }
     // In an async step: a rejected promise, and a failing service.
     let toml = "name = \"w\"\n[[steps]]\nid = \"s\"\nplugin = \"js-gift-wrap\"\ninput = \"$.input\"\nretry = { max_attempts = 1 }\n";
