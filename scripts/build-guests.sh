@@ -15,12 +15,13 @@
 # build/python-venv. The JavaScript steps are built with the `stepwise` binary
 # (debug, built here).
 #
-# --rust-only: only the Rust guests (what the accept-quote demo needs): no
-# JavaScript or Python toolchain is installed.
+# --accept-quote: only the four Rust guests the accept-quote workflow runs
+# (the demo), into $STEPWISE_DEMO_PLUGINS (default build/plugins): no
+# JavaScript or Python toolchain is installed, no test guest is built.
 set -euo pipefail
-rust_only=false
-if [ "${1:-}" = "--rust-only" ]; then
-    rust_only=true
+accept_quote_only=false
+if [ "${1:-}" = "--accept-quote" ]; then
+    accept_quote_only=true
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,22 +32,30 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2 >&2
 fi
 
+accept_quote="retrieve-cart reserve-inventory authorize-payment create-order"
+if $accept_quote_only; then
+    steps="$accept_quote"
+    packages=$(printf -- '-p %s ' $accept_quote)
+    plugins="${STEPWISE_DEMO_PLUGINS:-$root/build/plugins}"
+else
+    steps="$accept_quote echo flaky fail panic compensate-fails hostile cart-limit enrich-cart cart-total apply-gift-card"
+    packages=--workspace
+    plugins="$root/build/plugins"
+fi
+
 # The guests' own target directory, whatever CARGO_TARGET_DIR says (the host's may be elsewhere).
-cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$guests/Cargo.toml" --workspace \
+# shellcheck disable=SC2086 # $packages is a list of arguments
+cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$guests/Cargo.toml" $packages \
     --target-dir "$guests/target"
 
 out="$guests/target/wasm32-wasip2/release"
-plugins="$root/build/plugins"
-invalid="$root/build/invalid-components"
-mkdir -p "$plugins" "$invalid"
+mkdir -p "$plugins"
 
 copy() { # copy <cargo artifact> <destination>, only when it changed
     cmp -s "$1" "$2" 2>/dev/null || cp "$1" "$2"
 }
 
-for step in retrieve-cart reserve-inventory authorize-payment create-order \
-            echo flaky fail panic compensate-fails hostile cart-limit enrich-cart cart-total \
-            apply-gift-card; do
+for step in $steps; do
     copy "$out/${step//-/_}.wasm" "$plugins/$step.wasm"
     # A plugin's manifest (plugin.toml in its crate) lands beside its component.
     if [ -f "$guests/$step/plugin.toml" ]; then
@@ -55,15 +64,17 @@ for step in retrieve-cart reserve-inventory authorize-payment create-order \
         rm -f "$plugins/$step.toml"
     fi
 done
+if $accept_quote_only; then
+    exit 0
+fi
+invalid="$root/build/invalid-components"
+mkdir -p "$invalid"
 copy "$out/wrong_version.wasm" "$invalid/wrong-version.wasm"
 mkdir -p "$root/build/variants"
 for variant in versioned-v1 versioned-v2; do
     copy "$out/${variant//-/_}.wasm" "$root/build/variants/$variant.wasm"
 done
 copy "$out/not-a-step.wasm" "$invalid/not-a-step.wasm"
-if $rust_only; then
-    exit 0
-fi
 
 # JavaScript guests and the WAT guest: rolldown, componentize-js (SpiderMonkey)
 # and the wasm-tools bundled in jco, from npm, pinned by package-lock.json.

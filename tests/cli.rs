@@ -423,17 +423,31 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
 }
 
 /// The newcomer's first command prints the execution and nothing else on
-/// stdout (progress goes to stderr), having built only the Rust guests.
+/// stdout (progress goes to stderr), having built only the four Rust guests
+/// accept-quote runs: into an empty plugin directory, it needs nothing else.
 #[test]
 fn the_demo_prints_only_the_execution_json() {
     plugins_dir();
-    let output = std::process::Command::new(repo_root().join("scripts/demo.sh")).output().expect("running the demo");
+    let plugins = scratch_dir("demo-plugins");
+    let output = std::process::Command::new(repo_root().join("scripts/demo.sh"))
+        .env("STEPWISE_DEMO_PLUGINS", &plugins)
+        .args(["--store", &format!("sqlite://{}", plugins.join("demo.db").display())])
+        .output()
+        .expect("running the demo");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let execution: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!("stdout is not one JSON document ({e}): {}", String::from_utf8_lossy(&output.stdout))
     });
     assert_eq!(execution["status"], "succeeded", "{execution:#}");
     assert_eq!(execution["workflow"], "accept-quote");
+    let mut built: Vec<String> = std::fs::read_dir(&plugins)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".wasm"))
+        .collect();
+    built.sort();
+    let expected = ["authorize-payment.wasm", "create-order.wasm", "reserve-inventory.wasm", "retrieve-cart.wasm"];
+    assert_eq!(built, expected, "the demo builds what accept-quote runs, nothing else");
 }
 
 #[test]
