@@ -196,6 +196,22 @@ fn schema_describes_the_workflow_format() {
     assert_eq!(schema, committed, "workflow.schema.json is stale: regenerate it with `stepwise schema`");
 }
 
+/// A JavaScript project's `node_modules`: the repository's pinned packages,
+/// linked, and `@stepwise/sdk` linked to the project's own copy (as `npm
+/// install` would make it), so that its build and tests use what it carries.
+fn project_node_modules(project: &std::path::Path) {
+    let shared = repo_root().join("guest-examples/js/node_modules");
+    let own = project.join("node_modules");
+    std::fs::create_dir_all(own.join("@stepwise")).unwrap();
+    for entry in std::fs::read_dir(&shared).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "@stepwise" {
+            std::os::unix::fs::symlink(entry.path(), own.join(entry.file_name())).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink(project.join("stepwise-sdk"), own.join("@stepwise/sdk")).unwrap();
+}
+
 #[test]
 fn new_creates_step_projects_that_build_and_run_in_every_language() {
     let dir = scratch_dir("new");
@@ -208,16 +224,15 @@ fn new_creates_step_projects_that_build_and_run_in_every_language() {
             assert!(project.join(file).is_file(), "{lang}: {file}");
         }
         // Reuse the toolchains scripts/build-guests.sh installed (same pinned
-        // versions): the Rust target directory, the npm packages, the venv.
+        // versions): the Rust target directory, the npm packages (but
+        // @stepwise/sdk, which is the project's own copy), the venv.
         match lang {
-            "js" | "ts" => std::os::unix::fs::symlink(
-                repo_root().join("guest-examples/js/node_modules"),
-                project.join("node_modules"),
-            ),
-            "python" => std::os::unix::fs::symlink(repo_root().join("build/python-venv"), project.join(".venv")),
-            _ => Ok(()),
+            "js" | "ts" => project_node_modules(&project),
+            "python" => {
+                std::os::unix::fs::symlink(repo_root().join("build/python-venv"), project.join(".venv")).unwrap()
+            }
+            _ => {}
         }
-        .unwrap();
         // The QuickJS runtime is built from the project's own copy of its
         // source, in the repository's runtime target directory (its
         // dependencies are compiled already).
@@ -239,6 +254,12 @@ fn new_creates_step_projects_that_build_and_run_in_every_language() {
         assert_eq!(run.status.code(), Some(0), "{lang}: {}", stderr(&run));
         let execution: Value = serde_json::from_slice(&run.stdout).unwrap();
         assert_eq!(execution["output"]["greet"]["greeting"], "Hello, Ada!", "{lang}");
+        if lang == "js" || lang == "ts" {
+            // The project's unit tests, on its own SDK copy.
+            let tested = std::process::Command::new("node").arg("--test").current_dir(&project).output().unwrap();
+            let report = String::from_utf8_lossy(&tested.stdout);
+            assert!(tested.status.success() && report.contains("# pass 2"), "{lang}: {report}");
+        }
     }
     let again = stepwise(&["new", "hello-rust", "--lang", "rust", "--dir", dir.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(2));

@@ -44,3 +44,8 @@ export function compensate<Input, Output, CompensationData>(
   data: CompensationData,
   options?: TestOptions,
 ): Promise<({ ok: null } | { error: { kind: 'retryable' | 'permanent'; message: string } }) & { logs: LogLine[]; calls: ServiceCall[] }>;
+
+/** The step a module exports (its default); a TypeScript file has its types stripped first. */
+export function loadStep<Input = any, Output = any, CompensationData = any>(
+  file: string | URL,
+): Promise<Step<Input, Output, CompensationData>>;

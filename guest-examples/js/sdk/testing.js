@@ -2,10 +2,34 @@
 // and out, StepResponse, errors as step errors), with host services answered
 // by plain functions: unit tests with `node --test`, no Wasm, no host.
 //
-//   import { invoke, compensate } from '@stepwise/sdk/testing';
+//   import { invoke, compensate, loadStep } from '@stepwise/sdk/testing';
+//   const step = await loadStep(new URL('./step.ts', import.meta.url)); // or import a .js step
 //   const result = await invoke(step, { items }, { services: { inventory: { reserve: (r) => ({ units: 2 }) } } });
 //   // { ok: { output, compensation } } | { skipped: reason } | { error: { kind, message } }, plus logs and calls
 import { bindStep } from './index.js';
+import { rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+/**
+ * The step a module exports (its default), for the helpers below. A
+ * TypeScript file has its types stripped first, as the build does (rolldown,
+ * a dependency of every step project); its imports resolve from where it is.
+ */
+export async function loadStep(file) {
+  const path = file instanceof URL || String(file).startsWith('file:') ? fileURLToPath(file) : String(file);
+  if (!path.endsWith('.ts')) return (await import(pathToFileURL(path).href)).default;
+  const { rolldown } = await import('rolldown');
+  const bundle = await rolldown({ input: path, external: (id) => !id.startsWith('.') && !id.startsWith('/'), logLevel: 'silent' });
+  const { output } = await bundle.generate({ format: 'esm' });
+  const stripped = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.mjs`);
+  await writeFile(stripped, output[0].code);
+  try {
+    return (await import(pathToFileURL(stripped).href)).default;
+  } finally {
+    await rm(stripped, { force: true });
+  }
+}
 
 function host({ services = {}, config = {} } = {}, logs, calls) {
   return {

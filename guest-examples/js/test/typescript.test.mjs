@@ -1,16 +1,14 @@
 // The TypeScript side, in Node: the SDK's declarations (host interfaces,
 // testing and build helpers) accept what they should and refuse what they
 // must (test/types/check.ts, with `tsc`), and the TypeScript example step
-// runs through the SDK's binding once rolldown stripped its types, as the
-// build does.
+// runs through the SDK's binding once its types are stripped (`loadStep`),
+// as the build strips them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { rolldown } from 'rolldown';
-import { invoke, compensate } from '@stepwise/sdk/testing';
+import { fileURLToPath } from 'node:url';
+import { invoke, compensate, loadStep } from '@stepwise/sdk/testing';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -20,22 +18,8 @@ test("the SDK's types accept a well-typed step and refuse wrong uses", () => {
   assert.equal(tsc.status, 0, `${tsc.stdout}${tsc.stderr}`);
 });
 
-/** A TypeScript step module, its types stripped (the SDK stays external: the test's own). */
-async function typescriptStep(file) {
-  const bundle = await rolldown({ input: join(root, 'steps', file), external: ['@stepwise/sdk'], logLevel: 'silent' });
-  const { output } = await bundle.generate({ format: 'esm' });
-  // Inside the package, so that its `@stepwise/sdk` import resolves.
-  const path = join(root, 'test', `.${file}.${process.pid}.mjs`);
-  await writeFile(path, output[0].code);
-  try {
-    return (await import(pathToFileURL(path).href)).default;
-  } finally {
-    await rm(path, { force: true });
-  }
-}
-
 test('gift-wrap (TypeScript, async) reserves a wrap per gift, skips without one, and releases on compensate', async () => {
-  const giftWrap = await typescriptStep('gift-wrap.ts');
+  const giftWrap = await loadStep(join(root, 'steps/gift-wrap.ts'));
   const inventory = { reserve: (wraps) => ({ units: wraps.items.reduce((n, item) => n + item.quantity, 0) }), release: () => ({}) };
   const items = [{ sku: 'A', quantity: 2, gift: true }, { sku: 'B', quantity: 1 }];
   const done = await invoke(giftWrap, { items }, { services: { inventory }, idempotencyKey: 'e1/wrap' });

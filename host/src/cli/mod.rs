@@ -56,7 +56,7 @@ enum Command {
     Plugins(plugins::PluginsCommand),
     /// Print the JSON Schema of workflow files.
     Schema,
-    /// Create a ready-to-build step project in Rust, JavaScript or Python.
+    /// Create a ready-to-build step project in Rust, JavaScript, TypeScript or Python.
     New(new::NewArgs),
     /// Measure the engine: isolated steps vs native, sagas per second, per-step cost, loads, hot swap.
     Bench(bench::BenchArgs),

@@ -37,6 +37,10 @@ pub struct NewArgs {
 
 const WIT: &str = include_str!("../../../wit/step.wit");
 
+/// A JavaScript or TypeScript project's unit tests (`npm test`); `{{source}}`
+/// is its step file.
+const STEP_TEST: &str = include_str!("templates/js/step.test.mjs");
+
 /// What builds a JavaScript or TypeScript step: the pinned toolchain and the build script.
 const JS_BUILD: &[(&str, &str, bool)] = &[
     ("package.json", include_str!("templates/js/package.json"), false),
@@ -52,6 +56,9 @@ const SDK: &[(&str, &str, bool)] = &[
     ("stepwise-sdk/index.d.ts", include_str!("../../../guest-examples/js/sdk/index.d.ts"), false),
     ("stepwise-sdk/build.mjs", include_str!("../../../guest-examples/js/sdk/build.mjs"), false),
     ("stepwise-sdk/testing.js", include_str!("../../../guest-examples/js/sdk/testing.js"), false),
+    ("stepwise-sdk/testing.d.ts", include_str!("../../../guest-examples/js/sdk/testing.d.ts"), false),
+    ("stepwise-sdk/host.d.ts", include_str!("../../../guest-examples/js/sdk/host.d.ts"), false),
+    ("stepwise-sdk/build.d.mts", include_str!("../../../guest-examples/js/sdk/build.d.mts"), false),
 ];
 /// Stepwise's QuickJS runtime, as source (the same files as
 /// guest-examples/js/runtime): the project's `build.sh` builds its modules
@@ -145,12 +152,14 @@ fn files(lang: Language) -> Vec<(&'static str, &'static str, bool)> {
             ("build.sh", include_str!("templates/rust/build.sh"), true),
         ],
         Language::Js => {
-            [JS_BUILD, &[("step.js", include_str!("templates/js/step.js"), false)], SDK, QUICKJS_RUNTIME].concat()
+            let step = [("step.js", include_str!("templates/js/step.js"), false), ("step.test.mjs", STEP_TEST, false)];
+            [JS_BUILD, &step, SDK, QUICKJS_RUNTIME].concat()
         }
         Language::Ts => [
             JS_BUILD,
             &[
                 ("step.ts", include_str!("templates/ts/step.ts"), false),
+                ("step.test.mjs", STEP_TEST, false),
                 ("tsconfig.json", include_str!("templates/ts/tsconfig.json"), false),
             ],
             SDK,
@@ -177,11 +186,15 @@ pub fn create(name: &str, lang: Language, dir: &Path) -> Result<PathBuf> {
     // The project's build uses this very `stepwise` (JavaScript steps are
     // pre-initialised by `stepwise plugins build-js`) unless $STEPWISE says otherwise.
     let this = std::env::current_exe().map(|path| path.display().to_string()).unwrap_or_else(|_| "stepwise".into());
+    let source = if matches!(lang, Language::Ts) { "step.ts" } else { "step.js" };
     let fill = |path: &str, text: &str| {
         if path.starts_with("stepwise-sdk/runtime-src/") {
             return text.replace(RUNTIME_WIT_IN_REPOSITORY, RUNTIME_WIT_IN_PROJECT);
         }
-        text.replace("{{name}}", name).replace("{{crate}}", &name.replace('-', "_")).replace("{{stepwise}}", &this)
+        text.replace("{{name}}", name)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{stepwise}}", &this)
+            .replace("{{source}}", source)
     };
     let mut all = files(lang);
     all.push(("wit/step.wit", WIT, false));
@@ -202,6 +215,9 @@ pub fn run(args: NewArgs) -> Result<ExitCode> {
     let project = create(&args.name, args.lang, &args.dir)?;
     println!("created {}", project.display());
     println!("build it:  {}/build.sh", project.display());
+    if matches!(args.lang, Language::Js | Language::Ts) {
+        println!("test it:   (cd {} && npm test)   # after the build installed the packages", project.display());
+    }
     println!(
         "try it:    stepwise run {0}/workflow.toml --plugins {0} --store memory --input '{{\"name\": \"Ada\"}}'",
         project.display()
@@ -213,30 +229,52 @@ pub fn run(args: NewArgs) -> Result<ExitCode> {
 mod tests {
     use super::*;
 
+    /// The files under `root` (relative paths), but for the directories `skipped`.
+    fn files_under(root: &Path, skipped: &[&str]) -> Vec<String> {
+        let mut on_disk = Vec::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let relative = path.strip_prefix(root).unwrap().to_string_lossy().to_string();
+                if !path.is_dir() {
+                    on_disk.push(relative);
+                } else if !skipped.contains(&relative.as_str()) {
+                    pending.push(path);
+                }
+            }
+        }
+        on_disk.sort();
+        on_disk
+    }
+
+    fn carried(files: &[(&str, &str, bool)]) -> Vec<String> {
+        let mut carried: Vec<String> = files.iter().map(|(path, _, _)| path.to_string()).collect();
+        carried.sort();
+        carried
+    }
+
     /// Every source file of the QuickJS runtime is in the projects
     /// `stepwise new` creates (a file added to the runtime and not here would
     /// break every new JavaScript project's build).
     #[test]
     fn projects_carry_every_file_of_the_quickjs_runtime() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/js/runtime");
-        let mut on_disk = Vec::new();
-        let mut pending = vec![root.clone()];
-        while let Some(dir) = pending.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                let relative = path.strip_prefix(&root).unwrap().to_string_lossy().to_string();
-                if path.is_dir() {
-                    if relative != "target" {
-                        pending.push(path);
-                    }
-                } else if relative != "rustfmt.toml" {
-                    on_disk.push(format!("stepwise-sdk/runtime-src/{relative}"));
-                }
-            }
-        }
-        on_disk.sort();
-        let mut carried: Vec<String> = QUICKJS_RUNTIME.iter().map(|(path, _, _)| path.to_string()).collect();
-        carried.sort();
-        assert_eq!(carried, on_disk);
+        let on_disk: Vec<String> = files_under(&root, &["target"])
+            .into_iter()
+            .filter(|file| file != "rustfmt.toml")
+            .map(|file| format!("stepwise-sdk/runtime-src/{file}"))
+            .collect();
+        assert_eq!(carried(QUICKJS_RUNTIME), on_disk);
+    }
+
+    /// Every file of @stepwise/sdk (but the runtime modules built into it) is
+    /// in the projects: its package.json exports and its types reference them.
+    #[test]
+    fn projects_carry_every_file_of_the_sdk() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/js/sdk");
+        let on_disk: Vec<String> =
+            files_under(&root, &["runtime"]).into_iter().map(|file| format!("stepwise-sdk/{file}")).collect();
+        assert_eq!(carried(SDK), on_disk);
     }
 }

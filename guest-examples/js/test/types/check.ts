@@ -2,7 +2,7 @@
 // declarations accept, and (`@ts-expect-error`) what they must refuse. An
 // expected error that does not happen fails the check too.
 import { createStep, StepResponse } from '@stepwise/sdk';
-import { invoke, compensate } from '@stepwise/sdk/testing';
+import { invoke, compensate, loadStep } from '@stepwise/sdk/testing';
 import { buildStep, worldFor } from '@stepwise/sdk/build';
 import { log } from 'stepwise:step/log@0.1.0';
 import { call } from 'stepwise:step/services@0.1.0';
@@ -50,6 +50,8 @@ async function tests() {
   // @ts-expect-error: the input has the step's type
   await invoke(step, { sku: 1 });
   const undone = await compensate(step, { sku: 'A' }, { attempt: 2 });
+  const loaded = await loadStep<{ sku: string }, { units: number }, { sku: string }>(new URL('./step.ts', import.meta.url));
+  void loaded.name;
   void undone.logs.map((line) => line.level);
 }
 
