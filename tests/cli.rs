@@ -426,6 +426,9 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
     assert_eq!(code, Some(1), "{limited:#}");
     assert_eq!(limited["result"]["error"]["kind"], "permanent", "{limited:#}");
     assert!(limited["result"]["error"]["message"].as_str().unwrap().contains("limit of 5"), "{limited:#}");
+    let output = stepwise(&["invoke", "cart-total", "--plugins", &plugins, "--config", "max_total=5"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--config: plugin `cart-total` cannot read config"), "{}", stderr(&output));
     let path = plugins_dir().join("cart-limit.wasm").display().to_string();
     let (code, within) = invoke(&[&path, "--input", over_limit]);
     assert_eq!(code, Some(0), "{within:#}");

@@ -222,6 +222,9 @@ pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
     let (plugin_name, path) = component_path(&args.plugins.dir, &rerun.plugin);
     let wasm = std::fs::read(&path).with_context(|| format!("reading the plugin {}", path.display()))?;
     let manifest = crate::plugin::Manifest::text_for_component(&path).map_err(anyhow::Error::msg)?;
+    if !args.config.is_empty() && !config_granted(manifest.as_deref(), &path)? {
+        bail!("--config: plugin `{plugin_name}` cannot read config: its manifest does not grant `capabilities.config`");
+    }
     let manifest = manifest_with(manifest, &args.config)?;
     // Compiled code is cached as `serve` caches it: a second run of a big
     // guest (JavaScript, Python) loads in milliseconds.
@@ -271,6 +274,12 @@ pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(if succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Whether the manifest `text` (of the component at `path`) grants config.
+fn config_granted(text: Option<&str>, path: &std::path::Path) -> Result<bool> {
+    let Some(text) = text else { return Ok(false) };
+    Ok(crate::plugin::Manifest::parse(text, path).map_err(anyhow::Error::msg)?.capabilities.config)
 }
 
 /// Refuses a run where a service the manifest grants has no `--service`
