@@ -260,6 +260,33 @@ async fn a_tenant_uploads_only_its_own_plugins_within_a_ceiling() {
     assert!(refused["error"].as_str().unwrap().contains("belongs to another tenant (`acme-evil`)"), "{refused}");
     let (status, _) = post(&server, "/v1/workflows/acme-waits/executions", &acme, json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "not live with acme-evil's code");
+    // Nor does a tenant replace another tenant's waiting workflow (acme may
+    // upload `acme-...` names, and `acme-evil-...` is one).
+    let (status, body) = put_workflow("acme-evil-waits", &acme_evil, "acme-evil-someday").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = put_workflow("acme-evil-waits", &acme, "echo").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(std::fs::read_to_string(dir.join("workflows/acme-evil-waits.toml")).unwrap().contains("acme-evil"));
+    // A platform workflow runs for every tenant: waiting, it does not go live with a tenant's plugin.
+    let (status, body) = put_workflow("plat-waits", TOKEN, "acme-later").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(upload("acme-later", &acme, None).await.0, StatusCode::CREATED);
+    let started = std::time::Instant::now();
+    let refused = loop {
+        let (_, listed) = get(&server, "/v1/workflows", TOKEN).await;
+        let entry = listed["errors"].as_array().unwrap().iter().find(|e| e["workflow"] == "plat-waits").cloned();
+        if let Some(entry) = entry.filter(|entry| entry["status"] == "invalid") {
+            break entry;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "never re-checked: {listed:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(refused["error"].as_str().unwrap().contains("a platform workflow"), "{refused}");
+    // A tenant does not see why the platform's or another tenant's files do not load.
+    let (_, seen) = get(&server, "/v1/workflows", &acme).await;
+    let names: Vec<&Value> = seen["errors"].as_array().unwrap().iter().map(|e| &e["workflow"]).collect();
+    assert!(!names.contains(&&json!("plat-waits")) && !names.contains(&&json!("acme-evil-waits")), "{seen:#}");
+    assert!(names.contains(&&json!("acme-waits")), "its own: {seen:#}");
     assert_eq!(put_workflow("acme-flow", &acme, "echo").await.0, StatusCode::CREATED);
     let stamped = std::fs::read_to_string(dir.join("workflows/acme-flow.toml")).unwrap();
     assert!(stamped.starts_with("tenant = \"acme\"\n"), "{stamped}");

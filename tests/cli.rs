@@ -399,6 +399,9 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
     let wrong = stepwise(&["invoke", "--from", &format!("{from}x"), "--store", &store, "--plugins", &plugins]);
     assert_eq!(wrong.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("has no step `reservex`"), "{wrong:?}");
+    let hook = format!("{id}/validate-cart");
+    let wrong = stepwise(&["invoke", "--from", &hook, "--store", &store, "--plugins", &plugins]);
+    assert!(stderr(&wrong).contains("is a hook: name one of its handlers"), "{}", stderr(&wrong));
     // A store that is not there is named, not created empty.
     let absent = dir.join("absent.db");
     let missing = stepwise(&[

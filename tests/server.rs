@@ -447,12 +447,32 @@ async fn workflows_are_uploaded_over_http_and_load_once_their_plugins_arrive() {
     assert_eq!(ran["output"]["say"]["text"], "hello again", "the new version runs at once");
     assert!(server.dir.join("workflows/greet.toml").is_file());
 
-    // A new version waiting for a plugin leaves the live one serving until then.
+    // A live workflow is not replaced by a version that cannot run yet (a
+    // typo would take it down): its plugins come first.
     let waits = "name = \"greet\"\n[[steps]]\nid = \"say\"\nplugin = \"nope\"\n";
     let (status, body) = put_workflow(&server, "greet", "application/toml", waits).await;
-    assert_eq!((status, &body["previous_version_serves"]), (StatusCode::ACCEPTED, &json!(true)), "{body}");
-    let (_, ran) = server.post("/v1/workflows/greet/executions?wait=true", json!({})).await;
-    assert_eq!(ran["output"]["say"]["text"], "hello again", "the live version still serves");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("unknown plugin `nope`") && message.contains("`greet` is live"), "{message}");
+    assert!(!std::fs::read_to_string(server.dir.join("workflows/greet.toml")).unwrap().contains("nope"));
+    // A parent whose child waits for a plugin waits for it too.
+    let child = "name = \"kid\"\n[[steps]]\nid = \"say\"\nplugin = \"kid-echo\"\ninput = \"$.input\"\n";
+    let parent = "name = \"mom\"\n[[steps]]\nid = \"call\"\nworkflow = \"kid\"\ninput = \"$.input\"\n";
+    assert_eq!(put_workflow(&server, "kid", "application/toml", child).await.0, StatusCode::ACCEPTED);
+    let (status, body) = put_workflow(&server, "mom", "application/toml", parent).await;
+    assert_eq!((status, &body["missing_plugins"]), (StatusCode::ACCEPTED, &json!(["kid-echo"])), "{body}");
+    let echo = std::fs::read(plugins_dir().join("echo.wasm")).unwrap();
+    assert_eq!(upload(&server, "kid-echo", echo, None).await.0, StatusCode::CREATED);
+    let started = Instant::now();
+    loop {
+        let (status, ran) = server.post("/v1/workflows/mom/executions?wait=true", json!({"n": 7})).await;
+        if status == StatusCode::OK {
+            assert_eq!(ran["status"], "succeeded", "{ran:#}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the parent never loaded: {status} {ran}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Refusals change nothing and say why, with the CLI's words; so does a
     // missing plugin beside a real problem.
     let broken = "name = \"greet\"\n[[steps]]\nid = \"say\"\nplugin = \"nope\"\ninput = \"$.steps.nowhere.output\"\n";

@@ -48,7 +48,7 @@ pub struct InvokeArgs {
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
     /// The attempt number the step sees (default 1; with `--from`, the
-    /// recorded step's last attempt).
+    /// recorded step's last attempt, of `compensate` with `--compensate`).
     #[arg(long)]
     attempt: Option<u32>,
     #[command(flatten)]
@@ -143,7 +143,7 @@ impl Export {
 /// The call `--input`/`--compensate` describe, in a context of its own.
 fn alone(args: &InvokeArgs) -> Result<Rerun> {
     let plugin = args.plugin.clone().unwrap_or_default();
-    let (name, _) = component_path(&args.plugins.dir, &plugin);
+    let (name, _) = component_path(&args.plugins.dir, &plugin)?;
     let execution_id = format!("invoke-{}", Timestamp::now().0);
     let ctx = StepContext {
         workflow: "stepwise-invoke".into(),
@@ -178,14 +178,17 @@ async fn recorded(args: &InvokeArgs, from: &str) -> Result<Rerun> {
     let execution_id = crate::journal::ExecutionId::new(execution);
     let recorded = engine.recorded_step(&execution_id, &step).await?;
     let plugin = recorded.plugin.to_string();
-    if let Some(named) = args.plugin.as_deref().filter(|named| *named != plugin) {
-        bail!("--from `{from}` ran plugin `{plugin}`, not `{named}`");
+    // A component named by its path (a local build) is the plugin its file name says.
+    let named = args.plugin.as_deref().map(|named| component_path(&args.plugins.dir, named)).transpose()?;
+    if let Some((name, _)) = named.as_ref().filter(|(name, _)| *name != plugin) {
+        bail!("--from `{from}` ran plugin `{plugin}`, not `{name}`");
     }
+    let plugin = args.plugin.clone().unwrap_or(plugin);
     let (export, payload) = match &args.compensate {
         Some(Some(data)) => (Export::Compensate, parse_json("--compensate", data)?),
         Some(None) => match recorded.compensation_data {
             Some(data) => (Export::Compensate, data),
-            None => bail!("--from `{from}`: the step did not succeed, so it recorded no compensation data (give --compensate DATA)"),
+            None => bail!("--from `{from}`: a rollback would not compensate this step (it did not complete), so it has no compensation data (give --compensate DATA)"),
         },
         None => (Export::Invoke, recorded.input),
     };
@@ -193,21 +196,27 @@ async fn recorded(args: &InvokeArgs, from: &str) -> Result<Rerun> {
         workflow: recorded.workflow,
         execution_id: execution_id.to_string(),
         step_id: recorded.step.to_string(),
-        attempt: args.attempt.unwrap_or(recorded.attempts.max(1)),
+        attempt: args.attempt.unwrap_or(match export {
+            Export::Invoke => recorded.attempts.max(1),
+            Export::Compensate => recorded.compensation_attempts.max(1),
+        }),
         idempotency_key: format!("{execution_id}/{}", recorded.step),
     };
     Ok(Rerun { plugin, ctx, export, payload })
 }
 
 /// Where the plugin's component is: a name in the plugin directory, or a
-/// path to a `.wasm` file (its manifest beside it).
-fn component_path(plugins: &std::path::Path, plugin: &str) -> (String, PathBuf) {
+/// path to a `.wasm` file (its manifest beside it); with the plugin's name.
+fn component_path(plugins: &std::path::Path, plugin: &str) -> Result<(String, PathBuf)> {
     let as_path = std::path::Path::new(plugin);
-    if plugin.ends_with(".wasm") || plugin.contains(std::path::MAIN_SEPARATOR) {
+    if plugin.ends_with(".wasm") {
         let name = as_path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
-        return (name, as_path.with_extension("wasm"));
+        return Ok((name, as_path.to_path_buf()));
     }
-    (plugin.to_string(), plugins.join(format!("{plugin}.wasm")))
+    if plugin.contains(std::path::MAIN_SEPARATOR) {
+        bail!("`{plugin}`: name a plugin of --plugins, or a component by its path ending in `.wasm`");
+    }
+    Ok((plugin.to_string(), plugins.join(format!("{plugin}.wasm"))))
 }
 
 pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
@@ -219,7 +228,7 @@ pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
     let services = fixtures(&args.services, &calls)?;
     let resources = HostResources { services: Arc::new(services), kv: Arc::new(MemoryKv::default()) };
     let sandbox = Sandbox::with_resources(Limits::default(), resources)?;
-    let (plugin_name, path) = component_path(&args.plugins.dir, &rerun.plugin);
+    let (plugin_name, path) = component_path(&args.plugins.dir, &rerun.plugin)?;
     let wasm = std::fs::read(&path).with_context(|| format!("reading the plugin {}", path.display()))?;
     let manifest = crate::plugin::Manifest::text_for_component(&path).map_err(anyhow::Error::msg)?;
     if !args.config.is_empty() && !config_granted(manifest.as_deref(), &path)? {

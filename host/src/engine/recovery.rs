@@ -8,6 +8,7 @@
 use super::*;
 use crate::journal::{Event, RecordedEvent, LOG_VERSION};
 use crate::store::DueClaim;
+use crate::workflow::StepKind;
 
 impl Engine {
     /// Continues an unfinished execution (in this process, unless another
@@ -121,12 +122,22 @@ impl Engine {
     pub async fn recorded_step(&self, id: &ExecutionId, step: &UnitId) -> Result<RecordedStep, EngineError> {
         let replayed = self.replay(id).await?;
         let machine = &replayed.machine;
-        let unit = machine
-            .unit_of(step)
-            .ok_or_else(|| EngineError::NoSuchStep(format!("execution `{id}` has no step `{step}`")))?;
-        let plugin = match &machine.workflow().steps()[unit.node].kind {
-            crate::workflow::StepKind::Plugin { name, .. } => name.clone(),
-            _ => return Err(EngineError::Invalid(format!("step `{step}` does not run a plugin"))),
+        let Some(unit) = machine.unit_of(step) else { return Err(no_unit(machine, step)) };
+        let plugin = match machine.workflow().steps()[unit.node].kind {
+            StepKind::Plugin { .. } | StepKind::Hook => match machine.target(unit) {
+                Target::Plugin(name) => name,
+                Target::Workflow(_) => unreachable!("a plugin step or a hook handler runs a plugin"),
+            },
+            StepKind::Workflow(ref child) => {
+                let attempt = machine.unit(unit).attempts.max(1);
+                let child_id = machine.child_execution_id(unit, attempt);
+                return Err(EngineError::Invalid(format!(
+                    "step `{step}` runs workflow `{child}` as execution `{child_id}`: rerun one of its steps with `--from {child_id}/STEP`"
+                )));
+            }
+            StepKind::Transform(_) => {
+                return Err(EngineError::Invalid(format!("step `{step}` is a transform: it runs no plugin")))
+            }
         };
         let input = machine
             .render_input(unit)
@@ -138,7 +149,8 @@ impl Engine {
             workflow: machine.workflow().name().to_string(),
             step: machine.label(unit),
             attempts: state.attempts,
-            compensation_data: state.output.as_ref().map(|_| machine.compensation_data(unit)),
+            compensation_attempts: state.compensation_attempts,
+            compensation_data: machine.is_compensable(unit).then(|| machine.compensation_data(unit)),
         })
     }
 
@@ -211,6 +223,22 @@ impl Engine {
     }
 }
 
+/// Why `step` names no unit of the execution: no such step, a fan-out or
+/// hook named without its element or handler, or one that has not run.
+fn no_unit(machine: &Machine, step: &UnitId) -> EngineError {
+    let id = machine.execution_id();
+    let Some(node) = machine.workflow().step_index(&step.step) else {
+        return EngineError::NoSuchStep(format!("execution `{id}` has no step `{step}`"));
+    };
+    let definition = &machine.workflow().steps()[node];
+    let message = match (&step.slot, definition.for_each.is_some(), definition.is_hook()) {
+        (None, true, _) => format!("step `{step}` is a fan-out: name one of its elements, `{step}[0]`"),
+        (None, _, true) => format!("`{step}` is a hook: name one of its handlers, `{step}[PLUGIN]`"),
+        _ => format!("execution `{id}` has not run `{step}`"),
+    };
+    EngineError::NoSuchStep(message)
+}
+
 /// A recorded plugin step, as `stepwise invoke --from` reruns it.
 pub struct RecordedStep {
     /// The plugin it ran.
@@ -223,6 +251,8 @@ pub struct RecordedStep {
     pub step: UnitId,
     /// How many `invoke` attempts were started (0: never run).
     pub attempts: u32,
-    /// What `compensate` would get, once the step succeeded.
+    /// How many `compensate` attempts were started.
+    pub compensation_attempts: u32,
+    /// What `compensate` gets, when a rollback would compensate the step.
     pub compensation_data: Option<Value>,
 }

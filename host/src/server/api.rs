@@ -380,10 +380,15 @@ pub async fn list_workflows(
     Extension(principal): Extension<Principal>,
 ) -> Result<impl IntoResponse, ApiError> {
     principal.may(Action::Read)?;
+    // A tenant sees the platform's workflows and its own; not another
+    // tenant's, nor why a file it cannot see does not load.
+    let tenant = principal.tenant_filter();
+    let visible = |owner: Option<&str>| tenant.is_none() || owner.is_none() || owner == tenant;
     let workflows: Vec<Value> = state
         .workflows
         .workflows()
         .iter()
+        .filter(|w| visible(w.definition().tenant.as_deref()))
         .map(|w| {
             let d = w.definition();
             json!({"name": d.name, "status": "live", "description": d.description, "on_event": d.on_event, "schedule": d.schedule,
@@ -392,13 +397,19 @@ pub async fn list_workflows(
         })
         .collect();
     // The file's name: where the directory is on the server is not the caller's business.
+    let directory = format!("{}/", state.workflows.dir().display());
     let errors: Vec<Value> = state
         .workflows
         .files()
         .into_iter()
+        .filter(|(_, status)| {
+            let name = status.defines.as_ref().or(status.workflow.as_ref());
+            tenant.is_none()
+                || name.is_some_and(|name| state.workflows.owners_of(name).iter().all(|o| o.as_deref() == tenant))
+        })
         .filter_map(|(file, status)| {
             let file = file.file_name().map(|name| name.to_string_lossy().into_owned());
-            let error = status.error?;
+            let error = status.error?.replace(&directory, "");
             let waiting = !status.missing_plugins.is_empty();
             Some(json!({
                 "file": file,

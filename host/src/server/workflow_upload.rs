@@ -81,10 +81,10 @@ pub async fn upload_workflow(
 /// What a tenant may upload: see the module's documentation.
 fn check_tenant_workflow(state: &AppState, tenant: &str, name: &str, text: &str) -> Result<(), ApiError> {
     let forbidden = |message: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden", message);
-    if let Some(existing) = state.workflows.get(name) {
-        if existing.definition().tenant.as_deref() != Some(tenant) {
-            return Err(forbidden(format!("workflow `{name}` is not tenant `{tenant}`'s")));
-        }
+    // Live or waiting for its plugins, a version of `name` that is not
+    // this tenant's is not replaced by it.
+    if state.workflows.owners_of(name).iter().any(|owner| owner.as_deref() != Some(tenant)) {
+        return Err(forbidden(format!("workflow `{name}` is not tenant `{tenant}`'s")));
     }
     let Ok(definition) = toml::from_str::<WorkflowDefinition>(text) else {
         return Ok(()); // refused with its parse error by the directory

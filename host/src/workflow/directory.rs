@@ -102,6 +102,15 @@ impl WorkflowDirectory {
         self.state.read().expect("workflow lock poisoned").workflows.get(name).cloned()
     }
 
+    /// Whose each version of `name` is (the live one, and every file that
+    /// defines it now, loaded or not): `None` for the platform's.
+    pub fn owners_of(&self, name: &str) -> Vec<Option<String>> {
+        let state = self.state.read().expect("workflow lock poisoned");
+        let live = state.workflows.get(name).map(|workflow| workflow.definition().tenant.clone());
+        let defined = state.parsed.values().filter(|d| d.name == name).map(|d| d.tenant.clone());
+        live.into_iter().chain(defined).collect()
+    }
+
     /// Every workflow, by name.
     pub fn workflows(&self) -> Vec<Arc<Workflow>> {
         self.state.read().expect("workflow lock poisoned").workflows.values().cloned().collect()
@@ -186,10 +195,29 @@ impl State {
 
     /// Validates every parsed file against the plugins and the other files.
     fn revalidate(&mut self, plugins: &(dyn PluginCatalog + Send + Sync)) {
+        // One file per workflow name: the one that serves it, else the first.
+        let mut holders: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for (path, definition) in &self.parsed {
+            let serves = self.files.get(path).is_some_and(|status| status.workflow.as_ref() == Some(&definition.name));
+            if serves || !holders.contains_key(&definition.name) {
+                holders.insert(definition.name.clone(), path.clone());
+            }
+        }
         let catalog: BTreeMap<String, WorkflowDefinition> =
-            self.parsed.values().map(|definition| (definition.name.clone(), definition.clone())).collect();
+            holders.iter().map(|(name, path)| (name.clone(), self.parsed[path].clone())).collect();
         for (path, definition) in &self.parsed {
             let source = path.display().to_string();
+            let holder = &holders[&definition.name];
+            if holder != path {
+                let status = self.files.entry(path.clone()).or_default();
+                let shown = holder.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+                status.error = Some(format!(
+                    "invalid workflow {source}: workflow `{}` is defined by {shown} already",
+                    definition.name
+                ));
+                status.missing_plugins.clear();
+                continue;
+            }
             match Workflow::from_definition_with(&source, definition.clone(), plugins, &catalog) {
                 Ok(workflow) => {
                     let name = workflow.name().to_string();
@@ -232,8 +260,9 @@ impl WorkflowDirectory {
     /// writes it into the directory (`<name>.toml`, or the file that already
     /// defines `name`) and loads it, as one step: the watcher sees either
     /// the old file or the new one. A text whose only problem is plugins
-    /// that are not loaded is kept, and loads once they arrive. A refused
-    /// text changes nothing.
+    /// that are not loaded is kept, and loads once they arrive, unless a
+    /// version of `name` is live (it is never replaced by one that cannot
+    /// run yet). A refused text changes nothing.
     pub fn install(&self, name: &str, text: &str) -> Result<Installed, WorkflowError> {
         let mut state = self.state.write().expect("workflow lock poisoned");
         // The file that serves `name`, else one that defines it and waits (for plugins, or a fix).
@@ -243,14 +272,14 @@ impl WorkflowDirectory {
         let existing = file_where(&|status| status.workflow.as_deref() == Some(name))
             .or_else(|| file_where(&|status| status.defines.as_deref() == Some(name)));
         let file = existing.clone().unwrap_or_else(|| self.dir.join(format!("{name}.toml")));
-        let other =
-            state.files.get(&file).and_then(|status| status.workflow.clone().or_else(|| status.defines.clone()));
-        if let Some(other) = other.filter(|w| w != name) {
-            let shown = format!("{name}.toml");
-            return Err(refused(&shown, "name", format!("{shown} defines workflow `{other}`: it is not replaced")));
-        }
         // Errors name the file, not where the directory is on the server.
         let source = file.file_name().map_or_else(|| format!("{name}.toml"), |f| f.to_string_lossy().into_owned());
+        // What the file holds now (or, if that does not parse, what it served).
+        let other =
+            state.files.get(&file).and_then(|status| status.defines.clone().or_else(|| status.workflow.clone()));
+        if let Some(other) = other.filter(|w| w != name) {
+            return Err(refused(&source, "name", format!("{source} defines workflow `{other}`: it is not replaced")));
+        }
         let definition = Workflow::parse_toml(&source, text)?;
         if definition.name != name {
             return Err(refused(
@@ -262,9 +291,19 @@ impl WorkflowDirectory {
         let mut catalog: BTreeMap<String, WorkflowDefinition> =
             state.parsed.iter().filter(|(path, _)| **path != file).map(|(_, d)| (d.name.clone(), d.clone())).collect();
         catalog.insert(name.to_string(), definition.clone());
-        let missing_plugins = match Workflow::from_definition_with(&source, definition, self.plugins.as_ref(), &catalog)
-        {
+        let checked = Workflow::from_definition_with(&source, definition, self.plugins.as_ref(), &catalog);
+        let missing_plugins = match checked {
             Ok(_) => Vec::new(),
+            // A live version is never replaced by one that cannot run yet:
+            // a typo would take the workflow down (at the next restart, or
+            // for good if the plugin never comes).
+            Err(mut error) if error.only_missing_plugins().is_some() && state.workflows.contains_key(name) => {
+                error.problems.push(super::Problem::workflow(
+                    None,
+                    format!("`{name}` is live: load the plugins it names first, then replace it"),
+                ));
+                return Err(error);
+            }
             Err(error) => error.only_missing_plugins().ok_or(error)?,
         };
         let partial = self.dir.join(format!(".{name}.toml.partial"));
@@ -313,4 +352,43 @@ impl Drop for PluginFollow {
 
 fn refused(source: &str, field: &str, message: String) -> WorkflowError {
     WorkflowError { source_name: source.to_string(), problems: vec![super::Problem::workflow(Some(field), message)] }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step_file(name: &str, plugin: &str) -> String {
+        format!("name = \"{name}\"\n[[steps]]\nid = \"s\"\nplugin = \"{plugin}\"\n")
+    }
+
+    /// Two files that define one workflow: the first serves it, the other
+    /// is reported (never silently taking over), and an upload of that name
+    /// replaces the file that serves it.
+    #[test]
+    fn a_workflow_defined_by_two_files_is_served_by_one_and_the_other_is_reported() {
+        let dir = std::env::temp_dir().join(format!("stepwise-directory-dup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a-dup.toml"), step_file("dup", "echo")).unwrap();
+        std::fs::write(dir.join("z-dup.toml"), step_file("dup", "other")).unwrap();
+        let plugins: std::collections::BTreeSet<String> = ["echo", "other"].iter().map(|p| p.to_string()).collect();
+        let directory = WorkflowDirectory::load(&dir, Arc::new(plugins)).unwrap();
+        let served = |directory: &WorkflowDirectory| match &directory.get("dup").unwrap().steps()[0].kind {
+            crate::workflow::StepKind::Plugin { name, .. } => name.to_string(),
+            _ => unreachable!(),
+        };
+        assert_eq!(served(&directory), "echo");
+        let files = directory.files();
+        let loser = &files[&directory.dir().join("z-dup.toml")];
+        assert!(loser.error.as_deref().unwrap().contains("`dup` is defined by a-dup.toml already"), "{loser:?}");
+        // The loser changing does not take over either.
+        std::fs::write(dir.join("z-dup.toml"), step_file("dup", "echo")).unwrap();
+        directory.reload_file(&directory.dir().join("z-dup.toml"));
+        assert_eq!(served(&directory), "echo");
+        let installed = directory.install("dup", &step_file("dup", "other")).unwrap();
+        assert_eq!(installed.file.file_name().unwrap(), "a-dup.toml");
+        assert_eq!(served(&directory), "other", "the upload replaced the version that serves");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -164,6 +164,14 @@ fn resolve_children(
                 children.extend(validated.children.clone());
                 children.insert(name.clone(), child);
             }
+            Err(error) if error.only_missing_plugins().is_some() => {
+                // A child that waits for plugins: the parent waits for them too.
+                for plugin in error.only_missing_plugins().unwrap_or_default() {
+                    let message = format!("child workflow `{name}` waits for plugin `{plugin}`");
+                    problems
+                        .push(Problem { missing_plugin: Some(plugin), ..Problem::step(&step.id, "workflow", message) });
+                }
+            }
             Err(error) => {
                 // A cycle found deeper down is reported as such; any other problem as an invalid child.
                 let message =

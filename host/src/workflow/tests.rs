@@ -288,11 +288,18 @@ fn children_are_validated_and_pinned_transitively() {
         &broken,
     )
     .unwrap_err();
-    assert!(
-        error.to_string().contains("child workflow `b` is invalid")
-            && error.to_string().contains("unknown plugin `stripe`"),
-        "{error}"
-    );
+    // A child that only lacks a plugin: the parent waits for that plugin too.
+    assert!(error.to_string().contains("child workflow `b` waits for plugin `stripe`"), "{error}");
+    assert_eq!(error.only_missing_plugins(), Some(vec!["stripe".to_string()]));
+    // Any other problem in a child makes the parent invalid.
+    let invalid: std::collections::BTreeMap<String, WorkflowDefinition> =
+        [("b".to_string(), parse("name = \"b\"\n[[steps]]\nid = \"s\"\nplugin = \"Bad Name\"\n"))]
+            .into_iter()
+            .collect();
+    let parent = parse("name = \"a\"\n[[steps]]\nid = \"s\"\nworkflow = \"b\"\n");
+    let error = Workflow::from_definition_with("a.toml", parent, &plugins(), &invalid).unwrap_err();
+    assert!(error.to_string().contains("child workflow `b` is invalid"), "{error}");
+    assert_eq!(error.only_missing_plugins(), None);
 }
 
 #[test]

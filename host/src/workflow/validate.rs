@@ -269,7 +269,8 @@ fn validate_step(
 
 /// A step's `plugin`: a valid name (and version) of a plugin that can be
 /// loaded; a tenant's workflow (`tenant = "..."`) may name only the
-/// platform's plugins and its own (another tenant's would see its data). The owner is
+/// platform's plugins and its own, a platform workflow only the platform's
+/// (a tenant's code would see other tenants' data). The owner is
 /// checked whenever the workflow is validated, so a workflow waiting for a
 /// plugin does not go live with another tenant's of that name.
 fn validate_plugin(
@@ -287,16 +288,12 @@ fn validate_plugin(
         problems.push(Problem::step(id, "plugin", format!("`{name}` is not a valid plugin name")));
     } else if !plugins.contains_plugin(name) {
         problems.push(Problem::missing_plugin(id, name));
-    } else if let Some(tenant) = tenant {
-        if let Some(owner) = plugins.plugin_owner(name).filter(|owner| owner != tenant) {
-            problems.push(Problem::step(
-                id,
-                "plugin",
-                format!(
-                    "plugin `{name}` belongs to another tenant (`{owner}`): tenant `{tenant}`'s workflow cannot run it"
-                ),
-            ));
-        }
+    } else if let Some(owner) = plugins.plugin_owner(name).filter(|owner| Some(owner.as_str()) != tenant) {
+        let whose = match tenant {
+            Some(tenant) => format!("another tenant (`{owner}`): tenant `{tenant}`'s workflow cannot run it"),
+            None => format!("tenant `{owner}`: a platform workflow, which runs for every tenant, cannot run it"),
+        };
+        problems.push(Problem::step(id, "plugin", format!("plugin `{name}` belongs to {whose}")));
     }
     if let Some(version) = &version {
         let valid = !version.is_empty() && version.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');

@@ -598,6 +598,12 @@ impl Machine {
         self.workflow.steps()[unit.node].input.render(&self.scope(Some(unit)))
     }
 
+    /// Whether a rollback would compensate `unit`: it completed (or, async,
+    /// its invoke returned and started work).
+    pub fn is_compensable(&self, unit: Unit) -> bool {
+        self.completion_order.contains(&unit)
+    }
+
     /// What `compensate` of `unit` gets: its recorded compensation data, or its output.
     pub fn compensation_data(&self, unit: Unit) -> Value {
         let state = self.unit(unit);
