@@ -50,6 +50,21 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// The listing's entry for `workflow` once it is `invalid` (the workflows
+/// are checked again in the background when plugins change).
+async fn listed_invalid(server: &Server, workflow: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (_, listed) = get(server, "/v1/workflows", TOKEN).await;
+        let entry = listed["errors"].as_array().unwrap().iter().find(|e| e["workflow"] == workflow).cloned();
+        if let Some(entry) = entry.filter(|entry| entry["status"] == "invalid") {
+            return entry;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "never re-checked: {listed:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn get(server: &Server, path: &str, token: &str) -> (StatusCode, Value) {
     call(server, Method::GET, path, Some(token), None).await
 }
@@ -247,16 +262,7 @@ async fn a_tenant_uploads_only_its_own_plugins_within_a_ceiling() {
     let (status, body) = put_workflow("acme-waits", &acme, "acme-evil-later").await;
     assert_eq!((status, &body["status"]), (StatusCode::ACCEPTED, &json!("waiting_for_plugins")), "{body}");
     assert_eq!(upload("acme-evil-later", &acme_evil, None).await.0, StatusCode::CREATED);
-    let started = std::time::Instant::now();
-    let refused = loop {
-        let (_, listed) = get(&server, "/v1/workflows", TOKEN).await;
-        let entry = listed["errors"].as_array().unwrap().iter().find(|e| e["workflow"] == "acme-waits").cloned();
-        if let Some(entry) = entry.filter(|entry| entry["status"] == "invalid") {
-            break entry;
-        }
-        assert!(started.elapsed() < std::time::Duration::from_secs(30), "never re-checked: {listed:#}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let refused = listed_invalid(&server, "acme-waits").await;
     assert!(refused["error"].as_str().unwrap().contains("belongs to another tenant (`acme-evil`)"), "{refused}");
     let (status, _) = post(&server, "/v1/workflows/acme-waits/executions", &acme, json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "not live with acme-evil's code");
@@ -271,16 +277,7 @@ async fn a_tenant_uploads_only_its_own_plugins_within_a_ceiling() {
     let (status, body) = put_workflow("plat-waits", TOKEN, "acme-later").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(upload("acme-later", &acme, None).await.0, StatusCode::CREATED);
-    let started = std::time::Instant::now();
-    let refused = loop {
-        let (_, listed) = get(&server, "/v1/workflows", TOKEN).await;
-        let entry = listed["errors"].as_array().unwrap().iter().find(|e| e["workflow"] == "plat-waits").cloned();
-        if let Some(entry) = entry.filter(|entry| entry["status"] == "invalid") {
-            break entry;
-        }
-        assert!(started.elapsed() < std::time::Duration::from_secs(30), "never re-checked: {listed:#}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let refused = listed_invalid(&server, "plat-waits").await;
     assert!(refused["error"].as_str().unwrap().contains("a platform workflow"), "{refused}");
     // A tenant does not see why the platform's or another tenant's files do not load.
     let (_, seen) = get(&server, "/v1/workflows", &acme).await;
