@@ -344,18 +344,20 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
     assert_eq!(ts["service_calls"][0]["input"]["items"][0]["sku"], "WRAP-A");
     // A recorded step again, with the input it ran with (rebuilt from the log).
     let store = format!("sqlite://{}", dir.join("recorded.db").display());
-    let run = stepwise_test_support::stepwise(&[
-        "run",
-        "guest-examples/workflows/accept-quote.toml",
-        "--input-file",
-        "guest-examples/workflows/accept-quote.input.json",
-        "--store",
-        &store,
-        "--plugins",
-        &plugins,
-    ]);
-    let execution: Value =
-        serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&run.stderr)));
+    let run_flow = |file: &str| -> Value {
+        let run = stepwise_test_support::stepwise(&[
+            "run",
+            &format!("guest-examples/workflows/{file}"),
+            "--input-file",
+            "guest-examples/workflows/accept-quote.input.json",
+            "--store",
+            &store,
+            "--plugins",
+            &plugins,
+        ]);
+        serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&run)))
+    };
+    let execution = run_flow("accept-quote.toml");
     let from = format!("{}/reserve", execution["execution_id"].as_str().unwrap());
     let output =
         stepwise(&["invoke", "--from", &from, "--store", &store, "--plugins", &plugins, "--service", &service]);
@@ -404,21 +406,8 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
     assert!(stderr(&wrong).contains("is a hook: name one of its handlers"), "{}", stderr(&wrong));
     // A fan-out is rerun element by element (here on a local build named by
     // its path); a workflow step points at its child execution.
-    let run_flow = |file: &str| -> String {
-        let run = stepwise_test_support::stepwise(&[
-            "run",
-            &format!("guest-examples/workflows/{file}"),
-            "--input-file",
-            "guest-examples/workflows/accept-quote.input.json",
-            "--store",
-            &store,
-            "--plugins",
-            &plugins,
-        ]);
-        let execution: Value = serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&run)));
-        execution["execution_id"].as_str().unwrap().to_string()
-    };
-    let each = run_flow("reserve-each.toml");
+    let id_of = |execution: Value| execution["execution_id"].as_str().unwrap().to_string();
+    let each = id_of(run_flow("reserve-each.toml"));
     let whole = stepwise(&["invoke", "--from", &format!("{each}/reserve"), "--store", &store, "--plugins", &plugins]);
     assert!(stderr(&whole).contains("is a fan-out: name one of its elements"), "{}", stderr(&whole));
     let local = plugins_dir().join("reserve-inventory.wasm").display().to_string();
@@ -428,7 +417,7 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
     let output = stepwise(&rerun_args);
     let rerun: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&output)));
     assert_eq!((&rerun["context"]["step_id"], &rerun["input"]["line"]), (&json!("reserve[1]"), &json!(1)), "{rerun:#}");
-    let order = run_flow("place-order.toml");
+    let order = id_of(run_flow("place-order.toml"));
     let child = stepwise(&["invoke", "--from", &format!("{order}/quote"), "--store", &store, "--plugins", &plugins]);
     let pointer = format!("as execution `{order}.quote.1`: rerun one of its steps with `--from {order}.quote.1/STEP`");
     assert!(stderr(&child).contains(&pointer), "{}", stderr(&child));
