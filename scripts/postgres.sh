@@ -47,6 +47,12 @@ if [ ! -f "$dir/data/PG_VERSION" ]; then
     as_postgres "$bin/initdb" -D "$dir/data" -A trust -U stepwise --encoding UTF8 > "$dir/initdb.log"
 fi
 if ! as_postgres "$bin/pg_ctl" -D "$dir/data" status > /dev/null 2>&1; then
+    # Something else listens there (often another checkout's cluster): say
+    # so, instead of PostgreSQL's "could not start server".
+    if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
+        echo "port $port is taken by another process (another checkout's cluster? its scripts/postgres.sh stop ends it); or set STEPWISE_PG_PORT" >&2
+        exit 1
+    fi
     as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB" \
         start >&2
