@@ -192,16 +192,11 @@ async fn recorded(args: &InvokeArgs, from: &str) -> Result<Rerun> {
         },
         None => (Export::Invoke, recorded.input),
     };
-    let ctx = StepContext {
-        workflow: recorded.workflow,
-        execution_id: execution_id.to_string(),
-        step_id: recorded.step.to_string(),
-        attempt: args.attempt.unwrap_or(match export {
-            Export::Invoke => recorded.attempts.max(1),
-            Export::Compensate => recorded.compensation_attempts.max(1),
-        }),
-        idempotency_key: format!("{execution_id}/{}", recorded.step),
-    };
+    let mut ctx = recorded.context;
+    ctx.attempt = args.attempt.unwrap_or(match export {
+        Export::Invoke => ctx.attempt,
+        Export::Compensate => recorded.compensation_attempts.max(1),
+    });
     Ok(Rerun { plugin, ctx, export, payload })
 }
 
@@ -231,16 +226,16 @@ pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
     let (plugin_name, path) = component_path(&args.plugins.dir, &rerun.plugin)?;
     let wasm = std::fs::read(&path).with_context(|| format!("reading the plugin {}", path.display()))?;
     let manifest = crate::plugin::Manifest::text_for_component(&path).map_err(anyhow::Error::msg)?;
-    if !args.config.is_empty() && !config_granted(manifest.as_deref(), &path)? {
+    let parsed = manifest.as_deref().map(|text| crate::plugin::Manifest::parse(text, &path)).transpose();
+    let parsed = parsed.map_err(anyhow::Error::msg)?.unwrap_or_default();
+    if !args.config.is_empty() && !parsed.capabilities.config {
         bail!("--config: plugin `{plugin_name}` cannot read config: its manifest does not grant `capabilities.config`");
     }
+    unanswered_services(&parsed, &args.services)?;
     let manifest = manifest_with(manifest, &args.config)?;
     // Compiled code is cached as `serve` caches it: a second run of a big
     // guest (JavaScript, Python) loads in milliseconds.
     let cache = crate::plugin::CodeCache::new(&crate::plugin::CodeCache::default_dir());
-    if let Some(text) = &manifest {
-        unanswered_services(&crate::plugin::Manifest::parse(text, &path).map_err(anyhow::Error::msg)?, &args.services)?;
-    }
     let loading = std::time::Instant::now();
     let plugin = LoadedPlugin::from_bytes(&sandbox, Some(&cache), &plugin_name, &path, &wasm, manifest.as_deref())?;
     let load = json!({
@@ -283,12 +278,6 @@ pub async fn run(args: InvokeArgs) -> Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(if succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-/// Whether the manifest `text` (of the component at `path`) grants config.
-fn config_granted(text: Option<&str>, path: &std::path::Path) -> Result<bool> {
-    let Some(text) = text else { return Ok(false) };
-    Ok(crate::plugin::Manifest::parse(text, path).map_err(anyhow::Error::msg)?.capabilities.config)
 }
 
 /// Refuses a run where a service the manifest grants has no `--service`

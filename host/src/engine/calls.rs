@@ -64,6 +64,20 @@ pub(super) fn call(
     }
 }
 
+/// What attempt `attempt` of `unit` is told about itself: the same for every
+/// attempt but its number (the idempotency key is the execution and the
+/// unit's label).
+pub(super) fn step_context(machine: &Machine, unit: Unit, attempt: u32) -> StepContext {
+    let (execution_id, step) = (machine.execution_id(), machine.label(unit));
+    StepContext {
+        workflow: machine.workflow().name().to_string(),
+        execution_id: execution_id.to_string(),
+        step_id: step.to_string(),
+        attempt,
+        idempotency_key: format!("{execution_id}/{step}"),
+    }
+}
+
 /// A call of a plugin's export in the sandbox.
 #[allow(clippy::too_many_arguments)]
 fn plugin_call(
@@ -81,13 +95,7 @@ fn plugin_call(
     let loaded = plugins.get(plugin).cloned();
     let sandbox = engine.shared.registry.sandbox().clone();
     let execution_id = machine.execution_id();
-    let ctx = StepContext {
-        workflow: machine.workflow().name().to_string(),
-        execution_id: execution_id.to_string(),
-        step_id: step.to_string(),
-        attempt,
-        idempotency_key: format!("{execution_id}/{step}"),
-    };
+    let ctx = step_context(machine, unit, attempt);
     // An async step's timeout bounds its wait, not its invoke call.
     let timeout = if definition.is_async { None } else { definition.timeout };
     let tenant = machine.origin().tenant.clone();

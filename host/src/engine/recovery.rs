@@ -146,9 +146,7 @@ impl Engine {
         Ok(RecordedStep {
             plugin,
             input,
-            workflow: machine.workflow().name().to_string(),
-            step: machine.label(unit),
-            attempts: state.attempts,
+            context: calls::step_context(machine, unit, state.attempts.max(1)),
             compensation_attempts: state.compensation_attempts,
             compensation_data: machine.is_compensable(unit).then(|| machine.compensation_data(unit)),
         })
@@ -245,12 +243,8 @@ pub struct RecordedStep {
     pub plugin: PluginName,
     /// Its input, as every attempt got it.
     pub input: Value,
-    /// Its workflow's name.
-    pub workflow: String,
-    /// Its label in the execution (`reserve`, `reserve[2]`).
-    pub step: UnitId,
-    /// How many `invoke` attempts were started (0: never run).
-    pub attempts: u32,
+    /// What its last `invoke` attempt was told (the first, if none ran).
+    pub context: crate::sandbox::StepContext,
     /// How many `compensate` attempts were started.
     pub compensation_attempts: u32,
     /// What `compensate` gets, when a rollback would compensate the step.

@@ -62,16 +62,13 @@ pub async fn upload_workflow(
         .install(&name, text)
         .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_workflow", error.to_string()))?;
     let file = installed.file.file_name().map(|f| f.to_string_lossy().into_owned());
+    // Only a workflow that is not live waits (the directory never replaces a
+    // live one with a version that cannot run yet).
     if !installed.missing_plugins.is_empty() {
-        let serving = state.workflows.get(&name).is_some();
         let missing = installed.missing_plugins.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ");
-        let message = if serving {
-            format!("kept: it loads once plugin(s) {missing} are loaded; the previous version serves until then")
-        } else {
-            format!("kept: it loads once plugin(s) {missing} are loaded")
-        };
         let body = json!({"name": name, "file": file, "status": "waiting_for_plugins",
-                          "missing_plugins": installed.missing_plugins, "previous_version_serves": serving, "message": message});
+                          "missing_plugins": installed.missing_plugins,
+                          "message": format!("kept: it loads once plugin(s) {missing} are loaded")});
         return Ok((StatusCode::ACCEPTED, Json(body)));
     }
     let status = if installed.replaced { StatusCode::OK } else { StatusCode::CREATED };

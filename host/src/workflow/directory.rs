@@ -266,11 +266,9 @@ impl WorkflowDirectory {
     pub fn install(&self, name: &str, text: &str) -> Result<Installed, WorkflowError> {
         let mut state = self.state.write().expect("workflow lock poisoned");
         // The file that serves `name`, else one that defines it and waits (for plugins, or a fix).
-        let file_where = |matches: &dyn Fn(&WorkflowFileStatus) -> bool| {
-            state.files.iter().find(|(_, status)| matches(status)).map(|(path, _)| path.clone())
-        };
-        let existing = file_where(&|status| status.workflow.as_deref() == Some(name))
-            .or_else(|| file_where(&|status| status.defines.as_deref() == Some(name)));
+        let serving = state.files.iter().find(|(_, status)| status.workflow.as_deref() == Some(name));
+        let defining = || state.files.iter().find(|(_, status)| status.defines.as_deref() == Some(name));
+        let existing = serving.or_else(defining).map(|(path, _)| path.clone());
         let file = existing.clone().unwrap_or_else(|| self.dir.join(format!("{name}.toml")));
         // Errors name the file, not where the directory is on the server.
         let source = file.file_name().map_or_else(|| format!("{name}.toml"), |f| f.to_string_lossy().into_owned());
@@ -294,17 +292,20 @@ impl WorkflowDirectory {
         let checked = Workflow::from_definition_with(&source, definition, self.plugins.as_ref(), &catalog);
         let missing_plugins = match checked {
             Ok(_) => Vec::new(),
-            // A live version is never replaced by one that cannot run yet:
-            // a typo would take the workflow down (at the next restart, or
-            // for good if the plugin never comes).
-            Err(mut error) if error.only_missing_plugins().is_some() && state.workflows.contains_key(name) => {
-                error.problems.push(super::Problem::workflow(
-                    None,
-                    format!("`{name}` is live: load the plugins it names first, then replace it"),
-                ));
-                return Err(error);
-            }
-            Err(error) => error.only_missing_plugins().ok_or(error)?,
+            Err(mut error) => match error.only_missing_plugins() {
+                // A live version is never replaced by one that cannot run
+                // yet: a typo would take the workflow down (at the next
+                // restart, or for good if the plugin never comes).
+                Some(_) if state.workflows.contains_key(name) => {
+                    error.problems.push(super::Problem::workflow(
+                        None,
+                        format!("`{name}` is live: load the plugins it names first, then replace it"),
+                    ));
+                    return Err(error);
+                }
+                Some(missing) => missing,
+                None => return Err(error),
+            },
         };
         let partial = self.dir.join(format!(".{name}.toml.partial"));
         let written = std::fs::write(&partial, text).and_then(|()| std::fs::rename(&partial, &file));

@@ -164,24 +164,26 @@ fn resolve_children(
                 children.extend(validated.children.clone());
                 children.insert(name.clone(), child);
             }
-            Err(error) if error.only_missing_plugins().is_some() => {
+            Err(error) => match error.only_missing_plugins() {
                 // A child that waits for plugins: the parent waits for them too.
-                for plugin in error.only_missing_plugins().unwrap_or_default() {
-                    let message = format!("child workflow `{name}` waits for plugin `{plugin}`");
-                    problems
-                        .push(Problem { missing_plugin: Some(plugin), ..Problem::step(&step.id, "workflow", message) });
+                Some(missing) => {
+                    for plugin in missing {
+                        let message = format!("child workflow `{name}` waits for plugin `{plugin}`");
+                        let problem = Problem::step(&step.id, "workflow", message);
+                        problems.push(Problem { missing_plugin: Some(plugin), ..problem });
+                    }
                 }
-            }
-            Err(error) => {
-                // A cycle found deeper down is reported as such; any other problem as an invalid child.
-                let message =
-                    error.problems.iter().find(|p| p.message.contains("nests itself")).map(|p| p.message.clone());
-                problems.push(Problem::step(
-                    &step.id,
-                    "workflow",
-                    message.unwrap_or_else(|| format!("child workflow `{name}` is invalid: {error}")),
-                ));
-            }
+                None => {
+                    // A cycle found deeper down is reported as such; any other problem as an invalid child.
+                    let message =
+                        error.problems.iter().find(|p| p.message.contains("nests itself")).map(|p| p.message.clone());
+                    problems.push(Problem::step(
+                        &step.id,
+                        "workflow",
+                        message.unwrap_or_else(|| format!("child workflow `{name}` is invalid: {error}")),
+                    ));
+                }
+            },
         }
     }
 }
