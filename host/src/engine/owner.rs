@@ -23,7 +23,10 @@ use super::view::ExecutionView;
 use super::{Engine, EngineError};
 use crate::journal::{Event, ExecutionId, ExecutionStatus, FailureKind, StepFailure, Timer, Timestamp};
 use crate::store::{Append, Claim, Fence, StoreError};
+use futures_util::FutureExt;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -72,6 +75,17 @@ struct Flight {
     fallback: Event,
 }
 
+/// A call the owner runs inside its own task: the one call in flight when
+/// it was made (a sequence of steps), so that it does not cost a task, and
+/// the wake-ups and hops between threads of one. Calls made beside others
+/// (a fan-out, a compensation beside a call) get tasks, to use every core.
+struct InlineCall {
+    flight: Flight,
+    /// The call, its panic caught (guest code yields at every epoch tick,
+    /// so the owner's mailbox is read while it runs).
+    future: Pin<Box<dyn Future<Output = std::thread::Result<Event>> + Send>>,
+}
+
 /// Something to do once the batch's events are durable.
 enum AfterCommit {
     Reply(oneshot::Sender<Result<Answer, Refusal>>, Result<Answer, Refusal>),
@@ -97,6 +111,7 @@ pub(super) struct Owner {
     mailbox: mpsc::UnboundedReceiver<Message>,
     tasks: JoinSet<Event>,
     in_flight: HashMap<tokio::task::Id, Flight>,
+    inline: Option<InlineCall>,
     timers: Vec<(Timestamp, Timer)>,
     waiters: Vec<Settled>,
     posted: HashSet<i64>,
@@ -125,6 +140,7 @@ impl Owner {
             mailbox,
             tasks: JoinSet::new(),
             in_flight: HashMap::new(),
+            inline: None,
             timers: Vec::new(),
             waiters: Vec::new(),
             posted: HashSet::new(),
@@ -206,6 +222,9 @@ impl Owner {
     /// Waits for the next input, then takes everything else already there,
     /// so that one append records them all.
     async fn next_inputs(&mut self) -> Vec<Input> {
+        // Inline calls that finish at once never make the task wait: give
+        // the worker back to other tasks when its budget says so.
+        tokio::task::consume_budget().await;
         let mut inputs = Vec::new();
         let due = self.timers.iter().map(|(due, _)| *due).min();
         let timer = async move {
@@ -224,6 +243,10 @@ impl Owner {
                 if let Some(event) = self.landed(joined) {
                     inputs.push(Input::Event(event));
                 }
+            }
+            outcome = next_inline(&mut self.inline), if self.inline.is_some() => {
+                let call = self.inline.take().expect("the inline call just finished");
+                inputs.push(Input::Event(outcome.unwrap_or(call.flight.fallback)));
             }
             () = timer => {}
         }
@@ -285,7 +308,7 @@ impl Owner {
         let Batch { recorded, commands, .. } = batch;
         let status = self.machine.status();
         let next_due = self.machine.next_due();
-        let calls_ahead = !self.in_flight.is_empty() || commands.iter().any(Command::is_call);
+        let calls_ahead = self.calls_in_flight() || commands.iter().any(Command::is_call);
         let release = status.is_final() || (status == ExecutionStatus::Waiting && !calls_ahead);
         let changed_status = (status != before || self.persisted.status != Some(status)).then(|| {
             let at = if status.is_final() { self.machine.finished_at() } else { None };
@@ -377,7 +400,7 @@ impl Owner {
     }
 
     fn take_outside(&mut self, request: Outside, now: Timestamp, batch: &mut Batch) -> Result<Answer, Refusal> {
-        let busy: HashSet<Unit> = self.in_flight.values().map(|flight| flight.unit).collect();
+        let busy: HashSet<Unit> = self.flights().map(|flight| flight.unit).collect();
         intake::take_outside(&mut self.machine, now, request, &busy, batch)
     }
 
@@ -407,18 +430,33 @@ impl Owner {
             None,
         );
         let call = calls::call(&self.engine, &self.machine, &self.plugins, unit, attempt, export, payload);
-        let handle = self.tasks.spawn(call);
-        self.in_flight.insert(handle.id(), Flight { unit, fallback });
+        let flight = Flight { unit, fallback };
+        if self.calls_in_flight() {
+            let handle = self.tasks.spawn(call);
+            self.in_flight.insert(handle.id(), flight);
+        } else {
+            let future = Box::pin(std::panic::AssertUnwindSafe(call).catch_unwind());
+            self.inline = Some(InlineCall { flight, future });
+        }
+    }
+
+    /// The calls in flight, in tasks and inline.
+    fn flights(&self) -> impl Iterator<Item = &Flight> {
+        self.in_flight.values().chain(self.inline.as_ref().map(|call| &call.flight))
+    }
+
+    fn calls_in_flight(&self) -> bool {
+        self.flights().next().is_some()
     }
 
     /// Whether the owner can let go: the execution is over, or waits for the
     /// outside world with no call in flight (its deadlines are in the store).
     fn is_resting(&self) -> bool {
         let status = self.machine.status();
-        if status.is_final() || (status == ExecutionStatus::Waiting && self.in_flight.is_empty()) {
+        if status.is_final() || (status == ExecutionStatus::Waiting && !self.calls_in_flight()) {
             return true;
         }
-        if self.in_flight.is_empty() && self.timers.is_empty() {
+        if !self.calls_in_flight() && self.timers.is_empty() {
             tracing::error!(execution = %self.id(), status = status.as_str(), "nothing in flight and nothing armed");
             return true;
         }
@@ -541,6 +579,7 @@ impl Owner {
     /// and messages still queued go to whoever owns it now.
     async fn abandon(&mut self, error: EngineError) {
         self.tasks.abort_all();
+        self.inline = None;
         let id = self.machine.execution_id().clone();
         tracing::warn!(execution = %id, "stopped driving: {error}");
         let fenced = matches!(error, EngineError::Store(StoreError::Fenced(..)));
@@ -577,6 +616,14 @@ impl Owner {
                 Message::Posted { .. } | Message::Adopt => {}
             }
         }
+    }
+}
+
+/// The inline call's outcome, once it finishes.
+async fn next_inline(inline: &mut Option<InlineCall>) -> std::thread::Result<Event> {
+    match inline {
+        Some(call) => call.future.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
