@@ -481,3 +481,65 @@ fn on_permanent_failure_is_refused_on_a_transform() {
     let error = Workflow::from_toml("t.toml", bad, engine.registry().as_ref()).unwrap_err().to_string();
     assert!(error.contains("unknown variant `ignore`"), "{error}");
 }
+
+/// A service that panics on every call, in the guest's own task.
+struct Panicking;
+
+impl stepwise::services::Service for Panicking {
+    fn call(&self, method: &str, _input: Value, _caller: &stepwise::services::Caller) -> Result<Value, String> {
+        panic!("the {method} handler panicked on purpose");
+    }
+
+    fn may_block(&self) -> bool {
+        false
+    }
+}
+
+/// An engine whose `inventory` and `payments` services panic.
+fn panicking_host(label: &str) -> stepwise::engine::Engine {
+    let mut services = stepwise::services::ServiceRegistry::new();
+    services.register("inventory", std::sync::Arc::new(Panicking)).register("payments", std::sync::Arc::new(Panicking));
+    let kv = std::sync::Arc::new(stepwise::store::kv::MemoryKv::default());
+    let resources = stepwise::sandbox::HostResources { services: std::sync::Arc::new(services), kv };
+    engine_with(&plugin_dir_with(label, &[]), resources)
+}
+
+#[tokio::test]
+async fn a_host_panic_during_a_call_fails_that_attempt_whether_the_call_ran_inline_or_in_a_task() {
+    let engine = panicking_host("host-panic");
+    // A sequence: each call is the only one in flight and runs in the
+    // owner's own task. The reservation's attempts panic, and the execution
+    // rolls back the cart step before it.
+    let execution = run_example(&engine, "accept-quote.toml", quote_input()).await;
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    let failures = events(&execution, "step_attempt_failed");
+    assert_eq!(failures.len(), 3, "each of the three attempts failed: {failures:#?}");
+    for failure in &failures {
+        assert_eq!(failure["step"], "reserve");
+        assert_eq!(failure["error"]["kind"], "trap");
+        assert!(failure["error"]["message"].as_str().unwrap().contains("panicked"), "{failure:#}");
+    }
+
+    // A fan-out: the first element's call runs inline, the others (up to
+    // four at once) in tasks of their own; every element's attempts panic.
+    let items: Vec<Value> =
+        (0..6).map(|i| json!({"sku": format!("SKU-{i}"), "quantity": 1, "unit_price": 10})).collect();
+    let input = json!({"cart_id": "cart-panic", "items": items, "currency": "EUR"});
+    let execution = run_example(&engine, "reserve-each.toml", input).await;
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    let failed: std::collections::BTreeSet<String> = events(&execution, "step_attempt_failed")
+        .iter()
+        .inspect(|failure| assert!(failure["error"]["message"].as_str().unwrap().contains("panicked"), "{failure:#}"))
+        .map(|failure| failure["step"].as_str().unwrap().to_string())
+        .collect();
+    assert!(failed.len() >= 2, "elements beside the first failed too (calls in tasks): {failed:?}");
+
+    // The host goes on: an execution that calls no service still succeeds.
+    let execution = run(
+        &engine,
+        "name = \"after-panics\"\n[[steps]]\nid = \"say\"\nplugin = \"echo\"\ninput = { n = 1 }\n",
+        json!({}),
+    )
+    .await;
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+}

@@ -1,14 +1,15 @@
 //! The owner of one live execution: the only task, in the only process, that
 //! drives it.
 //!
-//! Everything that happens to an execution goes through its owner's mailbox:
-//! call results from its own tasks, events from outside (an async completion
-//! or failure, a cancel, a wake-up), events other processes posted to the
-//! store's inbox, and reads of its live state. The owner applies each through
+//! Everything that happens to an execution goes through its owner: call
+//! results, events from outside (an async completion or failure, a cancel, a
+//! wake-up), events other processes posted to the store's inbox, and reads
+//! of its live state. The owner applies each through
 //! the state machine, writes what it leads to in one durable append (fenced
 //! by its claim) **before** acting on it, answers each caller about its own
-//! event, and performs the commands: guest calls and child executions as
-//! tasks, backoff timers in-process. When the execution is over, or waits
+//! event, and performs the commands: guest calls and child executions
+//! (inside its own task when nothing else is in flight, else as tasks),
+//! backoff timers in-process. When the execution is over, or waits
 //! for the outside world with nothing in flight, the owner lets go of it in
 //! that same append and leaves; the next event adopts it again (see
 //! [`adopt`]). The saga rules are not here; they are in [`super::machine`].
@@ -404,7 +405,7 @@ impl Owner {
         intake::take_outside(&mut self.machine, now, request, &busy, batch)
     }
 
-    /// Performs commands: calls become tasks, timers are armed.
+    /// Performs commands: calls are made (inline or as tasks), timers are armed.
     fn perform(&mut self, commands: Vec<Command>) {
         for command in commands {
             match command {
