@@ -76,15 +76,33 @@ struct Flight {
     fallback: Event,
 }
 
-/// A call the owner runs inside its own task: the one call in flight when
-/// it was made (a sequence of steps), so that it does not cost a task, and
-/// the wake-ups and hops between threads of one. Calls made beside others
-/// (a fan-out, a compensation beside a call) get tasks, to use every core.
+/// A call the owner runs inside its own task while it is the only call in
+/// flight (a sequence of steps), so that it does not cost a task, and the
+/// wake-ups and hops between threads of one. When another call starts, it
+/// moves to a task of its own, as that one gets, to use every core. It runs
+/// while the owner waits for the store too ([`beside_inline`]), so it is
+/// never paused by the owner's own writes.
 struct InlineCall {
     flight: Flight,
     /// The call, its panic caught (guest code yields at every epoch tick,
     /// so the owner's mailbox is read while it runs).
     future: Pin<Box<dyn Future<Output = std::thread::Result<Event>> + Send>>,
+    /// Its event, when it finished while the owner waited for the store:
+    /// taken in at the owner's next turn (until then it is in flight).
+    landed: Option<Event>,
+}
+
+impl InlineCall {
+    /// Its event, once it finishes (its fallback if it panicked).
+    async fn finish(&mut self) -> Event {
+        if let Some(event) = self.landed.take() {
+            return event;
+        }
+        match self.future.as_mut().await {
+            Ok(event) => event,
+            Err(_panic) => self.flight.fallback.clone(),
+        }
+    }
 }
 
 /// Something to do once the batch's events are durable.
@@ -245,9 +263,9 @@ impl Owner {
                     inputs.push(Input::Event(event));
                 }
             }
-            outcome = next_inline(&mut self.inline), if self.inline.is_some() => {
-                let call = self.inline.take().expect("the inline call just finished");
-                inputs.push(Input::Event(outcome.unwrap_or(call.flight.fallback)));
+            event = next_inline(&mut self.inline), if self.inline.is_some() => {
+                self.inline = None;
+                inputs.push(Input::Event(event));
             }
             () = timer => {}
         }
@@ -345,7 +363,7 @@ impl Owner {
                 wake,
                 answers,
             };
-            self.engine.shared.store.append(append).await.map_err(|error| {
+            beside_inline(&mut self.inline, self.engine.shared.store.append(append)).await.map_err(|error| {
                 if matches!(error, StoreError::Fenced(..)) {
                     self.engine.shared.metrics.fencing_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -370,7 +388,8 @@ impl Owner {
             AfterCommit::Show(reply) => drop(reply.send(self.live_view())),
             AfterCommit::Answer(message, answer) => {
                 let text = serde_json::to_string(&answer).expect("answers serialize");
-                if let Err(error) = self.engine.shared.store.answer(message, &text).await {
+                let answered = self.engine.shared.store.answer(message, &text);
+                if let Err(error) = beside_inline(&mut self.inline, answered).await {
                     tracing::warn!(execution = %self.id(), message, "answering an inbox message: {error}");
                 }
             }
@@ -432,13 +451,29 @@ impl Owner {
         );
         let call = calls::call(&self.engine, &self.machine, &self.plugins, unit, attempt, export, payload);
         let flight = Flight { unit, fallback };
+        if let Some(inline) = self.inline.take() {
+            self.move_to_task(inline);
+        }
         if self.calls_in_flight() {
             let handle = self.tasks.spawn(call);
             self.in_flight.insert(handle.id(), flight);
         } else {
             let future = Box::pin(std::panic::AssertUnwindSafe(call).catch_unwind());
-            self.inline = Some(InlineCall { flight, future });
+            self.inline = Some(InlineCall { flight, future, landed: None });
         }
+    }
+
+    /// Goes on with the inline call in a task of its own (a panic in it is
+    /// then the task's, which its fallback stands for).
+    fn move_to_task(&mut self, inline: InlineCall) {
+        let InlineCall { flight, future, landed } = inline;
+        let handle = match landed {
+            Some(event) => self.tasks.spawn(async move { event }),
+            None => {
+                self.tasks.spawn(async move { future.await.unwrap_or_else(|panic| std::panic::resume_unwind(panic)) })
+            }
+        };
+        self.in_flight.insert(handle.id(), flight);
     }
 
     /// The calls in flight, in tasks and inline.
@@ -580,7 +615,9 @@ impl Owner {
     /// and messages still queued go to whoever owns it now.
     async fn abandon(&mut self, error: EngineError) {
         self.tasks.abort_all();
-        self.inline = None;
+        // Dropped once the execution is let go and its waiters told: a call
+        // dropped in the middle runs drop code of the sandbox's.
+        let inline = self.inline.take();
         let id = self.machine.execution_id().clone();
         tracing::warn!(execution = %id, "stopped driving: {error}");
         let fenced = matches!(error, EngineError::Store(StoreError::Fenced(..)));
@@ -604,6 +641,7 @@ impl Owner {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(Err(EngineError::Lost(format!("execution `{id}`: {error}"))));
         }
+        drop(inline);
     }
 
     /// Answers messages with an error.
@@ -620,11 +658,28 @@ impl Owner {
     }
 }
 
-/// The inline call's outcome, once it finishes.
-async fn next_inline(inline: &mut Option<InlineCall>) -> std::thread::Result<Event> {
+/// The inline call's event, once it finishes.
+async fn next_inline(inline: &mut Option<InlineCall>) -> Event {
     match inline {
-        Some(call) => call.future.as_mut().await,
+        Some(call) => call.finish().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Awaits `work` (a write to the store) while the inline call goes on
+/// running: if it finishes meanwhile, its event waits in the call for the
+/// owner's next turn. Paused, a call would spend its deadline waiting, and
+/// could hold a pooled database connection it cannot use.
+async fn beside_inline<T>(inline: &mut Option<InlineCall>, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    loop {
+        let running = inline.as_ref().is_some_and(|call| call.landed.is_none());
+        tokio::select! {
+            done = &mut work => return done,
+            event = next_inline(inline), if running => {
+                inline.as_mut().expect("the inline call is running").landed = Some(event);
+            }
+        }
     }
 }
 
