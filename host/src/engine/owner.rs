@@ -275,6 +275,10 @@ impl Owner {
         while let Some(joined) = self.tasks.try_join_next_with_id() {
             inputs.extend(self.landed(Some(joined)).map(Input::Event));
         }
+        if let Some(event) = self.inline.as_mut().and_then(|call| call.landed.take()) {
+            self.inline = None;
+            inputs.push(Input::Event(event));
+        }
         inputs.extend(self.due_timers().into_iter().map(Input::Event));
         inputs
     }
@@ -503,6 +507,10 @@ impl Owner {
     /// arrived meanwhile, in which case it claims the execution again and
     /// returns them. Reads are answered without owning it.
     async fn rest(&mut self) -> Rest {
+        // Only an execution that is over rests with a call in flight; its
+        // event would be ignored (tasks go with the owner when it leaves).
+        // Not polled from here on, the call is dropped now.
+        self.inline = None;
         if !self.persisted.released {
             let release = Append {
                 id: self.id().clone(),
@@ -615,8 +623,9 @@ impl Owner {
     /// and messages still queued go to whoever owns it now.
     async fn abandon(&mut self, error: EngineError) {
         self.tasks.abort_all();
-        // Dropped once the execution is let go and its waiters told: a call
-        // dropped in the middle runs drop code of the sandbox's.
+        // Dropped once the execution is let go and its waiters told (a call
+        // dropped in the middle runs the sandbox's drop code), and before
+        // any wait: paused, it could hold a pooled connection.
         let inline = self.inline.take();
         let id = self.machine.execution_id().clone();
         tracing::warn!(execution = %id, "stopped driving: {error}");
@@ -625,6 +634,10 @@ impl Owner {
             // Still ours in the store: let go, or no host would claim it while this one lives.
             super::adopt::release_after_failure(&self.engine, &id, self.fence);
         }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err(EngineError::Lost(format!("execution `{id}`: {error}"))));
+        }
+        drop(inline);
         loop {
             let arrived = self.engine.shared.live.leave_or_take(&id, &mut self.mailbox);
             if arrived.is_empty() {
@@ -638,10 +651,6 @@ impl Owner {
                 }
             }
         }
-        for waiter in self.waiters.drain(..) {
-            let _ = waiter.send(Err(EngineError::Lost(format!("execution `{id}`: {error}"))));
-        }
-        drop(inline);
     }
 
     /// Answers messages with an error.
