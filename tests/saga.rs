@@ -520,8 +520,9 @@ async fn a_host_panic_during_a_call_fails_that_attempt_whether_the_call_ran_inli
         assert!(failure["error"]["message"].as_str().unwrap().contains("panicked"), "{failure:#}");
     }
 
-    // A fan-out: the first element's call runs inline, the others (up to
-    // four at once) in tasks of their own; every element's attempts panic.
+    // A fan-out: the first element's call starts inline and moves to a task
+    // when the second starts; the others (up to four at once) get tasks of
+    // their own. Every element's attempts panic.
     let items: Vec<Value> =
         (0..6).map(|i| json!({"sku": format!("SKU-{i}"), "quantity": 1, "unit_price": 10})).collect();
     let input = json!({"cart_id": "cart-panic", "items": items, "currency": "EUR"});
