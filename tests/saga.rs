@@ -496,17 +496,17 @@ impl stepwise::services::Service for Panicking {
 }
 
 /// An engine whose `inventory` and `payments` services panic.
-fn panicking_host(label: &str) -> stepwise::engine::Engine {
+fn panicking_host() -> stepwise::engine::Engine {
     let mut services = stepwise::services::ServiceRegistry::new();
     services.register("inventory", std::sync::Arc::new(Panicking)).register("payments", std::sync::Arc::new(Panicking));
     let kv = std::sync::Arc::new(stepwise::store::kv::MemoryKv::default());
     let resources = stepwise::sandbox::HostResources { services: std::sync::Arc::new(services), kv };
-    engine_with(&plugin_dir_with(label, &[]), resources)
+    engine_with(&plugins_dir(), resources)
 }
 
 #[tokio::test]
 async fn a_host_panic_during_a_call_fails_that_attempt_whether_the_call_ran_inline_or_in_a_task() {
-    let engine = panicking_host("host-panic");
+    let engine = panicking_host();
     // A sequence: each call is the only one in flight and runs in the
     // owner's own task. The reservation's attempts panic, and the execution
     // rolls back the cart step before it.
