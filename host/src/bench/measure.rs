@@ -262,6 +262,14 @@ pub(super) fn saga_loop(
                 let mut latencies = Vec::new();
                 while started.elapsed() < duration || latencies.is_empty() {
                     let began = Instant::now();
+                    if concurrency > 1 {
+                        // A client's next request waits its turn among the
+                        // others (as a new request to a server would): the
+                        // engine drives an execution in the task that waits
+                        // for it, so without this one task would run many
+                        // executions back to back while the others wait.
+                        tokio::task::yield_now().await;
+                    }
                     // As a client that waits for the outcome: the view is not built.
                     let execution =
                         engine.run_to_rest(workflow.clone(), input.clone(), StartOptions::default()).await?;

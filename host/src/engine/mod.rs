@@ -14,6 +14,7 @@ mod adopt;
 mod calls;
 mod command;
 mod forward;
+mod here;
 mod host;
 mod intake;
 mod live;
@@ -327,9 +328,13 @@ impl Engine {
         input: Value,
         options: StartOptions,
     ) -> Result<Rested, EngineError> {
-        match self.start(workflow, input, options).await? {
-            (_, Some(settling)) => settling.wait_rested().await,
-            (existing, None) => self.show(&existing).await.map(Rested::from),
+        match self.create(workflow, input, options, None).await? {
+            Prepared::Existing(existing) => self.show(&existing).await.map(Rested::from),
+            Prepared::New(mut owner, commands) => {
+                let (settled, settling) = oneshot::channel();
+                owner.wait_for_rest(settled);
+                here::until_rest(owner.run_created(commands), settling).await
+            }
         }
     }
 
@@ -463,8 +468,7 @@ impl Engine {
                 Prepared::New(mut owner, commands) => {
                     let (settled, settling) = oneshot::channel();
                     owner.wait_for_rest(settled);
-                    tokio::spawn(owner.run_created(commands));
-                    Settling(settling).wait().await
+                    here::until_rest(owner.run_created(commands), settling).await.map(Rested::into_view)
                 }
             }
         })
