@@ -544,3 +544,68 @@ async fn a_host_panic_during_a_call_fails_that_attempt_whether_the_call_ran_inli
     .await;
     assert_eq!(execution["status"], "succeeded", "{execution:#}");
 }
+
+/// The demo inventory behind a gate: its first call tells the test it
+/// started, then waits until the test opens the gate. Counts every call.
+struct Gated {
+    inner: std::sync::Arc<stepwise::services::demo::Inventory>,
+    entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    open: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl stepwise::services::Service for Gated {
+    fn call(&self, method: &str, input: Value, caller: &stepwise::services::Caller) -> Result<Value, String> {
+        self.calls.lock().unwrap().push(method.to_string());
+        let first = self.entered.lock().unwrap().take();
+        if let Some(entered) = first {
+            entered.send(()).unwrap();
+            self.open.lock().unwrap().recv().unwrap();
+        }
+        self.inner.call(method, input, caller)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_goes_away_mid_run_leaves_its_execution_to_finish_once_on_its_own() {
+    let ledger = std::sync::Arc::new(stepwise::services::ledger::MemoryLedger::default());
+    let inventory = std::sync::Arc::new(stepwise::services::demo::Inventory::with_ledger(ledger.clone()).unwrap());
+    let payments = std::sync::Arc::new(stepwise::services::demo::Payments::with_ledger(ledger).unwrap());
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (open, open_rx) = std::sync::mpsc::channel();
+    let gated = std::sync::Arc::new(Gated {
+        inner: inventory,
+        entered: std::sync::Mutex::new(Some(entered_tx)),
+        open: std::sync::Mutex::new(open_rx),
+        calls: std::sync::Mutex::new(Vec::new()),
+    });
+    let mut services = stepwise::services::ServiceRegistry::new();
+    services.register("inventory", gated.clone()).register("payments", payments);
+    let kv = std::sync::Arc::new(stepwise::store::kv::MemoryKv::default());
+    let resources = stepwise::sandbox::HostResources { services: std::sync::Arc::new(services), kv };
+    let engine = engine_with(&plugins_dir(), resources);
+    let workflow = example(&engine, "accept-quote.toml");
+    let options = || StartOptions { idempotency_key: Some("caller-goes-away".into()), tenant: None };
+
+    // `run` drives the execution in the caller's own task; the caller goes
+    // away while the reservation's call is under way.
+    let caller = tokio::spawn({
+        let (engine, workflow) = (engine.clone(), workflow.clone());
+        async move { engine.run(workflow, quote_input(), options()).await }
+    });
+    tokio::task::spawn_blocking(move || entered.recv()).await.unwrap().expect("the reservation started");
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled(), "the caller was gone before the execution rested");
+
+    // The execution goes on without it: the call that was under way ends,
+    // and the rest of the steps run.
+    open.send(()).unwrap();
+    let (id, settling) = engine.start(workflow, quote_input(), options()).await.unwrap();
+    assert!(settling.is_none(), "the key names the execution the caller started");
+    // A guard against a hang (an owner lost with its caller), not a timing.
+    let rested = tokio::time::timeout(std::time::Duration::from_secs(120), engine.wait_for_rest(&id)).await;
+    let execution = rested.expect("the execution rests without its caller").unwrap().to_json();
+    assert_eq!(execution["status"], "succeeded", "{execution:#}");
+    assert_eq!(event_steps(&execution, "step_started").iter().filter(|step| *step == "reserve").count(), 1);
+    assert_eq!(*gated.calls.lock().unwrap(), ["reserve"], "the reservation was made once, and nothing undone");
+}
