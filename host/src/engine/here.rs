@@ -1,13 +1,14 @@
 //! Driving a new execution's owner in the task that waits for it.
 //!
 //! A caller that starts an execution and waits for its rest at once (`run`,
-//! a child workflow's step) would otherwise spawn the owner as a task and
-//! sleep until it is told: a spawn, a wake of the other worker and a wake of
-//! the caller for every execution. Here the caller's own task polls the
-//! owner until the execution rests. The owner does not depend on the caller
-//! staying: if the caller goes away first (a dropped request, a timeout), or
-//! the owner goes on after telling its waiters, what is left of it is
-//! spawned as a task of its own, as [`crate::engine::Engine::start`] does.
+//! a request that asks to wait, a child workflow's step) would otherwise
+//! spawn the owner as a task and sleep until it is told: a spawn, a wake of
+//! another worker and a wake of the caller for every execution. Here the
+//! caller's own task polls the owner until the execution rests. The owner
+//! does not depend on the caller staying: if the caller goes away first (a
+//! dropped request, a timeout), or the owner goes on after telling its
+//! waiters, what is left of it is spawned as a task of its own, as
+//! [`crate::engine::Engine::start`] does at once.
 
 use super::{EngineError, Rested};
 use std::future::Future;
@@ -18,10 +19,27 @@ use tokio::sync::oneshot;
 
 type OwnerRun = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// What an owner's waiter receives once the execution rests.
+pub(super) type Settled = oneshot::Receiver<Result<Rested, EngineError>>;
+
 /// An owner polled by the task that waits for it; spawned if it outlives it.
-struct DrivenHere(Option<OwnerRun>);
+pub(super) struct DrivenHere(Option<OwnerRun>);
 
 impl DrivenHere {
+    pub(super) fn new(owner: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Some(Box::pin(owner)))
+    }
+
+    /// Polls the owner in this task until `settled` says the execution rests.
+    pub(super) async fn until_rest(mut self, mut settled: Settled) -> Result<Rested, EngineError> {
+        std::future::poll_fn(|cx| {
+            self.poll_owner(cx);
+            Pin::new(&mut settled).poll(cx)
+        })
+        .await
+        .unwrap_or_else(|_| Err(owner_stopped()))
+    }
+
     /// Polls the owner once, if it still runs here. A panic stops the owner
     /// alone, as it would stop the owner's own task: its waiters are told it
     /// stopped, and the caller goes on.
@@ -48,16 +66,7 @@ impl Drop for DrivenHere {
     }
 }
 
-/// Polls `owner` in this task until `settling` says the execution rests.
-pub(super) async fn until_rest(
-    owner: impl Future<Output = ()> + Send + 'static,
-    mut settling: oneshot::Receiver<Result<Rested, EngineError>>,
-) -> Result<Rested, EngineError> {
-    let mut here = DrivenHere(Some(Box::pin(owner)));
-    std::future::poll_fn(|cx| {
-        here.poll_owner(cx);
-        Pin::new(&mut settling).poll(cx)
-    })
-    .await
-    .unwrap_or_else(|_| Err(EngineError::Lost("the execution's owner stopped".into())))
+/// The error a waiter gets when the owner stopped without telling it.
+pub(super) fn owner_stopped() -> EngineError {
+    EngineError::Lost("the execution's owner stopped".into())
 }

@@ -143,9 +143,18 @@ pub(crate) struct ChildRun {
 }
 
 /// The execution once its owner rests (it is over, or waits for the outside world).
-pub struct Settling(oneshot::Receiver<Result<Rested, EngineError>>);
+pub struct Settling {
+    settled: here::Settled,
+    /// The owner, when the waiter drives it ([`Engine::start_waiting`]).
+    owner: Option<here::DrivenHere>,
+}
 
 impl Settling {
+    /// Told by an owner that runs on its own.
+    fn told(settled: here::Settled) -> Self {
+        Self { settled, owner: None }
+    }
+
     /// Waits for it, and builds its view.
     pub async fn wait(self) -> Result<ExecutionView, EngineError> {
         self.wait_rested().await.map(Rested::into_view)
@@ -153,7 +162,10 @@ impl Settling {
 
     /// Waits for it: its status at once, its view only if asked for.
     pub async fn wait_rested(self) -> Result<Rested, EngineError> {
-        self.0.await.unwrap_or_else(|_| Err(EngineError::Lost("the execution's owner stopped".into())))
+        match self.owner {
+            Some(owner) => owner.until_rest(self.settled).await,
+            None => self.settled.await.unwrap_or_else(|_| Err(here::owner_stopped())),
+        }
     }
 }
 
@@ -328,13 +340,9 @@ impl Engine {
         input: Value,
         options: StartOptions,
     ) -> Result<Rested, EngineError> {
-        match self.create(workflow, input, options, None).await? {
-            Prepared::Existing(existing) => self.show(&existing).await.map(Rested::from),
-            Prepared::New(mut owner, commands) => {
-                let (settled, settling) = oneshot::channel();
-                owner.wait_for_rest(settled);
-                here::until_rest(owner.run_created(commands), settling).await
-            }
+        match self.start_waiting(workflow, input, options).await? {
+            (_, Some(settling)) => settling.wait_rested().await,
+            (existing, None) => self.show(&existing).await.map(Rested::from),
         }
     }
 
@@ -354,7 +362,30 @@ impl Engine {
                 let (settled, settling) = oneshot::channel();
                 owner.wait_for_rest(settled);
                 tokio::spawn(owner.run_created(commands));
-                Ok((id, Some(Settling(settling))))
+                Ok((id, Some(Settling::told(settling))))
+            }
+        }
+    }
+
+    /// [`Engine::start`] for a caller that waits for the execution's rest at
+    /// once: waiting on the [`Settling`] drives the execution in the
+    /// caller's task, which saves a task and two wakes per execution. Until
+    /// it is waited on, nothing drives it; once the `Settling` or its wait
+    /// is dropped, the execution goes on in a task of its own.
+    pub async fn start_waiting(
+        &self,
+        workflow: Arc<Workflow>,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<(ExecutionId, Option<Settling>), EngineError> {
+        match self.create(workflow, input, options, None).await? {
+            Prepared::Existing(existing) => Ok((existing, None)),
+            Prepared::New(mut owner, commands) => {
+                let id = owner.execution_id().clone();
+                let (settled, settling) = oneshot::channel();
+                owner.wait_for_rest(settled);
+                let owner = here::DrivenHere::new(owner.run_created(commands));
+                Ok((id, Some(Settling { settled: settling, owner: Some(owner) })))
             }
         }
     }
@@ -468,7 +499,8 @@ impl Engine {
                 Prepared::New(mut owner, commands) => {
                     let (settled, settling) = oneshot::channel();
                     owner.wait_for_rest(settled);
-                    here::until_rest(owner.run_created(commands), settling).await.map(Rested::into_view)
+                    // Waited on at once: driven in the step's call.
+                    here::DrivenHere::new(owner.run_created(commands)).until_rest(settling).await.map(Rested::into_view)
                 }
             }
         })
@@ -518,7 +550,7 @@ impl Engine {
         let (settled, settling) = oneshot::channel();
         self.route_claimed(id, Message::Outside { request, reply, settled: Some(settled) }, claimed);
         match answer.await {
-            Ok(Ok(answer)) => Ok(Delivery { answer, settling: Settling(settling) }),
+            Ok(Ok(answer)) => Ok(Delivery { answer, settling: Settling::told(settling) }),
             Ok(Err(Refusal::NoSuchExecution(_))) => Err(EngineError::NotFound(id.clone())),
             Ok(Err(refusal)) => Err(refusal.into()),
             Err(_) => Err(EngineError::Lost(format!("the owner of execution `{id}` stopped"))),
@@ -573,7 +605,7 @@ impl Engine {
     pub async fn wait_for_rest(&self, id: &ExecutionId) -> Result<ExecutionView, EngineError> {
         let (settled, settling) = oneshot::channel();
         match self.shared.live.send(id, Message::Wait { settled }) {
-            Ok(()) => Settling(settling).wait().await,
+            Ok(()) => Settling::told(settling).wait().await,
             Err(_) => {
                 // Not live here: at rest in the store, or driven elsewhere
                 // (or by nobody since a crash: waiting adopts it).
@@ -584,7 +616,7 @@ impl Engine {
                 }
                 let (settled, settling) = oneshot::channel();
                 self.route(id, Message::Wait { settled });
-                Settling(settling).wait().await
+                Settling::told(settling).wait().await
             }
         }
     }

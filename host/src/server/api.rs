@@ -142,7 +142,13 @@ pub async fn start_execution(
     };
     let key = idempotency_key(&headers)?.map(|key| principal_key(&principal, key));
     let options = StartOptions { idempotency_key: key, tenant };
-    let (id, settling) = state.engine.start(workflow, input, options).await?;
+    // A caller that waits drives the execution in its own task until it
+    // rests or the wait ends; then it goes on in a task of its own.
+    let (id, settling) = if query.wait {
+        state.engine.start_waiting(workflow, input, options).await?
+    } else {
+        state.engine.start(workflow, input, options).await?
+    };
     let Some(settling) = settling else {
         let execution = state.engine.show(&id).await?;
         if !principal.sees(execution.tenant.as_deref()) {
