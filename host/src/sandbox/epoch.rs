@@ -3,35 +3,35 @@
 //! every tick and is interrupted at its deadline (see `invoke`), and
 //! sleeps while no call is in flight (an idle host wakes for nothing).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
 
 /// How often the epoch advances: how long guest code runs before it yields.
 pub const TICK: Duration = Duration::from_millis(1);
 
-/// How many calls are in flight, and the ticker's wake-up.
-#[derive(Default)]
-struct Activity {
-    calls: Mutex<usize>,
-    changed: Condvar,
-}
+/// How long an idle ticker sleeps before it looks at whether it should stop.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// Stops its thread when dropped.
 pub struct Ticker {
     stop: Arc<AtomicBool>,
-    activity: Arc<Activity>,
+    /// How many calls are in flight.
+    calls: Arc<AtomicUsize>,
+    /// The ticker's thread, unparked when the first call starts.
+    thread: Thread,
 }
 
 /// Keeps the ticker going while a call is in flight.
 pub struct Running {
-    activity: Arc<Activity>,
+    calls: Arc<AtomicUsize>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        *self.activity.calls.lock().expect("epoch lock") -= 1;
+        self.calls.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -42,27 +42,28 @@ impl Ticker {
     /// track the wall clock rather than the number of times the thread
     /// happened to wake up. Deadlines are relative to the epoch when a call
     /// starts, so the epoch standing still while nothing runs changes none.
+    ///
+    /// A call's start and end are an atomic count each: a call costs the
+    /// ticker a wake-up only when it is the first after an idle spell and
+    /// the thread is parked (no lock, no system call per call otherwise).
     pub fn start(engine: &Engine) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let activity = Arc::new(Activity::default());
+        let calls = Arc::new(AtomicUsize::new(0));
         let engine = engine.weak();
-        let (stopped, shared) = (stop.clone(), activity.clone());
-        std::thread::Builder::new()
+        let (stopped, in_flight) = (stop.clone(), calls.clone());
+        let thread = std::thread::Builder::new()
             .name("stepwise-epoch".into())
             .spawn(move || {
-                while !stopped.load(Ordering::Relaxed) {
-                    {
-                        let calls = shared.calls.lock().expect("epoch lock");
-                        let timeout = Duration::from_millis(500);
-                        let (calls, _) =
-                            shared.changed.wait_timeout_while(calls, timeout, |calls| *calls == 0).expect("epoch lock");
-                        if *calls == 0 {
-                            continue; // idle; look at `stopped` now and then
-                        }
+                while !stopped.load(Ordering::SeqCst) {
+                    if in_flight.load(Ordering::SeqCst) == 0 {
+                        // Unparked by the next call's start (a start between
+                        // the load and the park leaves its token: no wake is lost).
+                        std::thread::park_timeout(IDLE_CHECK);
+                        continue;
                     }
                     let started = Instant::now();
                     let mut ticked: u128 = 0;
-                    while !stopped.load(Ordering::Relaxed) && *shared.calls.lock().expect("epoch lock") > 0 {
+                    while !stopped.load(Ordering::SeqCst) && in_flight.load(Ordering::SeqCst) > 0 {
                         std::thread::sleep(TICK);
                         let Some(engine) = engine.upgrade() else { return };
                         let due = started.elapsed().as_nanos() / TICK.as_nanos();
@@ -73,21 +74,25 @@ impl Ticker {
                     }
                 }
             })
-            .expect("spawning the epoch thread");
-        Self { stop, activity }
+            .expect("spawning the epoch thread")
+            .thread()
+            .clone();
+        Self { stop, calls, thread }
     }
 
     /// Marks a call in flight until the returned guard is dropped.
     pub fn running(&self) -> Running {
-        *self.activity.calls.lock().expect("epoch lock") += 1;
-        self.activity.changed.notify_one();
-        Running { activity: self.activity.clone() }
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            // A system call only if the thread is parked.
+            self.thread.unpark();
+        }
+        Running { calls: self.calls.clone() }
     }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.activity.changed.notify_one();
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.unpark();
     }
 }
