@@ -323,6 +323,11 @@ impl Engine {
     /// Runs `workflow` on `input` until it rests (it is over, or waits for an
     /// async step) and returns the execution. With an idempotency key
     /// already used, returns that execution as it is.
+    ///
+    /// The execution is driven in the calling task while this future is
+    /// polled (see [`Engine::start_waiting`]): await it, rather than keep it
+    /// beside other work in a `select!` loop. Dropped before the execution
+    /// rests, it leaves the execution to go on in a task of its own.
     pub async fn run(
         &self,
         workflow: Arc<Workflow>,
@@ -370,8 +375,11 @@ impl Engine {
     /// [`Engine::start`] for a caller that waits for the execution's rest at
     /// once: waiting on the [`Settling`] drives the execution in the
     /// caller's task, which saves a task and two wakes per execution. Until
-    /// it is waited on, nothing drives it; once the `Settling` or its wait
-    /// is dropped, the execution goes on in a task of its own.
+    /// it is waited on, and whenever its wait is not polled, nothing drives
+    /// it (its calls, timers and mailbox wait too); once the `Settling` or
+    /// its wait is dropped, the execution goes on in a task of its own. For
+    /// a caller whose task may stop being polled (a server's handler), use
+    /// [`Engine::start`].
     pub async fn start_waiting(
         &self,
         workflow: Arc<Workflow>,
@@ -384,7 +392,7 @@ impl Engine {
                 let id = owner.execution_id().clone();
                 let (settled, settling) = oneshot::channel();
                 owner.wait_for_rest(settled);
-                let owner = here::DrivenHere::new(owner.run_created(commands));
+                let owner = here::DrivenHere::new(id.clone(), owner.run_created(commands));
                 Ok((id, Some(Settling { settled: settling, owner: Some(owner) })))
             }
         }
@@ -499,8 +507,10 @@ impl Engine {
                 Prepared::New(mut owner, commands) => {
                     let (settled, settling) = oneshot::channel();
                     owner.wait_for_rest(settled);
-                    // Waited on at once: driven in the step's call.
-                    here::DrivenHere::new(owner.run_created(commands)).until_rest(settling).await.map(Rested::into_view)
+                    // A task of its own: nested children driven inside their
+                    // parents' calls would stack their polls ever deeper.
+                    tokio::spawn(owner.run_created(commands));
+                    Settling::told(settling).wait().await
                 }
             }
         })

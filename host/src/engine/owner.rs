@@ -1,5 +1,6 @@
 //! The owner of one live execution: the only task, in the only process, that
-//! drives it.
+//! drives it (a task of its own, or the task of a caller that waits for the
+//! execution's rest at once: see [`super::here`]).
 //!
 //! Everything that happens to an execution goes through its owner: call
 //! results, events from outside (an async completion or failure, a cancel, a

@@ -142,13 +142,11 @@ pub async fn start_execution(
     };
     let key = idempotency_key(&headers)?.map(|key| principal_key(&principal, key));
     let options = StartOptions { idempotency_key: key, tenant };
-    // A caller that waits drives the execution in its own task until it
-    // rests or the wait ends; then it goes on in a task of its own.
-    let (id, settling) = if query.wait {
-        state.engine.start_waiting(workflow, input, options).await?
-    } else {
-        state.engine.start(workflow, input, options).await?
-    };
+    // The execution runs in a task of its own even when the client waits:
+    // hyper polls a handler only while it can write the connection's next
+    // answer, so a pipelining client that stops reading would pause an
+    // execution driven here (its calls' slots, timers and mailbox with it).
+    let (id, settling) = state.engine.start(workflow, input, options).await?;
     let Some(settling) = settling else {
         let execution = state.engine.show(&id).await?;
         if !principal.sees(execution.tenant.as_deref()) {
