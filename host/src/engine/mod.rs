@@ -360,16 +360,7 @@ impl Engine {
         input: Value,
         options: StartOptions,
     ) -> Result<(ExecutionId, Option<Settling>), EngineError> {
-        match self.create(workflow, input, options, None).await? {
-            Prepared::Existing(existing) => Ok((existing, None)),
-            Prepared::New(mut owner, commands) => {
-                let id = owner.execution_id().clone();
-                let (settled, settling) = oneshot::channel();
-                owner.wait_for_rest(settled);
-                tokio::spawn(owner.run_created(commands));
-                Ok((id, Some(Settling::told(settling))))
-            }
-        }
+        self.begin(workflow, input, options, false).await
     }
 
     /// [`Engine::start`] for a caller that waits for the execution's rest at
@@ -386,14 +377,32 @@ impl Engine {
         input: Value,
         options: StartOptions,
     ) -> Result<(ExecutionId, Option<Settling>), EngineError> {
+        self.begin(workflow, input, options, true).await
+    }
+
+    /// Creates the execution and hands its owner to a task of its own, or
+    /// (`drive_here`) to whoever waits on the returned [`Settling`].
+    async fn begin(
+        &self,
+        workflow: Arc<Workflow>,
+        input: Value,
+        options: StartOptions,
+        drive_here: bool,
+    ) -> Result<(ExecutionId, Option<Settling>), EngineError> {
         match self.create(workflow, input, options, None).await? {
             Prepared::Existing(existing) => Ok((existing, None)),
             Prepared::New(mut owner, commands) => {
                 let id = owner.execution_id().clone();
                 let (settled, settling) = oneshot::channel();
                 owner.wait_for_rest(settled);
-                let owner = here::DrivenHere::new(id.clone(), owner.run_created(commands));
-                Ok((id, Some(Settling { settled: settling, owner: Some(owner) })))
+                let run = owner.run_created(commands);
+                let owner = if drive_here {
+                    Some(here::DrivenHere::new(id.clone(), run))
+                } else {
+                    tokio::spawn(run);
+                    None
+                };
+                Ok((id, Some(Settling { settled: settling, owner })))
             }
         }
     }
