@@ -325,9 +325,11 @@ impl Engine {
     /// already used, returns that execution as it is.
     ///
     /// The execution is driven in the calling task while this future is
-    /// polled (see [`Engine::start_waiting`]): await it, rather than keep it
-    /// beside other work in a `select!` loop. Dropped before the execution
-    /// rests, it leaves the execution to go on in a task of its own.
+    /// polled (see [`Engine::start_waiting`]): await it (alone or in a
+    /// `select!`), but do not hold it unpolled while the task waits for
+    /// something else, which would hold the execution still. Dropped before
+    /// the execution rests, it leaves the execution to go on in a task of
+    /// its own.
     pub async fn run(
         &self,
         workflow: Arc<Workflow>,
