@@ -497,11 +497,7 @@ impl stepwise::services::Service for Panicking {
 
 /// An engine whose `inventory` and `payments` services panic.
 fn panicking_host() -> stepwise::engine::Engine {
-    let mut services = stepwise::services::ServiceRegistry::new();
-    services.register("inventory", std::sync::Arc::new(Panicking)).register("payments", std::sync::Arc::new(Panicking));
-    let kv = std::sync::Arc::new(stepwise::store::kv::MemoryKv::default());
-    let resources = stepwise::sandbox::HostResources { services: std::sync::Arc::new(services), kv };
-    engine_with(&plugins_dir(), resources)
+    engine_with(&plugins_dir(), resources_serving(std::sync::Arc::new(Panicking), std::sync::Arc::new(Panicking)))
 }
 
 #[tokio::test]
@@ -579,11 +575,7 @@ async fn a_caller_that_goes_away_mid_run_leaves_its_execution_to_finish_once_on_
         open: std::sync::Mutex::new(open_rx),
         calls: std::sync::Mutex::new(Vec::new()),
     });
-    let mut services = stepwise::services::ServiceRegistry::new();
-    services.register("inventory", gated.clone()).register("payments", payments);
-    let kv = std::sync::Arc::new(stepwise::store::kv::MemoryKv::default());
-    let resources = stepwise::sandbox::HostResources { services: std::sync::Arc::new(services), kv };
-    let engine = engine_with(&plugins_dir(), resources);
+    let engine = engine_with(&plugins_dir(), resources_serving(gated.clone(), payments));
     let workflow = example(&engine, "accept-quote.toml");
     let options = || StartOptions { idempotency_key: Some("caller-goes-away".into()), tenant: None };
 

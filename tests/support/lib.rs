@@ -141,6 +141,17 @@ pub fn demo_host_in(dir: &Path) -> DemoHost {
     DemoHost { engine, inventory, payments, kv, ledger }
 }
 
+/// Host resources whose `inventory` and `payments` services are these (a
+/// test's own, or demo ones wrapped), with an in-memory kv.
+pub fn resources_serving(
+    inventory: Arc<dyn stepwise::services::Service>,
+    payments: Arc<dyn stepwise::services::Service>,
+) -> HostResources {
+    let mut services = stepwise::services::ServiceRegistry::new();
+    services.register("inventory", inventory).register("payments", payments);
+    HostResources { services: Arc::new(services), kv: Arc::new(MemoryKv::default()) }
+}
+
 /// An engine over the plugins of `dir` whose capabilities reach `resources`
 /// (services, kv), with an in-memory store.
 pub fn engine_with(dir: &Path, resources: HostResources) -> Engine {
