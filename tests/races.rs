@@ -3,7 +3,8 @@
 //! success racing failure, completions racing cancels and the deadline,
 //! cancels at random moments, a cancel while a step runs, `stepwise
 //! complete` from a second process while the server owns the execution,
-//! deeply nested JSON at every door, and an idle server's CPU.
+//! deeply nested JSON at every door, and an idle server's CPU. In process:
+//! cancels racing executions that `Engine::run` drives in its caller's task.
 //!
 //! Each test audits the demo services' ledger against the recorded events:
 //! no service call after its completion was recorded, every reservation and
@@ -501,4 +502,94 @@ async fn a_completion_repeated_with_its_idempotency_key_gets_the_same_answer() {
     let recorded = events(&execution, "step_succeeded").into_iter().filter(|e| e["step"] == "ask").count();
     assert_eq!(recorded, 1, "{execution:#}");
     assert_eq!(step(&execution, "ask")["output"]["approved"], true, "the first report's output");
+}
+
+/// The demo inventory that tells the test which execution a reservation
+/// belongs to as the reservation starts, and holds it until the test lets
+/// it go (on a blocking thread: the owner reads its mailbox meanwhile).
+struct Announcing {
+    inner: Arc<stepwise::services::demo::Inventory>,
+    reserving: tokio::sync::mpsc::UnboundedSender<(String, std::sync::mpsc::Sender<()>)>,
+}
+
+impl stepwise::services::Service for Announcing {
+    fn call(&self, method: &str, input: Value, caller: &stepwise::services::Caller) -> Result<Value, String> {
+        if method == "reserve" {
+            let (go, wait) = std::sync::mpsc::channel();
+            self.reserving.send((caller.execution_id.clone(), go)).unwrap();
+            wait.recv().unwrap();
+        }
+        self.inner.call(method, input, caller)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_racing_executions_that_run_drives_in_its_callers_task_roll_each_back_once() {
+    use stepwise::engine::{Answer, Engine, StartOptions};
+    use stepwise::services::demo::{Inventory, Payments};
+    use stepwise::services::ledger::SqliteLedger;
+    use stepwise::store::SqliteStore;
+    let path = scratch_dir("run-here-cancels").join("stepwise.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let ledger = Arc::new(SqliteLedger::on(store.clone()).await.unwrap());
+    let (reserving, mut reservations) = tokio::sync::mpsc::unbounded_channel();
+    let inventory =
+        Arc::new(Announcing { inner: Arc::new(Inventory::with_ledger(ledger.clone()).unwrap()), reserving });
+    let payments = Arc::new(Payments::with_ledger(ledger).unwrap());
+    let registry = engine_with(&plugins_dir(), resources_serving(inventory, payments)).registry().clone();
+    let engine = Engine::new(registry, store);
+    let workflow = example(&engine, "accept-quote.toml");
+
+    // Forty executions at once, each driven by `run` in its own caller's
+    // task, each cancelled from another task. Half are cancelled while
+    // their reservation is held (the owner takes the cancel while the call
+    // runs inline in the caller's task); the other half after their
+    // reservation is let go and 0 to 7 turns of the scheduler, so those
+    // cancels land during a later step or after the end (a cancel rolls a
+    // succeeded execution back too).
+    const EXECUTIONS: usize = 40;
+    let mut runs = tokio::task::JoinSet::new();
+    for n in 0..EXECUTIONS {
+        let (engine, workflow) = (engine.clone(), workflow.clone());
+        let options = StartOptions { idempotency_key: Some(format!("run-here-{n}")), tenant: None };
+        runs.spawn(async move { engine.run(workflow, quote_input(), options).await.unwrap().to_json() });
+    }
+    let mut cancels = tokio::task::JoinSet::new();
+    for n in 0..EXECUTIONS {
+        let (id, go) = reservations.recv().await.expect("every execution reserves");
+        let engine = engine.clone();
+        cancels.spawn(async move {
+            let id = stepwise::journal::ExecutionId::new(id);
+            let held = n % 2 == 0;
+            if !held {
+                go.send(()).unwrap();
+                for _ in 0..n % 8 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let answer = engine.cancel(&id, "customer").await.map(|delivery| delivery.answer);
+            if held {
+                go.send(()).unwrap();
+            }
+            assert!(matches!(answer, Ok(Answer::Accepted)), "{id}: running or succeeded, it rolls back: {answer:?}");
+            (id, held)
+        });
+    }
+    let ran: Vec<Value> = runs.join_all().await;
+    let mut finals = Vec::new();
+    for (id, held) in cancels.join_all().await {
+        let execution = engine.wait_for_rest(&id).await.unwrap().to_json();
+        assert_eq!(execution["status"], "compensated", "{execution:#}");
+        assert_eq!(events(&execution, "rollback_requested").len(), 1, "one rollback for the one cancel");
+        let returned = &ran.iter().find(|run| run["execution_id"] == execution["execution_id"]).unwrap()["status"];
+        if held {
+            assert_eq!(returned, "compensated", "{id}: cancelled mid-run, run returned it rolled back");
+        } else {
+            assert!(returned == "compensated" || returned == "succeeded", "{id}: run returned {returned}");
+        }
+        finals.push(execution);
+    }
+    assert_eq!(finals.len(), EXECUTIONS);
+    let (calls, checked) = audit_side_effects(&path, &finals, &|_| true);
+    assert!(calls > 0 && checked > 0, "the ledger was audited: {calls} calls, {checked} checks");
 }
