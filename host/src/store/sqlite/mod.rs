@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 use writer::{write_loop, Job, Reply, Write};
 
 mod due;
+mod handoff;
 mod log;
 mod schema;
 mod tokens;
@@ -39,6 +40,8 @@ pub struct SqliteStore {
     reader: Mutex<Connection>,
     /// Definitions stored once by hash, parsed once.
     definitions: ByHash<crate::workflow::WorkflowDefinition>,
+    /// How long writes have been taking: whether to poll for an answer.
+    round_trips: handoff::RoundTrips,
 }
 
 pub(super) fn backend(path: &Path, error: impl std::fmt::Display) -> StoreError {
@@ -60,7 +63,7 @@ impl SqliteStore {
             .name("stepwise-sqlite-writer".into())
             .spawn(move || write_loop(writer, &writer_path, queue))
             .map_err(|e| backend(path, e))?;
-        Ok(Self { path: path.to_path_buf(), writes, reader: Mutex::new(reader), definitions: ByHash::default() })
+        Ok(Self { path: path.to_path_buf(), writes, reader: Mutex::new(reader), definitions: ByHash::default(), round_trips: Default::default() })
     }
 
     fn job<T, F>(&self, reply: Reply<T>, write: F) -> Result<(), StoreError>
@@ -76,7 +79,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
-        self.queue(write)?.await.map_err(|_| backend(&self.path, "the writer thread stopped"))?
+        let answer = self.queue(write)?;
+        self.round_trips.wait(answer).await.map_err(|_| backend(&self.path, "the writer thread stopped"))?
     }
 
     /// Queues `write` for the writer thread's next commit and returns at

@@ -1,6 +1,6 @@
 //! The SQLite store's writer thread: every write is a job in its queue; the
-//! thread takes every job waiting and commits them in one transaction (one
-//! fsync for all), each job in a savepoint so that a refused one (a stale
+//! thread takes every job waiting (see [`super::handoff`] for how it waits
+//! for the next) and commits them in one transaction (one fsync for all), each job in a savepoint so that a refused one (a stale
 //! fence) does not undo the others. Callers wait on a reply, async (the
 //! engine) or blocking (the kv capability inside a guest call).
 
@@ -73,7 +73,7 @@ fn settle<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
 
 /// The writer thread: commits every queued job in one transaction.
 pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::Receiver<Box<dyn Job>>) {
-    while let Ok(first) = queue.recv() {
+    while let Some(first) = super::handoff::next_job(&queue) {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
