@@ -63,7 +63,13 @@ impl SqliteStore {
             .name("stepwise-sqlite-writer".into())
             .spawn(move || write_loop(writer, &writer_path, queue))
             .map_err(|e| backend(path, e))?;
-        Ok(Self { path: path.to_path_buf(), writes, reader: Mutex::new(reader), definitions: ByHash::default(), round_trips: Default::default() })
+        Ok(Self {
+            path: path.to_path_buf(),
+            writes,
+            reader: Mutex::new(reader),
+            definitions: ByHash::default(),
+            round_trips: Default::default(),
+        })
     }
 
     fn job<T, F>(&self, reply: Reply<T>, write: F) -> Result<(), StoreError>
@@ -80,7 +86,7 @@ impl SqliteStore {
         F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
         let answer = self.queue(write)?;
-        self.round_trips.wait(answer).await.map_err(|_| backend(&self.path, "the writer thread stopped"))?
+        self.round_trips.wait(answer).await.ok_or_else(|| backend(&self.path, "the writer thread stopped"))?
     }
 
     /// Queues `write` for the writer thread's next commit and returns at

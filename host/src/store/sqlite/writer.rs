@@ -89,6 +89,11 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
                 continue;
             }
         };
+        if batch.len() == 1 {
+            let job = batch.pop().expect("a batch of one");
+            commit_alone(tx, path, job);
+            continue;
+        }
         let mut intact = true;
         let replies: Vec<Settled> = batch
             .into_iter()
@@ -118,6 +123,30 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
                 replies.into_iter().for_each(|reply| reply(Some(&message)));
             }
         }
+    }
+}
+
+/// Runs a batch of one job (writes one at a time, the usual case of a
+/// sequential execution): its transaction is its savepoint, rolled back when
+/// the job is refused, so the two statements of a savepoint are saved.
+fn commit_alone(tx: rusqlite::Transaction<'_>, path: &Path, job: Box<dyn Job>) {
+    let (ok, settled) = job.run(&tx, path);
+    if tx.is_autocommit() {
+        // SQLite ended the transaction itself (a full disk): nothing was committed.
+        tracing::error!(path = %path.display(), "SQLite rolled the transaction back during a write");
+        let message = backend(path, "the write's transaction failed and was rolled back").to_string();
+        return settled(Some(&message));
+    }
+    if !ok {
+        // Refused (its own error goes back): nothing of it may stay.
+        if let Err(error) = tx.rollback() {
+            tracing::error!(path = %path.display(), "rolling back a refused write failed: {error}");
+        }
+        return settled(None);
+    }
+    match tx.commit() {
+        Ok(()) => settled(None),
+        Err(error) => settled(Some(&backend(path, format!("commit failed: {error}")).to_string())),
     }
 }
 
@@ -223,5 +252,71 @@ mod tests {
         assert!(refused_answer.recv().unwrap().is_err());
         assert!(third_answer.recv().unwrap().is_ok());
         assert_eq!(committed, [1, 3]);
+    }
+
+    /// Runs each job as a batch of its own (the next is queued once the
+    /// last was answered) on a new database with a table `t (n)`; returns
+    /// each job's answer and the `n` committed, sorted.
+    fn one_by_one(
+        name: &str,
+        writes: Vec<Box<dyn Job>>,
+        answers: Vec<mpsc::Receiver<Result<(), StoreError>>>,
+    ) -> (Vec<Result<(), StoreError>>, Vec<i64>) {
+        let dir = std::env::temp_dir().join(format!("stepwise-writer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let connection = Connection::open(&path).unwrap();
+        connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)").unwrap();
+        let (queue, queued) = mpsc::channel::<Box<dyn Job>>();
+        let writer_path = path.clone();
+        let writer = std::thread::spawn(move || write_loop(connection, &writer_path, queued));
+        let results = writes
+            .into_iter()
+            .zip(answers)
+            .map(|(job, answer)| {
+                queue.send(job).map_err(drop).unwrap();
+                answer.recv().unwrap()
+            })
+            .collect();
+        drop(queue);
+        writer.join().unwrap();
+        let check = Connection::open(&path).unwrap();
+        let mut rows: Vec<i64> = check
+            .prepare("SELECT n FROM t")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        (results, rows)
+    }
+
+    #[test]
+    fn a_write_alone_in_its_batch_is_undone_when_refused_or_when_its_transaction_ends_under_it() {
+        let (first, first_answer) = job(insert(1));
+        let (refused, refused_answer) = job(|db: &Connection, path: &Path| {
+            insert(2)(db, path)?;
+            Err(StoreError::Fenced(crate::journal::ExecutionId::new("e"), 1))
+        });
+        let (ending, ending_answer) = job(|db: &Connection, path: &Path| {
+            insert(3)(db, path)?;
+            db.execute_batch("ROLLBACK").map_err(|e| backend(path, e))
+        });
+        let (last, last_answer) = job(insert(4));
+        let (results, committed) = one_by_one(
+            "alone",
+            vec![first, refused, ending, last],
+            vec![first_answer, refused_answer, ending_answer, last_answer],
+        );
+        assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
+        assert!(matches!(results[1], Err(StoreError::Fenced(..))), "a refusal keeps its own error: {results:?}");
+        assert!(
+            matches!(&results[2], Err(StoreError::Backend(message)) if message.contains("rolled back")),
+            "{results:?}"
+        );
+        assert_eq!(committed, [1, 4], "nothing of the refused or broken write stays");
     }
 }
