@@ -9,9 +9,9 @@
 //! - the writer thread, after a commit, polls its queue for
 //!   [`WRITER_SPIN`] (yielding the CPU between polls) before it blocks;
 //! - a writer's caller polls its answer between turns of its tokio worker
-//!   ([`tokio::task::yield_now`], so other tasks run meanwhile), for as long
-//!   as an answer usually takes and at most [`ANSWER_SPIN_LIMIT`]; after
-//!   that, or when answers take longer than that (many writers share each
+//!   ([`tokio::task::yield_now`], so other tasks run meanwhile), for twice
+//!   the recent average round trip and at most [`ANSWER_SPIN_LIMIT`]; after
+//!   that, or when the average is longer than that (many writers share each
 //!   commit), it waits asleep as before.
 //!
 //! Nothing here changes what is written or when it is durable: only how the
@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// How long the writer thread polls its queue after a commit before it blocks.
+/// How long the writer thread polls its queue after a batch before it blocks.
 pub(super) const WRITER_SPIN: Duration = Duration::from_micros(100);
 
 /// The longest a caller polls for its answer before it waits asleep.
@@ -84,14 +84,32 @@ impl RoundTrips {
 mod tests {
     use super::*;
 
+    fn spinning_for(trips: &RoundTrips, typical: Duration) {
+        trips.average_us.store(typical.as_micros() as u64, Ordering::Relaxed);
+    }
+
     #[tokio::test]
     async fn an_answer_is_received_whether_it_comes_during_the_spin_or_after_it() {
         let trips = RoundTrips::default();
-        let (tell, answer) = oneshot::channel();
-        tell.send(1).unwrap();
-        assert_eq!(trips.wait(answer).await, Some(1), "an answer already there");
+        // An answer already there: awaited at once (no average yet), then
+        // taken by the poll (an average that makes the caller spin).
+        for typical in [Duration::ZERO, Duration::from_micros(200)] {
+            spinning_for(&trips, typical);
+            let (tell, answer) = oneshot::channel();
+            tell.send(1).unwrap();
+            assert_eq!(trips.wait(answer).await, Some(1));
+        }
 
-        // An answer long after any spin: the caller must be woken, not lost.
+        // The answer comes from another thread, while the caller spins (up
+        // to 400 us) or after it.
+        spinning_for(&trips, Duration::from_micros(200));
+        let (tell, answer) = oneshot::channel();
+        let soon = std::thread::spawn(move || tell.send(3).unwrap());
+        assert_eq!(trips.wait(answer).await, Some(3));
+        soon.join().unwrap();
+
+        // An answer long after the spin: the caller must be woken, not lost.
+        spinning_for(&trips, Duration::from_micros(200));
         let (tell, answer) = oneshot::channel();
         let late = std::thread::spawn(move || {
             std::thread::sleep(ANSWER_SPIN_LIMIT * 4);
@@ -101,11 +119,9 @@ mod tests {
         late.join().unwrap();
 
         // A writer that goes away is an error, not a hang or a panic, whether
-        // it is seen while polling (the average is low now) or asleep.
-        for spinning in [true, false] {
-            if !spinning {
-                trips.average_us.store(ANSWER_SPIN_LIMIT.as_micros() as u64 * 2, Ordering::Relaxed);
-            }
+        // it is seen while polling or asleep.
+        for typical in [Duration::from_micros(200), ANSWER_SPIN_LIMIT * 2] {
+            spinning_for(&trips, typical);
             let (tell, answer) = oneshot::channel::<u8>();
             drop(tell);
             assert_eq!(trips.wait(answer).await, None);

@@ -1,8 +1,11 @@
 //! The SQLite store's writer thread: every write is a job in its queue; the
 //! thread takes every job waiting (see [`super::handoff`] for how it waits
-//! for the next) and commits them in one transaction (one fsync for all), each job in a savepoint so that a refused one (a stale
-//! fence) does not undo the others. Callers wait on a reply, async (the
-//! engine) or blocking (the kv capability inside a guest call).
+//! for the next) and commits them in one transaction (one fsync for all).
+//! When the batch holds several jobs, each runs in a savepoint so that a
+//! refused one (a stale fence) does not undo the others; a job alone runs in
+//! the transaction itself, rolled back if it is refused. Callers wait on a
+//! reply, async (the engine) or blocking (the kv capability inside a guest
+//! call).
 
 use super::backend;
 use crate::store::StoreError;
@@ -81,6 +84,10 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
                 Err(_) => break,
             }
         }
+        if let Err(message) = end_open_transaction(&connection, path) {
+            batch.into_iter().map(|job| job.abort()).for_each(|reply| reply(Some(&message)));
+            continue;
+        }
         let tx = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(error) => {
@@ -126,23 +133,46 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
     }
 }
 
+/// Ends a transaction an earlier batch left open (its rollback failed), so
+/// that one failed rollback does not refuse every later batch; an error
+/// (for this batch's jobs) while it cannot be ended.
+fn end_open_transaction(connection: &Connection, path: &Path) -> Result<(), String> {
+    if connection.is_autocommit() {
+        return Ok(());
+    }
+    tracing::warn!(path = %path.display(), "a transaction was left open by a failed rollback: rolling it back");
+    match connection.execute_batch("ROLLBACK") {
+        Ok(()) if connection.is_autocommit() => Ok(()),
+        Ok(()) => Err(backend(path, "a transaction left open could not be ended").to_string()),
+        Err(error) => {
+            Err(backend(path, format!("a transaction left open could not be rolled back: {error}")).to_string())
+        }
+    }
+}
+
 /// Runs a batch of one job (writes one at a time, the usual case of a
 /// sequential execution): its transaction is its savepoint, rolled back when
 /// the job is refused, so the two statements of a savepoint are saved.
 fn commit_alone(tx: rusqlite::Transaction<'_>, path: &Path, job: Box<dyn Job>) {
     let (ok, settled) = job.run(&tx, path);
+    if !ok {
+        // Refused or failed, its own error goes back (the cause SQLite
+        // gave, if SQLite ended the transaction itself): nothing of it may
+        // stay. A rollback that fails leaves the transaction open; the
+        // next batch ends it (`end_open_transaction`).
+        if !tx.is_autocommit() {
+            if let Err(error) = tx.rollback() {
+                tracing::error!(path = %path.display(), "rolling back a refused write failed: {error}");
+            }
+        }
+        return settled(None);
+    }
     if tx.is_autocommit() {
-        // SQLite ended the transaction itself (a full disk): nothing was committed.
+        // SQLite ended the transaction itself (a full disk) although the
+        // write reported success: nothing was committed.
         tracing::error!(path = %path.display(), "SQLite rolled the transaction back during a write");
         let message = backend(path, "the write's transaction failed and was rolled back").to_string();
         return settled(Some(&message));
-    }
-    if !ok {
-        // Refused (its own error goes back): nothing of it may stay.
-        if let Err(error) = tx.rollback() {
-            tracing::error!(path = %path.display(), "rolling back a refused write failed: {error}");
-        }
-        return settled(None);
     }
     match tx.commit() {
         Ok(()) => settled(None),
@@ -256,9 +286,11 @@ mod tests {
 
     /// Runs each job as a batch of its own (the next is queued once the
     /// last was answered) on a new database with a table `t (n)`; returns
-    /// each job's answer and the `n` committed, sorted.
+    /// each job's answer and the `n` committed, sorted. `left_open`: the
+    /// connection comes with a transaction open, holding a write.
     fn one_by_one(
         name: &str,
+        left_open: bool,
         writes: Vec<Box<dyn Job>>,
         answers: Vec<mpsc::Receiver<Result<(), StoreError>>>,
     ) -> (Vec<Result<(), StoreError>>, Vec<i64>) {
@@ -268,6 +300,10 @@ mod tests {
         let path = dir.join("w.db");
         let connection = Connection::open(&path).unwrap();
         connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)").unwrap();
+        if left_open {
+            // As a rollback that failed would leave it, with a write in it.
+            connection.execute_batch("BEGIN; INSERT INTO t (n) VALUES (0)").unwrap();
+        }
         let (queue, queued) = mpsc::channel::<Box<dyn Job>>();
         let writer_path = path.clone();
         let writer = std::thread::spawn(move || write_loop(connection, &writer_path, queued));
@@ -308,6 +344,7 @@ mod tests {
         let (last, last_answer) = job(insert(4));
         let (results, committed) = one_by_one(
             "alone",
+            false,
             vec![first, refused, ending, last],
             vec![first_answer, refused_answer, ending_answer, last_answer],
         );
@@ -318,5 +355,13 @@ mod tests {
             "{results:?}"
         );
         assert_eq!(committed, [1, 4], "nothing of the refused or broken write stays");
+    }
+
+    #[test]
+    fn a_transaction_left_open_is_rolled_back_before_the_next_batch_instead_of_refusing_it() {
+        let (first, first_answer) = job(insert(1));
+        let (results, committed) = one_by_one("left-open", true, vec![first], vec![first_answer]);
+        assert!(results[0].is_ok(), "{results:?}");
+        assert_eq!(committed, [1], "the open transaction's write is undone, the batch's committed");
     }
 }
