@@ -225,22 +225,20 @@ mod tests {
         move |db, path| db.execute("INSERT INTO t (n) VALUES (?1)", [n]).map(drop).map_err(|e| backend(path, e))
     }
 
-    /// Runs `jobs` as one batch (all queued before the writer starts) on a
-    /// new database with a table `t (n)`; returns the `n` committed, sorted.
-    fn one_batch(name: &str, jobs: Vec<Box<dyn Job>>) -> Vec<i64> {
+    /// A new database with a table `t (n)`, in a directory of its own.
+    fn new_database(name: &str) -> (std::path::PathBuf, Connection) {
         let dir = std::env::temp_dir().join(format!("stepwise-writer-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("w.db");
         let connection = Connection::open(&path).unwrap();
         connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)").unwrap();
-        let (queue, queued) = mpsc::channel::<Box<dyn Job>>();
-        for job in jobs {
-            queue.send(job).map_err(drop).unwrap();
-        }
-        drop(queue);
-        write_loop(connection, &path, queued);
-        let check = Connection::open(&path).unwrap();
+        (path, connection)
+    }
+
+    /// The `n` committed in the database at `path`, sorted; its directory is removed.
+    fn committed_then_removed(path: &Path) -> Vec<i64> {
+        let check = Connection::open(path).unwrap();
         let mut rows: Vec<i64> = check
             .prepare("SELECT n FROM t")
             .unwrap()
@@ -249,8 +247,21 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         rows.sort();
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
         rows
+    }
+
+    /// Runs `jobs` as one batch (all queued before the writer starts) on a
+    /// new database; returns the `n` committed, sorted.
+    fn one_batch(name: &str, jobs: Vec<Box<dyn Job>>) -> Vec<i64> {
+        let (path, connection) = new_database(name);
+        let (queue, queued) = mpsc::channel::<Box<dyn Job>>();
+        for job in jobs {
+            queue.send(job).map_err(drop).unwrap();
+        }
+        drop(queue);
+        write_loop(connection, &path, queued);
+        committed_then_removed(&path)
     }
 
     #[test]
@@ -285,21 +296,16 @@ mod tests {
     }
 
     /// Runs each job as a batch of its own (the next is queued once the
-    /// last was answered) on a new database with a table `t (n)`; returns
-    /// each job's answer and the `n` committed, sorted. `left_open`: the
-    /// connection comes with a transaction open, holding a write.
+    /// last was answered) on a new database; returns each job's answer and
+    /// the `n` committed, sorted. `left_open`: the connection comes with a
+    /// transaction open, holding a write.
     fn one_by_one(
         name: &str,
         left_open: bool,
         writes: Vec<Box<dyn Job>>,
         answers: Vec<mpsc::Receiver<Result<(), StoreError>>>,
     ) -> (Vec<Result<(), StoreError>>, Vec<i64>) {
-        let dir = std::env::temp_dir().join(format!("stepwise-writer-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("w.db");
-        let connection = Connection::open(&path).unwrap();
-        connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)").unwrap();
+        let (path, connection) = new_database(name);
         if left_open {
             // As a rollback that failed would leave it, with a write in it.
             connection.execute_batch("BEGIN; INSERT INTO t (n) VALUES (0)").unwrap();
@@ -317,17 +323,7 @@ mod tests {
             .collect();
         drop(queue);
         writer.join().unwrap();
-        let check = Connection::open(&path).unwrap();
-        let mut rows: Vec<i64> = check
-            .prepare("SELECT n FROM t")
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        rows.sort();
-        let _ = std::fs::remove_dir_all(&dir);
-        (results, rows)
+        (results, committed_then_removed(&path))
     }
 
     #[test]
