@@ -155,6 +155,20 @@ impl Settling {
         Self { settled, owner: None }
     }
 
+    /// Sets a new execution's owner going on `commands`: in a task of its
+    /// own, or (`drive_here`) in whichever task waits on the result.
+    fn of_new(mut owner: Box<Owner>, commands: Vec<Command>, drive_here: bool) -> Self {
+        let (settled, settling) = oneshot::channel();
+        owner.wait_for_rest(settled);
+        let id = owner.execution_id().clone();
+        let run = owner.run_created(commands);
+        if drive_here {
+            return Self { settled: settling, owner: Some(here::DrivenHere::new(id, run)) };
+        }
+        tokio::spawn(run);
+        Self::told(settling)
+    }
+
     /// Waits for it, and builds its view.
     pub async fn wait(self) -> Result<ExecutionView, EngineError> {
         self.wait_rested().await.map(Rested::into_view)
@@ -393,18 +407,9 @@ impl Engine {
     ) -> Result<(ExecutionId, Option<Settling>), EngineError> {
         match self.create(workflow, input, options, None).await? {
             Prepared::Existing(existing) => Ok((existing, None)),
-            Prepared::New(mut owner, commands) => {
+            Prepared::New(owner, commands) => {
                 let id = owner.execution_id().clone();
-                let (settled, settling) = oneshot::channel();
-                owner.wait_for_rest(settled);
-                let run = owner.run_created(commands);
-                let owner = if drive_here {
-                    Some(here::DrivenHere::new(id.clone(), run))
-                } else {
-                    tokio::spawn(run);
-                    None
-                };
-                Ok((id, Some(Settling { settled: settling, owner })))
+                Ok((id, Some(Settling::of_new(owner, commands, drive_here))))
             }
         }
     }
@@ -515,14 +520,9 @@ impl Engine {
             let options = StartOptions { idempotency_key: Some(format!("child:{}", child.id)), tenant: child.tenant };
             match engine.create(Arc::new(workflow), child.input, options, Some((child.id, child.parent))).await? {
                 Prepared::Existing(existing) => engine.wait_for_rest(&existing).await,
-                Prepared::New(mut owner, commands) => {
-                    let (settled, settling) = oneshot::channel();
-                    owner.wait_for_rest(settled);
-                    // A task of its own: nested children driven inside their
-                    // parents' calls would stack their polls ever deeper.
-                    tokio::spawn(owner.run_created(commands));
-                    Settling::told(settling).wait().await
-                }
+                // A task of its own: nested children driven inside their
+                // parents' calls would stack their polls ever deeper.
+                Prepared::New(owner, commands) => Settling::of_new(owner, commands, false).wait().await,
             }
         })
     }

@@ -4,8 +4,8 @@
 //! Writes go through one writer thread that takes every job waiting in its
 //! queue and commits them in a single transaction (each in a savepoint when
 //! there are several, so one refused job does not undo the others), so
-//! concurrent executions share each fsync. Reads use a separate connection; WAL lets them run beside the
-//! writer. Several processes may share the file (a `serve` and a `stepwise
+//! concurrent executions share each fsync. Reads use a separate connection;
+//! WAL lets them run beside the writer. Several processes may share the file (a `serve` and a `stepwise
 //! complete` from a shell): SQLite serialises their transactions, and the
 //! fencing check inside each append keeps one owner per execution. The
 //! schema is versioned with `user_version` and migrated forward on open.
