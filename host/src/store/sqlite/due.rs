@@ -92,7 +92,7 @@ fn due(db: &Connection, host: &HostId, now: i64, limit: usize) -> rusqlite::Resu
 
 /// Executions whose timer is due by `?1`, and those with a message posted,
 /// if they are still in flight.
-const WAKING: &str = "SELECT id, created_at, owner FROM executions
+pub(super) const WAKING: &str = "SELECT id, created_at, owner FROM executions
   WHERE next_due <= ?1 AND +status IN ('running', 'waiting', 'compensating')
  UNION
  SELECT id, created_at, owner FROM executions
@@ -114,56 +114,4 @@ fn stale_owners(db: &Connection, host: &HostId, now: i64) -> rusqlite::Result<Ha
         after = owner;
     }
     Ok(stale)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::sqlite::schema::migrate;
-
-    /// A store with `in_flight` executions resting without a timer, one
-    /// whose timer is due, one whose timer is not, one with a message posted
-    /// and one finished with a stale timer.
-    fn store_with(in_flight: usize) -> Connection {
-        let mut db = Connection::open_in_memory().unwrap();
-        migrate(&mut db, Path::new(":memory:")).unwrap();
-        let insert = "INSERT INTO executions (id, workflow, definition, input, status, created_at, updated_at, owner, next_due)
-                      VALUES (?1, 'w', '{}', '{}', ?2, ?3, ?3, 'a-live-host', ?4)";
-        for n in 0..in_flight {
-            let status = if n % 2 == 0 { "waiting" } else { "running" };
-            db.execute(insert, params![format!("rest-{n:05}"), status, n as i64, None::<i64>]).unwrap();
-        }
-        db.execute(insert, params!["timer-due", "waiting", 1, 100]).unwrap();
-        db.execute(insert, params!["timer-later", "waiting", 2, 900]).unwrap();
-        db.execute(insert, params!["messaged", "running", 3, None::<i64>]).unwrap();
-        db.execute(insert, params!["finished", "succeeded", 4, 100]).unwrap();
-        db.execute("INSERT INTO inbox (execution_id, message, posted_at) VALUES ('messaged', '{}', 0)", []).unwrap();
-        db
-    }
-
-    #[test]
-    fn the_waking_scan_reads_the_timer_index_and_the_inbox_not_every_execution_in_flight() {
-        let db = store_with(2_000);
-        let plan: Vec<String> = db
-            .prepare(&format!("EXPLAIN QUERY PLAN {WAKING}"))
-            .unwrap()
-            .query_map(params![500], |row| row.get(3))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        let plan = plan.join("\n");
-        assert!(plan.contains("executions_by_due"), "{plan}");
-        assert!(!plan.contains("executions_in_flight"), "{plan}");
-        assert!(!plan.contains("SCAN executions"), "{plan}");
-
-        let mut found: Vec<String> = db
-            .prepare(WAKING)
-            .unwrap()
-            .query_map(params![500], |row| row.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        found.sort();
-        assert_eq!(found, ["messaged", "timer-due"]);
-    }
 }
