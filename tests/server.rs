@@ -304,11 +304,15 @@ async fn an_async_step_is_completed_over_http() {
         let expected = if step == "nope" { StatusCode::NOT_FOUND } else { StatusCode::CONFLICT };
         assert_eq!(status, expected, "{step}: {body}");
     }
+    let claims_before = claims_total(&server).await;
     let (status, done) =
         server.post(&format!("/v1/executions/{id}/steps/ask/success"), json!({"approved": true})).await;
     assert_eq!(status, StatusCode::OK, "{done}");
     assert_eq!(done["status"], "succeeded");
     assert_eq!(step(&done, "after")["output"]["approved"], true);
+    // The execution rested unowned: the completion claimed it once, and took
+    // the report in at once (no release and second claim first).
+    assert_eq!(claims_total(&server).await, claims_before + 1);
     let (status, body) = server.post(&format!("/v1/executions/{id}/steps/ask/success"), json!({})).await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "not_waiting"));
 
@@ -322,6 +326,13 @@ async fn an_async_step_is_completed_over_http() {
     assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "invalid_json"));
     let (status, _) = server.post("/v1/executions/missing/steps/ask/success", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The server's `stepwise_claims_total`.
+async fn claims_total(server: &Server) -> u64 {
+    let text = server.client.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find_map(|line| line.strip_prefix("stepwise_claims_total ")).expect("stepwise_claims_total");
+    line.trim().parse().unwrap()
 }
 
 async fn upload(server: &Server, name: &str, component: Vec<u8>, manifest: Option<&str>) -> (StatusCode, Value) {

@@ -212,7 +212,14 @@ impl Owner {
     /// outstanding, takes in what other processes posted for it, then goes on
     /// until it rests.
     pub(super) async fn run_adopted(mut self, outstanding: Vec<Command>, posted: Vec<Message>) {
-        let inputs = posted.into_iter().map(Input::Message).collect();
+        let mut inputs: Vec<Input> = posted.into_iter().map(Input::Message).collect();
+        // The messages that woke it (queued before it was adopted) are taken
+        // in the same step. Left for later, an execution at rest (one waiting
+        // for a completion) would let go first and claim again to take them:
+        // two writes more per completion.
+        while let Ok(message) = self.mailbox.try_recv() {
+            inputs.push(Input::Message(message));
+        }
         match self.step(inputs, outstanding).await {
             Ok(commands) => self.perform(commands),
             Err(error) => return self.abandon(error).await,
@@ -549,6 +556,7 @@ impl Owner {
             }
             match self.engine.shared.store.claim(self.machine.execution_id(), self.engine.shared.host.id()).await {
                 Ok(Claim::Claimed { fence, .. }) => {
+                    self.engine.shared.metrics.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let untouched = fence == self.fence + 1;
                     self.fence = fence;
                     self.persisted.released = false;
