@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use stepwise::engine::{Engine, StartOptions};
+use stepwise::journal::Event;
 use stepwise::services::ledger::Ledger;
 use stepwise::store::kv::KvStore;
 use stepwise::tenants::TenantBindings;
@@ -338,6 +339,14 @@ async fn a_child_waiting_on_an_async_step_holds_its_parent_until_it_is_completed
     let parent = engine.wait_for_rest(&parent_id).await.unwrap().to_json();
     assert_eq!(parent["status"], "succeeded", "{parent:#}");
     assert_eq!(step_of(&parent, "after")["output"]["approved"], json!({"by": "ana"}));
+    // The child's end woke the resting parent, adopted with that wake-up
+    // queued: the child step's call was made again once, its result recorded once.
+    let log = engine.store().load(&parent_id).await.unwrap().unwrap().events;
+    let results = log
+        .iter()
+        .filter(|recorded| matches!(&recorded.event, Event::AttemptSucceeded { step, .. } if step.to_string() == "approval"))
+        .count();
+    assert_eq!(results, 1, "{:#?}", log.iter().map(|recorded| &recorded.event).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

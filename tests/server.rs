@@ -331,7 +331,8 @@ async fn an_async_step_is_completed_over_http() {
 /// The server's `stepwise_claims_total`.
 async fn claims_total(server: &Server) -> u64 {
     let text = server.client.get(server.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
-    let line = text.lines().find_map(|line| line.strip_prefix("stepwise_claims_total ")).expect("stepwise_claims_total");
+    let line =
+        text.lines().find_map(|line| line.strip_prefix("stepwise_claims_total ")).expect("stepwise_claims_total");
     line.trim().parse().unwrap()
 }
 

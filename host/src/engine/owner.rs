@@ -211,12 +211,21 @@ impl Owner {
     /// Drives an adopted execution: performs what its replayed log left
     /// outstanding, takes in what other processes posted for it, then goes on
     /// until it rests.
-    pub(super) async fn run_adopted(mut self, outstanding: Vec<Command>, posted: Vec<Message>) {
+    pub(super) async fn run_adopted(mut self, mut outstanding: Vec<Command>, posted: Vec<Message>) {
+        // Calls the log left to make are started first, in a step of their
+        // own: a message taken after sees them in flight (a wake-up would
+        // otherwise start a waiting child's call a second time).
+        if outstanding.iter().any(Command::is_call) {
+            match self.step(Vec::new(), std::mem::take(&mut outstanding)).await {
+                Ok(commands) => self.perform(commands),
+                Err(error) => return self.abandon(error).await,
+            }
+        }
         let mut inputs: Vec<Input> = posted.into_iter().map(Input::Message).collect();
         // The messages that woke it (queued before it was adopted) are taken
-        // in the same step. Left for later, an execution at rest (one waiting
-        // for a completion) would let go first and claim again to take them:
-        // two writes more per completion.
+        // now too. Left for later, an execution at rest (one waiting for a
+        // completion) would let go first and claim again to take them: two
+        // writes more per completion.
         while let Ok(message) = self.mailbox.try_recv() {
             inputs.push(Input::Message(message));
         }

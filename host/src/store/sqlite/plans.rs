@@ -19,7 +19,8 @@ const HOST: &str = "a-live-host";
 fn store_with(in_flight: usize) -> Connection {
     let mut db = Connection::open_in_memory().unwrap();
     migrate(&mut db, Path::new(":memory:")).unwrap();
-    let insert = "INSERT INTO executions (id, workflow, definition, input, status, created_at, updated_at, owner, next_due)
+    let insert =
+        "INSERT INTO executions (id, workflow, definition, input, status, created_at, updated_at, owner, next_due)
                   VALUES (?1, 'w', '{}', '{}', ?2, ?3, ?3, ?4, ?5)";
     for n in 0..in_flight {
         let status = if n % 2 == 0 { "waiting" } else { "running" };
