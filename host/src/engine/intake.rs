@@ -32,6 +32,11 @@ impl Batch {
     pub(crate) fn resuming(outstanding: Vec<Command>) -> Self {
         Self { pending: outstanding.into(), ..Self::default() }
     }
+
+    /// Whether the batch calls `unit` already.
+    fn invokes(&self, unit: Unit) -> bool {
+        self.commands.iter().any(|command| matches!(command, Command::Invoke { unit: called, .. } if *called == unit))
+    }
 }
 
 /// Applies an event and records it, with everything it leads to.
@@ -128,12 +133,16 @@ pub(crate) fn take_outside(
 }
 
 /// Looks again at children that waited (one of them may be over); due
-/// deadlines were fired before.
+/// deadlines were fired before. A child looked at already, by a call in
+/// flight or by an earlier wake-up of the same step (two children that end
+/// together), is not looked at twice.
 fn wake(machine: &mut Machine, busy: &HashSet<Unit>, batch: &mut Batch) {
     for command in machine.outstanding_commands() {
         match command {
             Command::Invoke { unit, .. }
-                if !busy.contains(&unit) && matches!(machine.unit(unit).phase, StepPhase::ChildWaiting { .. }) =>
+                if !busy.contains(&unit)
+                    && !batch.invokes(unit)
+                    && matches!(machine.unit(unit).phase, StepPhase::ChildWaiting { .. }) =>
             {
                 batch.commands.push(command)
             }
@@ -154,5 +163,63 @@ fn fire_due_timers(machine: &mut Machine, now: Timestamp, batch: &mut Batch) {
                 record(machine, now, Event::TimerFired { timer }, batch);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{ExecutionId, LOG_VERSION};
+    use crate::workflow::{StepBuilder, Workflow};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    /// An execution whose only step waits for its child.
+    fn waiting_on_a_child() -> Machine {
+        let plugins: std::collections::BTreeSet<String> = ["p".to_string()].into();
+        let workflow = Workflow::builder("w").step(StepBuilder::new("a", "p", json!({}))).build(&plugins).unwrap();
+        let mut machine = Machine::new(Arc::new(workflow), ExecutionId::new("e1"), json!({}));
+        let now = Timestamp(1_000);
+        let started = Event::ExecutionStarted {
+            plugins: Default::default(),
+            handlers: Default::default(),
+            workflows: Default::default(),
+            log_version: LOG_VERSION,
+        };
+        let step: crate::journal::UnitId = "a".parse().unwrap();
+        for event in [
+            started,
+            Event::AttemptStarted { step: step.clone(), attempt: 1 },
+            Event::ChildWaiting { step, attempt: 1 },
+        ] {
+            machine.apply(now, event);
+        }
+        machine
+    }
+
+    #[test]
+    fn two_wake_ups_in_one_step_look_at_a_waiting_child_once() {
+        let mut machine = waiting_on_a_child();
+        let mut batch = Batch::default();
+        for _ in 0..2 {
+            let answer = take_outside(&mut machine, Timestamp(2_000), Outside::Wake, &HashSet::new(), &mut batch);
+            assert_eq!(answer, Ok(Answer::AlreadyDone));
+        }
+        assert_eq!(
+            batch.commands.iter().filter(|command| matches!(command, Command::Invoke { .. })).count(),
+            1,
+            "{:?}",
+            batch.commands
+        );
+        assert!(batch.recorded.is_empty(), "a wake-up records nothing of its own");
+    }
+
+    #[test]
+    fn a_wake_up_leaves_a_child_whose_call_is_in_flight_alone() {
+        let mut machine = waiting_on_a_child();
+        let unit = machine.unit_of(&"a".parse().unwrap()).unwrap();
+        let mut batch = Batch::default();
+        take_outside(&mut machine, Timestamp(2_000), Outside::Wake, &HashSet::from([unit]), &mut batch).unwrap();
+        assert!(batch.commands.is_empty(), "{:?}", batch.commands);
     }
 }
