@@ -169,7 +169,7 @@ fn fire_due_timers(machine: &mut Machine, now: Timestamp, batch: &mut Batch) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{ExecutionId, LOG_VERSION};
+    use crate::journal::ExecutionId;
     use crate::workflow::{StepBuilder, Workflow};
     use serde_json::json;
     use std::sync::Arc;
@@ -180,15 +180,9 @@ mod tests {
         let workflow = Workflow::builder("w").step(StepBuilder::new("a", "p", json!({}))).build(&plugins).unwrap();
         let mut machine = Machine::new(Arc::new(workflow), ExecutionId::new("e1"), json!({}));
         let now = Timestamp(1_000);
-        let started = Event::ExecutionStarted {
-            plugins: Default::default(),
-            handlers: Default::default(),
-            workflows: Default::default(),
-            log_version: LOG_VERSION,
-        };
         let step: crate::journal::UnitId = "a".parse().unwrap();
         for event in [
-            started,
+            Event::started_pinning_nothing(),
             Event::AttemptStarted { step: step.clone(), attempt: 1 },
             Event::ChildWaiting { step, attempt: 1 },
         ] {

@@ -29,7 +29,7 @@ use super::machine::{Machine, Unit};
 use super::outside::{Answer, Outside};
 use super::view::ExecutionView;
 use crate::journal::{
-    Event, ExecutionId, ExecutionStatus, FailureKind, RecordedEvent, StepFailure, Timer, Timestamp, UnitId, LOG_VERSION,
+    Event, ExecutionId, ExecutionStatus, FailureKind, RecordedEvent, StepFailure, Timer, Timestamp, UnitId,
 };
 use crate::workflow::{RetryPolicy, StepBuilder, Workflow};
 use serde_json::{json, Value};
@@ -176,13 +176,7 @@ impl World {
     fn start(&mut self) {
         let machine = Machine::new(self.workflow.clone(), ExecutionId::new("sim"), self.input.clone());
         self.owner = Some(Owner { machine, flights: Vec::new(), timers: Vec::new() });
-        let started = Event::ExecutionStarted {
-            plugins: Default::default(),
-            handlers: Default::default(),
-            workflows: Default::default(),
-            log_version: LOG_VERSION,
-        };
-        self.step(vec![started], None, Vec::new(), false, false);
+        self.step(vec![Event::started_pinning_nothing()], None, Vec::new(), false, false);
     }
 
     /// Adopts the execution as an owner does after a rest or a crash: replay,

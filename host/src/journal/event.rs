@@ -264,6 +264,20 @@ pub struct HandlerBinding {
     pub priority: i32,
 }
 
+#[cfg(test)]
+impl Event {
+    /// A start that pins no plugin, handler or child workflow: for tests
+    /// that drive a state machine without a store or plugins.
+    pub(crate) fn started_pinning_nothing() -> Self {
+        Event::ExecutionStarted {
+            plugins: Default::default(),
+            handlers: Default::default(),
+            workflows: Default::default(),
+            log_version: LOG_VERSION,
+        }
+    }
+}
+
 /// One recorded event and when it happened.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {

@@ -52,7 +52,7 @@ fn plan(db: &Connection, sql: &str, parameters: impl Params) -> String {
     steps.join("\n")
 }
 
-/// The first column of every row `sql` returns, sorted.
+/// Column `column` of every row `sql` returns, sorted.
 fn ids(db: &Connection, sql: &str, column: usize, parameters: impl Params) -> Vec<String> {
     let mut ids: Vec<String> = db
         .prepare(sql)

@@ -58,12 +58,7 @@ fn at(ms: u64) -> Timestamp {
 }
 
 fn started_event() -> Event {
-    Event::ExecutionStarted {
-        plugins: Default::default(),
-        handlers: Default::default(),
-        workflows: Default::default(),
-        log_version: LOG_VERSION,
-    }
+    Event::started_pinning_nothing()
 }
 
 fn start(workflow: Arc<Workflow>, input: Value) -> (Machine, Vec<Command>) {
