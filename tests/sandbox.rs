@@ -446,6 +446,62 @@ async fn the_wait_for_a_free_instance_slot_counts_against_the_deadline() {
     }
 }
 
+/// The CPUs this thread may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }, 0);
+    (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect()
+}
+
+/// Moves this thread to `cpus` (it runs there from the call's return).
+fn pin_to(cpus: &[usize]) {
+    // SAFETY: as above; the set names CPUs this thread was allowed.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    assert_eq!(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) }, 0);
+}
+
+/// Calls are spread over one wasmtime engine per CPU (up to `MAX_LANES`),
+/// each plugin linked on every one: a call made from each CPU in turn takes
+/// that CPU's lane, and the plugin answers the same on each.
+#[tokio::test(flavor = "current_thread")]
+async fn a_plugin_answers_on_the_lane_of_every_cpu() {
+    use stepwise::sandbox::{Call, StepContext, MAX_LANES};
+    let engine = engine();
+    let echo = engine.registry().get("echo").await.unwrap();
+    let sandbox = engine.registry().sandbox().clone();
+    let cpus = allowed_cpus();
+    let online = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(sandbox.lanes(), online.clamp(1, MAX_LANES));
+    assert_eq!(echo.runtime().linked.len(), sandbox.lanes(), "the plugin is not linked on every lane");
+    let mut lanes = std::collections::BTreeSet::new();
+    for &cpu in &cpus {
+        pin_to(&[cpu]);
+        let lane = sandbox.lane_here();
+        assert_eq!(lane, cpu % sandbox.lanes(), "a call from CPU {cpu} takes another CPU's lane");
+        let input = json!({"cpu": cpu});
+        let call = Call::Invoke {
+            ctx: StepContext {
+                workflow: "lanes".into(),
+                execution_id: "lanes".into(),
+                step_id: "echo".into(),
+                attempt: 1,
+                idempotency_key: "lanes/echo".into(),
+            },
+            input: input.to_string(),
+        };
+        let outcome = sandbox.call(echo.runtime(), call, None, None).await;
+        assert_eq!(outcome.result.expect("echo answers").output, Some(input), "on lane {lane}");
+        lanes.insert(lane);
+    }
+    pin_to(&cpus);
+    let expected: std::collections::BTreeSet<usize> = cpus.iter().map(|cpu| cpu % sandbox.lanes()).collect();
+    assert_eq!(lanes, expected);
+}
+
 /// A service or kv store that does not answer until released (or 60 s):
 /// it counts the calls that started and those that returned.
 #[derive(Default)]

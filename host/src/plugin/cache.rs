@@ -108,8 +108,17 @@ impl CodeCache {
     /// The compiled component of a version that is archived and compiled
     /// already; `None` when either is missing or the code does not deserialize.
     pub(super) fn compiled_only(&self, engine: &Engine, hash: &str) -> Option<Component> {
+        if !self.component_path(hash).exists() {
+            return None;
+        }
+        self.compiled_file(engine, hash)
+    }
+
+    /// The compiled code of `hash` for `engine`, when its file is there
+    /// (another lane of the sandbox loading a version just compiled).
+    pub(super) fn compiled_file(&self, engine: &Engine, hash: &str) -> Option<Component> {
         let path = self.compiled_path(engine, hash);
-        if !self.component_path(hash).exists() || !path.exists() {
+        if !path.exists() {
             return None;
         }
         // SAFETY: as in `component`: written by `precompile_component` of an

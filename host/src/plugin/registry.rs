@@ -92,7 +92,7 @@ impl LoadedPlugin {
             if let Some(component) = cache.compiled_only(sandbox.engine(), &hash) {
                 let checked = Self::checked_manifest(sandbox, name, path, manifest.as_deref())?;
                 let version = Version { hash, size: identity.size(), component, cache: Some(CacheOutcome::Hit) };
-                return Self::linked(sandbox, name, path, checked, version, started);
+                return Self::linked(sandbox, Some(cache), name, path, checked, version, started);
             }
         }
         // Read through one open file whose identity is taken first (the clock
@@ -129,7 +129,7 @@ impl LoadedPlugin {
             None => (Component::from_binary(sandbox.engine(), wasm).map_err(compile_error)?, None),
         };
         let version = Version { hash, size: wasm.len() as u64, component, cache: outcome };
-        let loaded = Self::linked(sandbox, name, path, checked, version, started)?;
+        let loaded = Self::linked(sandbox, cache, name, path, checked, version, started)?;
         if let Some(cache) = cache {
             if let Err(error) = cache.archive(&loaded.hash, wasm, manifest_text) {
                 tracing::warn!(plugin = name, "cannot archive the plugin version: {error}");
@@ -157,6 +157,7 @@ impl LoadedPlugin {
     /// A compiled version checked against the step worlds and its grants, and linked.
     fn linked(
         sandbox: &Sandbox,
+        cache: Option<&CodeCache>,
         name: &str,
         path: &Path,
         checked: CheckedManifest,
@@ -175,6 +176,11 @@ impl LoadedPlugin {
             .map_err(|error| world_error(vec![format!("imports do not match the host's: {error:#}")]))?;
         let linked = LinkedStep::new(instance_pre)
             .map_err(|error| world_error(vec![format!("exports do not match a step world: {error}")]))?;
+        let linked = sandbox
+            .link_on_every_lane(&version.component, linked, |engine| {
+                cache.and_then(|cache| cache.compiled_file(engine, &version.hash))
+            })
+            .map_err(|error| PluginError::Compile { path: path.to_path_buf(), reason: format!("{error:#}") })?;
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         match version.cache {
             Some(CacheOutcome::Hit) => {

@@ -36,7 +36,7 @@ impl Drop for Running {
 }
 
 impl Ticker {
-    /// Starts a thread that increments the engine's epoch once per [`TICK`]
+    /// Starts a thread that increments the engines' epochs once per [`TICK`]
     /// of wall-clock time while calls are in flight. A sleep that overshoots
     /// (a loaded machine) is made up with several increments, so deadlines
     /// track the wall clock rather than the number of times the thread
@@ -46,10 +46,10 @@ impl Ticker {
     /// A call's start and end are an atomic count each: a call costs the
     /// ticker a wake-up only when it is the first after an idle spell and
     /// the thread is parked (no lock, no system call per call otherwise).
-    pub fn start(engine: &Engine) -> Self {
+    pub fn start(engines: &[&Engine]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicUsize::new(0));
-        let engine = engine.weak();
+        let engines: Vec<_> = engines.iter().map(|engine| engine.weak()).collect();
         let (stopped, in_flight) = (stop.clone(), calls.clone());
         let thread = std::thread::Builder::new()
             .name("stepwise-epoch".into())
@@ -65,12 +65,14 @@ impl Ticker {
                     let mut ticked: u128 = 0;
                     while !stopped.load(Ordering::SeqCst) && in_flight.load(Ordering::SeqCst) > 0 {
                         std::thread::sleep(TICK);
-                        let Some(engine) = engine.upgrade() else { return };
                         let due = started.elapsed().as_nanos() / TICK.as_nanos();
-                        while ticked < due {
-                            engine.increment_epoch();
-                            ticked += 1;
+                        for engine in &engines {
+                            let Some(engine) = engine.upgrade() else { return };
+                            for _ in ticked..due {
+                                engine.increment_epoch();
+                            }
                         }
+                        ticked = ticked.max(due);
                     }
                 }
             })

@@ -18,8 +18,9 @@ use wasmtime::{Store, Trap};
 
 /// A plugin ready to be called: linked code, its limits and its grants.
 pub struct SandboxedPlugin {
-    /// The linked component.
-    pub linked: LinkedStep,
+    /// The component linked on each lane of the sandbox, in lane order
+    /// ([`Sandbox::link_on_every_lane`]).
+    pub linked: Vec<LinkedStep>,
     /// Its per-call limits (host defaults with the manifest's overrides).
     pub limits: Limits,
     /// Its capability grants.
@@ -116,6 +117,11 @@ impl Sandbox {
             }
         };
         let budget = deadline.saturating_sub(waiting.elapsed());
+        let lane = self.lane_here();
+        let Some(linked) = plugin.linked.get(lane) else {
+            let failure = StepFailure::new(FailureKind::Unavailable, "the plugin was not linked by this sandbox");
+            return CallOutcome { result: Err(failure), logs: Vec::new(), cost: CallCost::default() };
+        };
         let started = std::time::Instant::now();
         let _running = self.ticker.running();
         let logs = LogBuffer::default();
@@ -132,7 +138,7 @@ impl Sandbox {
             deadline: std::time::Instant::now() + budget,
         };
         let state = HostState::new(limits, logs.clone(), &stdio, plugin.grants.clone(), self.resources.clone(), caller);
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.lanes[lane].engine, state);
         store.limiter(|state| state.limiter());
         let fueled = store
             .set_fuel(limits.fuel)
@@ -154,7 +160,7 @@ impl Sandbox {
             Err(failure)
         } else {
             let run = async {
-                let instance = plugin.linked.instantiate(&mut store).await.map_err(|e| (true, e))?;
+                let instance = linked.instantiate(&mut store).await.map_err(|e| (true, e))?;
                 match &call {
                     Call::Invoke { ctx, input } => instance.invoke(&mut store, ctx, input).await,
                     Call::Compensate { ctx, data } => instance.compensate(&mut store, ctx, data).await,
