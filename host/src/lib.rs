@@ -12,7 +12,7 @@
 //!   every other module speaks and that imports none of them;
 //! - [`workflow`]: definitions (file format, Rust builder), validation, the step graph;
 //! - [`plugin`]: finding, validating and compiling step components;
-//! - [`sandbox`]: the wasmtime engine, linker, limits and host capabilities;
+//! - [`sandbox`]: the wasmtime engines (one per lane), linkers, limits and host capabilities;
 //! - [`engine`]: the saga state machine and the one owner per live execution that
 //!   records its events and performs its commands;
 //! - [`store`]: where executions are persisted (`ExecutionStore`): logs, claims, inbox, timers;

@@ -1,4 +1,4 @@
-//! The epoch ticker: advances the engine's epoch at a fixed rate while
+//! The epoch ticker: advances the epoch of every lane's engine at a fixed rate while
 //! guest code may run, so that running guest code yields to the executor at
 //! every tick and is interrupted at its deadline (see `invoke`), and
 //! sleeps while no call is in flight (an idle host wakes for nothing).

@@ -124,7 +124,7 @@ fn check_every_element(store: &mut Store<()>, pick: &TypedFunc<i32, i32>, salt: 
 
 #[test]
 fn a_module_s_own_table_calls_the_right_function_in_every_fresh_instance() {
-    let engine = Engine::new(&engine_config(&Limits::default())).expect("the sandbox's engine");
+    let engine = Engine::new(&engine_config(&Limits::default(), 16)).expect("the sandbox's engine");
     let modules: Vec<wasmtime::Module> =
         (1..=3).map(|salt| wasmtime::Module::new(&engine, own_table_module(salt)).expect("a valid module")).collect();
     for round in 0..40u32 {
@@ -140,7 +140,7 @@ fn a_module_s_own_table_calls_the_right_function_in_every_fresh_instance() {
 
 #[test]
 fn a_table_filled_by_another_module_calls_the_right_function_in_every_fresh_instance() {
-    let engine = Engine::new(&engine_config(&Limits::default())).expect("the sandbox's engine");
+    let engine = Engine::new(&engine_config(&Limits::default(), 16)).expect("the sandbox's engine");
     let libraries: Vec<wasmtime::Module> =
         (1..=2).map(|salt| wasmtime::Module::new(&engine, library_module(salt)).expect("a valid module")).collect();
     for round in 0..40u32 {

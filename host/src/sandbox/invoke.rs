@@ -97,7 +97,7 @@ impl Sandbox {
 
         // The wait for a free instance slot is part of the call's deadline.
         let waiting = std::time::Instant::now();
-        let _slot = match tokio::time::timeout(deadline, self.slots.acquire()).await {
+        let (lane, _slot) = match tokio::time::timeout(deadline, self.slot()).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(_closed)) => {
                 let failure = StepFailure::new(FailureKind::Unavailable, "the sandbox is shutting down");
@@ -117,7 +117,6 @@ impl Sandbox {
             }
         };
         let budget = deadline.saturating_sub(waiting.elapsed());
-        let lane = self.lane_here();
         let Some(linked) = plugin.linked.get(lane) else {
             let failure = StepFailure::new(FailureKind::Unavailable, "the plugin was not linked by this sandbox");
             return CallOutcome { result: Err(failure), logs: Vec::new(), cost: CallCost::default() };

@@ -16,7 +16,11 @@
 //! has one engine (with its own pools and linker) per CPU, up to
 //! [`MAX_LANES`]; every plugin is linked on each, and a call takes the lane
 //! of the CPU its thread runs on. Plugins are compiled, checked and
-//! described on the first lane's engine ([`Sandbox::engine`]).
+//! described on the first lane's engine ([`Sandbox::engine`]). The
+//! instance slots are divided among the lanes (each lane's pools reserve
+//! address space for its share only): a call takes a slot of its own lane,
+//! or of another when its lane's are all taken, or waits for the first
+//! freed.
 
 mod bindings;
 pub mod capabilities;
@@ -39,27 +43,31 @@ pub use linked::LinkedStep;
 
 use anyhow::Result;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How many instances may exist at once; invocations beyond it wait for a slot.
+/// How many instances may exist at once, all lanes together; invocations
+/// beyond it wait for a slot.
 const MAX_CONCURRENT_INSTANCES: u32 = 256;
 
 /// The most lanes (engines) a sandbox has, whatever the number of CPUs:
 /// each lane holds its own copy of every plugin's compiled code.
 pub const MAX_LANES: usize = 4;
 
-/// One wasmtime engine, with its own pools, and the linker over it.
+/// One wasmtime engine, with its own pools, the linker over it, and its
+/// share of the instance slots (each a place in its pools).
 struct Lane {
     engine: Engine,
     linker: Linker<HostState>,
+    slots: Arc<Semaphore>,
+    capacity: u32,
 }
 
 impl Lane {
-    fn new(limits: &Limits) -> Result<Self> {
-        let engine =
-            Engine::new(&engine_config(limits)).map_err(|e| wasmtime_error("configuring the wasmtime engine", e))?;
+    fn new(limits: &Limits, capacity: u32) -> Result<Self> {
+        let engine = Engine::new(&engine_config(limits, capacity))
+            .map_err(|e| wasmtime_error("configuring the wasmtime engine", e))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| wasmtime_error("linking WASI", e))?;
         for capability in capabilities::all() {
@@ -67,7 +75,7 @@ impl Lane {
                 .add_to_linker(&mut linker)
                 .map_err(|e| wasmtime_error(&format!("linking capability `{}`", capability.interface()), e))?;
         }
-        Ok(Self { engine, linker })
+        Ok(Self { engine, linker, slots: Arc::new(Semaphore::new(capacity as usize)), capacity })
     }
 }
 
@@ -76,7 +84,9 @@ pub struct Sandbox {
     lanes: Vec<Lane>,
     limits: Limits,
     resources: HostResources,
-    slots: Arc<Semaphore>,
+    /// The lane of each CPU (by its number), for the CPUs this process may
+    /// run on: the allowed CPUs taken in turn.
+    lane_of_cpu: Vec<usize>,
     ticker: epoch::Ticker,
 }
 
@@ -88,28 +98,52 @@ impl Sandbox {
 
     /// A sandbox with the given default limits and capability resources.
     pub fn with_resources(limits: Limits, resources: HostResources) -> Result<Arc<Self>> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let lanes = (0..cpus.clamp(1, MAX_LANES)).map(|_| Lane::new(&limits)).collect::<Result<Vec<_>>>()?;
+        let cpus = allowed_cpus();
+        let count = if cfg!(target_os = "linux") { cpus.len().clamp(1, MAX_LANES) } else { 1 };
+        let mut lane_of_cpu = Vec::new();
+        for (turn, &cpu) in cpus.iter().enumerate() {
+            lane_of_cpu.resize(lane_of_cpu.len().max(cpu + 1), 0);
+            lane_of_cpu[cpu] = turn % count;
+        }
+        let share = |lane: usize| {
+            let (each, rest) = (MAX_CONCURRENT_INSTANCES / count as u32, MAX_CONCURRENT_INSTANCES % count as u32);
+            each + u32::from((lane as u32) < rest)
+        };
+        let lanes = (0..count).map(|lane| Lane::new(&limits, share(lane))).collect::<Result<Vec<_>>>()?;
         let engines: Vec<&Engine> = lanes.iter().map(|lane| &lane.engine).collect();
         let ticker = epoch::Ticker::start(&engines);
-        Ok(Arc::new(Self {
-            lanes,
-            limits,
-            resources,
-            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
-            ticker,
-        }))
+        Ok(Arc::new(Self { lanes, limits, resources, lane_of_cpu, ticker }))
     }
 
     /// How many instances run now (at most one per instance slot).
     pub fn instances_running(&self) -> usize {
-        MAX_CONCURRENT_INSTANCES as usize - self.slots.available_permits()
+        self.lanes.iter().map(|lane| lane.capacity as usize - lane.slots.available_permits()).sum()
     }
 
     /// How many instances may run at once; further calls wait for a slot,
     /// within their deadline.
     pub fn instance_slots(&self) -> usize {
         MAX_CONCURRENT_INSTANCES as usize
+    }
+
+    /// A free instance slot: of the lane of this thread's CPU, or else of
+    /// the next lane with one, or else the first freed on any lane. The
+    /// lane whose slot it is, which the call runs on.
+    async fn slot(&self) -> Result<(usize, OwnedSemaphorePermit), tokio::sync::AcquireError> {
+        let here = self.lane_here();
+        let order = (0..self.lanes.len()).map(|turn| (here + turn) % self.lanes.len());
+        for lane in order.clone() {
+            if let Ok(slot) = self.lanes[lane].slots.clone().try_acquire_owned() {
+                return Ok((lane, slot));
+            }
+        }
+        let waits = order.map(|lane| {
+            let slots = self.lanes[lane].slots.clone();
+            Box::pin(async move { (lane, slots.acquire_owned().await) })
+        });
+        // The waits not chosen are dropped: a slot granted to one of them meanwhile is given back.
+        let ((lane, slot), _, _) = futures_util::future::select_all(waits).await;
+        Ok((lane, slot?))
     }
 
     /// The first lane's wasmtime engine: the one components are compiled,
@@ -142,7 +176,7 @@ impl Sandbox {
         let mut all = Vec::with_capacity(self.lanes.len());
         all.push(linked);
         let mut code = None;
-        for lane in &self.lanes[1..] {
+        for (index, lane) in self.lanes.iter().enumerate().skip(1) {
             let copy = match cached(&lane.engine) {
                 Some(copy) => copy,
                 None => {
@@ -157,22 +191,26 @@ impl Sandbox {
                     // SAFETY: `code` was serialized by an engine configured
                     // exactly as this one (`engine_config`), in this process.
                     unsafe { Component::deserialize(&lane.engine, code) }
-                        .map_err(|e| wasmtime_error("loading compiled code on another lane", e))?
+                        .map_err(|e| wasmtime_error(&format!("loading compiled code on lane {index}"), e))?
                 }
             };
-            let instance_pre =
-                lane.linker.instantiate_pre(&copy).map_err(|e| wasmtime_error("linking on another lane", e))?;
-            all.push(LinkedStep::new(instance_pre).map_err(anyhow::Error::msg)?);
+            let instance_pre = lane
+                .linker
+                .instantiate_pre(&copy)
+                .map_err(|e| wasmtime_error(&format!("linking on lane {index}"), e))?;
+            all.push(LinkedStep::new(instance_pre).map_err(|error| anyhow::anyhow!("on lane {index}: {error}"))?);
         }
         Ok(all)
     }
 
-    /// The lane a call made now from this thread takes: that of the CPU it runs on.
+    /// The lane a call made now from this thread takes while the lane has
+    /// a free slot: that of the CPU it runs on.
     pub fn lane_here(&self) -> usize {
         if self.lanes.len() == 1 {
             return 0;
         }
-        current_cpu() % self.lanes.len()
+        let cpu = current_cpu();
+        self.lane_of_cpu.get(cpu).copied().unwrap_or(cpu % self.lanes.len())
     }
 
     /// The default per-invocation limits.
@@ -186,7 +224,8 @@ impl Sandbox {
     }
 }
 
-fn engine_config(limits: &Limits) -> Config {
+/// The configuration of a lane's engine, its pools sized for `instances` at once.
+fn engine_config(limits: &Limits, instances: u32) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.consume_fuel(true);
@@ -196,14 +235,14 @@ fn engine_config(limits: &Limits) -> Config {
     // Fresh instances are cheap with the pooling allocator when slots keep
     // their pages resident and are reset by a pagemap scan (see NOTES.md).
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(MAX_CONCURRENT_INSTANCES);
-    pool.total_core_instances(MAX_CONCURRENT_INSTANCES * 32);
+    pool.total_component_instances(instances);
+    pool.total_core_instances(instances * 32);
     pool.max_core_instances_per_component(64);
     pool.max_memories_per_component(8);
-    pool.total_memories(MAX_CONCURRENT_INSTANCES * 2);
+    pool.total_memories(instances * 2);
     pool.max_tables_per_component(16);
-    pool.total_tables(MAX_CONCURRENT_INSTANCES * 8);
-    pool.total_stacks(MAX_CONCURRENT_INSTANCES);
+    pool.total_tables(instances * 8);
+    pool.total_stacks(instances);
     pool.max_memory_size(limits::POOL_MAX_MEMORY_BYTES);
     pool.table_elements(limits.max_table_elements);
     pool.linear_memory_keep_resident(2 << 20);
@@ -224,6 +263,28 @@ fn current_cpu() -> usize {
 #[cfg(not(target_os = "linux"))]
 fn current_cpu() -> usize {
     0
+}
+
+/// The CPUs this process may run on, in order (CPU 0 alone where the system cannot say).
+#[cfg(target_os = "linux")]
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed `cpu_set_t` is an empty set, which the call fills.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return vec![0];
+    }
+    let cpus: Vec<usize> =
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect();
+    if cpus.is_empty() {
+        vec![0]
+    } else {
+        cpus
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allowed_cpus() -> Vec<usize> {
+    vec![0]
 }
 
 /// Converts a wasmtime error (its own type, not `anyhow`'s) with context.
