@@ -440,10 +440,18 @@ async fn the_wait_for_a_free_instance_slot_counts_against_the_deadline() {
     let failure = waited.result.expect_err("no slot became free within the deadline");
     assert_eq!(failure.kind.as_str(), "deadline_exceeded", "{failure:?}");
     assert!(failure.message.contains("waiting for a free instance slot"), "{failure:?}");
+    // A call with time to wait gets the first slot freed, on whichever lane.
+    let patient = {
+        let (sandbox, echo) = (sandbox.clone(), echo.clone());
+        let call = call(r#"{"patient": true}"#);
+        tokio::spawn(async move { sandbox.call(echo.runtime(), call, Some(Duration::from_secs(30)), None).await })
+    };
     // The sleepers were not disturbed.
     while let Some(done) = sleepers.join_next().await {
         assert!(done.unwrap().result.is_ok());
     }
+    let patient = patient.await.unwrap().result.expect("a slot was freed for the waiting call");
+    assert_eq!(patient.output, Some(json!({"patient": true})));
 }
 
 /// The CPUs this thread may run on.
