@@ -188,7 +188,8 @@ impl LoadedPlugin {
             }
             _ => tracing::info!(plugin = name, "compiled in {elapsed:.1} ms"),
         }
-        let runtime = SandboxedPlugin { linked, limits, grants: Arc::new(grants) };
+        let slots = sandbox.slots_for(&version.component);
+        let runtime = SandboxedPlugin { linked, slots, limits, grants: Arc::new(grants) };
         Ok(Self {
             name: PluginName::new(name),
             path: path.to_path_buf(),

@@ -21,6 +21,8 @@ pub struct SandboxedPlugin {
     /// The component linked on each lane of the sandbox, in lane order
     /// ([`Sandbox::link_on_every_lane`]).
     pub linked: Vec<LinkedStep>,
+    /// How many instance slots a call takes ([`Sandbox::slots_for`]).
+    pub slots: u32,
     /// Its per-call limits (host defaults with the manifest's overrides).
     pub limits: Limits,
     /// Its capability grants.
@@ -97,7 +99,7 @@ impl Sandbox {
 
         // The wait for a free instance slot is part of the call's deadline.
         let waiting = std::time::Instant::now();
-        let (lane, _slot) = match tokio::time::timeout(deadline, self.slot()).await {
+        let (lane, _slot) = match tokio::time::timeout(deadline, self.slot(plugin.slots)).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(_closed)) => {
                 let failure = StepFailure::new(FailureKind::Unavailable, "the sandbox is shutting down");

@@ -18,9 +18,9 @@
 //! of the CPU its thread runs on. Plugins are compiled, checked and
 //! described on the first lane's engine ([`Sandbox::engine`]). The
 //! instance slots are divided among the lanes (each lane's pools reserve
-//! address space for its share only): a call takes a slot of its own lane,
-//! or of another when its lane's are all taken, or waits for the first
-//! freed.
+//! address space for its share only): a call takes its slots (one per two
+//! memories of its component) from its own lane, or from another when its
+//! lane's are taken, or waits for the first lane to free them.
 
 mod bindings;
 pub mod capabilities;
@@ -50,6 +50,14 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How many instances may exist at once, all lanes together; invocations
 /// beyond it wait for a slot.
 const MAX_CONCURRENT_INSTANCES: u32 = 256;
+
+/// Memories in a lane's pools per instance slot: a call of a component
+/// with more takes more slots ([`slots_needed`]). Tables and core instances
+/// are pooled for the most a component may have, per slot.
+const MEMORIES_PER_SLOT: u32 = 2;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
+const MAX_TABLES_PER_COMPONENT: u32 = 16;
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 
 /// The most lanes (engines) a sandbox has, whatever the number of CPUs:
 /// each lane holds its own copy of every plugin's compiled code.
@@ -100,9 +108,9 @@ impl Sandbox {
     pub fn with_resources(limits: Limits, resources: HostResources) -> Result<Arc<Self>> {
         let cpus = allowed_cpus();
         let count = if cfg!(target_os = "linux") { cpus.len().clamp(1, MAX_LANES) } else { 1 };
-        let mut lane_of_cpu = Vec::new();
+        let highest = cpus.iter().copied().max().unwrap_or(0);
+        let mut lane_of_cpu: Vec<usize> = (0..=highest).map(|cpu| cpu % count).collect();
         for (turn, &cpu) in cpus.iter().enumerate() {
-            lane_of_cpu.resize(lane_of_cpu.len().max(cpu + 1), 0);
             lane_of_cpu[cpu] = turn % count;
         }
         let share = |lane: usize| {
@@ -126,20 +134,28 @@ impl Sandbox {
         MAX_CONCURRENT_INSTANCES as usize
     }
 
-    /// A free instance slot: of the lane of this thread's CPU, or else of
-    /// the next lane with one, or else the first freed on any lane. The
-    /// lane whose slot it is, which the call runs on.
-    async fn slot(&self) -> Result<(usize, OwnedSemaphorePermit), tokio::sync::AcquireError> {
+    /// How many instance slots a call of `component` takes: one per
+    /// [`MEMORIES_PER_SLOT`] memories it has, so that a call holding its
+    /// slots always finds room in its lane's pools.
+    pub fn slots_for(&self, component: &Component) -> u32 {
+        let smallest = self.lanes.iter().map(|lane| lane.capacity).min().unwrap_or(1);
+        slots_needed(component.resources_required()).min(smallest)
+    }
+
+    /// `count` free instance slots of one lane: of the lane of this
+    /// thread's CPU, or else of the next lane with them, or else the first
+    /// freed on any lane. The lane whose slots they are, which the call runs on.
+    async fn slot(&self, count: u32) -> Result<(usize, OwnedSemaphorePermit), tokio::sync::AcquireError> {
         let here = self.lane_here();
         let order = (0..self.lanes.len()).map(|turn| (here + turn) % self.lanes.len());
         for lane in order.clone() {
-            if let Ok(slot) = self.lanes[lane].slots.clone().try_acquire_owned() {
+            if let Ok(slot) = self.lanes[lane].slots.clone().try_acquire_many_owned(count) {
                 return Ok((lane, slot));
             }
         }
         let waits = order.map(|lane| {
             let slots = self.lanes[lane].slots.clone();
-            Box::pin(async move { (lane, slots.acquire_owned().await) })
+            Box::pin(async move { (lane, slots.acquire_many_owned(count).await) })
         });
         // The waits not chosen are dropped: a slot granted to one of them meanwhile is given back.
         let ((lane, slot), _, _) = futures_util::future::select_all(waits).await;
@@ -236,12 +252,12 @@ fn engine_config(limits: &Limits, instances: u32) -> Config {
     // their pages resident and are reset by a pagemap scan (see NOTES.md).
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances);
-    pool.total_core_instances(instances * 32);
-    pool.max_core_instances_per_component(64);
-    pool.max_memories_per_component(8);
-    pool.total_memories(instances * 2);
-    pool.max_tables_per_component(16);
-    pool.total_tables(instances * 8);
+    pool.total_core_instances(instances * MAX_CORE_INSTANCES_PER_COMPONENT);
+    pool.max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT);
+    pool.max_memories_per_component(MAX_MEMORIES_PER_COMPONENT);
+    pool.total_memories(instances * MEMORIES_PER_SLOT);
+    pool.max_tables_per_component(MAX_TABLES_PER_COMPONENT);
+    pool.total_tables(instances * MAX_TABLES_PER_COMPONENT);
     pool.total_stacks(instances);
     pool.max_memory_size(limits::POOL_MAX_MEMORY_BYTES);
     pool.table_elements(limits.max_table_elements);
@@ -251,6 +267,13 @@ fn engine_config(limits: &Limits, instances: u32) -> Config {
     pool.pagemap_scan(wasmtime::Enabled::Auto);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
+}
+
+/// The slots a component takes for its memories (`None`: it imports core
+/// modules, and may have as many as a component may).
+fn slots_needed(required: Option<wasmtime::ResourcesRequired>) -> u32 {
+    let memories = required.map_or(MAX_MEMORIES_PER_COMPONENT, |required| required.num_memories);
+    memories.div_ceil(MEMORIES_PER_SLOT).max(1)
 }
 
 /// The CPU this thread runs on (0 where the system cannot say).
@@ -290,4 +313,28 @@ fn allowed_cpus() -> Vec<usize> {
 /// Converts a wasmtime error (its own type, not `anyhow`'s) with context.
 pub(crate) fn wasmtime_error(context: &str, error: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{context}: {error:#}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn required(memories: u32) -> Option<wasmtime::ResourcesRequired> {
+        Some(wasmtime::ResourcesRequired {
+            num_memories: memories,
+            max_initial_memory_size: None,
+            num_tables: 1,
+            max_initial_table_size: None,
+        })
+    }
+
+    #[test]
+    fn a_component_takes_a_slot_per_two_memories_and_the_most_when_unknown() {
+        assert_eq!(slots_needed(required(0)), 1);
+        assert_eq!(slots_needed(required(1)), 1);
+        assert_eq!(slots_needed(required(2)), 1);
+        assert_eq!(slots_needed(required(3)), 2);
+        assert_eq!(slots_needed(required(8)), 4);
+        assert_eq!(slots_needed(None), MAX_MEMORIES_PER_COMPONENT / MEMORIES_PER_SLOT);
+    }
 }
