@@ -454,15 +454,6 @@ async fn the_wait_for_a_free_instance_slot_counts_against_the_deadline() {
     assert_eq!(patient.output, Some(json!({"patient": true})));
 }
 
-/// The CPUs this thread may run on.
-#[cfg(target_os = "linux")]
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call fills it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }, 0);
-    (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect()
-}
-
 /// Moves this thread to `cpus` (it runs there from the call's return).
 #[cfg(target_os = "linux")]
 fn pin_to(cpus: &[usize]) {
@@ -485,7 +476,7 @@ async fn a_plugin_answers_on_the_lane_of_every_cpu() {
     let engine = engine();
     let echo = engine.registry().get("echo").await.unwrap();
     let sandbox = engine.registry().sandbox().clone();
-    let cpus = allowed_cpus();
+    let cpus = stepwise::sandbox::allowed_cpus();
     assert_eq!(sandbox.lanes(), cpus.len().clamp(1, MAX_LANES));
     assert_eq!(echo.runtime().linked.len(), sandbox.lanes(), "the plugin is not linked on every lane");
     let mut lanes = std::collections::BTreeSet::new();

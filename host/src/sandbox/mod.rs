@@ -123,7 +123,8 @@ impl Sandbox {
         Ok(Arc::new(Self { lanes, limits, resources, lane_of_cpu, ticker }))
     }
 
-    /// How many instances run now (at most one per instance slot).
+    /// How many instance slots calls hold now, all lanes together (a call
+    /// holds one per two memories of its component: [`Sandbox::slots_for`]).
     pub fn instances_running(&self) -> usize {
         self.lanes.iter().map(|lane| lane.capacity as usize - lane.slots.available_permits()).sum()
     }
@@ -288,9 +289,10 @@ fn current_cpu() -> usize {
     0
 }
 
-/// The CPUs this process may run on, in order (CPU 0 alone where the system cannot say).
+/// The CPUs this thread may run on, in order (CPU 0 alone where the system
+/// cannot say): the sandbox's lanes are dealt to them in turn.
 #[cfg(target_os = "linux")]
-fn allowed_cpus() -> Vec<usize> {
+pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed `cpu_set_t` is an empty set, which the call fills.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
@@ -306,7 +308,7 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn allowed_cpus() -> Vec<usize> {
+pub fn allowed_cpus() -> Vec<usize> {
     vec![0]
 }
 
