@@ -99,6 +99,13 @@ struct ComponentInner {
 
     /// The checksum of the source binary from which the module was compiled.
     checksum: WasmChecksum,
+
+    /// Stepwise patch: where the code of every trampoline (wasm-call,
+    /// array-call) lies in the text section, as (start, length), resolved
+    /// once, the first time an instance needs it. It never changes once the
+    /// component is loaded, and resolving it cost two searches of the
+    /// compiled functions table per trampoline at every instantiation.
+    trampoline_code: std::sync::OnceLock<Box<[[[u32; 2]; 2]]>>,
 }
 
 impl fmt::Debug for Component {
@@ -482,6 +489,7 @@ impl Component {
                 index,
                 realloc_func_type,
                 checksum,
+                trampoline_code: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -518,17 +526,23 @@ impl Component {
     }
 
     pub(crate) fn trampoline_ptrs(&self, index: TrampolineIndex) -> AllCallFuncPointers {
-        let wasm_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Wasm, index))
-            .unwrap()
-            .cast();
-        let array_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Array, index))
-            .unwrap()
-            .cast();
+        let locs = self.inner.trampoline_code.get_or_init(|| {
+            let loc = |key| {
+                let loc = self.inner.index.func_loc(key).unwrap();
+                [loc.start, loc.length]
+            };
+            self.env_component()
+                .trampolines
+                .keys()
+                .map(|i| [loc(FuncKey::ComponentTrampoline(Abi::Wasm, i)), loc(FuncKey::ComponentTrampoline(Abi::Array, i))])
+                .collect()
+        });
+        let [wasm_call, array_call] = locs[index.as_u32() as usize];
+        let text = self.engine_code().text();
+        let pointer = |[start, length]: [u32; 2]| NonNull::from(&text[start as usize..][..length as usize]).cast::<u8>();
         AllCallFuncPointers {
-            wasm_call,
-            array_call,
+            wasm_call: pointer(wasm_call).cast(),
+            array_call: pointer(array_call).cast(),
         }
     }
 
