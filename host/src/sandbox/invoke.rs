@@ -118,12 +118,14 @@ impl Sandbox {
                 };
             }
         };
-        let budget = deadline.saturating_sub(waiting.elapsed());
         let Some(linked) = plugin.linked.get(lane) else {
             let failure = StepFailure::new(FailureKind::Unavailable, "the plugin was not linked by this sandbox");
             return CallOutcome { result: Err(failure), logs: Vec::new(), cost: CallCost::default() };
         };
+        // One reading of the clock gives the call's start and the instant
+        // its deadline falls (what is left of it after the wait for a slot).
         let started = std::time::Instant::now();
+        let stop_at = started + deadline.saturating_sub(started.saturating_duration_since(waiting));
         let _running = self.ticker.running();
         let logs = LogBuffer::default();
         let stdio = Stdio::new(limits.max_stdio_bytes);
@@ -136,7 +138,7 @@ impl Sandbox {
             step_id: ctx.step_id.clone(),
             idempotency_key: ctx.idempotency_key.clone(),
             tenant: tenant.map(str::to_string),
-            deadline: std::time::Instant::now() + budget,
+            deadline: stop_at,
         };
         let state = HostState::new(limits, logs.clone(), &stdio, plugin.grants.clone(), self.resources.clone(), caller);
         let mut store = Store::new(&self.lanes[lane].engine, state);
@@ -147,7 +149,6 @@ impl Sandbox {
         // At every epoch tick, running guest code yields to the executor (a
         // guest in a loop never holds a tokio worker for more than a tick),
         // and is interrupted once its deadline has passed.
-        let stop_at = std::time::Instant::now() + budget;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if std::time::Instant::now() >= stop_at {
@@ -168,7 +169,7 @@ impl Sandbox {
                 }
                 .map_err(|e| (false, e))
             };
-            match tokio::time::timeout(budget, run).await {
+            match tokio::time::timeout_at(stop_at.into(), run).await {
                 Err(_elapsed) => Err(StepFailure::new(
                     FailureKind::DeadlineExceeded,
                     format!("stopped at its deadline of {} ms", deadline.as_millis()),

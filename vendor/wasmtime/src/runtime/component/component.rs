@@ -534,12 +534,17 @@ impl Component {
             self.env_component()
                 .trampolines
                 .keys()
-                .map(|i| [loc(FuncKey::ComponentTrampoline(Abi::Wasm, i)), loc(FuncKey::ComponentTrampoline(Abi::Array, i))])
+                .map(|i| {
+                    [
+                        loc(FuncKey::ComponentTrampoline(Abi::Wasm, i)),
+                        loc(FuncKey::ComponentTrampoline(Abi::Array, i)),
+                    ]
+                })
                 .collect()
         });
         let [wasm_call, array_call] = locs[index.as_u32() as usize];
         let text = self.engine_code().text();
-        let pointer = |[start, length]: [u32; 2]| NonNull::from(&text[start as usize..][..length as usize]).cast::<u8>();
+        let pointer = |[start, length]: [u32; 2]| NonNull::from(&text[start as usize..][..length as usize]);
         AllCallFuncPointers {
             wasm_call: pointer(wasm_call).cast(),
             array_call: pointer(array_call).cast(),
