@@ -467,8 +467,8 @@ fn pin_to(cpus: &[usize]) {
 
 /// Calls are spread over one wasmtime engine per CPU (up to `MAX_LANES`),
 /// each plugin linked on every one: a call made from each CPU in turn takes
-/// that CPU's lane (the allowed CPUs taken in turn), and the plugin answers
-/// the same on each.
+/// that CPU's lane (the allowed CPUs taken in turn), runs on that lane's
+/// engine (the lanes' call counts), and the plugin answers the same on each.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "current_thread")]
 async fn a_plugin_answers_on_the_lane_of_every_cpu() {
@@ -495,8 +495,13 @@ async fn a_plugin_answers_on_the_lane_of_every_cpu() {
             },
             input: input.to_string(),
         };
+        let before = sandbox.calls_by_lane();
         let outcome = sandbox.call(echo.runtime(), call, None, None).await;
         assert_eq!(outcome.result.expect("echo answers").output, Some(input), "on lane {lane}");
+        // The call ran on that lane's engine, and on no other.
+        let mut expected = before;
+        expected[lane] += 1;
+        assert_eq!(sandbox.calls_by_lane(), expected, "the call from CPU {cpu} ran on another lane than {lane}");
         lanes.insert(lane);
     }
     pin_to(&cpus);

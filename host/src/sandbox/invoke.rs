@@ -122,6 +122,7 @@ impl Sandbox {
             let failure = StepFailure::new(FailureKind::Unavailable, "the plugin was not linked by this sandbox");
             return CallOutcome { result: Err(failure), logs: Vec::new(), cost: CallCost::default() };
         };
+        self.lanes[lane].calls.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // One reading of the clock gives the call's start and the instant
         // its deadline falls (what is left of it after the wait for a slot).
         let started = std::time::Instant::now();

@@ -70,7 +70,14 @@ struct Lane {
     linker: Linker<HostState>,
     slots: Arc<Semaphore>,
     capacity: u32,
+    calls: CallCount,
 }
+
+/// How many calls a lane has run: written by calls on that lane only, on a
+/// cache line of its own (the next lane's engine is read by every call on it).
+#[derive(Default)]
+#[repr(align(128))]
+struct CallCount(std::sync::atomic::AtomicU64);
 
 impl Lane {
     fn new(limits: &Limits, capacity: u32) -> Result<Self> {
@@ -83,7 +90,8 @@ impl Lane {
                 .add_to_linker(&mut linker)
                 .map_err(|e| wasmtime_error(&format!("linking capability `{}`", capability.interface()), e))?;
         }
-        Ok(Self { engine, linker, slots: Arc::new(Semaphore::new(capacity as usize)), capacity })
+        let slots = Arc::new(Semaphore::new(capacity as usize));
+        Ok(Self { engine, linker, slots, capacity, calls: CallCount::default() })
     }
 }
 
@@ -127,6 +135,12 @@ impl Sandbox {
     /// holds one per two memories of its component: [`Sandbox::slots_for`]).
     pub fn instances_running(&self) -> usize {
         self.lanes.iter().map(|lane| lane.capacity as usize - lane.slots.available_permits()).sum()
+    }
+
+    /// How many calls each lane has run, in lane order: which engine calls
+    /// actually used (a call runs on the lane whose slot it took).
+    pub fn calls_by_lane(&self) -> Vec<u64> {
+        self.lanes.iter().map(|lane| lane.calls.0.load(std::sync::atomic::Ordering::Relaxed)).collect()
     }
 
     /// How many instances may run at once; further calls wait for a slot,
