@@ -101,11 +101,11 @@ struct ComponentInner {
     checksum: WasmChecksum,
 
     /// Stepwise patch: where the code of every trampoline (wasm-call,
-    /// array-call) lies in the text section, as (start, length), resolved
-    /// once, the first time an instance needs it. It never changes once the
-    /// component is loaded, and resolving it cost two searches of the
-    /// compiled functions table per trampoline at every instantiation.
-    trampoline_code: std::sync::OnceLock<Box<[[[u32; 2]; 2]]>>,
+    /// array-call) lies in the text section, resolved once, the first time
+    /// an instance needs it. It never changes once the component is loaded,
+    /// and resolving it cost two searches of the compiled functions table
+    /// per trampoline at every instantiation.
+    trampoline_code: std::sync::OnceLock<Box<[[FunctionLoc; 2]]>>,
 }
 
 impl fmt::Debug for Component {
@@ -527,10 +527,7 @@ impl Component {
 
     pub(crate) fn trampoline_ptrs(&self, index: TrampolineIndex) -> AllCallFuncPointers {
         let locs = self.inner.trampoline_code.get_or_init(|| {
-            let loc = |key| {
-                let loc = self.inner.index.func_loc(key).unwrap();
-                [loc.start, loc.length]
-            };
+            let loc = |key| *self.inner.index.func_loc(key).unwrap();
             self.env_component()
                 .trampolines
                 .keys()
@@ -542,12 +539,10 @@ impl Component {
                 })
                 .collect()
         });
-        let [wasm_call, array_call] = locs[index.as_u32() as usize];
-        let text = self.engine_code().text();
-        let pointer = |[start, length]: [u32; 2]| NonNull::from(&text[start as usize..][..length as usize]);
+        let [wasm_call, array_call] = &locs[index.as_u32() as usize];
         AllCallFuncPointers {
-            wasm_call: pointer(wasm_call).cast(),
-            array_call: pointer(array_call).cast(),
+            wasm_call: self.func_loc_to_pointer(wasm_call).cast(),
+            array_call: self.func_loc_to_pointer(array_call).cast(),
         }
     }
 
