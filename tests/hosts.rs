@@ -6,6 +6,9 @@
 //!
 //! They run when `STEPWISE_TEST_POSTGRES` names a server (`scripts/test.sh`
 //! starts one with `scripts/postgres.sh`); each test has its own database.
+//! One more, on the in-memory store, plays the other host with a host record
+//! and a claim: an event taken into a batch that the other host's claim
+//! fences out goes to that host.
 
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -235,4 +238,81 @@ async fn a_paused_host_cannot_write_after_another_took_its_execution_over() {
     assert_eq!(succeeded.len(), 1, "one recorded success of the slow step: {after:#}");
     let (_, checked) = audit_side_effects(Db::Postgres(&store), &[after], &|_| false);
     assert!(checked > 0);
+}
+
+/// A cancel taken into a batch whose append is refused, because another
+/// host claimed the execution meanwhile, was not recorded: it goes to that
+/// host's inbox (not dropped with a "lost" answer), and its caller gets the
+/// answer of whoever decides it. Runs on the in-memory store: the other
+/// host is a record and a claim, so that nothing else drives the execution
+/// while the cancel waits in the inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_refused_by_another_hosts_claim_goes_to_that_host() {
+    use stepwise::journal::{ExecutionId, Timestamp};
+    use stepwise::store::{Claim, ExecutionStore, HostId, HostRecord, MemoryStore};
+
+    let store = Arc::new(MemoryStore::new());
+    let host = demo_host_on(&plugins_dir(), store.clone());
+    let engine = host.engine.clone();
+    let slow = workflow(&engine, &slow_quote("slow-quote", 1500));
+    let (id, _) = engine.start(slow, quote_input(), Default::default()).await.expect("started");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while step(&engine.show(&id).await.unwrap().to_json(), "slow")["status"] != "running" {
+        assert!(Instant::now() < deadline, "the slow step never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another host claims it, as if this host's lease had run out (its
+    // heartbeat may renew it between the two writes: then again).
+    let other = HostId("the-other-host".into());
+    let now = Timestamp::now();
+    let record = HostRecord {
+        id: other.clone(),
+        node: "elsewhere".into(),
+        pid: 1,
+        started_at: now,
+        heartbeat_at: now,
+        lease_ms: 600_000,
+        address: None,
+        owned: 0,
+    };
+    store.register_host(&record).await.unwrap();
+    loop {
+        store.expire_host(engine.host_id()).await.unwrap();
+        match store.claim(&id, &other).await.unwrap() {
+            Claim::Claimed { takeover, .. } => break assert!(takeover),
+            held => assert!(matches!(held, Claim::Held(_)), "{held:?}"),
+        }
+    }
+
+    // The owner here takes the cancel in, and its append is fenced out.
+    let canceller = engine.clone();
+    let cancel_id: ExecutionId = id.clone();
+    let cancel = tokio::spawn(async move { canceller.cancel(&cancel_id, "racing a takeover").await });
+    let posted = loop {
+        let inbox = store.inbox(&other, Some(&id)).await.unwrap();
+        if let Some(message) = inbox.into_iter().next() {
+            break message;
+        }
+        assert!(
+            !cancel.is_finished(),
+            "the cancel was answered without being recorded: {:?}",
+            cancel.await.map(|r| r.map(|d| d.answer))
+        );
+        assert!(Instant::now() < deadline, "the cancel never reached the other host's inbox");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(posted.message.contains("cancel"), "{}", posted.message);
+    assert!(!cancel.is_finished(), "the caller waits for the owner's answer");
+    let refusals = engine.metrics().fencing_refusals.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refusals, 1, "the append was refused by the fence");
+
+    // The other host dies unanswered: this host adopts the execution, takes
+    // the cancel from the inbox and answers it.
+    store.expire_host(&other).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(30), cancel).await.expect("answered").unwrap();
+    let delivery = delivery.expect("the cancel is accepted");
+    let execution = delivery.settling.wait().await.expect("the execution rests").to_json();
+    assert_eq!(execution["status"], "compensated", "{execution:#}");
+    assert_eq!(events(&execution, "rollback_requested").len(), 1, "{execution:#}");
+    assert!(store.inbox(&other, Some(&id)).await.unwrap().is_empty(), "the message was answered");
 }

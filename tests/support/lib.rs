@@ -19,7 +19,7 @@ use stepwise::sandbox::{HostResources, Limits, Sandbox};
 use stepwise::services::demo::{self, Inventory, Payments};
 use stepwise::services::ledger::MemoryLedger;
 use stepwise::store::kv::MemoryKv;
-use stepwise::store::MemoryStore;
+use stepwise::store::{ExecutionStore, MemoryStore};
 use stepwise::workflow::Workflow;
 
 /// The repository root.
@@ -131,13 +131,18 @@ pub struct DemoHost {
 
 /// A demo host over the plugins of `dir`, with an in-memory store.
 pub fn demo_host_in(dir: &Path) -> DemoHost {
+    demo_host_on(dir, Arc::new(MemoryStore::new()))
+}
+
+/// A demo host over the plugins of `dir`, recording into `store`.
+pub fn demo_host_on(dir: &Path, store: Arc<dyn ExecutionStore>) -> DemoHost {
     let ledger = Arc::new(MemoryLedger::default());
     let inventory = Arc::new(Inventory::with_ledger(ledger.clone()).expect("an in-memory ledger"));
     let payments = Arc::new(Payments::with_ledger(ledger.clone()).expect("an in-memory ledger"));
     let services = demo::registry(inventory.clone(), payments.clone());
     let kv = Arc::new(MemoryKv::default());
     let resources = HostResources { services: Arc::new(services), kv: kv.clone() };
-    let engine = engine_with(dir, resources);
+    let engine = engine_on(dir, resources, store);
     DemoHost { engine, inventory, payments, kv, ledger }
 }
 
@@ -155,13 +160,19 @@ pub fn resources_serving(
 /// An engine over the plugins of `dir` whose capabilities reach `resources`
 /// (services, kv), with an in-memory store.
 pub fn engine_with(dir: &Path, resources: HostResources) -> Engine {
+    engine_on(dir, resources, Arc::new(MemoryStore::new()))
+}
+
+/// An engine over the plugins of `dir` whose capabilities reach `resources`,
+/// recording into `store`.
+pub fn engine_on(dir: &Path, resources: HostResources, store: Arc<dyn ExecutionStore>) -> Engine {
     let sandbox = Sandbox::with_resources(Limits::default(), resources).expect("creating the sandbox");
     let directory = PluginDirectory::scan(dir).expect("scanning the plugin directory");
     // Compiled code is cached across tests: the JavaScript and Python guests
     // (12-18 MB) take seconds to compile.
     let cache = CodeCache::new(&repo_root().join("target/test-code-cache"));
     let registry = PluginRegistry::with_cache(sandbox, directory, Some(cache));
-    Engine::new(Arc::new(registry), Arc::new(MemoryStore::new()))
+    Engine::new(Arc::new(registry), store)
 }
 
 /// A demo host over the built plugins.

@@ -13,7 +13,11 @@
 //! backoff timers in-process. When the execution is over, or waits
 //! for the outside world with nothing in flight, the owner lets go of it in
 //! that same append and leaves; the next event adopts it again (see
-//! [`adopt`]). The saga rules are not here; they are in [`super::machine`].
+//! [`adopt`]). When an append fails, the events of its batch were not
+//! recorded: the outside events in it go, with the messages still queued, to
+//! whoever owns the execution now (another host's claim fenced this one out)
+//! or are refused with the store's error. The saga rules are not here; they
+//! are in [`super::machine`].
 
 use super::calls::{self, Export, Plugins};
 use super::command::Command;
@@ -108,9 +112,29 @@ impl InlineCall {
 
 /// Something to do once the batch's events are durable.
 enum AfterCommit {
-    Reply(oneshot::Sender<Result<Answer, Refusal>>, Result<Answer, Refusal>),
+    /// An outside event's answer. The request and its waiter are kept: if the
+    /// append is refused, they go to whoever owns the execution now.
+    Reply {
+        reply: oneshot::Sender<Result<Answer, Refusal>>,
+        answer: Result<Answer, Refusal>,
+        request: Outside,
+        settled: Option<Settled>,
+    },
     Answer(i64, Result<Answer, Refusal>),
     Show(oneshot::Sender<ExecutionView>),
+}
+
+impl AfterCommit {
+    /// The message again, for a batch whose append failed: its event was not
+    /// recorded, so it is still to be decided (an inbox message stays in the
+    /// inbox for the next owner).
+    fn undelivered(self) -> Option<Message> {
+        match self {
+            AfterCommit::Reply { reply, request, settled, .. } => Some(Message::Outside { request, reply, settled }),
+            AfterCommit::Show(reply) => Some(Message::Show { reply }),
+            AfterCommit::Answer(..) => None,
+        }
+    }
 }
 
 /// What the store holds of the execution, as this owner last wrote it.
@@ -138,6 +162,8 @@ pub(super) struct Owner {
     persisted: Persisted,
     /// What a reload left to perform, taken by the next step.
     pending_outstanding: Vec<Command>,
+    /// The messages of a batch whose append failed, for `abandon`.
+    undelivered: Vec<Message>,
 }
 
 impl Owner {
@@ -166,6 +192,7 @@ impl Owner {
             posted: HashSet::new(),
             persisted,
             pending_outstanding: Vec::new(),
+            undelivered: Vec::new(),
         }
     }
 
@@ -384,12 +411,13 @@ impl Owner {
                 wake,
                 answers,
             };
-            beside_inline(&mut self.inline, self.engine.shared.store.append(append)).await.map_err(|error| {
+            if let Err(error) = beside_inline(&mut self.inline, self.engine.shared.store.append(append)).await {
                 if matches!(error, StoreError::Fenced(..)) {
                     self.engine.shared.metrics.fencing_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                EngineError::Store(error)
-            })?;
+                self.undelivered = after.into_iter().filter_map(AfterCommit::undelivered).collect();
+                return Err(EngineError::Store(error));
+            }
             self.next_seq += count;
             self.persisted = Persisted { status: Some(status), next_due: Some(next_due), released: release };
             if status.is_final() && changed_status.is_some() {
@@ -405,7 +433,12 @@ impl Owner {
     /// Sends an answer that waited for the batch to be durable.
     async fn settle(&mut self, done: AfterCommit) {
         match done {
-            AfterCommit::Reply(reply, answer) => drop(reply.send(answer)),
+            AfterCommit::Reply { reply, answer, settled, .. } => {
+                if let (Ok(_), Some(settled)) = (&answer, settled) {
+                    self.waiters.push(settled);
+                }
+                drop(reply.send(answer));
+            }
             AfterCommit::Show(reply) => drop(reply.send(self.live_view())),
             AfterCommit::Answer(message, answer) => {
                 let text = serde_json::to_string(&answer).expect("answers serialize");
@@ -422,11 +455,8 @@ impl Owner {
     fn take_message(&mut self, message: Message, now: Timestamp, batch: &mut Batch, after: &mut Vec<AfterCommit>) {
         match message {
             Message::Outside { request, reply, settled } => {
-                let answer = self.take_outside(request, now, batch);
-                if let (Ok(_), Some(settled)) = (&answer, settled) {
-                    self.waiters.push(settled);
-                }
-                after.push(AfterCommit::Reply(reply, answer));
+                let answer = self.take_outside(request.clone(), now, batch);
+                after.push(AfterCommit::Reply { reply, answer, request, settled });
             }
             Message::Posted { message, request } => {
                 if self.posted.insert(message) {
@@ -656,17 +686,19 @@ impl Owner {
             let _ = waiter.send(Err(EngineError::Lost(format!("execution `{id}`: {error}"))));
         }
         drop(inline);
+        // The failed batch's messages first (they came first), then those queued.
+        let mut arrived = std::mem::take(&mut self.undelivered);
         loop {
-            let arrived = self.engine.shared.live.leave_or_take(&id, &mut self.mailbox);
-            if arrived.is_empty() {
-                break;
-            }
             for message in arrived {
                 if fenced {
                     super::forward::to_owner_elsewhere(&self.engine, &id, message).await;
                 } else {
                     self.refuse(vec![Input::Message(message)], &error);
                 }
+            }
+            arrived = self.engine.shared.live.leave_or_take(&id, &mut self.mailbox);
+            if arrived.is_empty() {
+                break;
             }
         }
     }
