@@ -236,7 +236,7 @@ fn new_creates_step_projects_that_build_and_run_in_every_language() {
         // The QuickJS runtime is built from the project's own copy of its
         // source, in the repository's runtime target directory (its
         // dependencies are compiled already).
-        let built = std::process::Command::new(project.join("build.sh"))
+        let built = build_command(project.join("build.sh"))
             .env("CARGO_TARGET_DIR", repo_root().join("guest-examples/rust/target"))
             .env("STEPWISE_QUICKJS_TARGET_DIR", repo_root().join("guest-examples/js/runtime/target"))
             .output()
@@ -475,7 +475,7 @@ fn a_step_is_invoked_alone_with_services_from_fixtures() {
 fn the_demo_prints_only_the_execution_json() {
     plugins_dir();
     let plugins = scratch_dir("demo-plugins");
-    let output = std::process::Command::new(repo_root().join("scripts/demo.sh"))
+    let output = build_command(repo_root().join("scripts/demo.sh"))
         .env("STEPWISE_DEMO_PLUGINS", &plugins)
         .args(["--store", &format!("sqlite://{}", plugins.join("demo.db").display())])
         .output()

@@ -27,6 +27,31 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
+/// A command for a build (a script that runs cargo, or cargo itself)
+/// without the variables cargo set for this test process
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...). Some build scripts rerun when
+/// one of them changes (ring's reads `CARGO_MANIFEST_DIR`): inherited, they
+/// made every nested build recompile the host and half its dependencies
+/// that the plain build (`scripts/test.sh`, a developer's shell) had made.
+pub fn build_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    const SET_FOR_TESTS: [&str; 6] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+    ];
+    let mut command = Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if SET_FOR_TESTS.contains(&&*text) || text.starts_with("CARGO_PKG_") || text.starts_with("CARGO_BIN_EXE_") {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
 /// Builds every guest (idempotent, fast when up to date) and returns the plugin directory.
 pub fn plugins_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -34,7 +59,7 @@ pub fn plugins_dir() -> PathBuf {
         .get_or_init(|| {
             let root = repo_root();
             let status =
-                Command::new(root.join("scripts/build-guests.sh")).status().expect("running scripts/build-guests.sh");
+                build_command(root.join("scripts/build-guests.sh")).status().expect("running scripts/build-guests.sh");
             assert!(status.success(), "building the guest components failed");
             root.join("build/plugins")
         })
@@ -233,7 +258,7 @@ pub fn stepwise_bin() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
+            let status = build_command(cargo)
                 .args(["build", "--quiet", "-p", "stepwise", "--bin", "stepwise"])
                 .current_dir(repo_root())
                 .status()
