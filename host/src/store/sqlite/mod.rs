@@ -77,15 +77,15 @@ impl SqliteStore {
     fn job<T, F>(&self, reply: Reply<T>, write: F) -> Result<(), StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
-        self.writes.send(Box::new(Write { write, reply })).map_err(|_| backend(&self.path, "the writer thread stopped"))
+        self.writes.send(Write { write, reply }.job()).map_err(|_| backend(&self.path, "the writer thread stopped"))
     }
 
     pub(super) async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
         let answer = self.queue(write)?;
         self.round_trips.wait(answer).await.ok_or_else(|| backend(&self.path, "the writer thread stopped"))?
@@ -97,7 +97,7 @@ impl SqliteStore {
     fn queue<T, F>(&self, write: F) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         self.job(Reply::Async(reply), write)?;
@@ -107,7 +107,7 @@ impl SqliteStore {
     fn write_blocking<T, F>(&self, write: F) -> Result<T, String>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, response) = mpsc::sync_channel(1);
         self.job(Reply::Blocking(reply), write).map_err(|e| e.to_string())?;
@@ -119,10 +119,10 @@ impl SqliteStore {
     /// all) and returns at once (an error if it cannot be queued) with where
     /// the answer comes once the write is durable: for the demo services'
     /// ledger, whose callers apply a call while its record is queued.
-    pub(crate) fn submit_durably<T, F>(&self, write: F) -> Result<oneshot::Receiver<Result<T, StoreError>>, String>
+    pub(crate) fn submit_durably<T, F>(&self, mut write: F) -> Result<oneshot::Receiver<Result<T, StoreError>>, String>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         self.queue(move |db: &Connection, path: &Path| write(db).map_err(|e| backend(path, e)))
             .map_err(|e| e.to_string())
@@ -361,7 +361,7 @@ impl ExecutionStore for SqliteStore {
         let statuses: Vec<ExecutionStatus> = statuses.iter().copied().filter(|status| status.is_final()).collect();
         self.write(move |db, path| {
             let mut purged = Vec::new();
-            for status in statuses {
+            for &status in &statuses {
                 let count = db
                     .execute(
                         "DELETE FROM executions WHERE status = ?1 AND updated_at < ?2",
@@ -396,7 +396,7 @@ impl ExecutionStore for SqliteStore {
                 )
                 .map_err(|e| backend(path, e))?;
             if rows == 0 {
-                return Err(StoreError::NotFound(id));
+                return Err(StoreError::NotFound(id.clone()));
             }
             Ok(())
         })
@@ -499,7 +499,7 @@ impl ExecutionStore for SqliteStore {
                 .query_row("SELECT EXISTS (SELECT 1 FROM executions WHERE id = ?1)", params![id.as_str()], |r| r.get(0))
                 .map_err(|e| backend(path, e))?;
             if !exists {
-                return Err(StoreError::NotFound(id));
+                return Err(StoreError::NotFound(id.clone()));
             }
             db.execute(
                 "INSERT INTO inbox (execution_id, message, posted_at) VALUES (?1, ?2, ?3)",

@@ -1,11 +1,14 @@
 //! The SQLite store's writer thread: every write is a job in its queue; the
 //! thread takes every job waiting (see [`super::handoff`] for how it waits
 //! for the next) and commits them in one transaction (one fsync for all).
-//! When the batch holds several jobs, each runs in a savepoint so that a
-//! refused one (a stale fence) does not undo the others; a job alone runs in
-//! the transaction itself, rolled back if it is refused. Callers wait on a
-//! reply, async (the engine) or blocking (the kv capability inside a guest
-//! call).
+//! The jobs of a batch run one after the other in its transaction, with no
+//! savepoints: jobs are almost never refused. When one is (a stale fence),
+//! the transaction is rolled back and the batch runs again, each job in a
+//! savepoint of its own, so that the refused one does not undo the others
+//! (a job is a closure that can run twice; it answers with its last run's
+//! result). A job alone runs in the transaction itself, rolled back if it is
+//! refused. Callers wait on a reply, async (the engine) or blocking (the kv
+//! capability inside a guest call).
 
 use super::backend;
 use crate::store::StoreError;
@@ -34,15 +37,14 @@ impl<T> Reply<T> {
     }
 }
 
-/// Sends a job's result once its batch committed, or the commit's error.
-type Settled = Box<dyn FnOnce(Option<&str>) + Send>;
-
 /// One write, run by the writer thread inside the batch's transaction.
 pub(super) trait Job: Send {
-    /// Runs the write; whether it succeeded, and how to answer once the batch commits.
-    fn run(self: Box<Self>, db: &Connection, path: &Path) -> (bool, Settled);
-    /// Answers a job whose batch could not even begin.
-    fn abort(self: Box<Self>) -> Settled;
+    /// Runs the write (again, if an earlier run's transaction was rolled
+    /// back: its result replaces the earlier one's); whether it succeeded.
+    fn run(&mut self, db: &Connection, path: &Path) -> bool;
+    /// Answers with the last run's result once the batch committed, or with
+    /// `batch_error` (the commit failed, or the batch could not run).
+    fn settle(self: Box<Self>, batch_error: Option<&str>);
 }
 
 pub(super) struct Write<T, F> {
@@ -50,28 +52,43 @@ pub(super) struct Write<T, F> {
     pub(super) reply: Reply<T>,
 }
 
-impl<T, F> Job for Write<T, F>
+/// A [`Write`] as the writer holds it, with its last run's result.
+struct Queued<T, F> {
+    write: Write<T, F>,
+    result: Option<Result<T, StoreError>>,
+}
+
+impl<T, F> Write<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection, &Path) -> Result<T, StoreError> + Send,
+    F: FnMut(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
 {
-    fn run(self: Box<Self>, db: &Connection, path: &Path) -> (bool, Settled) {
-        let result = (self.write)(db, path);
-        settle(self.reply, result)
-    }
-
-    fn abort(self: Box<Self>) -> Settled {
-        settle(self.reply, Err(StoreError::Backend(String::new()))).1
+    /// The write as a job of the writer's queue.
+    pub(super) fn job(self) -> Box<dyn Job> {
+        Box::new(Queued { write: self, result: None })
     }
 }
 
-fn settle<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> (bool, Settled) {
-    let ok = result.is_ok();
-    let settled: Settled = Box::new(move |commit_error| match commit_error {
-        Some(message) => reply.send(Err(StoreError::Backend(message.to_string()))),
-        None => reply.send(result),
-    });
-    (ok, settled)
+impl<T, F> Job for Queued<T, F>
+where
+    T: Send + 'static,
+    F: FnMut(&Connection, &Path) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, db: &Connection, path: &Path) -> bool {
+        let result = (self.write.write)(db, path);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn settle(self: Box<Self>, batch_error: Option<&str>) {
+        let result = match (batch_error, self.result) {
+            (None, Some(result)) => result,
+            (Some(message), _) => Err(StoreError::Backend(message.to_string())),
+            (None, None) => Err(StoreError::Backend("the write never ran".into())),
+        };
+        self.write.reply.send(result);
+    }
 }
 
 /// The writer thread: commits every queued job in one transaction.
@@ -84,15 +101,10 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
                 Err(_) => break,
             }
         }
-        if let Err(message) = end_open_transaction(&connection, path) {
-            batch.into_iter().map(|job| job.abort()).for_each(|reply| reply(Some(&message)));
-            continue;
-        }
-        let tx = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
+        let tx = match begin(&mut connection, path) {
             Ok(tx) => tx,
-            Err(error) => {
-                let message = backend(path, format!("cannot begin a transaction: {error}")).to_string();
-                batch.into_iter().map(|job| job.abort()).for_each(|reply| reply(Some(&message)));
+            Err(message) => {
+                batch.into_iter().for_each(|job| job.settle(Some(&message)));
                 continue;
             }
         };
@@ -101,34 +113,65 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
             commit_alone(tx, path, job);
             continue;
         }
+        // Every job at once, as jobs almost always succeed; if one is
+        // refused, all is undone and the batch runs again, each job in a
+        // savepoint of its own. A job that finds the transaction ended (by
+        // SQLite, on a full disk) is not run: it would commit on its own.
+        if batch.iter_mut().all(|job| !tx.is_autocommit() && job.run(&tx, path)) && !tx.is_autocommit() {
+            commit_batch(tx, path, batch);
+            continue;
+        }
+        if !tx.is_autocommit() {
+            if let Err(error) = tx.rollback() {
+                tracing::error!(path = %path.display(), "rolling back a batch to run it again failed: {error}");
+            }
+        } else {
+            drop(tx);
+        }
+        let tx = match begin(&mut connection, path) {
+            Ok(tx) => tx,
+            Err(message) => {
+                batch.into_iter().for_each(|job| job.settle(Some(&message)));
+                continue;
+            }
+        };
         let mut intact = true;
-        let replies: Vec<Settled> = batch
-            .into_iter()
-            .map(|job| {
-                // Once the transaction is broken, the rest are not run at all.
-                if !intact {
-                    return job.abort();
-                }
-                let (reply, kept) = run_in_savepoint(&tx, path, job);
-                intact = kept;
-                reply
-            })
-            .collect();
+        for job in &mut batch {
+            // Once the transaction is broken, the rest are not run at all.
+            if intact {
+                intact = run_in_savepoint(&tx, path, job.as_mut());
+            }
+        }
         if !intact {
             // A savepoint could not be released or rolled back, or SQLite
             // ended the transaction itself (a full disk): nothing of the
             // batch may be committed, and every job is told so.
             drop(tx.rollback());
             let message = backend(path, "the batch's transaction failed and was rolled back").to_string();
-            replies.into_iter().for_each(|reply| reply(Some(&message)));
+            batch.into_iter().for_each(|job| job.settle(Some(&message)));
             continue;
         }
-        match tx.commit() {
-            Ok(()) => replies.into_iter().for_each(|reply| reply(None)),
-            Err(error) => {
-                let message = backend(path, format!("commit failed: {error}")).to_string();
-                replies.into_iter().for_each(|reply| reply(Some(&message)));
-            }
+        commit_batch(tx, path, batch);
+    }
+}
+
+/// Begins the batch's transaction, first ending one an earlier batch left
+/// open; the error for the batch's jobs if it cannot.
+fn begin<'c>(connection: &'c mut Connection, path: &Path) -> Result<rusqlite::Transaction<'c>, String> {
+    end_open_transaction(connection, path)?;
+    connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|error| backend(path, format!("cannot begin a transaction: {error}")).to_string())
+}
+
+/// Commits a batch whose jobs all ran (each settles with its own result,
+/// a refused one's undone by its savepoint), or tells each the commit failed.
+fn commit_batch(tx: rusqlite::Transaction<'_>, path: &Path, batch: Vec<Box<dyn Job>>) {
+    match tx.commit() {
+        Ok(()) => batch.into_iter().for_each(|job| job.settle(None)),
+        Err(error) => {
+            let message = backend(path, format!("commit failed: {error}")).to_string();
+            batch.into_iter().for_each(|job| job.settle(Some(&message)));
         }
     }
 }
@@ -153,9 +196,8 @@ fn end_open_transaction(connection: &Connection, path: &Path) -> Result<(), Stri
 /// Runs a batch of one job (writes one at a time, the usual case of a
 /// sequential execution): its transaction is its savepoint, rolled back when
 /// the job is refused, so the two statements of a savepoint are saved.
-fn commit_alone(tx: rusqlite::Transaction<'_>, path: &Path, job: Box<dyn Job>) {
-    let (ok, settled) = job.run(&tx, path);
-    if !ok {
+fn commit_alone(tx: rusqlite::Transaction<'_>, path: &Path, mut job: Box<dyn Job>) {
+    if !job.run(&tx, path) {
         // Refused or failed, its own error goes back (the cause SQLite
         // gave, if SQLite ended the transaction itself): nothing of it may
         // stay. A rollback that fails leaves the transaction open; the
@@ -165,18 +207,18 @@ fn commit_alone(tx: rusqlite::Transaction<'_>, path: &Path, job: Box<dyn Job>) {
                 tracing::error!(path = %path.display(), "rolling back a refused write failed: {error}");
             }
         }
-        return settled(None);
+        return job.settle(None);
     }
     if tx.is_autocommit() {
         // SQLite ended the transaction itself (a full disk) although the
         // write reported success: nothing was committed.
         tracing::error!(path = %path.display(), "SQLite rolled the transaction back during a write");
         let message = backend(path, "the write's transaction failed and was rolled back").to_string();
-        return settled(Some(&message));
+        return job.settle(Some(&message));
     }
     match tx.commit() {
-        Ok(()) => settled(None),
-        Err(error) => settled(Some(&backend(path, format!("commit failed: {error}")).to_string())),
+        Ok(()) => job.settle(None),
+        Err(error) => job.settle(Some(&backend(path, format!("commit failed: {error}")).to_string())),
     }
 }
 
@@ -185,43 +227,45 @@ fn commit_alone(tx: rusqlite::Transaction<'_>, path: &Path, job: Box<dyn Job>) {
 /// savepoint statements are prepared once (rusqlite's `Savepoint` parses
 /// them for every job). Returns whether the batch's transaction is still
 /// whole.
-fn run_in_savepoint(db: &Connection, path: &Path, job: Box<dyn Job>) -> (Settled, bool) {
+fn run_in_savepoint(db: &Connection, path: &Path, job: &mut dyn Job) -> bool {
     // Outside a transaction, a savepoint would begin one of its own and its
     // release would commit the job alone.
     if db.is_autocommit() {
-        return (job.abort(), false);
+        return false;
     }
     let run = |sql: &str| db.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(drop);
     if let Err(error) = run("SAVEPOINT job") {
         tracing::error!(path = %path.display(), "opening a savepoint failed: {error}");
-        return (job.abort(), false);
+        return false;
     }
-    let (ok, settled) = job.run(db, path);
+    let ok = job.run(db, path);
     if db.is_autocommit() {
         tracing::error!(path = %path.display(), "SQLite rolled the batch's transaction back during a write");
-        return (settled, false);
+        return false;
     }
     let released = if ok { run("RELEASE job") } else { run("ROLLBACK TO job").and_then(|()| run("RELEASE job")) };
     if let Err(error) = released {
         tracing::error!(path = %path.display(), "releasing a savepoint failed: {error}");
-        return (settled, false);
+        return false;
     }
-    (settled, true)
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     fn job<F>(write: F) -> (Box<dyn Job>, mpsc::Receiver<Result<(), StoreError>>)
     where
-        F: FnOnce(&Connection, &Path) -> Result<(), StoreError> + Send + 'static,
+        F: FnMut(&Connection, &Path) -> Result<(), StoreError> + Send + 'static,
     {
         let (reply, answer) = mpsc::sync_channel(1);
-        (Box::new(Write { write, reply: Reply::Blocking(reply) }), answer)
+        (Write { write, reply: Reply::Blocking(reply) }.job(), answer)
     }
 
-    fn insert(n: i64) -> impl FnOnce(&Connection, &Path) -> Result<(), StoreError> + Send + 'static {
+    fn insert(n: i64) -> impl FnMut(&Connection, &Path) -> Result<(), StoreError> + Send + 'static {
         move |db, path| db.execute("INSERT INTO t (n) VALUES (?1)", [n]).map(drop).map_err(|e| backend(path, e))
     }
 
@@ -292,7 +336,37 @@ mod tests {
         assert!(first_answer.recv().unwrap().is_ok());
         assert!(refused_answer.recv().unwrap().is_err());
         assert!(third_answer.recv().unwrap().is_ok());
-        assert_eq!(committed, [1, 3]);
+        assert_eq!(committed, [1, 3], "the batch ran twice (once undone), its writes are committed once");
+    }
+
+    /// `insert(n)` counting its runs in `runs`.
+    fn counted(n: i64, runs: &Arc<AtomicUsize>) -> impl FnMut(&Connection, &Path) -> Result<(), StoreError> {
+        let runs = runs.clone();
+        let mut insert = insert(n);
+        move |db, path| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            insert(db, path)
+        }
+    }
+
+    #[test]
+    fn a_batch_runs_once_without_savepoints_unless_a_job_is_refused() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (jobs, answers): (Vec<_>, Vec<_>) = (1..=3).map(|n| job(counted(n, &runs))).unzip();
+        assert_eq!(one_batch("once", jobs), [1, 2, 3]);
+        assert!(answers.iter().all(|answer| answer.recv().unwrap().is_ok()));
+        assert_eq!(runs.load(Ordering::Relaxed), 3, "each job ran once");
+
+        // A refusal in the middle: the first job ran before it and runs again
+        // in its savepoint; the last ran only then.
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (first, first_answer) = job(counted(1, &runs));
+        let (refused, refused_answer) = job(|_: &Connection, _: &Path| Err(StoreError::Backend("refused".into())));
+        let (last, last_answer) = job(counted(3, &runs));
+        assert_eq!(one_batch("again", vec![first, refused, last]), [1, 3]);
+        assert!(first_answer.recv().unwrap().is_ok() && last_answer.recv().unwrap().is_ok());
+        assert!(refused_answer.recv().unwrap().is_err());
+        assert_eq!(runs.load(Ordering::Relaxed), 3, "the first job twice, the last once");
     }
 
     /// Runs each job as a batch of its own (the next is queued once the
