@@ -243,7 +243,8 @@ async fn a_paused_host_cannot_write_after_another_took_its_execution_over() {
 /// A cancel taken into a batch whose append is refused, because another
 /// host claimed the execution meanwhile, was not recorded: it goes to that
 /// host's inbox (not dropped with a "lost" answer), and its caller gets the
-/// answer of whoever decides it. Runs on the in-memory store: the other
+/// answer of whoever decides it. The starter's wait for the execution goes
+/// on too. Runs on the in-memory store: the other
 /// host is a record and a claim, so that nothing else drives the execution
 /// while the cancel waits in the inbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +256,8 @@ async fn an_event_refused_by_another_hosts_claim_goes_to_that_host() {
     let host = demo_host_on(&plugins_dir(), store.clone());
     let engine = host.engine.clone();
     let slow = workflow(&engine, &slow_quote("slow-quote", 1500));
-    let (id, _) = engine.start(slow, quote_input(), Default::default()).await.expect("started");
+    let (id, settling) = engine.start(slow, quote_input(), Default::default()).await.expect("started");
+    let starter = tokio::spawn(settling.expect("the starter can wait").wait());
     let deadline = Instant::now() + Duration::from_secs(30);
     while step(&engine.show(&id).await.unwrap().to_json(), "slow")["status"] != "running" {
         assert!(Instant::now() < deadline, "the slow step never ran");
@@ -311,8 +313,12 @@ async fn an_event_refused_by_another_hosts_claim_goes_to_that_host() {
     store.expire_host(&other).await.unwrap();
     let delivery = tokio::time::timeout(Duration::from_secs(30), cancel).await.expect("answered").unwrap();
     let delivery = delivery.expect("the cancel is accepted");
-    let execution = delivery.settling.wait().await.expect("the execution rests").to_json();
+    let rested = tokio::time::timeout(Duration::from_secs(30), delivery.settling.wait()).await.expect("it rests");
+    let execution = rested.expect("the execution rests").to_json();
     assert_eq!(execution["status"], "compensated", "{execution:#}");
     assert_eq!(events(&execution, "rollback_requested").len(), 1, "{execution:#}");
-    assert!(store.inbox(&other, Some(&id)).await.unwrap().is_empty(), "the message was answered");
+    assert!(store.answer_of(posted.id).await.unwrap().is_some(), "the message was answered in the inbox");
+    // The starter's wait went with the execution too, not "lost" with the fenced owner.
+    let started = tokio::time::timeout(Duration::from_secs(30), starter).await.expect("the starter is answered");
+    assert_eq!(started.unwrap().expect("the starter gets the execution").to_json()["status"], "compensated");
 }

@@ -682,12 +682,17 @@ impl Owner {
             // Still ours in the store: let go, or no host would claim it while this one lives.
             super::adopt::release_after_failure(&self.engine, &id, self.fence);
         }
-        for waiter in self.waiters.drain(..) {
-            let _ = waiter.send(Err(EngineError::Lost(format!("execution `{id}`: {error}"))));
+        // The failed batch's messages first (they came first), then those
+        // queued. Waiters wait for the execution wherever it is driven now.
+        let mut arrived = std::mem::take(&mut self.undelivered);
+        for settled in self.waiters.drain(..) {
+            if fenced {
+                arrived.push(Message::Wait { settled });
+            } else {
+                let _ = settled.send(Err(EngineError::Lost(format!("execution `{id}`: {error}"))));
+            }
         }
         drop(inline);
-        // The failed batch's messages first (they came first), then those queued.
-        let mut arrived = std::mem::take(&mut self.undelivered);
         loop {
             for message in arrived {
                 if fenced {
@@ -709,7 +714,9 @@ impl Owner {
             let Input::Message(message) = input else { continue };
             match message {
                 Message::Outside { reply, .. } => drop(reply.send(Err(Refusal::Unavailable(error.to_string())))),
-                Message::Show { reply } => drop(reply.send(ExecutionView::of(&self.machine))),
+                // The machine may hold events that were not recorded: the
+                // reader, left without an answer, reads the store instead.
+                Message::Show { reply } => drop(reply),
                 Message::Wait { settled } => drop(settled.send(Err(EngineError::Lost(error.to_string())))),
                 Message::Posted { .. } | Message::Adopt => {}
             }
