@@ -2,11 +2,12 @@
 //! thread takes every job waiting (see [`super::handoff`] for how it waits
 //! for the next) and commits them in one transaction (one fsync for all).
 //! The jobs of a batch run one after the other in its transaction, with no
-//! savepoints: jobs are almost never refused. When one is (a stale fence),
-//! the transaction is rolled back and the batch runs again, each job in a
-//! savepoint of its own, so that the refused one does not undo the others
-//! (a job is a closure that can run twice; it answers with its last run's
-//! result). A job alone runs in the transaction itself, rolled back if it is
+//! savepoints: jobs are almost never refused, and most refusals (a stale
+//! fence) come before they change anything. When a job is refused after it
+//! changed rows, the transaction is rolled back and the batch runs again,
+//! each job in a savepoint of its own, so that the refused one's changes are
+//! undone alone (a job is a closure that can run twice; it answers with its
+//! last run's result). A job alone runs in the transaction itself, rolled back if it is
 //! refused. Callers wait on a reply, async (the engine) or blocking (the kv
 //! capability inside a guest call).
 
@@ -113,11 +114,7 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
             commit_alone(tx, path, job);
             continue;
         }
-        // Every job at once, as jobs almost always succeed; if one is
-        // refused, all is undone and the batch runs again, each job in a
-        // savepoint of its own. A job that finds the transaction ended (by
-        // SQLite, on a full disk) is not run: it would commit on its own.
-        if batch.iter_mut().all(|job| !tx.is_autocommit() && job.run(&tx, path)) && !tx.is_autocommit() {
+        if run_without_savepoints(&tx, path, &mut batch) {
             commit_batch(tx, path, batch);
             continue;
         }
@@ -153,6 +150,28 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
         }
         commit_batch(tx, path, batch);
     }
+}
+
+/// Runs every job of the batch in its transaction, with no savepoint, as
+/// jobs almost always succeed; whether that worked. A job refused before it
+/// changed a row (a stale fence, an unknown execution, a kv quota: SQLite's
+/// count of changed rows did not move) leaves nothing to undo and the others
+/// go on. One refused after it changed rows would need its changes undone
+/// alone: false, and the batch is run again with a savepoint per job. So is a
+/// transaction found ended (by SQLite, on a full disk): the next job would
+/// commit on its own. A write that can fail after DDL (not counted as
+/// changed rows) has no place in a job; DDL belongs to the migrations.
+fn run_without_savepoints(tx: &Connection, path: &Path, batch: &mut [Box<dyn Job>]) -> bool {
+    for job in batch.iter_mut() {
+        if tx.is_autocommit() {
+            return false;
+        }
+        let before = tx.total_changes();
+        if !job.run(tx, path) && tx.total_changes() != before {
+            return false;
+        }
+    }
+    !tx.is_autocommit()
 }
 
 /// Begins the batch's transaction, first ending one an earlier batch left
@@ -357,16 +376,44 @@ mod tests {
         assert!(answers.iter().all(|answer| answer.recv().unwrap().is_ok()));
         assert_eq!(runs.load(Ordering::Relaxed), 3, "each job ran once");
 
-        // A refusal in the middle: the first job ran before it and runs again
-        // in its savepoint; the last ran only then.
+        // A refusal before any change: nothing to undo, nothing runs again.
         let runs = Arc::new(AtomicUsize::new(0));
         let (first, first_answer) = job(counted(1, &runs));
         let (refused, refused_answer) = job(|_: &Connection, _: &Path| Err(StoreError::Backend("refused".into())));
+        let (last, last_answer) = job(counted(3, &runs));
+        assert_eq!(one_batch("before", vec![first, refused, last]), [1, 3]);
+        assert!(first_answer.recv().unwrap().is_ok() && last_answer.recv().unwrap().is_ok());
+        assert!(refused_answer.recv().unwrap().is_err());
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "each other job ran once");
+
+        // A refusal after a change: the first job ran before it and runs
+        // again in its savepoint; the last ran only then.
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (first, first_answer) = job(counted(1, &runs));
+        let (refused, refused_answer) = job(|db: &Connection, path: &Path| {
+            insert(2)(db, path)?;
+            Err(StoreError::Backend("refused after writing".into()))
+        });
         let (last, last_answer) = job(counted(3, &runs));
         assert_eq!(one_batch("again", vec![first, refused, last]), [1, 3]);
         assert!(first_answer.recv().unwrap().is_ok() && last_answer.recv().unwrap().is_ok());
         assert!(refused_answer.recv().unwrap().is_err());
         assert_eq!(runs.load(Ordering::Relaxed), 3, "the first job twice, the last once");
+    }
+
+    #[test]
+    fn a_failed_statement_leaves_the_count_of_changed_rows_alone() {
+        // What `run_without_savepoints` relies on: a statement SQLite aborts
+        // (here a constraint, after it inserted a first row) undoes its rows
+        // and counts none of them.
+        let (path, connection) = new_database("count");
+        connection.execute_batch("CREATE UNIQUE INDEX t_n ON t (n); INSERT INTO t (n) VALUES (5)").unwrap();
+        let before = connection.total_changes();
+        let failed = connection.execute("INSERT INTO t (n) VALUES (4), (5)", []);
+        assert!(failed.is_err());
+        assert_eq!(connection.total_changes(), before, "nothing counted");
+        drop(connection);
+        assert_eq!(committed_then_removed(&path), [5], "nothing of the statement stays");
     }
 
     /// Runs each job as a batch of its own (the next is queued once the
