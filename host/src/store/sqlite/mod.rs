@@ -74,6 +74,10 @@ impl SqliteStore {
         })
     }
 
+    /// Queues `write` for the writer thread. It touches only the database,
+    /// and may run twice (the first run rolled back: see [`writer`]); when
+    /// it fails after changing something, the change is in rows (DDL is for
+    /// the migrations).
     fn job<T, F>(&self, reply: Reply<T>, write: F) -> Result<(), StoreError>
     where
         T: Send + 'static,
