@@ -87,7 +87,9 @@ fi
 # source: Rust and QuickJS's C for wasm32) pre-initialised with each step by
 # `stepwise plugins build-js`: both are built first.
 "$js/runtime/build.sh" "$js/sdk/runtime"
-cargo build --quiet -p stepwise --bin stepwise --manifest-path "$root/Cargo.toml"
+# From the repository root, so that cargo reads its .cargo/config.toml (the
+# bundled SQLite's flags) whatever directory this script was started from.
+(cd "$root" && cargo build --quiet -p stepwise --bin stepwise)
 STEPWISE="${CARGO_TARGET_DIR:-$root/target}/debug/stepwise" node "$js/build.mjs" "$plugins"
 
 # Python guests: componentize-py from PyPI, pinned, in a virtual environment.

@@ -1,7 +1,7 @@
 //! Several `stepwise serve` hosts on one PostgreSQL: shared work, an async
 //! step completed through another host than the one that started it, a host
 //! killed mid-burst whose executions the survivors take over, and a paused
-//! host whose late writes the fencing check refuses. Each test audits the
+//! host whose late writes the fencing check refuses. Each of these audits the
 //! demo services' ledger (in the same database) against the recorded events.
 //!
 //! They run when `STEPWISE_TEST_POSTGRES` names a server (`scripts/test.sh`

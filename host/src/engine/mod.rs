@@ -91,8 +91,8 @@ pub enum EngineError {
     /// it was marked `failed` with this reason.
     #[error("execution `{0}` cannot be loaded: {1}")]
     Unloadable(ExecutionId, String),
-    /// The execution's owner stopped before it rested (its store failed, or
-    /// another host took it over).
+    /// The execution's owner stopped before it rested (its store failed).
+    /// When another host took it over, callers are handed on to it instead.
     #[error("{0}")]
     Lost(String),
     /// A retry of an execution that is not `failed`.

@@ -46,7 +46,8 @@ enum Rest {
     Woken(Vec<Input>),
     /// The owner let go (its waiters are told by [`Owner::leave`]).
     Left,
-    /// A write failed: the owner stopped and told its waiters.
+    /// A write failed: the owner stopped; its waiters were told, or handed
+    /// on when another host owns the execution now (see [`Owner::abandon`]).
     Abandoned,
 }
 

@@ -127,8 +127,9 @@ pub(super) fn append(db: &Connection, path: &Path, append: &Append) -> Result<()
             Some(_) => {}
         }
     }
-    // A number taken already refuses the whole append; the writer's
-    // savepoint undoes the update above with it.
+    // A number taken already refuses the whole append; the writer undoes
+    // the update above with it (the transaction's rollback for a write
+    // alone, else its savepoint when it runs the batch again).
     insert_events(db, path, &append.id, append.seq, &append.events)?;
     if let Some(parent) = &append.wake {
         db.prepare_cached("UPDATE executions SET next_due = MIN(COALESCE(next_due, ?2), ?2) WHERE id = ?1")

@@ -2,9 +2,9 @@
 //! fsync'd (`synchronous = FULL`), with group commit.
 //!
 //! Writes go through one writer thread that takes every job waiting in its
-//! queue and commits them in a single transaction (each in a savepoint when
-//! there are several, so one refused job does not undo the others), so
-//! concurrent executions share each fsync. Reads use a separate connection;
+//! queue and commits them in a single transaction (see [`writer`] for how a
+//! refused job is kept from undoing the others), so concurrent executions
+//! share each fsync. Reads use a separate connection;
 //! WAL lets them run beside the writer. Several processes may share the file (a `serve` and a `stepwise
 //! complete` from a shell): SQLite serialises their transactions, and the
 //! fencing check inside each append keeps one owner per execution. The
@@ -75,9 +75,11 @@ impl SqliteStore {
     }
 
     /// Queues `write` for the writer thread. It touches only the database,
-    /// and may run twice (the first run rolled back: see [`writer`]); when
-    /// it fails after changing something, the change is in rows (DDL is for
-    /// the migrations).
+    /// and may run twice (the first run rolled back: see [`writer`]). If it
+    /// can fail after changing something, the change must be to rows: a
+    /// schema change that a failure could follow belongs to the migrations
+    /// (a lone idempotent `CREATE TABLE IF NOT EXISTS`, as the demo ledger's,
+    /// cannot be followed by one).
     fn job<T, F>(&self, reply: Reply<T>, write: F) -> Result<(), StoreError>
     where
         T: Send + 'static,

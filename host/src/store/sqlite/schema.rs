@@ -128,3 +128,24 @@ pub(super) fn migrate(connection: &mut Connection, path: &Path) -> Result<(), St
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_sqlite_has_no_global_memory_statistics_or_shared_page_cache() {
+        // `.cargo/config.toml` builds it so (LIBSQLITE3_FLAGS): each took a
+        // mutex shared by every connection at every allocation or page fetch.
+        let db = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = db
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+        assert!(!options.iter().any(|option| option == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+    }
+}

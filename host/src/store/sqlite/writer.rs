@@ -159,8 +159,9 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
 /// go on. One refused after it changed rows would need its changes undone
 /// alone: false, and the batch is run again with a savepoint per job. So is a
 /// transaction found ended (by SQLite, on a full disk): the next job would
-/// commit on its own. A write that can fail after DDL (not counted as
-/// changed rows) has no place in a job; DDL belongs to the migrations.
+/// commit on its own; the run with savepoints then finds it ended again and
+/// fails the whole batch. A write that can fail after a schema change (not
+/// counted as changed rows) has no place in a job: see `SqliteStore::job`.
 fn run_without_savepoints(tx: &Connection, path: &Path, batch: &mut [Box<dyn Job>]) -> bool {
     for job in batch.iter_mut() {
         if tx.is_autocommit() {
@@ -183,8 +184,9 @@ fn begin<'c>(connection: &'c mut Connection, path: &Path) -> Result<rusqlite::Tr
         .map_err(|error| backend(path, format!("cannot begin a transaction: {error}")).to_string())
 }
 
-/// Commits a batch whose jobs all ran (each settles with its own result,
-/// a refused one's undone by its savepoint), or tells each the commit failed.
+/// Commits a batch whose jobs all ran (each settles with its own result; a
+/// refused one left nothing, or its savepoint undid it), or tells each the
+/// commit failed.
 fn commit_batch(tx: rusqlite::Transaction<'_>, path: &Path, batch: Vec<Box<dyn Job>>) {
     match tx.commit() {
         Ok(()) => batch.into_iter().for_each(|job| job.settle(None)),
@@ -241,8 +243,8 @@ fn commit_alone(tx: rusqlite::Transaction<'_>, path: &Path, mut job: Box<dyn Job
     }
 }
 
-/// Runs one job inside the batch transaction, in a savepoint so that a
-/// refused job (a stale fence) does not undo the others of the batch. The
+/// Runs one job inside the batch transaction, in a savepoint so that a job
+/// refused after it changed rows does not undo the others of the batch. The
 /// savepoint statements are prepared once (rusqlite's `Savepoint` parses
 /// them for every job). Returns whether the batch's transaction is still
 /// whole.
