@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
-use writer::{write_loop, Job, Reply, Write};
+use writer::{write_loop, Job, Reply};
 
 mod due;
 mod handoff;
@@ -85,7 +85,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnMut(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
     {
-        self.writes.send(Write { write, reply }.job()).map_err(|_| backend(&self.path, "the writer thread stopped"))
+        self.writes.send(writer::job(write, reply)).map_err(|_| backend(&self.path, "the writer thread stopped"))
     }
 
     pub(super) async fn write<T, F>(&self, write: F) -> Result<T, StoreError>

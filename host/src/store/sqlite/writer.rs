@@ -48,35 +48,29 @@ pub(super) trait Job: Send {
     fn settle(self: Box<Self>, batch_error: Option<&str>);
 }
 
-pub(super) struct Write<T, F> {
-    pub(super) write: F,
-    pub(super) reply: Reply<T>,
-}
-
-/// A [`Write`] as the writer holds it, with its last run's result.
-struct Queued<T, F> {
-    write: Write<T, F>,
-    result: Option<Result<T, StoreError>>,
-}
-
-impl<T, F> Write<T, F>
+/// `write` as a job of the writer's queue, answering `reply`.
+pub(super) fn job<T, F>(write: F, reply: Reply<T>) -> Box<dyn Job>
 where
     T: Send + 'static,
     F: FnMut(&Connection, &Path) -> Result<T, StoreError> + Send + 'static,
 {
-    /// The write as a job of the writer's queue.
-    pub(super) fn job(self) -> Box<dyn Job> {
-        Box::new(Queued { write: self, result: None })
-    }
+    Box::new(Write { write, reply, result: None })
 }
 
-impl<T, F> Job for Queued<T, F>
+/// A write as the writer holds it, with its last run's result.
+struct Write<T, F> {
+    write: F,
+    reply: Reply<T>,
+    result: Option<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Write<T, F>
 where
     T: Send + 'static,
     F: FnMut(&Connection, &Path) -> Result<T, StoreError> + Send,
 {
     fn run(&mut self, db: &Connection, path: &Path) -> bool {
-        let result = (self.write.write)(db, path);
+        let result = (self.write)(db, path);
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -88,7 +82,7 @@ where
             (Some(message), _) => Err(StoreError::Backend(message.to_string())),
             (None, None) => Err(StoreError::Backend("the write never ran".into())),
         };
-        self.write.reply.send(result);
+        self.reply.send(result);
     }
 }
 
@@ -118,13 +112,7 @@ pub(super) fn write_loop(mut connection: Connection, path: &Path, queue: mpsc::R
             commit_batch(tx, path, batch);
             continue;
         }
-        if !tx.is_autocommit() {
-            if let Err(error) = tx.rollback() {
-                tracing::error!(path = %path.display(), "rolling back a batch to run it again failed: {error}");
-            }
-        } else {
-            drop(tx);
-        }
+        roll_back(tx, path, "a batch to run it again");
         let tx = match begin(&mut connection, path) {
             Ok(tx) => tx,
             Err(message) => {
@@ -175,6 +163,18 @@ fn run_without_savepoints(tx: &Connection, path: &Path, batch: &mut [Box<dyn Job
     !tx.is_autocommit()
 }
 
+/// Rolls `tx` back, unless SQLite ended it already (then there is nothing
+/// to undo). A rollback that fails leaves the transaction open: the next
+/// batch ends it (`end_open_transaction`).
+fn roll_back(tx: rusqlite::Transaction<'_>, path: &Path, what: &str) {
+    if tx.is_autocommit() {
+        return;
+    }
+    if let Err(error) = tx.rollback() {
+        tracing::error!(path = %path.display(), "rolling back {what} failed: {error}");
+    }
+}
+
 /// Begins the batch's transaction, first ending one an earlier batch left
 /// open; the error for the batch's jobs if it cannot.
 fn begin<'c>(connection: &'c mut Connection, path: &Path) -> Result<rusqlite::Transaction<'c>, String> {
@@ -221,13 +221,8 @@ fn commit_alone(tx: rusqlite::Transaction<'_>, path: &Path, mut job: Box<dyn Job
     if !job.run(&tx, path) {
         // Refused or failed, its own error goes back (the cause SQLite
         // gave, if SQLite ended the transaction itself): nothing of it may
-        // stay. A rollback that fails leaves the transaction open; the
-        // next batch ends it (`end_open_transaction`).
-        if !tx.is_autocommit() {
-            if let Err(error) = tx.rollback() {
-                tracing::error!(path = %path.display(), "rolling back a refused write failed: {error}");
-            }
-        }
+        // stay.
+        roll_back(tx, path, "a refused write");
         return job.settle(None);
     }
     if tx.is_autocommit() {
@@ -283,7 +278,7 @@ mod tests {
         F: FnMut(&Connection, &Path) -> Result<(), StoreError> + Send + 'static,
     {
         let (reply, answer) = mpsc::sync_channel(1);
-        (Write { write, reply: Reply::Blocking(reply) }.job(), answer)
+        (super::job(write, Reply::Blocking(reply)), answer)
     }
 
     fn insert(n: i64) -> impl FnMut(&Connection, &Path) -> Result<(), StoreError> + Send + 'static {
