@@ -50,18 +50,9 @@ struct Due {
 fn due(db: &Connection, host: &HostId, now: i64, limit: usize) -> rusqlite::Result<Vec<Due>> {
     let mut found = Vec::new();
     let row = |row: &rusqlite::Row<'_>| Ok(Due { id: row.get(0)?, created_at: row.get(1)?, owner: row.get(2)? });
-    // In flight, unowned or owned by a host that is not live. The `status IN`
-    // term repeats the partial index's condition, so that SQLite uses it.
-    let mut unowned = db.prepare_cached(
-        "SELECT id, created_at, owner FROM executions
-          WHERE status IN ('running', 'waiting', 'compensating') AND status = ?1 AND owner IS NULL
-          ORDER BY created_at LIMIT ?2",
-    )?;
-    let mut owned_by = db.prepare_cached(
-        "SELECT id, created_at, owner FROM executions
-          WHERE status IN ('running', 'waiting', 'compensating') AND status = ?1 AND owner = ?2
-          ORDER BY created_at LIMIT ?3",
-    )?;
+    // In flight, unowned or owned by a host that is not live.
+    let mut unowned = db.prepare_cached(UNOWNED)?;
+    let mut owned_by = db.prepare_cached(OWNED_BY)?;
     // Leases are judged by the clock; `now` is when timers are due.
     let stale = stale_owners(db, host, now_ms())?;
     for status in ["running", "compensating"] {
@@ -89,6 +80,23 @@ fn due(db: &Connection, host: &HostId, now: i64, limit: usize) -> rusqlite::Resu
     found.truncate(limit);
     Ok(found)
 }
+
+/// Executions in flight with status `?1` and no owner, oldest first, at
+/// most `?2`. The `in_flight!()` term repeats the partial index's condition,
+/// so that SQLite reads the index.
+pub(super) const UNOWNED: &str = concat!(
+    "SELECT id, created_at, owner FROM executions WHERE ",
+    in_flight!(),
+    " AND status = ?1 AND owner IS NULL ORDER BY created_at LIMIT ?2"
+);
+
+/// Executions in flight with status `?1` owned by `?2`, oldest first, at
+/// most `?3` (through the same index).
+pub(super) const OWNED_BY: &str = concat!(
+    "SELECT id, created_at, owner FROM executions WHERE ",
+    in_flight!(),
+    " AND status = ?1 AND owner = ?2 ORDER BY created_at LIMIT ?3"
+);
 
 /// Executions whose timer is due by `?1`, and those with a message posted,
 /// if they are still in flight.

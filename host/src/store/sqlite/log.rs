@@ -12,6 +12,15 @@ use crate::store::{Append, Created, NewExecution, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
+/// A new execution's row, owned under fence 1.
+pub(super) const INSERT_EXECUTION: &str = "INSERT INTO executions
+    (id, workflow, definition, input, idempotency_key, status, created_at, updated_at, tenant, parent_id,
+     owner, fence, next_due)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, 1, ?11)";
+
+/// Wakes a parent: its timer is due now, unless it is due sooner.
+pub(super) const WAKE_PARENT: &str = "UPDATE executions SET next_due = MIN(COALESCE(next_due, ?2), ?2) WHERE id = ?1";
+
 pub(super) fn create(
     db: &Connection,
     path: &Path,
@@ -32,28 +41,23 @@ pub(super) fn create(
         .and_then(|mut statement| statement.execute(params![record.hash.as_ref(), record.json.as_ref()]))
         .map_err(|e| backend(path, e))?;
     let definition = format!("@{}", record.hash);
-    db.prepare_cached(
-        "INSERT INTO executions
-            (id, workflow, definition, input, idempotency_key, status, created_at, updated_at, tenant, parent_id,
-             owner, fence, next_due)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, 1, ?11)",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
-            execution.id.as_str(),
-            record.definition.name,
-            definition,
-            input,
-            execution.idempotency_key,
-            execution.status.as_str(),
-            execution.created_at.0 as i64,
-            execution.tenant,
-            execution.parent.as_ref().map(|p| p.as_str()),
-            execution.owner.as_ref().map(|owner| owner.0.as_str()),
-            execution.next_due.map(|due| due.0 as i64),
-        ])
-    })
-    .map_err(|e| backend(path, e))?;
+    db.prepare_cached(INSERT_EXECUTION)
+        .and_then(|mut statement| {
+            statement.execute(params![
+                execution.id.as_str(),
+                record.definition.name,
+                definition,
+                input,
+                execution.idempotency_key,
+                execution.status.as_str(),
+                execution.created_at.0 as i64,
+                execution.tenant,
+                execution.parent.as_ref().map(|p| p.as_str()),
+                execution.owner.as_ref().map(|owner| owner.0.as_str()),
+                execution.next_due.map(|due| due.0 as i64),
+            ])
+        })
+        .map_err(|e| backend(path, e))?;
     insert_events(db, path, &execution.id, 0, &execution.events)?;
     Ok(Created::New(1))
 }
@@ -87,7 +91,7 @@ fn insert_events(
 /// column that does not change is left alone, and a row with nothing to
 /// change is not written at all (its page stays out of the commit). No row
 /// updated: nothing changed, or the writer does not hold the current fence.
-const UPDATES: [&str; 4] = [
+pub(super) const UPDATES: [&str; 4] = [
     "UPDATE executions SET next_due = ?4 WHERE id = ?1 AND fence = ?5 AND next_due IS NOT ?4",
     "UPDATE executions SET next_due = ?4, owner = NULL WHERE id = ?1 AND fence = ?5",
     "UPDATE executions SET status = ?2, updated_at = ?3, next_due = ?4 WHERE id = ?1 AND fence = ?5",
@@ -132,7 +136,7 @@ pub(super) fn append(db: &Connection, path: &Path, append: &Append) -> Result<()
     // alone, else its savepoint when it runs the batch again).
     insert_events(db, path, &append.id, append.seq, &append.events)?;
     if let Some(parent) = &append.wake {
-        db.prepare_cached("UPDATE executions SET next_due = MIN(COALESCE(next_due, ?2), ?2) WHERE id = ?1")
+        db.prepare_cached(WAKE_PARENT)
             .and_then(|mut statement| statement.execute(params![parent.as_str(), now_ms()]))
             .map_err(|e| backend(path, e))?;
     }
