@@ -143,6 +143,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_store_of_schema_8_keeps_its_executions_in_flight_indexed_after_migration_9() {
+        let mut db = Connection::open_in_memory().unwrap();
+        for migration in &MIGRATIONS[..8] {
+            db.execute_batch(migration).unwrap();
+        }
+        db.pragma_update(None, "user_version", 8).unwrap();
+        for (id, status) in [("a", "running"), ("b", "succeeded"), ("c", "waiting"), ("d", "compensating")] {
+            db.execute(
+                "INSERT INTO executions (id, workflow, definition, input, status, created_at, updated_at)
+                 VALUES (?1, 'w', '{}', '{}', ?2, 0, 0)",
+                [id, status],
+            )
+            .unwrap();
+        }
+        migrate(&mut db, Path::new(":memory:")).unwrap();
+        let version: usize = db.query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        let in_flight: Vec<String> = db
+            .prepare(concat!("SELECT id FROM executions INDEXED BY executions_in_flight WHERE ", in_flight!()))
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(in_flight.len(), 3, "{in_flight:?}");
+        assert!(!in_flight.contains(&"b".to_string()), "{in_flight:?}");
+    }
+
+    #[test]
     fn the_bundled_sqlite_has_no_global_memory_statistics_or_shared_page_cache() {
         // `.cargo/config.toml` builds it so (LIBSQLITE3_FLAGS): each took a
         // mutex shared by every connection at every allocation or page fetch.
