@@ -11,7 +11,7 @@
 //! walk of its executions (this scan runs back to back while a dead host's
 //! backlog is taken over, in the thread every write waits on).
 
-use super::{backend, now_ms};
+use super::{backend, now_ms, CLAIM_ROW};
 use crate::store::{DueClaim, Fence, HostId, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
@@ -26,15 +26,14 @@ pub(super) fn claim_due(
     now: i64,
     limit: usize,
 ) -> Result<Vec<DueClaim>, StoreError> {
+    // The scan and the claims are one transaction: the fences read are current.
     let due = due(db, host, now, limit).map_err(|e| backend(path, e))?;
-    let mut claim = db
-        .prepare_cached("UPDATE executions SET owner = ?2, fence = fence + 1 WHERE id = ?1 RETURNING fence")
-        .map_err(|e| backend(path, e))?;
+    let mut claim = db.prepare_cached(CLAIM_ROW).map_err(|e| backend(path, e))?;
     let mut claimed = Vec::with_capacity(due.len());
-    for Due { id, owner, .. } in due {
-        let fence: i64 = claim.query_row(params![id, host.0], |row| row.get(0)).map_err(|e| backend(path, e))?;
+    for Due { id, owner, fence, .. } in due {
+        claim.execute(params![id, host.0, fence + 1]).map_err(|e| backend(path, e))?;
         let takeover = owner.is_some_and(|owner| owner != host.0);
-        claimed.push(DueClaim { id: crate::journal::ExecutionId::new(id), fence: fence as Fence, takeover });
+        claimed.push(DueClaim { id: crate::journal::ExecutionId::new(id), fence: (fence + 1) as Fence, takeover });
     }
     Ok(claimed)
 }
@@ -44,12 +43,15 @@ struct Due {
     created_at: i64,
     id: String,
     owner: Option<String>,
+    fence: i64,
 }
 
 /// What needs a driver, oldest first, at most `limit`.
 fn due(db: &Connection, host: &HostId, now: i64, limit: usize) -> rusqlite::Result<Vec<Due>> {
     let mut found = Vec::new();
-    let row = |row: &rusqlite::Row<'_>| Ok(Due { id: row.get(0)?, created_at: row.get(1)?, owner: row.get(2)? });
+    let row = |row: &rusqlite::Row<'_>| {
+        Ok(Due { id: row.get(0)?, created_at: row.get(1)?, owner: row.get(2)?, fence: row.get(3)? })
+    };
     // In flight, unowned or owned by a host that is not live.
     let mut unowned = db.prepare_cached(UNOWNED)?;
     let mut owned_by = db.prepare_cached(OWNED_BY)?;
@@ -85,7 +87,7 @@ fn due(db: &Connection, host: &HostId, now: i64, limit: usize) -> rusqlite::Resu
 /// most `?2`. The `in_flight!()` term repeats the partial index's condition,
 /// so that SQLite reads the index.
 pub(super) const UNOWNED: &str = concat!(
-    "SELECT id, created_at, owner FROM executions WHERE ",
+    "SELECT id, created_at, owner, fence FROM executions WHERE ",
     in_flight!(),
     " AND status = ?1 AND owner IS NULL ORDER BY created_at LIMIT ?2"
 );
@@ -93,17 +95,17 @@ pub(super) const UNOWNED: &str = concat!(
 /// Executions in flight with status `?1` owned by `?2`, oldest first, at
 /// most `?3` (through the same index).
 pub(super) const OWNED_BY: &str = concat!(
-    "SELECT id, created_at, owner FROM executions WHERE ",
+    "SELECT id, created_at, owner, fence FROM executions WHERE ",
     in_flight!(),
     " AND status = ?1 AND owner = ?2 ORDER BY created_at LIMIT ?3"
 );
 
 /// Executions whose timer is due by `?1`, and those with a message posted,
 /// if they are still in flight.
-pub(super) const WAKING: &str = "SELECT id, created_at, owner FROM executions
+pub(super) const WAKING: &str = "SELECT id, created_at, owner, fence FROM executions
   WHERE next_due <= ?1 AND +status IN ('running', 'waiting', 'compensating')
  UNION
- SELECT id, created_at, owner FROM executions
+ SELECT id, created_at, owner, fence FROM executions
   WHERE id IN (SELECT execution_id FROM inbox WHERE answer IS NULL)
     AND +status IN ('running', 'waiting', 'compensating')";
 

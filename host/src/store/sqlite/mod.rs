@@ -190,6 +190,11 @@ fn live_owner(db: &Connection, owner: Option<&str>, now: i64) -> rusqlite::Resul
         .optional()
 }
 
+/// An execution claimed by host `?2` under fence `?3`, one above the fence
+/// read in the same transaction. (Not `fence = fence + 1 ... RETURNING`:
+/// SQLite collects returned rows in a temporary B-tree.)
+const CLAIM_ROW: &str = "UPDATE executions SET owner = ?2, fence = ?3 WHERE id = ?1";
+
 fn claim(db: &Connection, path: &Path, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError> {
     let row: Option<(Option<String>, i64)> = db
         .prepare_cached("SELECT owner, fence FROM executions WHERE id = ?1")
@@ -200,7 +205,7 @@ fn claim(db: &Connection, path: &Path, id: &ExecutionId, host: &HostId) -> Resul
     if let Some((holder, _)) = live_owner(db, other, now_ms()).map_err(|e| backend(path, e))? {
         return Ok(Claim::Held(HostId(holder)));
     }
-    db.prepare_cached("UPDATE executions SET owner = ?2, fence = ?3 WHERE id = ?1")
+    db.prepare_cached(CLAIM_ROW)
         .and_then(|mut statement| statement.execute(params![id.as_str(), host.0, fence + 1]))
         .map_err(|e| backend(path, e))?;
     Ok(Claim::Claimed { fence: (fence + 1) as Fence, takeover: other.is_some() })
