@@ -406,7 +406,11 @@ async fn an_idle_server_uses_almost_no_cpu_after_a_burst() {
     let hz = 100; // USER_HZ on Linux
     let millis = used * 1000 / hz;
     eprintln!("idle server: {millis} ms of CPU in 5 s");
-    assert!(millis <= 60, "an idle server used {millis} ms of CPU in 5 s");
+    // Idle, it uses 30-50 ms in 5 s here (a scan for due work and a
+    // heartbeat each second, in 10 ms ticks); the same work took 70 ms once
+    // while CI ran other test processes beside it. A loop that does not
+    // sleep would use seconds: 150 ms (3% of one core) tells them apart.
+    assert!(millis <= 150, "an idle server used {millis} ms of CPU in 5 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
