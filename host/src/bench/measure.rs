@@ -89,10 +89,12 @@ pub fn all(options: &BenchOptions, scratch: &Path) -> Result<Value> {
         let steps = isolated_steps(&host, options)?;
         let mut rust = steps.iter().find(|s| s["lang"] == "rust").cloned().unwrap_or_else(|| json!({}));
         if options.wants("throughput") {
-            let (one, two) = throughput(&host, options)?;
-            rust["one_thread_per_s"] = json!(one);
-            rust["two_threads_per_s"] = json!(two);
-            rust["scaling"] = json!(two / one.max(1.0));
+            let throughput = throughput(&host, options)?;
+            rust["one_thread_per_s"] = json!(throughput.one);
+            rust["two_threads_per_s"] = json!(throughput.two);
+            // The median of the pairs' ratios, not the ratio of the medians.
+            rust["scaling"] = json!(median_of(&throughput.pair_ratios));
+            rust["scaling_per_pair"] = json!(throughput.pair_ratios);
         }
         report["isolated_step"] = rust;
         report["isolated_steps"] = json!(steps);
@@ -204,42 +206,65 @@ fn isolated_steps(host: &Host, options: &BenchOptions) -> Result<Vec<Value>> {
     Ok(rows)
 }
 
-/// Isolated invocations per second of the Rust cart total on 1 and on 2 worker threads.
-fn throughput(host: &Host, options: &BenchOptions) -> Result<(f64, f64)> {
+/// Isolated invocations per second of the Rust cart total on 1 and on 2
+/// worker threads, and the scaling between them.
+struct Throughput {
+    /// Median rate on one worker thread.
+    one: f64,
+    /// Median rate on two.
+    two: f64,
+    /// Each pair's 2-thread rate over its 1-thread rate, in run order.
+    pair_ratios: Vec<f64>,
+}
+
+/// Measures [`Throughput`] in pairs: each repetition runs one thread and two
+/// threads back to back, the order alternating (1-2, 2-1, ...), so that a
+/// shared VM slowing down or speeding up between phases moves both halves
+/// of a pair alike instead of skewing the ratio (all 1-thread repetitions
+/// first made the ratio swing from 1.7x to 2.2x between runs of one binary).
+fn throughput(host: &Host, options: &BenchOptions) -> Result<Throughput> {
     let input = Arc::new(sample_cart().to_string());
-    let mut results = Vec::new();
-    for workers in [1usize, 2] {
-        let rt = runtime(workers)?;
-        let plugin = rt.block_on(host.registry.get("cart-total"))?;
-        let mut rates = Vec::new();
-        for repetition in 0..=options.repetitions {
-            let done = Arc::new(AtomicUsize::new(0));
-            let duration = options.duration();
-            let started = Instant::now();
-            rt.block_on(async {
-                let mut tasks = tokio::task::JoinSet::new();
-                for _ in 0..workers * 4 {
-                    let (sandbox, plugin, input, done) =
-                        (host.registry.sandbox().clone(), plugin.clone(), input.clone(), done.clone());
-                    tasks.spawn(async move {
-                        while started.elapsed() < duration {
-                            let call = Call::Invoke { ctx: context("total"), input: input.to_string() };
-                            if sandbox.call(plugin.runtime(), call, None, None).await.result.is_ok() {
-                                done.fetch_add(1, Ordering::Relaxed);
-                            }
+    let runtimes = [runtime(1)?, runtime(2)?];
+    let plugin = runtimes[0].block_on(host.registry.get("cart-total"))?;
+    let measure = |workers: usize, duration: Duration| -> f64 {
+        let done = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        runtimes[workers - 1].block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..workers * 4 {
+                let (sandbox, plugin, input, done) =
+                    (host.registry.sandbox().clone(), plugin.clone(), input.clone(), done.clone());
+                tasks.spawn(async move {
+                    while started.elapsed() < duration {
+                        let call = Call::Invoke { ctx: context("total"), input: input.to_string() };
+                        if sandbox.call(plugin.runtime(), call, None, None).await.result.is_ok() {
+                            done.fetch_add(1, Ordering::Relaxed);
                         }
-                    });
-                }
-                while tasks.join_next().await.is_some() {}
-            });
-            // The first repetition warms the pool up.
-            if repetition > 0 {
-                rates.push(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64());
+                    }
+                });
             }
-        }
-        results.push(median_of(&rates));
+            while tasks.join_next().await.is_some() {}
+        });
+        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    };
+    // A first short run on each warms the pool and the threads up.
+    for workers in [1, 2] {
+        measure(workers, options.duration() / 4);
     }
-    Ok((results[0], results[1]))
+    let (mut ones, mut twos, mut pair_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for repetition in 0..options.repetitions {
+        let (one, two) = if repetition % 2 == 0 {
+            let one = measure(1, options.duration());
+            (one, measure(2, options.duration()))
+        } else {
+            let two = measure(2, options.duration());
+            (measure(1, options.duration()), two)
+        };
+        ones.push(one);
+        twos.push(two);
+        pair_ratios.push(two / one.max(1.0));
+    }
+    Ok(Throughput { one: median_of(&ones), two: median_of(&twos), pair_ratios })
 }
 
 /// Runs `workflow` for `duration` with `concurrency` executions in flight,

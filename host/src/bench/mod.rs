@@ -167,10 +167,14 @@ pub fn table(report: &Value) -> String {
     if throughput.get("one_thread_per_s").is_some() {
         let _ = writeln!(
             out,
-            "\nisolated invocations/s: 1 thread {}, 2 threads {} (scaling {}x)",
+            "\nisolated invocations/s: 1 thread {}, 2 threads {} (scaling {}x, the median of pairs {})",
             f(&throughput["one_thread_per_s"]),
             f(&throughput["two_threads_per_s"]),
-            f(&throughput["scaling"])
+            f(&throughput["scaling"]),
+            throughput["scaling_per_pair"]
+                .as_array()
+                .map(|ratios| ratios.iter().map(|ratio| format!("{}x", f(ratio))).collect::<Vec<_>>().join(" / "))
+                .unwrap_or_default()
         );
     }
     for (key, title) in [
