@@ -92,9 +92,9 @@ pub fn all(options: &BenchOptions, scratch: &Path) -> Result<Value> {
             let throughput = throughput(&host, options)?;
             rust["one_thread_per_s"] = json!(throughput.one);
             rust["two_threads_per_s"] = json!(throughput.two);
-            // The median of the pairs' ratios, not the ratio of the medians.
-            rust["scaling"] = json!(median_of(&throughput.pair_ratios));
-            rust["scaling_per_pair"] = json!(throughput.pair_ratios);
+            // The median of the phases' ratios, not the ratio of the medians.
+            rust["scaling"] = json!(median_of(&throughput.ratios));
+            rust["scaling_per_phase"] = json!(throughput.ratios);
         }
         report["isolated_step"] = rust;
         report["isolated_steps"] = json!(steps);
@@ -213,58 +213,63 @@ struct Throughput {
     one: f64,
     /// Median rate on two.
     two: f64,
-    /// Each pair's 2-thread rate over its 1-thread rate, in run order.
-    pair_ratios: Vec<f64>,
+    /// Each 2-thread phase's rate over the mean of the 1-thread phases just
+    /// before and just after it, in run order.
+    ratios: Vec<f64>,
 }
 
-/// Measures [`Throughput`] in pairs: each repetition runs one thread and two
-/// threads back to back, the order alternating (1-2, 2-1, ...), so that a
-/// shared VM slowing down or speeding up between phases moves both halves
-/// of a pair alike instead of skewing the ratio (all 1-thread repetitions
-/// first made the ratio swing from 1.7x to 2.2x between runs of one binary).
+/// Measures [`Throughput`] with each 2-thread phase between two 1-thread
+/// phases (1, 2, 1, 2, ..., 1: one 2-thread phase per repetition), and
+/// compares each 2-thread phase with the mean of its two neighbours. A
+/// shared VM that speeds up or slows down steadily then moves both sides of
+/// every ratio alike (all 1-thread repetitions first, then all 2-thread
+/// ones, made the ratio swing from 1.7x to 2.2x between runs of one binary).
 fn throughput(host: &Host, options: &BenchOptions) -> Result<Throughput> {
     let input = Arc::new(sample_cart().to_string());
     let runtimes = [runtime(1)?, runtime(2)?];
     let plugin = runtimes[0].block_on(host.registry.get("cart-total"))?;
-    let measure = |workers: usize, duration: Duration| -> f64 {
-        let done = Arc::new(AtomicUsize::new(0));
+    // Every call must succeed: a failed one would count as no work done.
+    let measure = |workers: usize, duration: Duration| -> Result<f64> {
+        let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let started = Instant::now();
         runtimes[workers - 1].block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..workers * 4 {
-                let (sandbox, plugin, input, done) =
-                    (host.registry.sandbox().clone(), plugin.clone(), input.clone(), done.clone());
+                let (sandbox, plugin, input, done, failed) =
+                    (host.registry.sandbox().clone(), plugin.clone(), input.clone(), done.clone(), failed.clone());
                 tasks.spawn(async move {
                     while started.elapsed() < duration {
                         let call = Call::Invoke { ctx: context("total"), input: input.to_string() };
-                        if sandbox.call(plugin.runtime(), call, None, None).await.result.is_ok() {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
+                        let counter = match sandbox.call(plugin.runtime(), call, None, None).await.result {
+                            Ok(_) => &done,
+                            Err(_) => &failed,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
                     }
                 });
             }
             while tasks.join_next().await.is_some() {}
         });
-        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+        let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        if failed > 0 {
+            anyhow::bail!("throughput: {failed} of {} calls of cart-total failed", done + failed);
+        }
+        Ok(done as f64 / started.elapsed().as_secs_f64())
     };
     // A first short run on each warms the pool and the threads up.
     for workers in [1, 2] {
-        measure(workers, options.duration() / 4);
+        measure(workers, options.duration() / 4)?;
     }
-    let (mut ones, mut twos, mut pair_ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for repetition in 0..options.repetitions {
-        let (one, two) = if repetition % 2 == 0 {
-            let one = measure(1, options.duration());
-            (one, measure(2, options.duration()))
-        } else {
-            let two = measure(2, options.duration());
-            (measure(1, options.duration()), two)
-        };
-        ones.push(one);
+    let mut ones = vec![measure(1, options.duration())?];
+    let (mut twos, mut ratios) = (Vec::new(), Vec::new());
+    for _ in 0..options.repetitions {
+        let two = measure(2, options.duration())?;
+        let one = measure(1, options.duration())?;
+        ratios.push(two / ((ones[ones.len() - 1] + one) / 2.0).max(1.0));
         twos.push(two);
-        pair_ratios.push(two / one.max(1.0));
+        ones.push(one);
     }
-    Ok(Throughput { one: median_of(&ones), two: median_of(&twos), pair_ratios })
+    Ok(Throughput { one: median_of(&ones), two: median_of(&twos), ratios })
 }
 
 /// Runs `workflow` for `duration` with `concurrency` executions in flight,

@@ -167,11 +167,12 @@ pub fn table(report: &Value) -> String {
     if throughput.get("one_thread_per_s").is_some() {
         let _ = writeln!(
             out,
-            "\nisolated invocations/s: 1 thread {}, 2 threads {} (scaling {}x, the median of pairs {})",
+            "\nisolated invocations/s: 1 thread {}, 2 threads {} (medians); scaling {}x (the median of each \
+             2-thread phase against the 1-thread phases around it: {})",
             f(&throughput["one_thread_per_s"]),
             f(&throughput["two_threads_per_s"]),
             f(&throughput["scaling"]),
-            throughput["scaling_per_pair"]
+            throughput["scaling_per_phase"]
                 .as_array()
                 .map(|ratios| ratios.iter().map(|ratio| format!("{}x", f(ratio))).collect::<Vec<_>>().join(" / "))
                 .unwrap_or_default()

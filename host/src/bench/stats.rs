@@ -44,11 +44,17 @@ impl Samples {
     }
 }
 
-/// The median of several repetitions' figures.
+/// The median of several repetitions' figures: the middle one, or the mean
+/// of the two middle ones of an even count (0 for none).
 pub fn median_of(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+    let middle = sorted.len() / 2;
+    match sorted.len() {
+        0 => 0.0,
+        len if len % 2 == 1 => sorted[middle],
+        _ => (sorted[middle - 1] + sorted[middle]) / 2.0,
+    }
 }
 
 #[cfg(test)]
@@ -62,6 +68,8 @@ mod tests {
         assert_eq!(samples.p99(), 99.0);
         assert_eq!(samples.percentile(0.0), 1.0);
         assert_eq!(median_of(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_of(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median_of(&[]), 0.0);
         assert_eq!(Samples::default().median(), 0.0);
     }
 }
