@@ -11,8 +11,8 @@
 //! walk of its executions (this scan runs back to back while a dead host's
 //! backlog is taken over, in the thread every write waits on).
 
-use super::{backend, now_ms, CLAIM_ROW};
-use crate::store::{DueClaim, Fence, HostId, StoreError};
+use super::{backend, claim_row, now_ms};
+use crate::store::{DueClaim, HostId, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
 use std::path::Path;
@@ -28,12 +28,11 @@ pub(super) fn claim_due(
 ) -> Result<Vec<DueClaim>, StoreError> {
     // The scan and the claims are one transaction: the fences read are current.
     let due = due(db, host, now, limit).map_err(|e| backend(path, e))?;
-    let mut claim = db.prepare_cached(CLAIM_ROW).map_err(|e| backend(path, e))?;
     let mut claimed = Vec::with_capacity(due.len());
     for Due { id, owner, fence, .. } in due {
-        claim.execute(params![id, host.0, fence + 1]).map_err(|e| backend(path, e))?;
+        let fence = claim_row(db, &id, host, fence).map_err(|e| backend(path, e))?;
         let takeover = owner.is_some_and(|owner| owner != host.0);
-        claimed.push(DueClaim { id: crate::journal::ExecutionId::new(id), fence: (fence + 1) as Fence, takeover });
+        claimed.push(DueClaim { id: crate::journal::ExecutionId::new(id), fence, takeover });
     }
     Ok(claimed)
 }

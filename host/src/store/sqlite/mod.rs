@@ -195,6 +195,13 @@ fn live_owner(db: &Connection, owner: Option<&str>, now: i64) -> rusqlite::Resul
 /// SQLite collects returned rows in a temporary B-tree.)
 const CLAIM_ROW: &str = "UPDATE executions SET owner = ?2, fence = ?3 WHERE id = ?1";
 
+/// Claims execution `id` for `host` under the fence above `read`, the fence
+/// read in this same transaction; the new fence.
+fn claim_row(db: &Connection, id: &str, host: &HostId, read: i64) -> rusqlite::Result<Fence> {
+    db.prepare_cached(CLAIM_ROW)?.execute(params![id, host.0, read + 1])?;
+    Ok((read + 1) as Fence)
+}
+
 fn claim(db: &Connection, path: &Path, id: &ExecutionId, host: &HostId) -> Result<Claim, StoreError> {
     let row: Option<(Option<String>, i64)> = db
         .prepare_cached("SELECT owner, fence FROM executions WHERE id = ?1")
@@ -205,10 +212,8 @@ fn claim(db: &Connection, path: &Path, id: &ExecutionId, host: &HostId) -> Resul
     if let Some((holder, _)) = live_owner(db, other, now_ms()).map_err(|e| backend(path, e))? {
         return Ok(Claim::Held(HostId(holder)));
     }
-    db.prepare_cached(CLAIM_ROW)
-        .and_then(|mut statement| statement.execute(params![id.as_str(), host.0, fence + 1]))
-        .map_err(|e| backend(path, e))?;
-    Ok(Claim::Claimed { fence: (fence + 1) as Fence, takeover: other.is_some() })
+    let fence = claim_row(db, id.as_str(), host, fence).map_err(|e| backend(path, e))?;
+    Ok(Claim::Claimed { fence, takeover: other.is_some() })
 }
 
 fn kv_set(db: &Connection, namespace: &str, key: &str, value: &str) -> Result<(), String> {
