@@ -92,6 +92,17 @@ impl Host {
     }
 }
 
+impl Drop for Host {
+    /// Background work ends with its host, even work asleep on something
+    /// other than the engine (the inbox poller waits for a live execution).
+    fn drop(&mut self) {
+        let tasks = self.background.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
 /// The machine (its boot) and process namespace this process runs in: two
 /// hosts with the same node id can see each other's processes.
 fn node_id() -> String {
@@ -161,7 +172,9 @@ async fn reap_local_dead_hosts(engine: &Engine) {
 }
 
 /// Routes messages other processes posted for executions this host owns
-/// to their owners. Polls only while this process drives something.
+/// to their owners. Polls only while this process drives something: while
+/// nothing is live it sleeps until something is (an idle host does not wake
+/// for it at all).
 async fn poll_inbox(engine: Weak<Shared>) {
     let mut routed: HashSet<i64> = HashSet::new();
     let wakeups = Engine::upgrade(&engine).and_then(|engine| engine.shared.store.wakeups());
@@ -170,6 +183,11 @@ async fn poll_inbox(engine: Weak<Shared>) {
         let Some(engine) = Engine::upgrade(&engine) else { return };
         if engine.shared.live.len() == 0 {
             routed.clear();
+            // Asleep without holding the engine, whose host ends this task
+            // when it is dropped.
+            let live = engine.shared.live.clone();
+            drop(engine);
+            live.occupied().await;
             continue;
         }
         let messages = match engine.shared.store.inbox(engine.shared.host.id(), None).await {
@@ -196,5 +214,42 @@ async fn poll_inbox(engine: Weak<Shared>) {
 fn deliver_posted(engine: &Engine, id: &ExecutionId, posted: Message) {
     if engine.shared.live.send(id, posted).is_err() {
         engine.route(id, Message::Adopt);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::{PluginDirectory, PluginRegistry};
+    use crate::sandbox::{Limits, Sandbox};
+    use crate::store::MemoryStore;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// Waits, a few milliseconds at a time and 10 s at most, until `done` holds.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("not within 10 s: {what}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dropped_engine_ends_its_inbox_poller_even_while_it_sleeps_for_a_live_execution() {
+        let sandbox = Sandbox::new(Limits::default()).unwrap();
+        let registry = Arc::new(PluginRegistry::new(sandbox, PluginDirectory::empty(Path::new("."))));
+        let engine = Engine::new(registry, Arc::new(MemoryStore::new()));
+        engine.register().await.unwrap();
+        // Nothing is live: the poller sleeps holding the live table (and only that).
+        let table = engine.shared.live.clone();
+        // Held by the engine, here and by the poller.
+        until("the poller asleep until an execution goes live", || Arc::strong_count(&table) == 3).await;
+        let (live, shared) = (Arc::downgrade(&table), engine.downgrade());
+        drop((table, engine));
+        until("the engine dropped", || shared.upgrade().is_none()).await;
+        until("the poller ended with its host", || live.upgrade().is_none()).await;
     }
 }

@@ -12,9 +12,6 @@ use wasmtime::Engine;
 /// How often the epoch advances: how long guest code runs before it yields.
 pub const TICK: Duration = Duration::from_millis(1);
 
-/// How long an idle ticker sleeps before it looks at whether it should stop.
-const IDLE_CHECK: Duration = Duration::from_millis(500);
-
 /// Stops its thread when dropped.
 pub struct Ticker {
     stop: Arc<AtomicBool>,
@@ -56,9 +53,11 @@ impl Ticker {
             .spawn(move || {
                 while !stopped.load(Ordering::SeqCst) {
                     if in_flight.load(Ordering::SeqCst) == 0 {
-                        // Unparked by the next call's start (a start between
-                        // the load and the park leaves its token: no wake is lost).
-                        std::thread::park_timeout(IDLE_CHECK);
+                        // Unparked by the next call's start or by the drop
+                        // (an unpark between the load and the park leaves
+                        // its token: no wake is lost); a spurious wake-up
+                        // only goes round the loop again.
+                        std::thread::park();
                         continue;
                     }
                     let started = Instant::now();
