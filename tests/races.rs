@@ -390,8 +390,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// How many times each thread of a process went to sleep of its own accord
 /// (`voluntary_ctxt_switches`: a wait for a timer, a lock, I/O or a
 /// message), by thread, from /proc. Being preempted on a busy machine does
-/// not count, so the figure says what the process does, not how loaded the
-/// machine is.
+/// not count, so the figure follows what the process does far more than how
+/// loaded the machine is (see the bound's comment for what load adds).
 fn sleeps_by_thread(pid: u32) -> std::collections::BTreeMap<String, (String, u64)> {
     let mut sleeps = std::collections::BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
